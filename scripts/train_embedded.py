@@ -1,0 +1,144 @@
+"""Distil the DigiFace DCGAN (gan-face-generate) into the embedded 64×64 StyleGAN2.
+
+Every training pair is (z, teacher(z)): the student's mapping network takes the
+teacher's 100-d z, so the student learns to draw the very face the teacher draws.
+Loss: L1 on a 4-level image pyramid (64, 32, 16, 8 px), which keeps the coarse
+layout and the fine detail both in view. An EMA copy of the weights is what ships.
+Runs on the CPU; checkpoints every few minutes and resumes from the last one.
+
+    python scripts/train_embedded.py --steps 4000 --work runs/embedded \
+        --out engine/models/wspace64.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from engine.checkpoints import save_native  # noqa: E402
+from engine.networks import Generator, GeneratorConfig  # noqa: E402
+from engine.teacher import NZ, load_teacher  # noqa: E402
+
+EMBEDDED_CONFIG = dict(resolution=64, z_dim=NZ, w_dim=256, mapping_layers=8,
+                       channels={4: 256, 8: 256, 16: 256, 32: 128, 64: 64})
+PYRAMID_LEVELS = 4
+EMA_BETA = 0.998
+LR_DECAY_FRACTION = 0.3  # cosine decay over the last 30 % of the steps
+CHECKPOINT_SECONDS = 300
+W_AVG_SAMPLES = 10_000
+
+
+def pyramid_l1(a: torch.Tensor, b: torch.Tensor, levels: int = PYRAMID_LEVELS) -> torch.Tensor:
+    loss = a.new_zeros([])
+    for _ in range(levels):
+        loss = loss + (a - b).abs().mean()
+        a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+    return loss / levels
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = ((a - b) / 2).square().mean(dim=[1, 2, 3])
+    return float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
+
+
+def lr_at(step: int, steps: int, base: float) -> float:
+    start = int(steps * (1 - LR_DECAY_FRACTION))
+    if step < start:
+        return base
+    t = (step - start) / max(1, steps - start)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=Path("runs/embedded"))
+    ap.add_argument("--out", type=Path, default=Path("engine/models/wspace64.safetensors"))
+    args = ap.parse_args()
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = args.work / "ckpt.pt", args.work / "train.log"
+    torch.manual_seed(args.seed)
+    teacher = load_teacher()
+    G = Generator(GeneratorConfig(**EMBEDDED_CONFIG)).train()
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.0, 0.99), eps=1e-8)
+    step, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        G.load_state_dict(ck["G"]); G_ema.load_state_dict(ck["G_ema"]); opt.load_state_dict(ck["opt"])
+        step, elapsed = ck["step"], ck["elapsed"]
+        print(f"resumed at step {step}")
+
+    def save_checkpoint() -> None:
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"G": G.state_dict(), "G_ema": G_ema.state_dict(), "opt": opt.state_dict(),
+                    "step": step, "elapsed": elapsed, "args": vars(args)}, tmp)
+        tmp.replace(ckpt_path)
+
+    # A fixed probe batch from a seed the training stream never uses.
+    probe_z = torch.randn(64, NZ, generator=torch.Generator().manual_seed(10_000 + args.seed))
+    with torch.no_grad():
+        probe_x = teacher(probe_z)
+    last_ckpt = time.time()
+    bar = tqdm(total=args.steps, initial=step, desc="distil", unit="step")
+    with log_path.open("a") as log:
+        while step < args.steps:
+            t0 = time.time()
+            gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+            z = torch.randn(args.batch, NZ, generator=gen)
+            with torch.no_grad():
+                target = teacher(z)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, args.steps, args.lr)
+            img = G.synthesis(G.mapping(z), noise_mode="const")
+            loss = pyramid_l1(img, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for pe, p in zip(G_ema.parameters(), G.parameters()):
+                    pe.lerp_(p, 1 - EMA_BETA)
+                for be, b in zip(G_ema.buffers(), G.buffers()):
+                    be.copy_(b)
+            step += 1
+            elapsed += time.time() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % 100 == 0 or step == args.steps:
+                with torch.no_grad():
+                    p = psnr(G_ema.synthesis(G_ema.mapping(probe_z)), probe_x)
+                log.write(json.dumps({"step": step, "loss": round(loss.item(), 5), "probe_psnr": round(p, 3),
+                                      "lr": opt.param_groups[0]["lr"], "elapsed_s": round(elapsed, 1)}) + "\n")
+                log.flush()
+            if time.time() - last_ckpt > CHECKPOINT_SECONDS:
+                save_checkpoint()
+                last_ckpt = time.time()
+    bar.close()
+    save_checkpoint()
+
+    with torch.no_grad():
+        ws = torch.cat([G_ema.mapping.forward(torch.randn(1000, NZ, generator=torch.Generator().manual_seed(i)))[:, 0]
+                        for i in range(W_AVG_SAMPLES // 1000)])
+        G_ema.mapping.w_avg.copy_(ws.mean(0))
+    provenance = {"trained_by": "scripts/train_embedded.py", "teacher": "gan-face-generate 1.1.1 DigiFace DCGAN",
+                  "steps": step, "batch": args.batch, "seed": args.seed, "train_seconds": round(elapsed)}
+    model_id = save_native(G_ema, args.out, provenance, dtype=torch.float16)
+    print(f"wrote {args.out} (model id {model_id}) after {step} steps, {elapsed / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
