@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--beta1", type=float, default=0.9)
+    ap.add_argument("--mapping-lr-mul", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=Path("runs/embedded"))
     ap.add_argument("--out", type=Path, default=Path("engine/models/wspace64.safetensors"))
@@ -73,9 +75,9 @@ def main() -> None:
     ckpt_path, log_path = args.work / "ckpt.pt", args.work / "train.log"
     torch.manual_seed(args.seed)
     teacher = load_teacher()
-    G = Generator(GeneratorConfig(**EMBEDDED_CONFIG)).train()
+    G = Generator(GeneratorConfig(**EMBEDDED_CONFIG, mapping_lr_mul=args.mapping_lr_mul)).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.0, 0.99), eps=1e-8)
+    opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(args.beta1, 0.99), eps=1e-8)
     step, elapsed = 0, 0.0
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
@@ -121,7 +123,9 @@ def main() -> None:
             if step % 100 == 0 or step == args.steps:
                 with torch.no_grad():
                     p = psnr(G_ema.synthesis(G_ema.mapping(probe_z)), probe_x)
+                    p_raw = pyramid_l1(G.synthesis(G.mapping(probe_z)), probe_x).item()
                 log.write(json.dumps({"step": step, "loss": round(loss.item(), 5), "probe_psnr": round(p, 3),
+                                      "probe_l1_raw": round(p_raw, 4),
                                       "lr": opt.param_groups[0]["lr"], "elapsed_s": round(elapsed, 1)}) + "\n")
                 log.flush()
             if time.time() - last_ckpt > CHECKPOINT_SECONDS:

@@ -1,0 +1,79 @@
+"""The projector finds a latent that redraws the target, reports progress, honours its schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoints import load_generator
+from engine.projector import (INITIAL_LR, LR_RAMPUP, latent_noise_scale, lr_schedule, noise_regularizer,
+                              project, psnr, ssim)
+from engine.render import to_uint8
+
+
+@pytest.fixture(scope="module")
+def G(ada_pkl):
+    return load_generator(ada_pkl)
+
+
+def test_schedule_ramps_up_and_down():
+    assert lr_schedule(0.0) == 0.0
+    assert lr_schedule(LR_RAMPUP) == pytest.approx(INITIAL_LR)
+    assert lr_schedule(0.5) == pytest.approx(INITIAL_LR)
+    assert lr_schedule(0.99) < 0.01 * INITIAL_LR
+    assert latent_noise_scale(0.0, 2.0) == pytest.approx(0.1)
+    assert latent_noise_scale(0.75, 2.0) == 0.0
+
+
+def test_noise_regularizer_penalises_correlated_noise():
+    white = [torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))]
+    smooth = [torch.nn.functional.interpolate(torch.randn(1, 1, 8, 8), size=32, mode="bilinear")]
+    assert noise_regularizer(smooth) > 10 * noise_regularizer(white)
+
+
+def test_ssim_is_one_for_identical_images_and_lower_otherwise():
+    a = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(ssim(a, a), torch.ones(2), atol=1e-5)
+    assert (ssim(a, a + 0.3 * torch.randn_like(a)) < 0.9).all()
+
+
+def test_projection_redraws_an_in_domain_target(G):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        w_true = G.mapping(torch.randn(1, G.z_dim))
+        target = to_uint8(G.synthesis(w_true))[0]
+        start = to_uint8(G.synthesis(G.w_avg.expand(1, G.num_ws, -1).contiguous()))[0]
+    calls = []
+    result = project(G, target, steps=80, every=20, loss_kind="pixel",
+                     progress=lambda k, n, loss, preview: calls.append((k, n, preview.shape)))
+    assert result.ws.shape == (G.num_ws, G.w_dim) and result.ws.dtype == np.float32
+    assert result.psnr > psnr(start, target) + 6, "the projection is much closer than the starting face"
+    assert result.losses[-1] < 0.5 * result.losses[0]
+    assert [c[0] for c in calls] == [1, 20, 40, 60, 80, 80] and calls[0][2] == (32, 32, 3)
+    assert len(result.frames) == 6 and result.loss_kind == "pixel"
+    assert [n.shape for n in result.noise] == [(r, r) for r in (4, 8, 8, 16, 16, 32, 32)]
+    for n in result.noise:
+        assert abs(n.mean()) < 1e-4 and abs(n.std() - 1) < 1e-2, "noise maps are renormalised"
+
+
+def test_projection_starts_from_a_given_latent(G):
+    torch.manual_seed(2)
+    with torch.no_grad():
+        w_true = G.mapping(torch.randn(1, G.z_dim))
+        target = to_uint8(G.synthesis(w_true))[0]
+    cold = project(G, target, steps=5)
+    warm = project(G, target, steps=5, init_ws=w_true[0].numpy())
+    assert warm.losses[0] < 0.6 * cold.losses[0]
+
+
+def test_offline_loss_with_ssim_is_reported(G):
+    with torch.no_grad():
+        target = to_uint8(G(torch.randn(1, G.z_dim)))[0]
+    result = project(G, target, steps=3)
+    assert result.loss_kind in ("pixel+ssim", "lpips-vgg")
+
+
+def test_wrong_target_size_is_refused(G):
+    with pytest.raises(ValueError, match="32×32"):
+        project(G, np.zeros((64, 64, 3), np.uint8), steps=1)
