@@ -95,6 +95,155 @@ def model_fetch(name: Annotated[str, typer.Argument(help="Known model name, e.g.
     typer.echo(f"fetched {path.name} (sha256 {digest}) and wrote {native}")
 
 
+def _engine(model: Path | None, device: str):
+    from engine.checkpoints import CheckpointError
+    from engine.ops import Engine
+
+    try:
+        return Engine(model, device)
+    except CheckpointError as exc:
+        fail(str(exc))
+
+
+def _run(engine, kind: str, args: dict, latents: dict, out: Path, label: str = ""):
+    """Run one job locally with a progress bar; write its files into ``out``."""
+    from tqdm import tqdm
+
+    from engine.errors import UserError
+    from engine.jobs import Job
+
+    out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(desc=label or kind, unit="step", leave=False)
+
+    def progress(p) -> None:
+        if p.total:
+            bar.total = p.total
+            bar.n = p.step
+            bar.refresh()
+
+    try:
+        result = engine.run(Job(kind, args, latents, engine.model_id, max_bytes=50 * 2**20), progress)
+    except UserError as exc:
+        bar.close()
+        fail(str(exc))
+    bar.close()
+    for f in result.files:
+        (out / f.name).write_bytes(f.data)
+    if result.latent is not None:
+        save_latent(out / "latent.npz", result.latent, result.model_id)
+    return result
+
+
+def save_latent(path: Path, ws, model_id: str) -> None:
+    import numpy as np
+
+    np.savez(path, ws=ws, model_id=np.array(model_id))
+
+
+def read_latent(path: Path, engine):
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ws, model_id = data["ws"], str(data["model_id"])
+    except (OSError, KeyError, ValueError) as exc:
+        fail(f"{path} is not a wspace latent file ({exc}).")
+    if model_id != engine.model_id:
+        fail(f"{path} was made by model {model_id}, not by the loaded model {engine.model_id}.")
+    return ws
+
+
+@app.command()
+def project(photo: Annotated[Path, typer.Argument(help="A photo with a face")],
+            steps: Annotated[int, typer.Option(min=1, max=2000)] = 300,
+            out: OutOpt = Path("out/project"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """Find the face, align it, project it into W+: aligned.png, projected.png, side_by_side.png, progress.gif, latent.npz."""
+    engine = _engine(model, device)
+    if not photo.exists():
+        fail(f"no file at {photo}.")
+    r = _run(engine, "project", {"image": photo.read_bytes(), "steps": steps}, {}, out, "projecting")
+    f = r.figures
+    typer.echo(f"likeness {f['likeness']:.3f} (same person below 0.6), PSNR {f['psnr']:.2f} dB, "
+               f"{f['steps']} steps in {f['seconds']:.1f} s, loss {f['loss']}; wrote {out}/")
+
+
+@app.command()
+def blend(a: Path, b: Path, ratio: Annotated[float, typer.Option(help="0 = a, 1 = b; outside extrapolates")] = 0.5,
+          layers: Annotated[str, typer.Option(help="all, coarse, middle or fine")] = "all",
+          out: OutOpt = Path("out/blend"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """Blend two latents (.npz from `wspace project`)."""
+    engine = _engine(model, device)
+    _run(engine, "blend", {"ratio": ratio, "layers": layers}, {"a": read_latent(a, engine), "b": read_latent(b, engine)}, out)
+    typer.echo(f"wrote {out}/blend.png")
+
+
+@app.command()
+def edit(latent: Path, direction: Annotated[str, typer.Option(help="age, gender, smile, yaw, …")] = "age",
+         amount: Annotated[float, typer.Option(min=-10, max=10)] = 2.0, strip: bool = False,
+         out: OutOpt = Path("out/edit"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """Move a latent along a learned direction."""
+    engine = _engine(model, device)
+    _run(engine, "edit", {"direction": direction, "amount": amount, "strip": strip}, {"a": read_latent(latent, engine)}, out)
+    typer.echo(f"wrote {out}/")
+
+
+@app.command()
+def morph(latents: Annotated[list[Path], typer.Argument(help="Two or more latent .npz files")],
+          frames: Annotated[int, typer.Option(min=2, max=240)] = 48, fmt: Annotated[str, typer.Option("--format")] = "gif",
+          out: OutOpt = Path("out/morph"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """A looping morph through several latents."""
+    engine = _engine(model, device)
+    _run(engine, "morph", {"frames": frames, "format": fmt},
+         {str(i): read_latent(p, engine) for i, p in enumerate(latents)}, out)
+    typer.echo(f"wrote {out}/morph.{fmt}")
+
+
+@app.command()
+def demo(out: OutOpt = Path("out/demo"), steps: Annotated[int, typer.Option(min=1, max=2000)] = 200,
+         model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """The main job, offline: project a bundled photo, age it, blend it with a random face, morph."""
+    engine = _engine(model, device)
+    photo = Path(__file__).resolve().parent / "assets" / "demo_face.jpg"
+    typer.echo(f"1/5 projecting {photo.name} ({steps} steps)…")
+    proj = _run(engine, "project", {"image": photo.read_bytes(), "steps": steps}, {}, out / "1_project", "projecting")
+    me = proj.latent
+    typer.echo(f"    likeness {proj.figures['likeness']:.3f}, PSNR {proj.figures['psnr']:.1f} dB")
+    if "age" in engine.directions:
+        typer.echo("2/5 ageing it (+3, and a strip)…")
+        _run(engine, "edit", {"direction": "age", "amount": 3}, {"a": me}, out / "2_age")
+        _run(engine, "edit", {"direction": "age", "amount": 3, "strip": True}, {"a": me}, out / "2_age")
+    else:
+        typer.echo("2/5 (this model has no age direction; skipped)")
+    typer.echo("3/5 a person who does not exist (seed 7)…")
+    other = _run(engine, "random", {"seed": 7, "truncation": 0.7}, {}, out / "3_random").latent
+    typer.echo("4/5 blending the two…")
+    _run(engine, "blend", {"ratio": 0.5}, {"a": me, "b": other}, out / "4_blend")
+    typer.echo("5/5 a morph through you, them and a third face…")
+    third = _run(engine, "random", {"seed": 11, "truncation": 0.7}, {}, out / "5_morph").latent
+    _run(engine, "morph", {"frames": 36}, {"0": me, "1": other, "2": third}, out / "5_morph")
+    typer.echo(f"done: see {out}/ (side_by_side.png, before_after.png, blend.png, morph.gif)")
+
+
+@app.command()
+def serve(config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file")] = None,
+          verbose: bool = False) -> None:
+    """Run the Discord bot (the engine runs in its own process)."""
+    import logging
+
+    from bot.config import ConfigError, load_settings
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = load_settings(config)
+        settings.token()
+    except ConfigError as exc:
+        fail(str(exc))
+    from bot.app import run
+
+    run(settings, config)
+
+
 def main() -> None:
     app()
 

@@ -200,10 +200,12 @@ SAME_PERSON = 0.6  # dlib's convention: descriptor distance below this = same pe
 DESCRIPTOR_SIZE = 256  # small aligned faces are upsampled to this before description
 
 
-def face_descriptor(aligned: np.ndarray) -> np.ndarray:
-    """dlib's 128-d descriptor of an aligned face. The detector runs first; when it finds
-    nothing (tiny or odd faces) the landmarks are fitted inside the central box where
-    FFHQ alignment puts the face."""
+def aligned_shape(aligned: np.ndarray):
+    """Upsample an aligned face and fit dlib's 68 landmarks: ``(big image, shape, detected)``.
+
+    The detector runs first; when it finds nothing (tiny or odd faces) the landmarks are
+    fitted inside the central box where alignment puts the face.
+    """
     dlib, detector, predictor = _dlib()
     big = np.asarray(Image.fromarray(aligned).resize((DESCRIPTOR_SIZE, DESCRIPTOR_SIZE), Image.Resampling.LANCZOS))
     dets = detector(big, 1)
@@ -212,7 +214,19 @@ def face_descriptor(aligned: np.ndarray) -> np.ndarray:
     else:
         m = DESCRIPTOR_SIZE
         rect = dlib.rectangle(int(0.2 * m), int(0.25 * m), int(0.8 * m), int(0.85 * m))
-    shape = predictor(big, rect)
+    return big, predictor(big, rect), bool(dets)
+
+
+def aligned_landmarks(aligned: np.ndarray) -> tuple[np.ndarray, bool]:
+    """68 landmarks ``[68, 2]`` in the upsampled (``DESCRIPTOR_SIZE``) frame, and whether
+    the detector found the face."""
+    _, shape, detected = aligned_shape(aligned)
+    return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64), detected
+
+
+def face_descriptor(aligned: np.ndarray) -> np.ndarray:
+    """dlib's 128-d descriptor of an aligned face."""
+    big, shape, _ = aligned_shape(aligned)
     return np.array(_face_encoder().compute_face_descriptor(big, shape))
 
 

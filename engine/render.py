@@ -31,8 +31,8 @@ def png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def upscale(arr: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-free, smooth upscaling of one ``[H, W, 3]`` image for display."""
+def resize(arr: np.ndarray, size: int) -> np.ndarray:
+    """Lanczos resize of one square ``[H, W, 3]`` image (for display or to fit a size cap)."""
     if arr.shape[0] == size:
         return arr
     return np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.LANCZOS))
@@ -49,3 +49,41 @@ def montage(images: np.ndarray, cols: int | None = None, pad: int = 2, fill: int
         y, x = pad + r * (h + pad), pad + q * (w + pad)
         out[y:y + h, x:x + w] = im
     return out
+
+
+def gif_bytes(frames: list[np.ndarray] | np.ndarray, fps: float = 12.0, loop: bool = True,
+              max_bytes: int | None = None, min_size: int = 32) -> bytes:
+    """A GIF of ``[H, W, 3]`` uint8 frames; when ``max_bytes`` is given, fewer colours,
+    then every other frame, then half the size, until it fits."""
+    import imageio.v3 as iio
+
+    frames = list(frames)
+    colors, step = 256, 1
+    while True:
+        picked = frames[::step]
+        duration = 1000.0 / fps * step
+        data = iio.imwrite("<bytes>", np.stack(picked), extension=".gif", duration=duration,
+                           loop=0 if loop else 1, palettesize=colors)
+        if max_bytes is None or len(data) <= max_bytes:
+            return data
+        if colors > 64:
+            colors //= 2
+        elif len(picked) > 8:
+            step *= 2
+        elif frames[0].shape[0] // 2 >= min_size:
+            frames = [resize(f, f.shape[0] // 2) for f in frames]
+        else:
+            raise ValueError(f"cannot fit the animation in {max_bytes} bytes")
+
+
+def mp4_bytes(frames: list[np.ndarray] | np.ndarray, fps: float = 24.0, max_bytes: int | None = None) -> bytes:
+    """H.264 MP4 (imageio-ffmpeg); the quality drops until it fits ``max_bytes``."""
+    import imageio.v3 as iio
+
+    frames = [f if f.shape[0] % 16 == 0 else resize(f, -(-f.shape[0] // 16) * 16) for f in frames]
+    for quality in (8, 6, 4, 2, 1):
+        data = iio.imwrite("<bytes>", np.stack(frames), extension=".mp4", fps=fps, codec="libx264",
+                           quality=quality, macro_block_size=16)
+        if max_bytes is None or len(data) <= max_bytes:
+            return data
+    raise ValueError(f"cannot fit the video in {max_bytes} bytes")

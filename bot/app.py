@@ -1,0 +1,109 @@
+"""Builds the Discord client, registers the command modules, starts the engine process."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import discord
+import yarl
+from discord import app_commands
+
+from bot.commands import admin, blend, edit, morph, privacy, project
+from bot.commands.common import Services, reply_now
+from bot.commands.views import EditButton
+from bot.config import Settings
+from bot.engine_client import EngineClient
+from bot.limits import Limits
+from bot.storage import Storage
+
+log = logging.getLogger("wspace.bot")
+
+COMMAND_MODULES = (project, edit, blend, morph, privacy, admin)
+
+
+def make_engine(settings: Settings) -> EngineClient:
+    e = settings.engine
+    return EngineClient(str(e.model) if e.model else None, e.device, str(e.directions) if e.directions else None,
+                        e.threads, settings.limits.queue_size, e.restart_seconds, e.job_timeout_seconds)
+
+
+def make_limits(settings: Settings) -> Limits:
+    lim = settings.limits
+    return Limits(lim.member_rate, lim.member_period, lim.server_rate, lim.server_period)
+
+
+class WspaceBot(discord.Client):
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        kwargs = {}
+        if settings.discord.shard_count:
+            kwargs["shard_count"] = settings.discord.shard_count
+        super().__init__(intents=intents, **kwargs)
+        self.settings, self.config_path = settings, config_path
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = self.on_command_error
+        self.services: Services | None = None
+
+    async def setup_hook(self) -> None:
+        storage = await Storage.open(self.settings.storage.database)
+        stale = await storage.fail_unfinished_jobs()
+        if stale:
+            log.warning("marked %d unfinished jobs from a previous run as failed", stale)
+        engine = make_engine(self.settings)
+        await engine.start(wait=False)  # the bot answers while the model loads
+        self.services = Services(self.settings, storage, engine, make_limits(self.settings), config_path=self.config_path)
+        for module in COMMAND_MODULES:
+            module.register(self.tree, self.services)
+        self.add_dynamic_items(EditButton)
+        if self.settings.discord.sync_commands:
+            synced = await self.tree.sync()
+            log.info("synced %d application commands", len(synced))
+
+    def apply_settings(self, settings: Settings) -> None:
+        """New limits take effect at once; engine changes need ``restart_engine``."""
+        self.settings = settings
+        svc = self.services
+        svc.settings = settings
+        svc.limits = make_limits(settings)
+        svc.engine.queue_size = settings.limits.queue_size
+
+    async def restart_engine(self) -> None:
+        old = self.services.engine
+        await old.close()
+        self.services.engine = make_engine(self.settings)
+        await self.services.engine.start(wait=False)
+
+    async def on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        if isinstance(error, app_commands.MissingPermissions):
+            await reply_now(interaction, "Only members with Manage Server can use this.")
+            return
+        if isinstance(error, app_commands.CheckFailure):
+            await reply_now(interaction, "You are not allowed to use this command here.")
+            return
+        log.error("command %s failed", getattr(interaction.command, "name", "?"), exc_info=error)
+        try:
+            await reply_now(interaction, f"Sorry, something went wrong on my side (interaction {interaction.id}); it has been logged.")
+        except discord.HTTPException:
+            pass
+
+    async def close(self) -> None:
+        if self.services is not None:
+            await self.services.engine.close()
+            await self.services.storage.close()
+        await super().close()
+
+
+def configure_api_base(settings: Settings) -> None:
+    """Point discord.py at another API root and gateway (the local simulator in tests)."""
+    if settings.discord.api_base:
+        discord.http.Route.BASE = settings.discord.api_base.rstrip("/")
+    if settings.discord.gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord.gateway_url)
+
+
+def run(settings: Settings, config_path: Path | None = None) -> None:
+    configure_api_base(settings)
+    bot = WspaceBot(settings, config_path)
+    bot.run(settings.token(), log_handler=None)

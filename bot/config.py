@@ -1,0 +1,114 @@
+"""The one home of configuration: a TOML file validated into typed settings.
+
+Errors name the bad key (``limits.queue_size: Input should be greater than 0``) and
+never print a secret's value. The bot token comes from the file or, when the file
+leaves it out, from the ``WSPACE_TOKEN`` environment variable; it is a ``SecretStr``
+so it never lands in a log or a repr.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+TOKEN_ENV = "WSPACE_TOKEN"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DiscordSettings(_Strict):
+    token: SecretStr | None = None
+    api_base: str | None = Field(None, description="Override Discord's API root (a local simulator in tests)")
+    gateway_url: str | None = Field(None, description="Override Discord's gateway websocket URL (same)")
+    sync_commands: bool = True
+    shard_count: int | None = Field(None, ge=1)
+
+
+class EngineSettings(_Strict):
+    model: Path | None = Field(None, description="Generator file; empty = the embedded model")
+    directions: Path | None = None
+    device: str = "cpu"
+    threads: int | None = Field(None, ge=1, le=256)
+    transport: Literal["local"] = "local"
+    restart_seconds: float = Field(5.0, gt=0, le=60)
+    job_timeout_seconds: float = Field(900.0, gt=0)
+
+
+class LimitSettings(_Strict):
+    queue_size: int = Field(32, ge=1, le=10_000)
+    per_member_queued: int = Field(2, ge=1, le=100)
+    member_rate: int = Field(6, ge=1, description="jobs a member may start per member_period")
+    member_period: float = Field(60.0, gt=0)
+    server_rate: int = Field(60, ge=1)
+    server_period: float = Field(60.0, gt=0)
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    project_steps: int = Field(300, ge=1, le=2000)
+    max_project_steps: int = Field(1000, ge=1, le=2000)
+    morph_max_members: int = Field(24, ge=2, le=64)
+    progress_interval: float = Field(1.5, ge=0.5)
+
+
+class StorageSettings(_Strict):
+    database: Path = Path("wspace.sqlite3")
+
+
+class Settings(_Strict):
+    discord: DiscordSettings = DiscordSettings()
+    engine: EngineSettings = EngineSettings()
+    limits: LimitSettings = LimitSettings()
+    storage: StorageSettings = StorageSettings()
+
+    def token(self) -> str:
+        if self.discord.token is not None:
+            return self.discord.token.get_secret_value()
+        token = os.environ.get(TOKEN_ENV)
+        if not token:
+            raise ConfigError(f"no bot token: set discord.token in the config file or {TOKEN_ENV} in the environment")
+        return token
+
+
+def parse_settings(data: dict, source: str = "config") -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{key}: {err['msg']}")  # the message, never the offending input
+        raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    if path is None:
+        return Settings()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no config file at {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    settings = parse_settings(data, str(path))
+    base = path.parent
+    engine = settings.engine
+    # Relative paths in the file are relative to the file, not to wherever the bot starts.
+    updates = {}
+    if engine.model and not engine.model.is_absolute():
+        updates["model"] = base / engine.model
+    if engine.directions and not engine.directions.is_absolute():
+        updates["directions"] = base / engine.directions
+    if updates:
+        settings = settings.model_copy(update={"engine": engine.model_copy(update=updates)})
+    if not settings.storage.database.is_absolute():
+        settings = settings.model_copy(update={"storage": StorageSettings(database=base / settings.storage.database)})
+    return settings

@@ -1,0 +1,59 @@
+"""Start the real bot (discord.py client + engine process + SQLite) against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import discord
+import torch
+
+from bot.app import WspaceBot, configure_api_base
+from bot.config import parse_settings
+from engine.checkpoints import DEFAULT_MODEL, save_native
+from engine.networks import Generator, GeneratorConfig
+from tests.discord_sim import DiscordSimulator
+
+ORIGINAL_BASE = discord.http.Route.BASE
+ORIGINAL_GATEWAY = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+
+
+def engine_model(tmp: Path) -> str | None:
+    """The embedded model; before it has been trained, a random-init 64-px stand-in."""
+    if DEFAULT_MODEL.exists():
+        return None
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(resolution=64, z_dim=100, w_dim=256, mapping_layers=8,
+                                  channels={4: 256, 8: 256, 16: 256, 32: 128, 64: 64}))
+    path = tmp / "standin.safetensors"
+    save_native(G, path, {"note": "random-init stand-in for tests"})
+    return str(path)
+
+
+@contextlib.asynccontextmanager
+async def running_bot(tmp: Path, **limits):
+    sim = DiscordSimulator()
+    await sim.start()
+    model = engine_model(tmp)
+    config = {"discord": {"token": "sim-token", "api_base": sim.api_base, "gateway_url": sim.gateway_url},
+              "storage": {"database": str(tmp / "wspace.sqlite3")},
+              "engine": {"threads": 1, **({"model": model} if model else {})},
+              "limits": {"project_steps": 20, "progress_interval": 0.5, **limits}}
+    settings = parse_settings(config)
+    configure_api_base(settings)
+    bot = WspaceBot(settings)
+    task = asyncio.create_task(bot.start("sim-token"))
+    try:
+        await asyncio.wait_for(sim.identified.wait(), 60)
+        await sim.wait_for(lambda: bot.services is not None and sim.commands, 60)
+        await bot.services.engine.wait_ready(120)
+        yield sim, bot
+    finally:
+        await bot.close()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await sim.stop()
+        discord.http.Route.BASE = ORIGINAL_BASE
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = ORIGINAL_GATEWAY

@@ -1,0 +1,181 @@
+"""The real bot, end to end: discord.py over a real websocket and HTTP to the local
+Discord simulator, a real engine process, a real SQLite file."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from tests.bot_harness import running_bot
+from tests.photos import encode, grace_hopper
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ALICE, BOB, CAROL = 800000000000000001, 800000000000000002, 800000000000000003
+MANAGE_GUILD = 1 << 5
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env(tmp_path_factory):
+    async with running_bot(tmp_path_factory.mktemp("bot"), member_rate=50, per_member_queued=3) as (sim, bot):
+        yield sim, bot
+
+
+def option(name, value, type_):
+    return {"name": name, "type": type_, "value": value}
+
+
+def user_option(name, user_id):
+    return {"name": name, "type": 6, "value": str(user_id)}
+
+
+async def project(sim, user_id, data: bytes, filename="me.png", content_type="image/png", steps=20):
+    att = sim.add_attachment(data, filename, content_type)
+    resolved = {"attachments": {att["id"]: att}}
+    inter = await sim.invoke(user_id, "project", [option("image", att["id"], 11), option("steps", steps, 4)],
+                             resolved=resolved)
+    return inter
+
+
+async def finished(sim, inter, timeout=120):
+    """Wait until the bot's last message for an interaction is final (not progress)."""
+    def done():
+        if not inter.messages:
+            return False
+        last = inter.last_content()
+        return last and not any(w in last for w in ("working on it", "queued", "step ", "frame "))
+    await sim.wait_for(done, timeout)
+    return inter
+
+
+def png_of(files: dict, name: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(files[name])))
+
+
+async def test_commands_are_registered(env):
+    sim, _ = env
+    names = {c["name"] for c in sim.commands}
+    assert {"project", "me", "blend", "average", "mix", "age", "edit", "morph", "loop", "random", "adopt",
+            "grid", "privacy", "forget", "wspace"} <= names
+    admin = next(c for c in sim.commands if c["name"] == "wspace")
+    assert int(admin["default_member_permissions"]) & MANAGE_GUILD
+
+
+async def test_project_defers_at_once_then_delivers_pictures_and_stores_the_latent(env):
+    sim, bot = env
+    inter = await project(sim, ALICE, encode(grace_hopper(), "JPEG"), "grace.jpg", "image/jpeg")
+    await sim.wait_for(lambda: inter.acked_at is not None, 10)
+    assert inter.callback_type == 5 and inter.ack_seconds < 3
+    await finished(sim, inter)
+    final = inter.messages[-1]
+    assert "likeness" in final.content, final.content
+    assert {"side_by_side.png", "progress.gif", "aligned.png", "projected.png"} <= set(final.files)
+    assert png_of(final.files, "projected.png").shape[2] == 3
+    gif = Image.open(io.BytesIO(final.files["progress.gif"]))
+    assert gif.n_frames > 2
+    assert any("step" in (m.content or "") for m in inter.messages[:-1]), "progress was shown"
+    assert final.payload.get("components"), "next-step buttons are attached"
+    stored = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
+    assert stored is not None and stored.ws.shape == (bot.services.engine.info.num_ws, bot.services.engine.info.w_dim)
+
+
+async def test_me_renders_the_stored_face(env):
+    sim, _ = env
+    inter = await finished(sim, await sim.invoke(ALICE, "me"))
+    assert "face.png" in inter.all_files()
+
+
+async def test_not_an_image_gets_one_sentence_and_nothing_changes(env):
+    sim, bot = env
+    before = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
+    inter = await finished(sim, await project(sim, ALICE, b"definitely not a png", "x.png"))
+    msg = inter.last_content()
+    assert "not an image" in msg and "\n" not in msg
+    after = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
+    assert np.array_equal(before.ws, after.ws)
+
+
+async def test_photo_without_a_face(env):
+    sim, _ = env
+    sky = np.full((200, 200, 3), (120, 170, 230), np.uint8)
+    inter = await finished(sim, await project(sim, BOB, encode(sky)))
+    assert "could not find a face" in inter.last_content()
+
+
+async def test_non_image_content_type_is_refused_before_download(env):
+    sim, _ = env
+    inter = await finished(sim, await project(sim, BOB, b"%PDF-1.4", "cv.pdf", "application/pdf"))
+    assert "not an image" in inter.last_content()
+
+
+async def test_blend_respects_consent(env):
+    sim, bot = env
+    await bot.services.storage.save_latent(sim.guild_id, BOB, bot.services.model_id,
+                                           np.random.default_rng(0).standard_normal(
+                                               (bot.services.engine.info.num_ws, bot.services.engine.info.w_dim)).astype(np.float32),
+                                           "test")
+    opts = [user_option("a", ALICE), user_option("b", BOB), option("ratio", 0.5, 10)]
+    inter = await finished(sim, await sim.invoke(ALICE, "blend", opts, resolved=sim.member_resolved(ALICE, BOB)))
+    assert "keeps their face private" in inter.last_content()
+    await sim.invoke(BOB, "privacy", [option("share", "on", 3)])
+    await sim.wait_for(lambda: bot.services is not None)
+    await sim.wait_for(lambda: any("Sharing is on" in (m.content or "") for i in sim.interactions.values()
+                                   if i.user_id == BOB for m in i.messages), 10)
+    inter = await finished(sim, await sim.invoke(ALICE, "blend", opts, resolved=sim.member_resolved(ALICE, BOB)))
+    assert "blend.png" in inter.all_files(), inter.last_content()
+
+
+async def test_member_without_a_face(env):
+    sim, _ = env
+    opts = [user_option("a", ALICE), user_option("b", CAROL)]
+    inter = await finished(sim, await sim.invoke(ALICE, "blend", opts, resolved=sim.member_resolved(ALICE, CAROL)))
+    text = inter.last_content()
+    assert "private" in text or "hasn't projected" in text
+
+
+async def test_random_then_adopt(env):
+    sim, bot = env
+    inter = await finished(sim, await sim.invoke(CAROL, "random", [option("seed", 42, 4)]))
+    assert "seed42.png" in inter.all_files()
+    adopt = await sim.invoke(CAROL, "adopt")
+    await sim.wait_for(lambda: adopt.messages, 10)
+    assert "Adopted" in adopt.last_content()
+    assert await bot.services.storage.latent(sim.guild_id, CAROL, bot.services.model_id) is not None
+
+
+async def test_morph_of_everyone_who_shares_is_a_looping_gif(env):
+    sim, bot = env
+    await bot.services.storage.set_share(sim.guild_id, CAROL, True)
+    inter = await finished(sim, await sim.invoke(ALICE, "morph", [option("frames", 16, 4)]), timeout=180)
+    files = inter.all_files()
+    assert "morph.gif" in files, inter.last_content()
+    gif = Image.open(io.BytesIO(files["morph.gif"]))
+    assert gif.n_frames >= 8 and gif.info.get("loop") == 0
+
+
+async def test_admin_commands_need_manage_server(env):
+    sim, _ = env
+    denied = await sim.invoke(ALICE, "wspace", subcommand="stats")
+    await sim.wait_for(lambda: denied.messages, 10)
+    assert "Manage Server" in denied.last_content()
+    allowed = await sim.invoke(ALICE, "wspace", subcommand="stats", permissions=MANAGE_GUILD)
+    await sim.wait_for(lambda: allowed.messages, 10)
+    assert "Queue" in allowed.last_content() and "model" in allowed.last_content()
+
+
+async def test_forget_deletes_every_row(env):
+    sim, bot = env
+    assert await bot.services.storage.rows_about(sim.guild_id, ALICE) > 0
+    inter = await sim.invoke(ALICE, "forget")
+    await sim.wait_for(lambda: inter.messages, 10)
+    assert "deleted" in inter.last_content()
+    assert await bot.services.storage.rows_about(sim.guild_id, ALICE) == 0
+    db = sqlite3.connect(bot.services.storage.path)
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    for table in ("members", "latents", "pending_latents", "jobs"):
+        assert db.execute(f"SELECT COUNT(*) FROM {table} WHERE user_id = ?", (ALICE,)).fetchone() == (0,)
