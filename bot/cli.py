@@ -113,20 +113,23 @@ def _run(engine, kind: str, args: dict, latents: dict, out: Path, label: str = "
     from engine.jobs import Job
 
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(desc=label or kind, unit="step", leave=False)
+    bars = []
 
     def progress(p) -> None:
-        if p.total:
-            bar.total = p.total
-            bar.n = p.step
-            bar.refresh()
+        if not p.total:
+            return
+        if not bars:
+            bars.append(tqdm(total=p.total, desc=label or kind, unit="step", leave=False))
+        bars[0].n = p.step
+        bars[0].refresh()
 
     try:
         result = engine.run(Job(kind, args, latents, engine.model_id, max_bytes=50 * 2**20), progress)
     except UserError as exc:
-        bar.close()
         fail(str(exc))
-    bar.close()
+    finally:
+        for bar in bars:
+            bar.close()
     for f in result.files:
         (out / f.name).write_bytes(f.data)
     if result.latent is not None:

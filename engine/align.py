@@ -138,8 +138,57 @@ def ffhq_quad(lm: np.ndarray) -> tuple[np.ndarray, float]:
     return quad, float(np.hypot(*x) * 2)
 
 
-def align_from_landmarks(img: np.ndarray, lm: np.ndarray, size: int) -> np.ndarray:
+@dataclass(frozen=True)
+class Framing:
+    """Where a model draws faces, relative to FFHQ's crop: FFHQ's quad spans ``scale`` of
+    the model's frame and its centre sits at ``(0.5 + dx, 0.5 + dy)`` of the frame.
+    FFHQ-trained models have the identity framing."""
+
+    scale: float = 1.0
+    dx: float = 0.0
+    dy: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Framing":
+        return cls(**{k: float(v) for k, v in (d or {}).items() if k in ("scale", "dx", "dy")})
+
+
+FFHQ_FRAMING = Framing()
+
+
+def reframe(quad: np.ndarray, framing: Framing) -> np.ndarray:
+    """The crop quad that puts a face where ``framing`` says the model draws it."""
+    c = quad.mean(0)
+    x = (quad[3] - quad[0]) / 2  # half the top edge: along the face's horizontal
+    y = (quad[1] - quad[0]) / 2  # half the left edge: along the face's vertical
+    c = c - (framing.dx / framing.scale) * 2 * x - (framing.dy / framing.scale) * 2 * y
+    x, y = x / framing.scale, y / framing.scale
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def measure_framing(faces: list[np.ndarray], min_faces: int = 20) -> Framing:
+    """Calibrate a model's framing from faces it (or its teacher) draws: the mean FFHQ
+    quad of the faces dlib finds, relative to the frame."""
+    scales, dxs, dys = [], [], []
+    for img in faces:
+        lm, detected = aligned_landmarks(img)
+        if not detected:
+            continue
+        quad, qsize = ffhq_quad(lm)
+        c = quad.mean(0) / DESCRIPTOR_SIZE
+        scales.append(qsize / DESCRIPTOR_SIZE)
+        dxs.append(c[0] - 0.5)
+        dys.append(c[1] - 0.5)
+    if len(scales) < min_faces:
+        raise ValueError(f"only {len(scales)} faces found; cannot calibrate the framing")
+    return Framing(float(np.median(scales)), float(np.median(dxs)), float(np.median(dys)))
+
+
+def align_from_landmarks(img: np.ndarray, lm: np.ndarray, size: int, framing: Framing = FFHQ_FRAMING) -> np.ndarray:
     quad, qsize = ffhq_quad(lm)
+    if framing != FFHQ_FRAMING:
+        quad = reframe(quad, framing)
+        qsize = qsize / framing.scale
     pil = Image.fromarray(img)
     shrink = int(np.floor(qsize / size * 0.5))
     if shrink > 1:
@@ -185,13 +234,13 @@ class AlignedFace:
     box: tuple[int, int, int, int]
 
 
-def align_face(img: np.ndarray, size: int) -> AlignedFace:
-    """The largest face of a photo, FFHQ-aligned at ``size``×``size``."""
+def align_face(img: np.ndarray, size: int, framing: Framing = FFHQ_FRAMING) -> AlignedFace:
+    """The largest face of a photo, FFHQ-aligned (then reframed for the model) at ``size``×``size``."""
     faces = detect_faces(img)
     if not faces:
         raise NoFaceFound("I could not find a face in that photo; try a well-lit, front-facing one.")
     face = faces[0]
-    return AlignedFace(align_from_landmarks(img, face.landmarks, size), len(faces), face.box)
+    return AlignedFace(align_from_landmarks(img, face.landmarks, size, framing), len(faces), face.box)
 
 
 # --- likeness ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from engine import edits
-from engine.align import align_face, decode_image, likeness
+from engine.align import Framing, align_face, decode_image, likeness
 from engine.checkpoints import DEFAULT_MODEL, load_generator
 from engine.directions import Direction, get_direction, load_directions
 from engine.errors import BadArgument, ModelMismatch
@@ -49,6 +49,7 @@ class Engine:
         self.directions: dict[str, Direction] = load_directions(
             directions_path or default_directions_path(model_path), self.model_id)
         self.w_std = w_stats(self.G)[1]
+        self.framing = Framing.from_dict(getattr(self.G, "provenance", {}).get("framing"))
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -63,8 +64,8 @@ class Engine:
         return File(name, png_bytes(self.display(img)), description)
 
     def latent(self, job: Job, key: str) -> np.ndarray:
-        if key not in job.latents:
-            raise BadArgument(f"This job needs a latent '{key}'.")
+        if job.latents.get(key) is None:
+            raise BadArgument(f"This job needs a face latent '{key}'.")
         ws = np.asarray(job.latents[key], dtype=np.float32)
         if ws.shape != (self.G.num_ws, self.G.w_dim):
             raise ModelMismatch("That latent was made by a different model; project the photo again.")
@@ -92,7 +93,7 @@ class Engine:
         if not 1 <= steps <= MAX_STEPS:
             raise BadArgument(f"steps must lie between 1 and {MAX_STEPS}.")
         photo = decode_image(job.args["image"], max_bytes=job.args.get("max_image_bytes", 10 * 1024 * 1024))
-        aligned = align_face(photo, self.G.resolution)
+        aligned = align_face(photo, self.G.resolution, self.framing)
         target = aligned.image
 
         def on_step(k: int, n: int, loss: float, preview: np.ndarray | None) -> None:

@@ -22,7 +22,7 @@ def from_uint8(arr: np.ndarray) -> torch.Tensor:
     """``[H, W, 3]`` or ``[N, H, W, 3]`` uint8 -> ``[N, 3, H, W]`` float in [-1, 1]."""
     if arr.ndim == 3:
         arr = arr[None]
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def png_bytes(arr: np.ndarray) -> bytes:

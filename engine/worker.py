@@ -12,7 +12,7 @@ import traceback
 import uuid
 
 from engine.errors import UserError
-from engine.jobs import Job, JobFailed, WorkerReady
+from engine.jobs import Job, JobFailed, Progress, WorkerReady
 
 log = logging.getLogger("wspace.engine")
 
@@ -22,6 +22,7 @@ def run_job(engine, job: Job, emit) -> None:
     try:
         if not isinstance(job, Job):
             raise TypeError(f"not a job: {type(job).__name__}")
+        emit(Progress(job.id, 0, 0, "started"))
         emit(engine.run(job, emit))
     except UserError as exc:
         log.info("job %s (%s) refused: %s %s", getattr(job, "id", "?"), getattr(job, "kind", "?"), exc, exc.details or "")

@@ -17,6 +17,7 @@ import copy
 import json
 import math
 import sys
+from dataclasses import asdict
 import time
 from pathlib import Path
 
@@ -25,7 +26,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from engine.align import measure_framing  # noqa: E402
 from engine.checkpoints import save_native  # noqa: E402
+from engine.render import to_uint8  # noqa: E402
 from engine.networks import Generator, GeneratorConfig  # noqa: E402
 from engine.teacher import NZ, load_teacher  # noqa: E402
 
@@ -36,6 +39,7 @@ EMA_BETA = 0.998
 LR_DECAY_FRACTION = 0.3  # cosine decay over the last 30 % of the steps
 CHECKPOINT_SECONDS = 300
 W_AVG_SAMPLES = 10_000
+FRAMING_SAMPLES = 500
 
 
 def pyramid_l1(a: torch.Tensor, b: torch.Tensor, levels: int = PYRAMID_LEVELS) -> torch.Tensor:
@@ -69,6 +73,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=Path("runs/embedded"))
     ap.add_argument("--out", type=Path, default=Path("engine/models/wspace64.safetensors"))
+    ap.add_argument("--export-only", action="store_true", help="write --out from the last checkpoint and stop")
     args = ap.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -96,6 +101,9 @@ def main() -> None:
     with torch.no_grad():
         probe_x = teacher(probe_z)
     last_ckpt = time.time()
+    if args.export_only:
+        export(G_ema, args, step, elapsed)
+        return
     bar = tqdm(total=args.steps, initial=step, desc="distil", unit="step")
     with log_path.open("a") as log:
         while step < args.steps:
@@ -133,13 +141,21 @@ def main() -> None:
                 last_ckpt = time.time()
     bar.close()
     save_checkpoint()
+    export(G_ema, args, step, elapsed)
 
+
+def export(G_ema: Generator, args, step: int, elapsed: float) -> None:
+    """Measure w_avg on 10 000 z and where the teacher frames its faces (so real photos are
+    aligned the same way), then write the native (fp16) model."""
     with torch.no_grad():
-        ws = torch.cat([G_ema.mapping.forward(torch.randn(1000, NZ, generator=torch.Generator().manual_seed(i)))[:, 0]
+        ws = torch.cat([G_ema.mapping(torch.randn(1000, NZ, generator=torch.Generator().manual_seed(i)))[:, 0]
                         for i in range(W_AVG_SAMPLES // 1000)])
         G_ema.mapping.w_avg.copy_(ws.mean(0))
+        faces = to_uint8(load_teacher()(torch.randn(FRAMING_SAMPLES, NZ, generator=torch.Generator().manual_seed(77))))
+    framing = measure_framing(list(faces))
     provenance = {"trained_by": "scripts/train_embedded.py", "teacher": "gan-face-generate 1.1.1 DigiFace DCGAN",
-                  "steps": step, "batch": args.batch, "seed": args.seed, "train_seconds": round(elapsed)}
+                  "steps": step, "batch": args.batch, "lr": args.lr, "mapping_lr_mul": args.mapping_lr_mul,
+                  "seed": args.seed, "train_seconds": round(elapsed), "framing": asdict(framing)}
     model_id = save_native(G_ema, args.out, provenance, dtype=torch.float16)
     print(f"wrote {args.out} (model id {model_id}) after {step} steps, {elapsed / 60:.1f} min")
 

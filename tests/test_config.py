@@ -1,0 +1,57 @@
+"""Configuration: the example parses, bad keys are named, secrets never printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_settings, parse_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_example_config_is_valid_and_matches_the_defaults():
+    settings = load_settings(REPO / "config.example.toml")
+    defaults = parse_settings({})
+    assert settings.limits == defaults.limits
+    assert settings.storage.database == REPO / "wspace.sqlite3", "relative paths are relative to the file"
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"limits": {"queue_size": 0}}, "limits.queue_size"),
+    ({"limits": {"queue_sise": 3}}, "limits.queue_sise"),
+    ({"engine": {"device": 5}}, "engine.device"),
+    ({"discord": {"shard_count": -1}}, "discord.shard_count"),
+])
+def test_a_bad_key_is_named(data, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_settings(data)
+
+
+def test_secrets_never_appear_in_errors_or_reprs(tmp_path, monkeypatch):
+    secret = "MTIzNDU2Nzg5.secret-token-value"
+    with pytest.raises(ConfigError) as exc:
+        parse_settings({"discord": {"token": secret, "bogus": secret}})
+    assert secret not in str(exc.value)
+    settings = parse_settings({"discord": {"token": secret}})
+    assert secret not in repr(settings) and secret not in str(settings.model_dump())
+    assert settings.token() == secret
+    (tmp_path / "c.toml").write_text(f'[discord]\ntoken = "{secret}"\nsync_commands = "maybe"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_settings(tmp_path / "c.toml")
+    assert secret not in str(exc.value) and "discord.sync_commands" in str(exc.value)
+
+
+def test_token_from_the_environment(monkeypatch):
+    monkeypatch.setenv("WSPACE_TOKEN", "from-env")
+    assert parse_settings({}).token() == "from-env"
+    monkeypatch.delenv("WSPACE_TOKEN")
+    with pytest.raises(ConfigError, match="WSPACE_TOKEN"):
+        parse_settings({}).token()
+
+
+def test_broken_toml_is_a_clear_error(tmp_path):
+    (tmp_path / "c.toml").write_text("[limits\nqueue_size = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(tmp_path / "c.toml")

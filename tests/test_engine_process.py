@@ -1,0 +1,116 @@
+"""The engine process: survives any single bad job, is restarted when killed, bounds its queue."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bot.engine_client import EngineClient, QueueFull
+from engine.checkpoints import save_native
+from engine.jobs import Job, JobFailed, Progress, Result
+from engine.networks import Generator, GeneratorConfig
+from engine.ops import Engine
+from engine.worker import run_job
+from tests.photos import encode, grace_hopper
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(resolution=32, z_dim=32, w_dim=32, mapping_layers=2,
+                                  channels={4: 32, 8: 32, 16: 32, 32: 16}))
+    path = tmp_path_factory.mktemp("m") / "tiny.safetensors"
+    save_native(G, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    return Engine(tiny_model)
+
+
+@pytest.mark.parametrize("job, code", [
+    ("not a job", "internal"),
+    (Job("summon"), "bad_argument"),
+    (Job("blend", {"ratio": float("nan")}, {}), "bad_argument"),
+    (Job("random", {"seed": -1}), "bad_argument"),
+    (Job("random", {"seed": 2**40}), "bad_argument"),
+    (Job("random", {"truncation": "lots"}), "bad_argument"),
+    (Job("project", {"image": b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "steps": 5}), "not_an_image"),
+    (Job("project", {"image": b"x", "steps": 10**9}), "bad_argument"),
+    (Job("render", {}, {"a": [[1.0, 2.0]]}), "model_mismatch"),
+    (Job("edit", {"direction": "../../etc/passwd", "amount": 1}, {"a": None}), "bad_argument"),
+    (Job("morph", {"frames": 10}, {"0": None}), "bad_argument"),
+])
+def test_a_bad_job_fails_alone_and_the_engine_keeps_serving(engine, job, code):
+    events = []
+    run_job(engine, job, events.append)
+    failures = [e for e in events if isinstance(e, JobFailed)]
+    assert len(failures) == 1 and failures[0].code == code, events
+    assert "\n" not in failures[0].message
+    good = []
+    run_job(engine, Job("random", {"seed": 3}), good.append)
+    assert isinstance(good[-1], Result) and good[-1].files[0].name == "seed3.png"
+
+
+def test_latents_of_another_model_are_refused(engine):
+    events = []
+    job = Job("render", {}, {"a": np.zeros((engine.G.num_ws, engine.G.w_dim), np.float32)}, model_id="some-other-model")
+    run_job(engine, job, events.append)
+    assert isinstance(events[-1], JobFailed) and events[-1].code == "model_mismatch"
+
+
+async def test_engine_killed_mid_projection_is_restarted_and_the_next_job_succeeds(tiny_model):
+    client = EngineClient(str(tiny_model), threads=1, queue_size=4, restart_seconds=5)
+    await client.start(timeout=120)
+    try:
+        steps_seen = []
+        fut = client.submit(Job("project", {"image": encode(grace_hopper(), "JPEG"), "steps": 2000}),
+                            lambda p: steps_seen.append(p.step))
+        deadline = time.monotonic() + 60
+        while not any(s > 0 for s in steps_seen) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert any(s > 0 for s in steps_seen), "the projection was running"
+        old_pid = client.process.pid
+        os.kill(old_pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        failed = await asyncio.wait_for(fut, 30)
+        assert isinstance(failed, JobFailed) and failed.code == "engine_restarted"
+        assert "restarted" in failed.message
+        await client.wait_ready(30)
+        assert client.process.pid != old_pid and client.restarts == 1
+        assert time.monotonic() - killed_at < 5 + 10, "noticed within the watchdog period (model load on top)"
+        result = await asyncio.wait_for(client.run(Job("random", {"seed": 1})), 60)
+        assert isinstance(result, Result)
+    finally:
+        await client.close()
+
+
+async def test_the_queue_is_bounded(tiny_model):
+    client = EngineClient(str(tiny_model), threads=1, queue_size=2)
+    await client.start(timeout=120)
+    try:
+        futs = [client.submit(Job("random", {"seed": i})) for i in range(2)]
+        with pytest.raises(QueueFull):
+            client.submit(Job("random", {"seed": 9}))
+        assert client.position(list(client.pending)[1]) == 2
+        results = await asyncio.wait_for(asyncio.gather(*futs), 60)
+        assert all(isinstance(r, Result) for r in results)
+        assert client.stats()["queued"] == 0
+    finally:
+        await client.close()
+
+
+def test_progress_events_carry_previews(engine):
+    events = []
+    run_job(engine, Job("project", {"image": encode(grace_hopper(), "JPEG"), "steps": 20}), events.append)
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress[0].step == 0, "the worker says when it starts"
+    assert any(p.preview_png and p.preview_png[:4] == b"\x89PNG" for p in progress)
+    assert isinstance(events[-1], Result) and events[-1].latent.shape == (engine.G.num_ws, engine.G.w_dim)

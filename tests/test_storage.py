@@ -1,0 +1,131 @@
+"""SQLite storage: migrations once, latents round trip, consent, forget, and survival of a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.storage import Storage, StorageError, migrations
+
+G, U, V = 1, 10, 11
+
+
+async def test_migrations_apply_once_and_record_their_version(tmp_path):
+    s = await Storage.open(tmp_path / "db.sqlite3")
+    versions = await s.schema_versions()
+    assert versions == [v for v, _, _ in migrations()]
+    await s.close()
+    s = await Storage.open(tmp_path / "db.sqlite3")
+    assert await s._migrate(Path(__file__).resolve().parents[1] / "migrations") == []
+    assert await s.schema_versions() == versions
+    mode = (await s._rows("PRAGMA journal_mode"))[0][0]
+    assert mode == "wal"
+    await s.close()
+
+
+async def test_latents_round_trip_per_model(tmp_path):
+    s = await Storage.open(tmp_path / "db.sqlite3")
+    ws = np.random.default_rng(0).standard_normal((10, 256)).astype(np.float32)
+    await s.save_latent(G, U, "model-a", ws, "project")
+    got = await s.latent(G, U, "model-a")
+    assert np.array_equal(got.ws, ws) and got.source == "project"
+    assert await s.latent(G, U, "model-b") is None, "a latent of one model is never handed out for another"
+    await s.save_latent(G, U, "model-a", ws * 2, "adopt")
+    assert np.array_equal((await s.latent(G, U, "model-a")).ws, ws * 2)
+    await s.close()
+
+
+async def test_consent_and_sharing_list(tmp_path):
+    s = await Storage.open(tmp_path / "db.sqlite3")
+    ws = np.zeros((10, 8), np.float32)
+    await s.save_latent(G, U, "m", ws, "project")
+    await s.save_latent(G, V, "m", ws, "project")
+    assert not await s.shares(G, U), "sharing is off until the member turns it on"
+    assert await s.sharing_members_with_latents(G, "m") == []
+    await s.set_share(G, V, True)
+    assert await s.sharing_members_with_latents(G, "m") == [V]
+    await s.close()
+
+
+async def test_forget_removes_every_row_and_touches_no_one_else(tmp_path):
+    s = await Storage.open(tmp_path / "db.sqlite3")
+    ws = np.zeros((10, 8), np.float32)
+    for user in (U, V):
+        await s.save_latent(G, user, "m", ws, "project")
+        await s.save_pending(G, user, "m", ws)
+        await s.job_queued(f"job{user}", G, user, "project")
+    await s.forget(G, U)
+    assert await s.rows_about(G, U) == 0
+    assert await s.rows_about(G, V) == 4
+    assert await s.integrity_ok()
+    await s.close()
+
+
+async def test_unfinished_jobs_are_failed_at_start(tmp_path):
+    s = await Storage.open(tmp_path / "db.sqlite3")
+    await s.job_queued("a", G, U, "project")
+    await s.job_queued("b", G, U, "project")
+    await s.job_started("b")
+    await s.job_queued("c", G, U, "render")
+    await s.job_finished("c")
+    assert await s.fail_unfinished_jobs() == 2
+    assert [await s.job_status(j) for j in "abc"] == ["failed", "failed", "done"]
+    await s.close()
+
+
+async def test_a_locked_database_is_a_clear_error(tmp_path):
+    s = await Storage.open(tmp_path / "db.sqlite3")
+    await s.db.execute("PRAGMA busy_timeout=50")
+    other = sqlite3.connect(tmp_path / "db.sqlite3")
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StorageError, match="busy"):
+        await s.set_share(G, U, True)
+    other.rollback()
+    other.close()
+    await s.set_share(G, U, True)
+    await s.close()
+
+
+WRITER = """
+import asyncio, sys, numpy as np
+from bot.storage import Storage
+async def main():
+    s = await Storage.open(sys.argv[1])
+    i = 0
+    while True:
+        await s.save_latent(1, i % 50, "m", np.full((10, 64), i, np.float32), "project")
+        await s.job_queued(f"j{i}", 1, i % 50, "project")
+        await s.job_started(f"j{i}")
+        i += 1
+        if i == 20:
+            print("writing", flush=True)
+asyncio.run(main())
+"""
+
+
+async def test_database_survives_sigkill_in_a_loop_of_writes(tmp_path):
+    db = tmp_path / "db.sqlite3"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONPATH": "."})
+    assert proc.stdout.readline().strip() == b"writing"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    s = await Storage.open(db)
+    assert await s.integrity_ok()
+    assert await s._migrate(Path(__file__).resolve().parents[1] / "migrations") == []
+    running = await s._rows("SELECT COUNT(*) FROM jobs WHERE status = 'running'")
+    assert running[0][0] > 0
+    assert await s.fail_unfinished_jobs() == running[0][0]
+    assert (await s._rows("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"))[0][0] == 0
+    latent = await s.latent(1, 0, "m")
+    assert latent is not None and np.all(latent.ws == latent.ws[0, 0]), "no torn latent"
+    await s.close()
