@@ -243,6 +243,30 @@ class DiscordSimulator:
             await self._dispatch(ws, "INTERACTION_CREATE", payload)
         return inter
 
+    async def click(self, user_id: int, custom_id: str, source: SimInteraction) -> SimInteraction:
+        """A member presses a button under the bot's message for ``source``."""
+        iid, token = snowflake(), f"tok{snowflake()}"
+        inter = SimInteraction(iid, token, user_id, self.guild_id, self.channel_id, f"button:{custom_id}")
+        self.interactions[iid] = inter
+        self.by_token[token] = inter
+        message = self._message(source, {"content": source.last_content(),
+                                         "components": source.messages[-1].payload.get("components")}, {},
+                                source.original_id)
+        payload = {
+            "id": iid, "application_id": str(APP_ID), "type": 3, "guild_id": str(self.guild_id),
+            "channel_id": str(self.channel_id), "message": message,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "channel": {"id": str(self.channel_id), "type": 0, "name": "general", "guild_id": str(self.guild_id),
+                        "position": 0, "permission_overwrites": []},
+            "member": {"user": user_payload(user_id), "roles": [], "joined_at": "2024-01-01T00:00:00+00:00",
+                       "deaf": False, "mute": False, "flags": 0, "permissions": "0"},
+            "token": token, "version": 1, "app_permissions": str((1 << 50) - 1), "locale": "en-US",
+            "entitlements": [], "authorizing_integration_owners": {"0": str(self.guild_id)}, "context": 0,
+            "attachment_size_limit": 8 * 1024 * 1024}
+        for ws in list(self.sockets):
+            await self._dispatch(ws, "INTERACTION_CREATE", payload)
+        return inter
+
     def member_resolved(self, *user_ids: int) -> dict:
         return {"users": {str(u): user_payload(u) for u in user_ids},
                 "members": {str(u): {"roles": [], "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False,

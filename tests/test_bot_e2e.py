@@ -179,3 +179,17 @@ async def test_forget_deletes_every_row(env):
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     for table in ("members", "latents", "pending_latents", "jobs"):
         assert db.execute(f"SELECT COUNT(*) FROM {table} WHERE user_id = ?", (ALICE,)).fetchone() == (0,)
+
+
+async def test_buttons_under_a_projection_keep_working(env):
+    sim, bot = env
+    inter = await finished(sim, await project(sim, BOB, encode(grace_hopper(), "JPEG"), "g.jpg", "image/jpeg"))
+    rows = inter.messages[-1].payload["components"]
+    ids = [c["custom_id"] for row in rows for c in row["components"]]
+    assert any(i.startswith("wspace:edit:age:") for i in ids)
+    older = next(i for i in ids if i.startswith("wspace:edit:age:2"))
+    click = await finished(sim, await sim.click(BOB, older, inter))
+    if "age" in bot.services.engine.info.directions:
+        assert "age.png" in click.all_files(), click.last_content()
+    else:
+        assert "don't know the direction" in click.last_content()

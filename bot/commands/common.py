@@ -145,7 +145,8 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
     try:
         svc.limits.check(guild_id, user_id)
         if svc.queued[key] >= svc.settings.limits.per_member_queued:
-            raise Reply(f"You already have {svc.queued[key]} jobs waiting; let one finish first.")
+            waiting = "a job" if svc.queued[key] == 1 else f"{svc.queued[key]} jobs"
+            raise Reply(f"You already have {waiting} waiting; let it finish first.")
         if svc.engine.info is None:
             await svc.engine.wait_ready(READY_TIMEOUT)
         job = Job(kind, args or {}, latents or {}, svc.model_id, max_bytes=min(interaction.filesize_limit, 25 * 2**20))

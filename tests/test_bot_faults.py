@@ -1,0 +1,70 @@
+"""Limits and faults through the real bot: rate limits, caps, a full queue, an expired
+interaction, and an engine killed in the middle of a projection."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import pytest_asyncio
+
+from tests.bot_harness import running_bot
+from tests.photos import encode, grace_hopper
+from tests.test_bot_e2e import ALICE, BOB, CAROL, finished, option, project
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+DAVE = 800000000000000004
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env(tmp_path_factory):
+    async with running_bot(tmp_path_factory.mktemp("faults"), member_rate=2, per_member_queued=1,
+                           queue_size=2, max_project_steps=2000) as (sim, bot):
+        yield sim, bot
+
+
+async def test_caps_queue_bound_and_rate_limit(env):
+    sim, bot = env
+    photo = encode(grace_hopper(), "JPEG")
+    slow_a = await project(sim, ALICE, photo, "a.jpg", "image/jpeg", steps=600)
+    await sim.wait_for(lambda: bot.services.engine.position(next(iter(bot.services.engine.pending), "")) == 1, 30)
+    capped = await finished(sim, await sim.invoke(ALICE, "random", [option("seed", 1, 4)]))
+    assert "already have a job waiting" in capped.last_content()
+    slow_b = await project(sim, BOB, photo, "b.jpg", "image/jpeg", steps=50)
+    await sim.wait_for(lambda: len(bot.services.engine.pending) == 2, 30)
+    full = await finished(sim, await sim.invoke(CAROL, "random", [option("seed", 2, 4)]))
+    assert "queue is full" in full.last_content()
+    await sim.wait_for(lambda: any("position 2" in (m.content or "") for m in slow_b.messages), 30)
+    limited = await finished(sim, await sim.invoke(ALICE, "random", [option("seed", 3, 4)]))
+    assert "try again in" in limited.last_content() and " s." in limited.last_content()
+    for inter in (slow_a, slow_b, capped, full, limited):
+        assert inter.ack_seconds is not None and inter.ack_seconds < 3, "every command was acknowledged in time"
+    await finished(sim, slow_a, 300)
+    await finished(sim, slow_b, 300)
+    assert "likeness" in slow_b.last_content()
+
+
+async def test_expired_interaction_gets_its_result_in_the_channel(env):
+    sim, _ = env
+    inter = await project(sim, DAVE, encode(grace_hopper(), "JPEG"), "d.jpg", "image/jpeg", steps=60)
+    await sim.wait_for(lambda: inter.acked_at is not None, 10)
+    inter.expired = True  # 15 minutes have passed, as far as Discord is concerned
+    msg = await sim.wait_for(lambda: next((m for m in sim.channel_messages if str(DAVE) in (m.content or "")), None), 120)
+    assert "likeness" in msg.content and "side_by_side.png" in msg.files
+
+
+async def test_engine_killed_mid_projection_the_member_is_told_and_the_next_job_works(env):
+    sim, bot = env
+    inter = await project(sim, CAROL, encode(grace_hopper(), "JPEG"), "c.jpg", "image/jpeg", steps=2000)
+    await sim.wait_for(lambda: any("step" in (m.content or "") for m in inter.messages), 60)
+    pid = bot.services.engine.process.pid
+    os.kill(pid, signal.SIGKILL)
+    await finished(sim, inter, 60)
+    assert "restarted" in inter.last_content()
+    await bot.services.engine.wait_ready(60)
+    assert bot.services.engine.process.pid != pid
+    again = await finished(sim, await sim.invoke(BOB, "random", [option("seed", 5, 4)]), 60)
+    assert "seed5.png" in again.all_files(), again.last_content()
+    status = await bot.services.storage._rows("SELECT COUNT(*) FROM jobs WHERE status = 'running'")
+    assert status[0][0] == 0, "the killed job is not left running"
