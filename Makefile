@@ -7,7 +7,7 @@ install:
 
 # The main job on a fresh machine: install, then run the local demo on the embedded model.
 demo: install
-	wspace generate --seed 1 --count 16 -o out/
+	wspace demo -o out/demo
 
 test: install
 	$(PY) -m pytest -q

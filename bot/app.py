@@ -33,6 +33,20 @@ def make_limits(settings: Settings) -> Limits:
     return Limits(lim.member_rate, lim.member_period, lim.server_rate, lim.server_period)
 
 
+class GatedTree(app_commands.CommandTree):
+    """Answers only in the servers and channels the config allows."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        d = self.client.settings.discord
+        if d.allowed_guilds and interaction.guild_id not in d.allowed_guilds:
+            await reply_now(interaction, "wspace is not enabled in this server.")
+            return False
+        if d.allowed_channels and interaction.channel_id not in d.allowed_channels:
+            await reply_now(interaction, "wspace answers in its own channels; ask an admin which ones.")
+            return False
+        return True
+
+
 class WspaceBot(discord.Client):
     def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
         intents = discord.Intents.none()
@@ -42,7 +56,7 @@ class WspaceBot(discord.Client):
             kwargs["shard_count"] = settings.discord.shard_count
         super().__init__(intents=intents, **kwargs)
         self.settings, self.config_path = settings, config_path
-        self.tree = app_commands.CommandTree(self)
+        self.tree = GatedTree(self)
         self.tree.on_error = self.on_command_error
         self.services: Services | None = None
 

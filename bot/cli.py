@@ -15,6 +15,8 @@ app = typer.Typer(help="wspace: StyleGAN2 latent-space toys for a Discord commun
                   no_args_is_help=True, add_completion=False)
 model_app = typer.Typer(help="Import, fetch and inspect generator checkpoints.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+directions_app = typer.Typer(help="Learn or import attribute directions for a model.", no_args_is_help=True)
+app.add_typer(directions_app, name="directions")
 
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="Generator file (.safetensors, rosinality .pt, NVIDIA .pkl); default: the embedded model.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda")]
@@ -202,28 +204,113 @@ def morph(latents: Annotated[list[Path], typer.Argument(help="Two or more latent
 
 
 @app.command()
+def mix(coarse: Path, fine: Path, split: Annotated[Optional[int], typer.Option(help="style index where fine takes over")] = None,
+        out: OutOpt = Path("out/mix"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """Style mixing: pose and shape from one latent, colours and texture from another."""
+    engine = _engine(model, device)
+    _run(engine, "mix", {"split": split}, {"coarse": read_latent(coarse, engine), "fine": read_latent(fine, engine)}, out)
+    typer.echo(f"wrote {out}/mix.png")
+
+
+@app.command()
+def loop(latent: Path, layers: Annotated[str, typer.Option(help="coarse, middle, fine or all")] = "middle",
+         frames: Annotated[int, typer.Option(min=8, max=240)] = 48,
+         out: OutOpt = Path("out/loop"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """A seamless face-deform loop GIF."""
+    engine = _engine(model, device)
+    _run(engine, "loop", {"layers": layers, "frames": frames}, {"a": read_latent(latent, engine)}, out)
+    typer.echo(f"wrote {out}/loop.gif")
+
+
+@app.command()
+def grid(a: Path, b: Path, c: Path, size: Annotated[int, typer.Option(min=2, max=9)] = 5,
+         out: OutOpt = Path("out/grid"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """A montage of the plane through three latents."""
+    engine = _engine(model, device)
+    _run(engine, "grid", {"size": size}, {k: read_latent(p, engine) for k, p in zip("abc", (a, b, c))}, out)
+    typer.echo(f"wrote {out}/grid.png")
+
+
+@directions_app.command("learn")
+def directions_learn(attributes: Annotated[Optional[list[str]], typer.Argument(help="age, gender, smile, yaw (default: all)")] = None,
+                     samples: Annotated[int, typer.Option(min=100)] = 10_000, seed: int = 7,
+                     out: Annotated[Optional[Path], typer.Option("--out", "-o")] = None, model: ModelOpt = None) -> None:
+    """Learn directions InterFaceGAN-style (offline labellers), plus SeFa factors."""
+    import json
+
+    from tqdm import tqdm
+
+    from engine.checkpoints import DEFAULT_MODEL
+    from engine.directions import load_directions, save_directions
+    from engine.labels import ATTRIBUTES
+    from engine.learn import learn_directions
+
+    attributes = tuple(attributes or ATTRIBUTES)
+    unknown = [a for a in attributes if a not in ATTRIBUTES]
+    if unknown:
+        fail(f"unknown attribute {unknown[0]!r}; choose from {', '.join(ATTRIBUTES)}.")
+    G = load_model(model, "cpu")
+    path = out or (model or DEFAULT_MODEL).with_name((model or DEFAULT_MODEL).stem + ".directions.npz")
+    bar = tqdm(total=samples, desc="render+label", unit="face")
+    learned, report = learn_directions(G, samples, seed=seed, attributes=attributes,
+                                       progress=lambda k, n: bar.update(k - bar.n))
+    bar.close()
+    keep = load_directions(path, G.model_id)
+    keep.update({d.name: d for d in learned})
+    save_directions(list(keep.values()), path)
+    typer.echo(json.dumps(report, indent=2))
+    typer.echo(f"wrote {path}")
+
+
+@directions_app.command("import")
+def directions_import(npy: Path, name: Annotated[str, typer.Option(help="name members will use")],
+                      layers: Annotated[str, typer.Option(help="all, coarse, middle or fine")] = "all",
+                      out: Annotated[Optional[Path], typer.Option("--out", "-o")] = None, model: ModelOpt = None) -> None:
+    """Import a direction saved by another tool (.npy of shape (w_dim,), (1, w_dim) or (num_ws, w_dim))."""
+    import re
+
+    from engine.checkpoints import DEFAULT_MODEL
+    from engine.directions import DirectionError, import_npy, load_directions, save_directions
+
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
+        fail("a direction name is 1-32 lower-case letters, digits or underscores.")
+    G = load_model(model, "cpu")
+    try:
+        d = import_npy(npy, G, name, layers)
+    except DirectionError as exc:
+        fail(str(exc))
+    path = out or (model or DEFAULT_MODEL).with_name((model or DEFAULT_MODEL).stem + ".directions.npz")
+    keep = load_directions(path, G.model_id)
+    keep[name] = d
+    save_directions(list(keep.values()), path)
+    typer.echo(f"imported {name} into {path}")
+
+
+@app.command()
 def demo(out: OutOpt = Path("out/demo"), steps: Annotated[int, typer.Option(min=1, max=2000)] = 200,
          model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
-    """The main job, offline: project a bundled photo, age it, blend it with a random face, morph."""
+    """The main job, offline: project the two bundled photos, age one, blend them, morph them."""
     engine = _engine(model, device)
-    photo = Path(__file__).resolve().parent / "assets" / "demo_face.jpg"
-    typer.echo(f"1/5 projecting {photo.name} ({steps} steps)…")
-    proj = _run(engine, "project", {"image": photo.read_bytes(), "steps": steps}, {}, out / "1_project", "projecting")
-    me = proj.latent
-    typer.echo(f"    likeness {proj.figures['likeness']:.3f}, PSNR {proj.figures['psnr']:.1f} dB")
+    assets = Path(__file__).resolve().parent / "assets"
+    latents = {}
+    for i, name in enumerate(("grace_hopper", "astronaut"), 1):
+        typer.echo(f"{i}/5 projecting {name}.jpg ({steps} steps)…")
+        r = _run(engine, "project", {"image": (assets / f"{name}.jpg").read_bytes(), "steps": steps}, {},
+                 out / f"{i}_{name}", "projecting")
+        latents[name] = r.latent
+        typer.echo(f"    likeness {r.figures['likeness']:.3f} (same person below 0.6), PSNR {r.figures['psnr']:.1f} dB")
     if "age" in engine.directions:
-        typer.echo("2/5 ageing it (+3, and a strip)…")
-        _run(engine, "edit", {"direction": "age", "amount": 3}, {"a": me}, out / "2_age")
-        _run(engine, "edit", {"direction": "age", "amount": 3, "strip": True}, {"a": me}, out / "2_age")
+        typer.echo("3/5 ageing the astronaut (+3, and a strip from -3 to +3)…")
+        _run(engine, "edit", {"direction": "age", "amount": 3}, {"a": latents["astronaut"]}, out / "3_age")
+        _run(engine, "edit", {"direction": "age", "amount": 3, "strip": True}, {"a": latents["astronaut"]}, out / "3_age")
     else:
-        typer.echo("2/5 (this model has no age direction; skipped)")
-    typer.echo("3/5 a person who does not exist (seed 7)…")
-    other = _run(engine, "random", {"seed": 7, "truncation": 0.7}, {}, out / "3_random").latent
+        typer.echo("3/5 (this model has no age direction; skipped)")
     typer.echo("4/5 blending the two…")
-    _run(engine, "blend", {"ratio": 0.5}, {"a": me, "b": other}, out / "4_blend")
-    typer.echo("5/5 a morph through you, them and a third face…")
-    third = _run(engine, "random", {"seed": 11, "truncation": 0.7}, {}, out / "5_morph").latent
-    _run(engine, "morph", {"frames": 36}, {"0": me, "1": other, "2": third}, out / "5_morph")
+    _run(engine, "blend", {"ratio": 0.5}, {"a": latents["grace_hopper"], "b": latents["astronaut"]}, out / "4_blend")
+    typer.echo("5/5 a morph through both and a person who does not exist…")
+    other = _run(engine, "random", {"seed": 7, "truncation": 0.7}, {}, out / "5_morph").latent
+    _run(engine, "morph", {"frames": 36}, {"0": latents["grace_hopper"], "1": latents["astronaut"], "2": other},
+         out / "5_morph")
     typer.echo(f"done: see {out}/ (side_by_side.png, before_after.png, blend.png, morph.gif)")
 
 
@@ -235,13 +322,13 @@ def serve(config: Annotated[Optional[Path], typer.Option("--config", "-c", help=
 
     from bot.config import ConfigError, load_settings
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = load_settings(config)
         settings.token()
     except ConfigError as exc:
         fail(str(exc))
+    logging.basicConfig(level=logging.DEBUG if verbose else getattr(logging, settings.logging.level),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from bot.app import run
 
     run(settings, config)

@@ -28,6 +28,9 @@ class _Strict(BaseModel):
 
 class DiscordSettings(_Strict):
     token: SecretStr | None = None
+    token_env: str = Field(TOKEN_ENV, description="Environment variable holding the token when the file has none")
+    allowed_guilds: list[int] = Field(default_factory=list, description="Empty: every server the bot is in")
+    allowed_channels: list[int] = Field(default_factory=list, description="Empty: every channel")
     api_base: str | None = Field(None, description="Override Discord's API root (a local simulator in tests)")
     gateway_url: str | None = Field(None, description="Override Discord's gateway websocket URL (same)")
     sync_commands: bool = True
@@ -55,6 +58,8 @@ class LimitSettings(_Strict):
     project_steps: int = Field(300, ge=1, le=2000)
     max_project_steps: int = Field(1000, ge=1, le=2000)
     morph_max_members: int = Field(24, ge=2, le=64)
+    max_frames: int = Field(120, ge=8, le=240)
+    max_gif_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
     progress_interval: float = Field(1.5, ge=0.5)
 
 
@@ -62,7 +67,12 @@ class StorageSettings(_Strict):
     database: Path = Path("wspace.sqlite3")
 
 
+class LoggingSettings(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
 class Settings(_Strict):
+    logging: LoggingSettings = LoggingSettings()
     discord: DiscordSettings = DiscordSettings()
     engine: EngineSettings = EngineSettings()
     limits: LimitSettings = LimitSettings()
@@ -71,9 +81,10 @@ class Settings(_Strict):
     def token(self) -> str:
         if self.discord.token is not None:
             return self.discord.token.get_secret_value()
-        token = os.environ.get(TOKEN_ENV)
+        env = self.discord.token_env
+        token = os.environ.get(env)
         if not token:
-            raise ConfigError(f"no bot token: set discord.token in the config file or {TOKEN_ENV} in the environment")
+            raise ConfigError(f"no bot token: set discord.token in the config file or {env} in the environment")
         return token
 
 

@@ -210,9 +210,13 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
 
     start = torch.from_numpy(init_ws).to(device) if init_ws is not None else w_avg.expand(G.num_ws, -1)
     w_opt = start.detach().clone().reshape(1, G.num_ws, G.w_dim).requires_grad_(True)
-    noises = [torch.randn(1, 1, layer.resolution, layer.resolution, generator=gen).to(device)
+    # Noise maps start from the model's own constant maps (what "const" renders use), so a
+    # face the model drew is reachable exactly; they are then free and renormalised.
+    noises = [layer.noise_const.detach().clone().reshape(1, 1, layer.resolution, layer.resolution).float()
               for layer in G.synthesis.noise_layers()]
     for n in noises:
+        n -= n.mean()
+        n *= n.square().mean().rsqrt()
         n.requires_grad_(True)
     opt = torch.optim.Adam([w_opt] + noises, lr=INITIAL_LR, betas=ADAM_BETAS)
 

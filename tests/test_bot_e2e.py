@@ -158,6 +158,32 @@ async def test_morph_of_everyone_who_shares_is_a_looping_gif(env):
     assert gif.n_frames >= 8 and gif.info.get("loop") == 0
 
 
+async def test_average_mix_grid_loop_and_age_answer_with_pictures(env):
+    sim, bot = env
+    everyone = sim.member_resolved(ALICE, BOB, CAROL)
+    avg = await finished(sim, await sim.invoke(ALICE, "average", [option("users", f"<@{BOB}> <@{CAROL}> <@!{ALICE}>", 3)]))
+    assert "average.png" in avg.all_files(), avg.last_content()
+    mix = await finished(sim, await sim.invoke(ALICE, "mix", [user_option("coarse", BOB), user_option("fine", CAROL)],
+                                               resolved=everyone))
+    assert "mix_strip.png" in mix.all_files(), mix.last_content()
+    grid = await finished(sim, await sim.invoke(ALICE, "grid", [user_option("a", ALICE), user_option("b", BOB),
+                                                                user_option("c", CAROL)], resolved=everyone))
+    assert "grid.png" in grid.all_files(), grid.last_content()
+    loop = await finished(sim, await sim.invoke(ALICE, "loop"))
+    gif = Image.open(io.BytesIO(loop.all_files()["loop.gif"]))
+    assert gif.n_frames >= 8 and gif.info.get("loop") == 0
+    age = await finished(sim, await sim.invoke(ALICE, "age", [option("amount", 3.0, 10)]))
+    if "age" in bot.services.engine.info.directions:
+        assert "age.png" in age.all_files(), age.last_content()
+    else:
+        assert "don't know the direction 'age'" in age.last_content()
+    unknown = await finished(sim, await sim.invoke(ALICE, "edit", [option("attribute", "wings", 3),
+                                                                   option("amount", 1.0, 10)]))
+    assert "don't know the direction 'wings'" in unknown.last_content()
+    too_few = await finished(sim, await sim.invoke(ALICE, "average", [option("users", "nobody", 3)]))
+    assert "at least two" in too_few.last_content()
+
+
 async def test_admin_commands_need_manage_server(env):
     sim, _ = env
     denied = await sim.invoke(ALICE, "wspace", subcommand="stats")

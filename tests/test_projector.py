@@ -64,7 +64,7 @@ def test_projection_starts_from_a_given_latent(G):
         target = to_uint8(G.synthesis(w_true))[0]
     cold = project(G, target, steps=5)
     warm = project(G, target, steps=5, init_ws=w_true[0].numpy())
-    assert warm.losses[0] < 0.6 * cold.losses[0]
+    assert warm.losses[0] < 0.8 * cold.losses[0]
 
 
 def test_offline_loss_with_ssim_is_reported(G):

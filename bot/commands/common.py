@@ -149,7 +149,8 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
             raise Reply(f"You already have {waiting} waiting; let it finish first.")
         if svc.engine.info is None:
             await svc.engine.wait_ready(READY_TIMEOUT)
-        job = Job(kind, args or {}, latents or {}, svc.model_id, max_bytes=min(interaction.filesize_limit, 25 * 2**20))
+        cap = min(interaction.filesize_limit, svc.settings.limits.max_gif_bytes)
+        job = Job(kind, args or {}, latents or {}, svc.model_id, max_bytes=cap)
         epoch = svc.forget_epoch[key]
 
         async def on_progress(p: Progress) -> None:

@@ -51,4 +51,4 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         except Reply as exc:
             await interaction.edit_original_response(content=str(exc))
             return
-        await run_job(svc, interaction, "loop", {"layers": layers, "frames": 48}, {"a": ws}, title="**/loop** ")
+        await run_job(svc, interaction, "loop", {"layers": layers, "frames": min(48, svc.settings.limits.max_frames)}, {"a": ws}, title="**/loop** ")

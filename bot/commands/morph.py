@@ -40,5 +40,6 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         except Reply as exc:
             await interaction.edit_original_response(content=str(exc))
             return
-        await run_job(svc, interaction, "morph", {"frames": frames or min(240, 12 * len(latents)), "format": format},
+        frames = min(frames or 12 * len(latents), svc.settings.limits.max_frames)
+        await run_job(svc, interaction, "morph", {"frames": frames, "format": format},
                       {str(i): ws for i, ws in enumerate(latents)}, title=f"**The morph of {len(latents)} faces** ")
