@@ -63,3 +63,62 @@ def test_model_import_and_info(tmp_path, rosinality_pt):
     assert result.exit_code == 0, result.output
     info = runner.invoke(app, ["model", "info", str(out)])
     assert '"resolution": 32' in info.output and '"num_ws": 8' in info.output
+
+
+def test_project_then_every_latent_command(tmp_path, native_model):
+    from tests.photos import encode, grace_hopper
+
+    photo = tmp_path / "grace.jpg"
+    photo.write_bytes(encode(grace_hopper(), "JPEG"))
+    m = ["-m", str(native_model)]
+    r = runner.invoke(app, ["project", str(photo), "--steps", "20", "-o", str(tmp_path / "me"), *m])
+    assert r.exit_code == 0, r.output
+    assert {"aligned.png", "projected.png", "side_by_side.png", "progress.gif", "latent.npz"} <= {
+        p.name for p in (tmp_path / "me").iterdir()}
+    assert "likeness" in r.output
+    me = str(tmp_path / "me" / "latent.npz")
+    r = runner.invoke(app, ["generate", "--count", "1", "-o", str(tmp_path / "g"), *m])
+    assert r.exit_code == 0
+    for args, produced in [
+        (["blend", me, me, "--ratio", "1.5", "--layers", "coarse"], "blend.png"),
+        (["mix", me, me, "--split", "3"], "mix.png"),
+        (["loop", me, "--frames", "8"], "loop.gif"),
+        (["grid", me, me, me, "--size", "2"], "grid.png"),
+        (["morph", me, me, "--frames", "8"], "morph.gif"),
+    ]:
+        out = tmp_path / args[0]
+        r = runner.invoke(app, [*args, "-o", str(out), *m])
+        assert r.exit_code == 0, (args, r.output)
+        assert (out / produced).exists()
+    r = runner.invoke(app, ["edit", me, "--direction", "age", "-o", str(tmp_path / "e"), *m])
+    assert r.exit_code == 1 and "don't know the direction" in r.output
+
+
+def test_latent_of_another_model_is_refused(tmp_path, native_model):
+    import numpy as np
+
+    bad = tmp_path / "other.npz"
+    np.savez(bad, ws=np.zeros((8, 64), np.float32), model_id=np.array("another-model"))
+    r = runner.invoke(app, ["blend", str(bad), str(bad), "-o", str(tmp_path), "-m", str(native_model)])
+    assert r.exit_code == 1 and "was made by model another-model" in r.output
+
+
+def test_directions_import_checks_shape_and_then_edits(tmp_path, native_model):
+    import numpy as np
+
+    from tests.photos import encode, grace_hopper
+
+    m = ["-m", str(native_model)]
+    np.save(tmp_path / "wrong.npy", np.ones(512, np.float32))
+    r = runner.invoke(app, ["directions", "import", str(tmp_path / "wrong.npy"), "--name", "glasses", *m])
+    assert r.exit_code == 1 and "does not fit" in r.output
+    np.save(tmp_path / "ok.npy", np.ones(64, np.float32))
+    r = runner.invoke(app, ["directions", "import", str(tmp_path / "ok.npy"), "--name", "glasses", *m])
+    assert r.exit_code == 0, r.output
+    photo = tmp_path / "g.jpg"
+    photo.write_bytes(encode(grace_hopper(), "JPEG"))
+    runner.invoke(app, ["project", str(photo), "--steps", "5", "-o", str(tmp_path / "me"), *m])
+    r = runner.invoke(app, ["edit", str(tmp_path / "me" / "latent.npz"), "--direction", "glasses", "--strip",
+                            "-o", str(tmp_path / "e"), *m])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "e" / "glasses_strip.png").exists()
