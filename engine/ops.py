@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,7 +67,10 @@ class Engine:
     def latent(self, job: Job, key: str) -> np.ndarray:
         if job.latents.get(key) is None:
             raise BadArgument(f"This job needs a face latent '{key}'.")
-        ws = np.asarray(job.latents[key], dtype=np.float32)
+        try:
+            ws = np.asarray(job.latents[key], dtype=np.float32)
+        except (TypeError, ValueError):
+            raise BadArgument(f"The face latent '{key}' is not an array of numbers.") from None
         if ws.shape != (self.G.num_ws, self.G.w_dim):
             raise ModelMismatch("That latent was made by a different model; project the photo again.")
         if not np.isfinite(ws).all():
@@ -89,10 +93,11 @@ class Engine:
         return result
 
     def op_project(self, job: Job, progress: ProgressFn) -> Result:
-        steps = int(job.args.get("steps", 300))
-        if not 1 <= steps <= MAX_STEPS:
-            raise BadArgument(f"steps must lie between 1 and {MAX_STEPS}.")
-        photo = decode_image(job.args["image"], max_bytes=job.args.get("max_image_bytes", 10 * 1024 * 1024))
+        steps = _int(job.args.get("steps", 300), "steps", 1, MAX_STEPS)
+        image = job.args.get("image")
+        if not isinstance(image, (bytes, bytearray)):
+            raise BadArgument("This job needs a photo.")
+        photo = decode_image(bytes(image), max_bytes=job.args.get("max_image_bytes", 10 * 1024 * 1024))
         aligned = align_face(photo, self.G.resolution, self.framing)
         target = aligned.image
 
@@ -138,9 +143,8 @@ class Engine:
     def op_mix(self, job: Job, progress: ProgressFn) -> Result:
         coarse, fine = self.latent(job, "coarse"), self.latent(job, "fine")
         split = job.args.get("split")
-        split = edits.layer_ranges(self.G.num_ws)["middle"].start if split is None else int(split)
-        if not 1 <= split < self.G.num_ws:
-            raise BadArgument(f"split must lie between 1 and {self.G.num_ws - 1}.")
+        split = edits.layer_ranges(self.G.num_ws)["middle"].start if split is None else \
+            _int(split, "split", 1, self.G.num_ws - 1)
         mixed = edits.mix(coarse, fine, split)
         imgs = self.render(np.stack([coarse, fine, mixed]))
         return Result(job.id, [self.png(imgs[2], "mix.png"),
@@ -214,10 +218,9 @@ def _key_order(k: str):
 
 
 def _number(value, name: str, lo: float, hi: float) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise BadArgument(f"{name} must be a number.") from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise BadArgument(f"{name} must be a number.")
+    x = float(value)
     if not math.isfinite(x):
         raise BadArgument(f"{name} must be a finite number.")
     if not lo <= x <= hi:

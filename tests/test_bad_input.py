@@ -1,0 +1,113 @@
+"""A generated corpus of hostile input: every case gets one human sentence (or works),
+and the engine keeps serving the next job."""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.align import decode_image
+from engine.checkpoints import save_native
+from engine.errors import UserError
+from engine.jobs import Job, JobFailed, Result
+from engine.networks import Generator, GeneratorConfig
+from engine.ops import Engine
+from engine.worker import run_job
+from tests.photos import encode, grace_hopper
+
+rng = random.Random(7)
+GRACE = grace_hopper()
+SMALL = np.asarray(Image.fromarray(GRACE).resize((64, 75)))
+
+
+def png_header(w: int, h: int, depth: int = 8, color: int = 2) -> bytes:
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def corpus() -> list[tuple[str, bytes]]:
+    cases: list[tuple[str, bytes]] = [("empty", b""), ("one byte", b"\x89"), ("text", b"hello world" * 10)]
+    cases += [(f"random {i}", bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4000)))) for i in range(90)]
+    for fmt in ("PNG", "JPEG", "WEBP", "GIF"):
+        data = encode(SMALL, fmt)
+        cases += [(f"{fmt} truncated at {n}", data[:n]) for n in sorted(rng.sample(range(1, len(data)), 20))]
+        cases += [(f"{fmt} flipped bytes {i}", bytes(b ^ (0xFF if rng.random() < 0.01 else 0) for b in data))
+                  for i in range(5)]
+    cases += [(f"bomb {w}x{h}", png_header(w, h)) for w, h in ((30000, 30000), (100000, 1), (1, 100000), (65535, 65535))]
+    cases += [("1x1", encode(np.zeros((1, 1, 3), np.uint8))), ("2x2 grey", encode(np.zeros((2, 2), np.uint8)))]
+    cases += [("16-bit", encode(Image.fromarray((np.asarray(Image.fromarray(SMALL).convert("L")).astype(np.uint16) * 257)))),
+              ("CMYK jpeg", encode(Image.fromarray(SMALL).convert("CMYK"), "JPEG")),
+              ("RGBA", encode(Image.fromarray(SMALL).convert("RGBA"))), ("palette", encode(Image.fromarray(SMALL).convert("P"))),
+              ("too many bytes", b"\xff\xd8" + b"\x00" * (10 * 1024 * 1024 + 1))]
+    return cases
+
+
+CORPUS = corpus()
+
+
+def test_the_corpus_is_large():
+    assert len(CORPUS) >= 200
+
+
+@pytest.mark.parametrize("name, data", CORPUS, ids=[c[0] for c in CORPUS])
+def test_every_attachment_decodes_or_gets_one_sentence(name, data):
+    try:
+        arr = decode_image(data)
+    except UserError as exc:
+        msg = str(exc)
+        assert msg and msg[0].isupper() and msg.endswith(".") and "\n" not in msg and len(msg) < 160, msg
+        return
+    assert arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(resolution=16, z_dim=8, w_dim=8, mapping_layers=1, channels={4: 8, 8: 8, 16: 8}))
+    path = tmp_path_factory.mktemp("m") / "m.safetensors"
+    save_native(G, path)
+    return Engine(path)
+
+
+BAD_NUMBERS = [float("nan"), float("inf"), -float("inf"), 1e308, -1e308, "1e400", "abc", "", [1], {"x": 1}, b"7", -1e-300j]
+
+
+def option_corpus(engine) -> list[Job]:
+    ws = np.zeros((engine.G.num_ws, engine.G.w_dim), np.float32)
+    jobs = []
+    for x in BAD_NUMBERS:
+        jobs += [Job("blend", {"ratio": x}, {"a": ws, "b": ws}), Job("random", {"seed": x}),
+                 Job("random", {"seed": 1, "truncation": x}), Job("morph", {"frames": x}, {"0": ws, "1": ws}),
+                 Job("loop", {"frames": x}, {"a": ws}), Job("grid", {"size": x}, {"a": ws, "b": ws, "c": ws}),
+                 Job("mix", {"split": x}, {"coarse": ws, "fine": ws}),
+                 Job("project", {"image": b"x", "steps": x})]
+    jobs += [Job("morph", {}, {str(i): ws for i in range(n)}) for n in (0, 1, 65, 500)]
+    jobs += [Job("edit", {"direction": d, "amount": 1}, {"a": ws}) for d in ("", "x" * 10_000, "../../etc/passwd", None)]
+    jobs += [Job("render", {}, {"a": bad}) for bad in (ws[:1], ws.T, np.full_like(ws, np.nan), "text", None)]
+    jobs += [Job("blend", {"layers": bad}, {"a": ws, "b": ws}) for bad in ("toes", "", None, 3)]
+    jobs += [Job("average", {}, {str(i): ws for i in range(n)}) for n in (0, 1)]
+    jobs += [Job(kind) for kind in ("", "op_project", "__init__", "run", "x" * 1000)]
+    return jobs
+
+
+def test_bad_options_fail_alone_with_one_sentence(engine):
+    jobs = option_corpus(engine)
+    assert len(jobs) >= 100
+    for job in jobs:
+        events = []
+        run_job(engine, job, events.append)
+        final = events[-1]
+        assert isinstance(final, JobFailed) and final.user_error, (job.kind, job.args, final)
+        assert "\n" not in final.message and final.message.endswith(".")
+    ok = []
+    run_job(engine, Job("random", {"seed": 1}), ok.append)
+    assert isinstance(ok[-1], Result)
