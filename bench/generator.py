@@ -65,6 +65,24 @@ def conv_peak(repeats: int) -> float:
     return 2 * 256 * 256 * 9 * 16 * 16 * 16 / best / 1e9
 
 
+def plain_conv_seconds(G: Generator, batch: int, repeats: int) -> float:
+    """The generator's convolutions alone (same shapes, NHWC, no modulation, noise or
+    blur): the best this CPU does on exactly this network's work."""
+    total = 0.0
+    for block in G.synthesis.blocks():
+        for layer in block.layers():
+            out_ch, in_ch = layer.weight.shape[:2]
+            res_in = block.resolution // layer.up
+            x = torch.randn(batch, in_ch, res_in, res_in).contiguous(memory_format=torch.channels_last)
+            w = layer.weight.detach()
+            if layer.up > 1:
+                wt = w.transpose(0, 1).contiguous()
+                total += timed(lambda: F.conv_transpose2d(x, wt, stride=2), repeats)
+            else:
+                total += timed(lambda: F.conv2d(x, w, padding=1), repeats)
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
@@ -84,6 +102,9 @@ def main() -> None:
                 key = f"batch{batch}_{'fused' if fused else 'unfused'}"
                 result[key] = {"images_per_s": round(batch / s, 1), "gflops": round(gflops, 2),
                                "ratio_of_peak": round(gflops / peak, 3)}
+            plain = plain_conv_seconds(G, batch, args.repeats)
+            result[f"batch{batch}_plain_convs_only"] = {
+                "seconds": round(plain, 4), "ratio_of_peak": round(flops * batch / plain / 1e9 / peak, 3)}
     print(json.dumps(result, indent=2))
 
 

@@ -96,9 +96,10 @@ def blur_upsample(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int], up: in
     n, c, h, w = x.shape
     if up > 1:
         x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1]).reshape(n, c, h * up, w * up)
-    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
     k = (f * gain).to(x.dtype)[None, None].expand(c, 1, *f.shape)
-    return F.conv2d(x, k, groups=c)
+    if pad[0] == pad[1]:  # let the convolution pad: no padded copy of the activations
+        return F.conv2d(x, k, groups=c, padding=pad[0])
+    return F.conv2d(F.pad(x, [pad[0], pad[1], pad[0], pad[1]]), k, groups=c)
 
 
 class FullyConnected(nn.Module):
@@ -207,8 +208,13 @@ class SynthesisLayer(nn.Module):
         add = (self.bias * LRELU_GAIN).reshape(1, -1, 1, 1)
         if noise is not None:
             add = add + noise * (self.noise_strength * LRELU_GAIN)
-        scale = LRELU_GAIN if dcoefs is None else (dcoefs * LRELU_GAIN).reshape(*dcoefs.shape, 1, 1).to(x.dtype)
-        x = (x * scale).add_(add.to(x.dtype))
+        add = add.to(x.dtype)
+        if x.dim() == 4 and add.shape[-1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+            add = add.contiguous(memory_format=torch.channels_last)  # a mismatched layout costs ~9× here
+        if dcoefs is None:
+            x = (x * LRELU_GAIN).add_(add)
+        else:
+            x = torch.addcmul(add, x, (dcoefs * LRELU_GAIN).reshape(*dcoefs.shape, 1, 1).to(x.dtype))
         x = F.leaky_relu(x, LRELU_SLOPE, inplace=True)
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
