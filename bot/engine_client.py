@@ -41,6 +41,7 @@ class _Pending:
     on_progress: ProgressCallback | None
     submitted: float = field(default_factory=time.monotonic)
     started: float | None = None
+    crashes_seen: int = 0  # engine deaths while this job was waiting
 
 
 class EngineClient:
@@ -160,9 +161,12 @@ class EngineClient:
             self._spawn()
 
     def _fail_running(self, message: str) -> None:
-        """The job the dead process had taken fails; jobs not yet taken are kept."""
+        """The job the dead process had taken fails; jobs not yet taken are kept, unless
+        they have now seen two deaths (a job that kills the engine before it reports
+        starting must not crash it forever)."""
         for job_id, p in list(self.pending.items()):
-            if p.started is not None:
+            p.crashes_seen += 1
+            if p.started is not None or p.crashes_seen >= 2:
                 del self.pending[job_id]
                 if not p.future.done():
                     p.future.set_result(JobFailed(job_id, "engine_restarted", message))
