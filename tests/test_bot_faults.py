@@ -68,3 +68,26 @@ async def test_engine_killed_mid_projection_the_member_is_told_and_the_next_job_
     assert "seed5.png" in again.all_files(), again.last_content()
     status = await bot.services.storage._rows("SELECT COUNT(*) FROM jobs WHERE status = 'running'")
     assert status[0][0] == 0, "the killed job is not left running"
+
+
+async def test_deleted_message_while_editing_progress_posts_the_result_in_the_channel(env):
+    sim, _ = env
+    before = len(sim.channel_messages)
+    inter = await project(sim, BOB, encode(grace_hopper(), "JPEG"), "b.jpg", "image/jpeg", steps=60)
+    await sim.wait_for(lambda: inter.acked_at is not None, 10)
+    inter.original_deleted = True  # the member deleted the "thinking…" message (10008 on edit)
+    msg = await sim.wait_for(lambda: next((m for m in sim.channel_messages[before:] if str(BOB) in (m.content or "")), None), 120)
+    assert "likeness" in msg.content
+
+
+async def test_forget_while_a_projection_is_queued_keeps_nothing(env):
+    sim, bot = env
+    svc = bot.services
+    inter = await project(sim, DAVE, encode(grace_hopper(), "JPEG"), "d.jpg", "image/jpeg", steps=200)
+    await sim.wait_for(lambda: any(p.job.kind == "project" for p in svc.engine.pending.values()), 30)
+    forget = await sim.invoke(DAVE, "forget")
+    await sim.wait_for(lambda: forget.messages, 10)
+    await sim.wait_for(lambda: not svc.engine.pending, 120)
+    await sim.wait_for(lambda: "nothing was kept" in inter.last_content()
+                       or any("nothing was kept" in (m.content or "") for m in sim.channel_messages), 30)
+    assert await svc.storage.latent(sim.guild_id, DAVE, svc.model_id) is None
