@@ -113,7 +113,7 @@ asyncio.run(main())
 
 async def test_database_survives_sigkill_in_a_loop_of_writes(tmp_path):
     db = tmp_path / "db.sqlite3"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONPATH": "."})
     assert proc.stdout.readline().strip() == b"writing"
     time.sleep(0.5)
@@ -122,7 +122,7 @@ async def test_database_survives_sigkill_in_a_loop_of_writes(tmp_path):
     s = await Storage.open(db)
     assert await s.integrity_ok()
     assert await s._migrate(Path(__file__).resolve().parents[1] / "migrations") == []
-    running = await s._rows("SELECT COUNT(*) FROM jobs WHERE status = 'running'")
+    running = await s._rows("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')")
     assert running[0][0] > 0
     assert await s.fail_unfinished_jobs() == running[0][0]
     assert (await s._rows("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"))[0][0] == 0
