@@ -16,7 +16,7 @@ from engine.networks import Generator
 from engine.render import to_uint8
 
 DEFAULT_LAYERS = {"age": "all", "gender": "all", "smile": "all", "yaw": "coarse"}
-AMOUNT_SPAN = 0.6  # one unit of a member's "amount" = 0.6 σ of W's spread along the normal
+AMOUNT_SPAN = 1.5  # one unit of a member's "amount" = 1.5 σ of W's spread along the normal
 
 
 def sample_and_label(G: Generator, samples: int, seed: int, batch: int = 32,
