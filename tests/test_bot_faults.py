@@ -14,7 +14,7 @@ from tests.photos import encode, grace_hopper
 from tests.test_bot_e2e import ALICE, BOB, CAROL, finished, option, project
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-DAVE = 800000000000000004
+DAVE, EVE = 800000000000000004, 800000000000000005  # each test's member stays inside member_rate=2
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -73,10 +73,10 @@ async def test_engine_killed_mid_projection_the_member_is_told_and_the_next_job_
 async def test_deleted_message_while_editing_progress_posts_the_result_in_the_channel(env):
     sim, _ = env
     before = len(sim.channel_messages)
-    inter = await project(sim, BOB, encode(grace_hopper(), "JPEG"), "b.jpg", "image/jpeg", steps=60)
+    inter = await project(sim, EVE, encode(grace_hopper(), "JPEG"), "e.jpg", "image/jpeg", steps=60)
     await sim.wait_for(lambda: inter.acked_at is not None, 10)
     inter.original_deleted = True  # the member deleted the "thinking…" message (10008 on edit)
-    msg = await sim.wait_for(lambda: next((m for m in sim.channel_messages[before:] if str(BOB) in (m.content or "")), None), 120)
+    msg = await sim.wait_for(lambda: next((m for m in sim.channel_messages[before:] if str(EVE) in (m.content or "")), None), 120)
     assert "likeness" in msg.content
 
 
