@@ -57,7 +57,7 @@ def name_of(user) -> str:
     return discord.utils.escape_markdown(discord.utils.escape_mentions(name))
 
 
-async def latent_of(svc: Services, interaction: discord.Interaction, user: discord.abc.User | None) -> "np.ndarray":  # noqa: F821
+async def latent_of(svc: Services, interaction: discord.Interaction, user: discord.abc.User | None):
     """The W+ latent of ``user`` (default: the member asking), honouring consent."""
     guild_id = interaction.guild_id or 0
     me = user is None or user.id == interaction.user.id
@@ -74,6 +74,17 @@ async def latent_of(svc: Services, interaction: discord.Interaction, user: disco
     if stored is None:
         raise Reply(f"{name_of(target)} hasn't projected a face yet.")
     return stored.ws
+
+
+async def latent_or_answer(svc: Services, interaction: discord.Interaction, user):
+    """Defer, then the latent of ``user`` (None = the asker); on a refusal, answer with its
+    sentence and return None."""
+    await defer(interaction)
+    try:
+        return await latent_of(svc, interaction, user)
+    except Reply as exc:
+        await interaction.edit_original_response(content=str(exc))
+        return None
 
 
 def files_of(result: Result) -> list[discord.File]:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import Reply, Services, defer, latent_of, name_of, run_job
+from bot.commands.common import Services, latent_or_answer, name_of, run_job
 from bot.commands.views import after_project_view
 
 
 def register(tree: app_commands.CommandTree, svc: Services) -> None:
     async def edit_job(interaction, attribute: str, amount: float, user, strip: bool) -> None:
-        await defer(interaction)
-        try:
-            ws = await latent_of(svc, interaction, user)
-        except Reply as exc:
-            await interaction.edit_original_response(content=str(exc))
+        ws = await latent_or_answer(svc, interaction, user)
+        if ws is None:
             return
         whose = "" if user is None or user.id == interaction.user.id else f"{name_of(user)}, "
         await run_job(svc, interaction, "edit", {"direction": attribute, "amount": amount, "strip": strip},
@@ -45,10 +42,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     @app_commands.describe(user="Whose face (default: yours)", layers="Which styles move")
     @app_commands.choices(layers=[app_commands.Choice(name=n, value=n) for n in ("coarse", "middle", "fine", "all")])
     async def loop(interaction: discord.Interaction, user: discord.User | None = None, layers: str = "middle") -> None:
-        await defer(interaction)
-        try:
-            ws = await latent_of(svc, interaction, user)
-        except Reply as exc:
-            await interaction.edit_original_response(content=str(exc))
+        ws = await latent_or_answer(svc, interaction, user)
+        if ws is None:
             return
         await run_job(svc, interaction, "loop", {"layers": layers, "frames": min(48, svc.settings.limits.max_frames)}, {"a": ws}, title="**/loop** ")

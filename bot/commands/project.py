@@ -5,7 +5,7 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import Reply, Services, defer, latent_of, name_of, reply_now, run_job
+from bot.commands.common import Reply, Services, defer, latent_or_answer, name_of, reply_now, run_job
 from bot.commands.views import after_project_view
 
 ALLOWED_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
@@ -42,11 +42,8 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     @tree.command(name="me", description="Show your face in latent space, or another member's if they share it.")
     @app_commands.describe(user="Whose face (default: yours)")
     async def me(interaction: discord.Interaction, user: discord.User | None = None) -> None:
-        await defer(interaction)
-        try:
-            ws = await latent_of(svc, interaction, user)
-        except Reply as exc:
-            await interaction.edit_original_response(content=str(exc))
+        ws = await latent_or_answer(svc, interaction, user)
+        if ws is None:
             return
         who = "Your" if user is None or user.id == interaction.user.id else f"{name_of(user)}'s"
         await run_job(svc, interaction, "render", latents={"a": ws}, title=f"{who} face ")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import discord
 
-from bot.commands.common import Reply, defer, latent_of, run_job
+from bot.commands.common import latent_or_answer, run_job
 
 NEXT_STEPS = (("age", -2, "Younger"), ("age", 2, "Older"), ("smile", 2, "Smile"))
 
@@ -24,12 +24,9 @@ class EditButton(discord.ui.DynamicItem[discord.ui.Button],
 
     async def callback(self, interaction: discord.Interaction) -> None:
         svc = interaction.client.services
-        await defer(interaction)
         owner = None if self.user_id == interaction.user.id else discord.Object(self.user_id)
-        try:
-            ws = await latent_of(svc, interaction, owner)
-        except Reply as exc:
-            await interaction.edit_original_response(content=str(exc))
+        ws = await latent_or_answer(svc, interaction, owner)
+        if ws is None:
             return
         await run_job(svc, interaction, "edit", {"direction": self.direction, "amount": self.amount},
                       {"a": ws}, title=f"**{self.direction} {self.amount:+d}** ")
