@@ -161,15 +161,16 @@ def read_latent(path: Path, engine):
 @app.command()
 def project(photo: Annotated[Path, typer.Argument(help="A photo with a face")],
             steps: Annotated[int, typer.Option(min=1, max=2000)] = 300,
+            encoder: Annotated[bool, typer.Option(help="Start from the model's encoder guess when it has one")] = True,
             out: OutOpt = Path("out/project"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
     """Find the face, align it, project it into W+: aligned.png, projected.png, side_by_side.png, progress.gif, latent.npz."""
     engine = _engine(model, device)
     if not photo.exists():
         fail(f"no file at {photo}.")
-    r = _run(engine, "project", {"image": photo.read_bytes(), "steps": steps}, {}, out, "projecting")
+    r = _run(engine, "project", {"image": photo.read_bytes(), "steps": steps, "encoder": encoder}, {}, out, "projecting")
     f = r.figures
     typer.echo(f"likeness {f['likeness']:.3f} (same person below 0.6), PSNR {f['psnr']:.2f} dB, "
-               f"{f['steps']} steps in {f['seconds']:.1f} s, loss {f['loss']}; wrote {out}/")
+               f"{f['steps']} steps from {f['start']} in {f['seconds']:.1f} s, loss {f['loss']}; wrote {out}/")
 
 
 @app.command()

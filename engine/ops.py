@@ -18,6 +18,7 @@ import torch
 from engine import edits
 from engine.align import Framing, align_face, decode_image, likeness
 from engine.checkpoints import DEFAULT_MODEL, load_generator
+from engine.encoder import encode, encoder_path_for, load_encoder
 from engine.directions import Direction, get_direction, load_directions
 from engine.errors import BadArgument, ModelMismatch
 from engine.jobs import File, Job, Progress, Result
@@ -51,6 +52,8 @@ class Engine:
             directions_path or default_directions_path(model_path), self.model_id)
         self.w_std = w_stats(self.G)[1]
         self.framing = Framing.from_dict(getattr(self.G, "provenance", {}).get("framing"))
+        # The encoder that starts projections near the answer, when this model has one.
+        self.encoder = load_encoder(encoder_path_for(model_path), self.model_id, device)
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -101,11 +104,17 @@ class Engine:
         aligned = align_face(photo, self.G.resolution, self.framing)
         target = aligned.image
 
-        def on_step(k: int, n: int, loss: float, preview: np.ndarray | None) -> None:
-            png = png_bytes(montage(np.stack([resize(target, PREVIEW), resize(preview, PREVIEW)]), cols=2)) if preview is not None else None
-            progress(Progress(job.id, k, n, f"step {k}/{n}", png))
+        def preview_png(preview: np.ndarray) -> bytes:
+            return png_bytes(montage(np.stack([resize(target, PREVIEW), resize(preview, PREVIEW)]), cols=2))
 
-        proj = project(self.G, target, steps, progress=on_step, every=max(1, steps // 20))
+        def on_step(k: int, n: int, loss: float, preview: np.ndarray | None) -> None:
+            progress(Progress(job.id, k, n, f"step {k}/{n}", preview_png(preview) if preview is not None else None))
+
+        init = None
+        if self.encoder is not None and job.args.get("encoder", True) is not False:
+            init = encode(self.encoder, target)  # a face in milliseconds; the projector refines it
+            progress(Progress(job.id, 0, steps, "first guess", preview_png(self.render(init[None])[0])))
+        proj = project(self.G, target, steps, init_ws=init, progress=on_step, every=max(1, steps // 20))
         score = likeness(target, proj.image)
         side = montage(np.stack([self.display(target), self.display(proj.image)]), cols=2)
         frames = [montage(np.stack([resize(target, PREVIEW), resize(f, PREVIEW)]), cols=2) for f in proj.frames]
@@ -114,7 +123,7 @@ class Engine:
                  self.png(target, "aligned.png"), self.png(proj.image, "projected.png")]
         figures = {"likeness": round(score, 3), "same_person": score < 0.6, "psnr": round(proj.psnr, 2),
                    "faces_found": aligned.faces_found, "steps": steps, "seconds": round(proj.seconds, 1),
-                   "loss": proj.loss_kind}
+                   "loss": proj.loss_kind, "start": "encoder" if init is not None else "w_avg"}
         return Result(job.id, files, latent=proj.ws, figures=figures)
 
     def op_render(self, job: Job, progress: ProgressFn) -> Result:

@@ -35,9 +35,25 @@ NOISE_RAMP_LENGTH = 0.75
 NOISE_REGULARIZE_WEIGHT = 1e5
 W_STATS_SAMPLES = 10_000
 ADAM_BETAS = (0.9, 0.999)
+REFINE_LR = 0.03
+REFINE_NOISE_FACTOR = 0.01
 # --- the offline loss --------------------------------------------------------------------
 PIXEL_LEVELS = 4  # image pyramid levels for the pixel term
 SSIM_WEIGHT = 0.5  # weight of (1 - SSIM), averaged over the same pyramid
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Peak learning rate and starting latent-noise factor of a projection run."""
+
+    initial_lr: float = INITIAL_LR
+    noise_factor: float = INITIAL_NOISE_FACTOR
+
+
+ROLUX = Schedule()
+# From an encoder's guess the face is already close: a gentler start keeps it there
+# (chosen by bench/projection_speed.py, see docs/benchmarks.md).
+REFINE = Schedule(initial_lr=REFINE_LR, noise_factor=REFINE_NOISE_FACTOR)
 
 
 @dataclass
@@ -53,16 +69,17 @@ class Projection:
     psnr: float
     model_id: str
     figures: dict = field(default_factory=dict)
+    timeline: list[float] = field(default_factory=list)  # seconds since the start, after each step
 
 
-def lr_schedule(t: float) -> float:
+def lr_schedule(t: float, initial_lr: float = INITIAL_LR) -> float:
     ramp = min(1.0, (1.0 - t) / LR_RAMPDOWN)
     ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
-    return INITIAL_LR * ramp * min(1.0, t / LR_RAMPUP)
+    return initial_lr * ramp * min(1.0, t / LR_RAMPUP)
 
 
-def latent_noise_scale(t: float, w_std: float) -> float:
-    return w_std * INITIAL_NOISE_FACTOR * max(0.0, 1.0 - t / NOISE_RAMP_LENGTH) ** 2
+def latent_noise_scale(t: float, w_std: float, factor: float = INITIAL_NOISE_FACTOR) -> float:
+    return w_std * factor * max(0.0, 1.0 - t / NOISE_RAMP_LENGTH) ** 2
 
 
 def w_stats(G: Generator, samples: int = W_STATS_SAMPLES, seed: int = 123) -> tuple[torch.Tensor, float]:
@@ -192,8 +209,12 @@ ProgressFn = Callable[[int, int, float, np.ndarray | None], None]
 
 def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, init_ws: np.ndarray | None = None,
             loss_kind: str = "auto", progress: ProgressFn | None = None, every: int = 10,
-            seed: int = 0) -> Projection:
+            seed: int = 0, schedule: Schedule | None = None) -> Projection:
     """Project an aligned face ``[H, W, 3]`` uint8 (the model's resolution) into W+.
+
+    Starts from ``init_ws`` (an encoder's guess) when given, else from ``w_avg``; the
+    schedule defaults to :data:`REFINE` for the former and the published :data:`ROLUX`
+    one for the latter.
 
     ``progress(step, steps, loss, preview)`` is called every ``every`` steps with the
     current render (uint8) and once at the end.
@@ -208,6 +229,7 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
     target_t = from_uint8(target).to(device)
     loss_fn = make_loss(target_t, loss_kind)
 
+    schedule = schedule or (REFINE if init_ws is not None else ROLUX)
     start = torch.from_numpy(init_ws).to(device) if init_ws is not None else w_avg.expand(G.num_ws, -1)
     w_opt = start.detach().clone().reshape(1, G.num_ws, G.w_dim).requires_grad_(True)
     # Noise maps start from the model's own constant maps (what "const" renders use), so a
@@ -220,13 +242,13 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
         n.requires_grad_(True)
     opt = torch.optim.Adam([w_opt] + noises, lr=INITIAL_LR, betas=ADAM_BETAS)
 
-    losses, frames = [], []
+    losses, frames, timeline = [], [], []
     img = None
     for step in range(steps):
         t = step / steps
         for group in opt.param_groups:
-            group["lr"] = lr_schedule(t)
-        w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * latent_noise_scale(t, w_std)
+            group["lr"] = lr_schedule(t, schedule.initial_lr)
+        w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * latent_noise_scale(t, w_std, schedule.noise_factor)
         img = G.synthesis(w_opt + w_noise, noise=noises)
         dist = loss_fn(img)
         loss = dist + NOISE_REGULARIZE_WEIGHT * noise_regularizer(noises)
@@ -238,6 +260,7 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
                 n -= n.mean()
                 n *= n.square().mean().rsqrt()
         losses.append(float(dist.detach()))
+        timeline.append(time.perf_counter() - t0)
         if (step + 1) % every == 0 or step == 0:
             preview = to_uint8(img)[0]
             frames.append(preview)
@@ -253,4 +276,5 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
     return Projection(ws=w_opt.detach()[0].cpu().numpy().astype(np.float32),
                       noise=[n.detach()[0, 0].cpu().numpy() for n in noises], image=final, frames=frames,
                       losses=losses, loss_kind=loss_fn.name, steps=steps, seconds=seconds,
-                      psnr=psnr(final, target), model_id=getattr(G, "model_id", "unknown"))
+                      psnr=psnr(final, target), model_id=getattr(G, "model_id", "unknown"),
+                      timeline=timeline)

@@ -1,0 +1,110 @@
+"""Encoder-started projection vs the reference projector, side by side, printed as JSON.
+
+For each target (held-out in-domain faces, teacher DCGAN samples, and the two real
+photos): the reference is the rolux schedule from ``w_avg`` for ``--ref-steps`` steps;
+ours is the encoder's guess refined for each of ``--refine-steps``. Reported per set:
+the reference's final loss and time; for ours, the time (encoder included) until the
+loss first reaches the reference's final loss and its ratio to the reference time, how
+often it got there, and the final PSNR; the encoder alone (PSNR, dlib distance, ms);
+and, on the real photos, the time to the first preview including decoding and alignment.
+
+    python bench/projection_speed.py [--per-set 4] [--ref-steps 1000] [--refine-steps 100 200 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.projector import target_sets  # noqa: E402
+from engine.align import Framing, align_face, decode_image, likeness  # noqa: E402
+from engine.checkpoints import load_generator  # noqa: E402
+from engine.encoder import encode, encoder_path_for, load_encoder  # noqa: E402
+from engine.projector import project, psnr  # noqa: E402
+from engine.render import montage, png_bytes, resize, to_uint8  # noqa: E402
+from tests.photos import astronaut, grace_hopper  # noqa: E402
+
+
+def render(G, ws: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return to_uint8(G.synthesis(torch.from_numpy(ws)[None], noise_mode="const"))[0]
+
+
+def first_preview_seconds(G, E, photo: np.ndarray) -> float:
+    """JPEG bytes in -> the preview PNG a member sees first (decode, detect, align, encode, render)."""
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG", quality=92)
+    data = buf.getvalue()
+    t0 = time.perf_counter()
+    img = decode_image(data)
+    target = align_face(img, G.resolution, Framing.from_dict(G.provenance.get("framing"))).image
+    guess = render(G, encode(E, target))
+    png_bytes(montage(np.stack([resize(target, 128), resize(guess, 128)]), cols=2))
+    return time.perf_counter() - t0
+
+
+def run_set(G, E, targets, ref_steps: int, refine_steps: list[int]) -> dict:
+    rows = {"ref_loss": [], "ref_s": [], "ref_psnr": [], "enc_ms": [], "enc_psnr": [], "enc_dlib": []}
+    ours = {n: {"reach_s": [], "ratio": [], "final_psnr": [], "final_loss": []} for n in refine_steps}
+    for t in targets:
+        ref = project(G, t, ref_steps, every=ref_steps)
+        ref_loss = ref.losses[-1]
+        rows["ref_loss"].append(ref_loss); rows["ref_s"].append(ref.seconds); rows["ref_psnr"].append(ref.psnr)
+        t0 = time.perf_counter()
+        init = encode(E, t)
+        enc_s = time.perf_counter() - t0
+        guess = render(G, init)
+        rows["enc_ms"].append(enc_s * 1000); rows["enc_psnr"].append(psnr(guess, t))
+        rows["enc_dlib"].append(likeness(t, guess))
+        for n in refine_steps:
+            r = project(G, t, n, init_ws=init, every=n)
+            hit = next((i for i, v in enumerate(r.losses) if v <= ref_loss), None)
+            reach = enc_s + r.timeline[hit] if hit is not None else None
+            o = ours[n]
+            o["reach_s"].append(reach); o["ratio"].append(reach / ref.seconds if reach is not None else None)
+            o["final_psnr"].append(r.psnr); o["final_loss"].append(r.losses[-1])
+
+    def mean(xs):
+        xs = [x for x in xs if x is not None]
+        return round(float(np.mean(xs)), 4) if xs else None
+
+    out = {k: mean(v) for k, v in rows.items()}
+    out["n"] = len(targets)
+    out["ours"] = {n: {"reached": sum(x is not None for x in o["reach_s"]), "mean_reach_s": mean(o["reach_s"]),
+                       "mean_ratio_to_ref": mean(o["ratio"]),
+                       "worst_ratio_to_ref": max((x for x in o["ratio"] if x is not None), default=None),
+                       "final_psnr": mean(o["final_psnr"]), "final_loss": mean(o["final_loss"])}
+                   for n, o in ours.items()}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--per-set", type=int, default=4)
+    ap.add_argument("--ref-steps", type=int, default=1000)
+    ap.add_argument("--refine-steps", type=int, nargs="+", default=[100, 200, 300])
+    args = ap.parse_args()
+    G = load_generator(args.model)
+    E = load_encoder(encoder_path_for(args.model), G.model_id)
+    if E is None:
+        sys.exit("this model has no encoder (expected beside it as <model>.encoder.safetensors)")
+    sets = target_sets(G, args.per_set)
+    result = {"model_id": G.model_id, "threads": torch.get_num_threads(), "ref_steps": args.ref_steps,
+              "first_preview_s": {name: round(min(first_preview_seconds(G, E, p()) for _ in range(3)), 3)
+                                  for name, p in (("astronaut", astronaut), ("grace_hopper", grace_hopper))},
+              "sets": {name: run_set(G, E, ts, args.ref_steps, args.refine_steps) for name, ts in sets.items()}}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
