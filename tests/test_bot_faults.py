@@ -11,10 +11,11 @@ import pytest_asyncio
 
 from tests.bot_harness import running_bot
 from tests.photos import encode, grace_hopper
+from tests.test_storage import fill_to_the_brim
 from tests.test_bot_e2e import ALICE, BOB, CAROL, finished, option, project
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-DAVE, EVE = 800000000000000004, 800000000000000005  # each test's member stays inside member_rate=2
+DAVE, EVE, FRANK = 800000000000000004, 800000000000000005, 800000000000000006  # each test's member stays inside member_rate=2
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -91,3 +92,17 @@ async def test_forget_while_a_projection_is_queued_keeps_nothing(env):
     await sim.wait_for(lambda: "nothing was kept" in inter.last_content()
                        or any("nothing was kept" in (m.content or "") for m in sim.channel_messages), 30)
     assert await svc.storage.latent(sim.guild_id, DAVE, svc.model_id) is None
+
+
+async def test_a_full_database_gets_one_sentence_and_the_bot_recovers(env):
+    sim, bot = env
+    db = bot.services.storage.db
+    await fill_to_the_brim(db)
+    full = await finished(sim, await sim.invoke(FRANK, "random", [option("seed", 7, 4)]), 60)
+    assert full.last_content() == "My database is having trouble right now; try again in a minute."
+    await db.execute("DELETE FROM filler")
+    await db.commit()
+    again = await finished(sim, await sim.invoke(FRANK, "random", [option("seed", 8, 4)]), 60)
+    assert "seed8.png" in again.all_files(), again.last_content()
+    cur = await db.execute("PRAGMA integrity_check")
+    assert (await cur.fetchone())[0] == "ok"

@@ -129,17 +129,56 @@ def test_unexpected_globals_are_refused(module, name):
         load_snapshot(data)
 
 
-def test_mutated_fixture_pickles_are_refused_or_read_never_anything_else(ada_pkl):
-    data = ada_pkl.read_bytes()
-    rng = random.Random(1234)
-    outcomes = {"refused": 0, "read": 0}
-    for _ in range(60):
+def mutations(data: bytes, rng: random.Random, count: int):
+    """Byte flips, truncations, duplicated and deleted chunks, and spliced-in globals."""
+    evil = [b"cos\nsystem\n", b"cbuiltins\nexec\n", b"csubprocess\nPopen\n", b"\x93", b"R", b"b"]
+    for i in range(count):
         buf = bytearray(data)
-        for _ in range(rng.randint(1, 8)):
-            buf[rng.randrange(len(buf))] = rng.randrange(256)
-        try:
-            load_snapshot(bytes(buf))
-            outcomes["read"] += 1
-        except UnsafePickle:
-            outcomes["refused"] += 1
-    assert sum(outcomes.values()) == 60
+        kind = i % 5
+        if kind == 0:
+            for _ in range(rng.randint(1, 8)):
+                buf[rng.randrange(len(buf))] = rng.randrange(256)
+        elif kind == 1:
+            del buf[rng.randrange(len(buf)):]
+        elif kind == 2:
+            a = rng.randrange(len(buf)); b = min(len(buf), a + rng.randint(1, 64))
+            buf[a:a] = buf[a:b] * rng.randint(1, 4)
+        elif kind == 3:
+            a = rng.randrange(len(buf))
+            del buf[a:a + rng.randint(1, 64)]
+        else:
+            a = rng.randrange(len(buf))
+            buf[a:a] = rng.choice(evil)
+        yield bytes(buf)
+
+
+def test_mutated_fixture_pickles_are_refused_or_read_never_run_never_hang(ada_pkl, monkeypatch):
+    import builtins
+    import os
+    import signal
+
+    load_snapshot(ada_pkl.read_bytes())  # torch's own lazy imports (which exec module code) happen here
+    ran = []
+    for owner, name in ((os, "system"), (os, "popen"), (os, "execv"), (subprocess, "Popen"), (builtins, "eval"),
+                        (builtins, "exec")):
+        monkeypatch.setattr(owner, name, lambda *a, _n=name, **k: ran.append(_n))
+
+    def hung(signum, frame):
+        raise TimeoutError("load_snapshot hung on a mutated pickle")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    outcomes = {"refused": 0, "read": 0}
+    try:
+        for data in mutations(ada_pkl.read_bytes(), random.Random(1234), 300):
+            signal.alarm(5)
+            try:
+                load_snapshot(data)
+                outcomes["read"] += 1
+            except UnsafePickle:
+                outcomes["refused"] += 1
+            finally:
+                signal.alarm(0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert ran == [], f"a mutated pickle ran {ran}"
+    assert sum(outcomes.values()) == 300 and outcomes["refused"] > 150

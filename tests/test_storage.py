@@ -94,6 +94,36 @@ async def test_a_locked_database_is_a_clear_error(tmp_path):
     await s.close()
 
 
+
+async def fill_to_the_brim(db) -> None:
+    """Cap the file at its current size (SQLITE_FULL, exactly what a full disk gives) and
+    fill what room is left, so the next write that needs a page fails."""
+    await db.execute("CREATE TABLE IF NOT EXISTS filler (x BLOB)")
+    await db.commit()
+    cur = await db.execute("PRAGMA page_count")
+    (pages,) = await cur.fetchone()
+    await db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        for _ in range(100):
+            await db.execute("INSERT INTO filler VALUES (zeroblob(2000))")
+            await db.commit()
+
+
+async def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path):
+    s = await Storage.open(tmp_path / "db.sqlite3")
+    kept = np.arange(640, dtype=np.float32).reshape(10, 64)
+    await s.save_latent(G, U, "m", kept, "project")
+    await fill_to_the_brim(s.db)
+    with pytest.raises(StorageError, match="disk is full"):
+        await s.save_latent(G, V, "m", np.ones((10, 640), np.float32), "project")
+    assert np.array_equal((await s.latent(G, U, "m")).ws, kept), "what was stored survives"
+    cur = await s.db.execute("PRAGMA integrity_check")
+    assert (await cur.fetchone())[0] == "ok"
+    await s.db.execute("DELETE FROM filler")  # room again: writes simply work
+    await s.db.commit()
+    await s.save_latent(G, V, "m", np.ones((10, 64), np.float32), "project")
+    await s.close()
+
 WRITER = """
 import asyncio, sys, numpy as np
 from bot.storage import Storage

@@ -165,20 +165,22 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
         epoch = svc.forget_epoch[key]
 
         async def on_progress(p: Progress) -> None:
-            if p.step == 0:
+            if p.step == 0 and p.preview_png is None:
                 await svc.storage.job_started(job.id)
                 await msg.edit(f"{title}working on it…", force=False)
                 return
             files = [discord.File(io.BytesIO(p.preview_png), "preview.png")] if p.preview_png else None
-            await msg.edit(f"{title}{p.message or f'{p.step}/{p.total}'}", files, force=False)
+            # A step-0 preview is the encoder's first guess: shown at once, the rest as paced.
+            await msg.edit(f"{title}{p.message or f'{p.step}/{p.total}'}", files, force=p.step == 0)
 
+        await svc.storage.job_queued(job.id, guild_id, user_id, kind)  # recorded before any work starts
         try:
             future = svc.engine.submit(job, on_progress)
         except QueueFull:
+            await svc.storage.job_finished(job.id, "queue_full")
             raise Reply("The queue is full right now; try again in a minute.") from None
         svc.queued[key] += 1
         try:
-            await svc.storage.job_queued(job.id, guild_id, user_id, kind)
             position = svc.engine.position(job.id)
             if position and position > 1:
                 await msg.edit(f"{title}queued — position {position}.")
