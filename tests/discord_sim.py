@@ -118,6 +118,7 @@ class DiscordSimulator:
         r.add_delete("/api/v10/webhooks/{app}/{token}/messages/{mid}", self.delete_message)
         r.add_post("/api/v10/webhooks/{app}/{token}", self.followup)
         r.add_post("/api/v10/channels/{cid}/messages", self.channel_message)
+        r.add_get("/api/v10/guilds/{guild}/members/{uid}", self.guild_member)
         r.add_get("/attachments/{aid}/{name}", self.download)
         app.middlewares.append(self._record)
         self.runner = web.AppRunner(app, access_log=None)
@@ -365,6 +366,12 @@ class DiscordSimulator:
         sent = Sent("channel", payload.get("content"), files, payload)
         self.channel_messages.append(sent)
         return json_response(self._message(None, payload, files))
+
+    async def guild_member(self, request):
+        uid = int(request.match_info["uid"])
+        if int(request.match_info["guild"]) != self.guild_id or uid in self.left_members:
+            return self._error(404, 10007, "Unknown Member")
+        return json_response({"user": user_payload(uid), **self.member_resolved(uid)["members"][str(uid)]})
 
     async def download(self, request):
         data, content_type = self.attachments.get(request.match_info["aid"], (None, None))

@@ -158,6 +158,22 @@ async def test_morph_of_everyone_who_shares_is_a_looping_gif(env):
     assert gif.n_frames >= 8 and gif.info.get("loop") == 0
 
 
+async def test_a_member_who_left_is_never_used(env):
+    sim, bot = env
+    sharing = await bot.services.storage.sharing_members_with_latents(sim.guild_id, bot.services.model_id)
+    assert BOB in sharing and CAROL in sharing
+    sim.left_members.add(BOB)
+    try:
+        opts = [user_option("a", ALICE), user_option("b", BOB)]
+        inter = await finished(sim, await sim.invoke(ALICE, "blend", opts, resolved=sim.member_resolved(ALICE, BOB)))
+        assert "is not in this server any more" in inter.last_content()
+        inter = await finished(sim, await sim.invoke(ALICE, "morph", [option("users", f"<@{BOB}> <@{CAROL}>", 3)]))
+        assert "is not in this server any more" in inter.last_content()
+        inter = await finished(sim, await sim.invoke(ALICE, "morph", [option("frames", 8, 4)]), timeout=180)
+        assert f"morph of {len(set(sharing) | {ALICE}) - 1} faces" in inter.last_content(), inter.last_content()
+    finally:
+        sim.left_members.discard(BOB)
+
 async def test_average_mix_grid_loop_and_age_answer_with_pictures(env):
     sim, bot = env
     everyone = sim.member_resolved(ALICE, BOB, CAROL)

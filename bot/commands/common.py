@@ -69,11 +69,28 @@ async def latent_of(svc: Services, interaction: discord.Interaction, user: disco
         return stored.ws
     if getattr(target, "bot", False):
         raise Reply("Bots don't have faces here.")
+    if not await still_here(interaction, target):
+        raise Reply(f"{name_of(target)} is not in this server any more, so their face can't be used.")
     if not await svc.storage.shares(guild_id, target.id):
         raise Reply(f"{name_of(target)} keeps their face private (they can share it with /privacy).")
     if stored is None:
         raise Reply(f"{name_of(target)} hasn't projected a face yet.")
     return stored.ws
+
+
+async def still_here(interaction: discord.Interaction, user: discord.abc.Snowflake) -> bool:
+    """Whether ``user`` is still a member of the server the command came from. A user option
+    resolves to a Member only for members; a bare id (a mention typed in text) is asked of
+    Discord, since the bot does not hold the privileged member list."""
+    if interaction.guild_id is None or isinstance(user, discord.Member):
+        return True
+    if isinstance(user, discord.User):
+        return False
+    try:
+        await interaction.client.http.get_member(interaction.guild_id, user.id)
+    except discord.NotFound:
+        return False
+    return True
 
 
 async def latent_or_answer(svc: Services, interaction: discord.Interaction, user):

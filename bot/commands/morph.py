@@ -6,7 +6,7 @@ import discord
 from discord import app_commands
 
 from bot.commands.blend import MENTION
-from bot.commands.common import Reply, Services, defer, latent_of, run_job
+from bot.commands.common import Reply, Services, defer, latent_of, run_job, still_here
 
 
 def register(tree: app_commands.CommandTree, svc: Services) -> None:
@@ -32,7 +32,8 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
                 if interaction.user.id not in ids and await svc.storage.latent(
                         interaction.guild_id or 0, interaction.user.id, svc.model_id):
                     ids.append(interaction.user.id)
-                ids = ids[:cap]
+                ids = [i for i in ids if i == interaction.user.id
+                       or await still_here(interaction, discord.Object(i))][:cap]  # members who left are skipped
                 latents = [await latent_of(svc, interaction, None if i == interaction.user.id else discord.Object(i))
                            for i in ids]
             if len(latents) < 2:
