@@ -4,12 +4,14 @@ Starts the real bot (discord.py client, engine process, SQLite) against the loca
 Discord simulator with the default limits of config.example.toml, then sends
 ``--burst`` interactions from ``--members`` members at once — each member in turn
 asks for a /random face, /me, /adopt and /random again — and waits until every one
-has its final answer. Reported: acknowledgement times (Discord drops an interaction
+has its final answer. The simulator runs in its own process, as Discord runs on its own
+machines: its work is not the bot's, so it does not count against the bot's latency
+(``--in-process`` puts it back in the bot's event loop, for comparison). Reported: acknowledgement times (Discord drops an interaction
 not acknowledged within 3 s), how the answers split (results, "queue full", per-member
 caps, rate limits, anything else), and the resident memory of the bot and the engine
 process before the bursts and after each of two identical bursts (flat = no leak).
 
-    python bench/bot_load.py [--members 100] [--burst 500]
+    python bench/bot_load.py [--members 100] [--burst 500] [--in-process]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import gc
 import json
+import multiprocessing as mp
 import os
 import sys
 import tempfile
@@ -28,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.bot_harness import running_bot  # noqa: E402
+from tests.discord_sim import DiscordSimulator  # noqa: E402
 from tests.test_bot_e2e import finished, option  # noqa: E402
 
 MEMBER_BASE = 900_000_000_000_000_000
@@ -71,29 +75,101 @@ async def one_burst(sim, members: int, burst: int, round_no: int) -> dict:
             "other_examples": [i.last_content()[:120] for i in inters if classify(i.last_content()) == "other"][:3]}
 
 
-async def measure(members: int, burst: int, **limits) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        async with running_bot(Path(tmp), **limits) as (sim, bot):
-            engine_pid = bot.services.engine.process.pid
-            rss = {"before": {"bot": rss_mb(os.getpid()), "engine": rss_mb(engine_pid)}}
-            bursts = []
-            for round_no in (1, 2):
-                bursts.append(await one_burst(sim, members, burst, round_no))
-                await asyncio.sleep(max(1.0, limits.get("rate_window_seconds", 0)))  # let the windows clear
-                gc.collect()
-                rss[f"after_burst_{round_no}"] = {"bot": rss_mb(os.getpid()), "engine": rss_mb(engine_pid)}
-            stats = bot.services.engine.stats()
-            assert bot.services.engine.process.pid == engine_pid, "the engine was not restarted"
-            return {"members": members, "burst": burst, "limits": limits, "bursts": bursts, "rss_mb": rss,
-                    "engine_after": stats}
+class RemoteSimulator:
+    """A DiscordSimulator in a child process, driven over a pipe."""
+
+    def __init__(self) -> None:
+        self.conn, child = mp.get_context("spawn").Pipe()
+        self.process = mp.get_context("spawn").Process(target=_simulator_process, args=(child,), daemon=True)
+        self.process.start()
+        self.port = self.conn.recv()
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    async def call(self, *message):
+        self.conn.send(message)
+        reply = await asyncio.get_running_loop().run_in_executor(None, self.conn.recv)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    async def wait_bot_ready(self, bot_ready, timeout: float = 60.0) -> None:
+        await self.call("wait_ready", timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not bot_ready():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("the bot did not become ready")
+            await asyncio.sleep(0.05)
+
+    async def burst(self, members: int, burst: int, round_no: int) -> dict:
+        return await self.call("burst", members, burst, round_no)
+
+    def stop(self) -> None:
+        self.conn.send(("stop",))
+        self.process.join(10)
+
+
+def _simulator_process(conn) -> None:
+    async def serve() -> None:
+        sim = DiscordSimulator()
+        await sim.start()
+        conn.send(sim.port)
+        loop = asyncio.get_running_loop()
+        while True:
+            op, *args = await loop.run_in_executor(None, conn.recv)
+            if op == "stop":
+                break
+            try:
+                if op == "wait_ready":
+                    await asyncio.wait_for(sim.identified.wait(), args[0])
+                    await sim.wait_for(lambda: sim.commands, args[0])
+                    reply = True
+                else:
+                    reply = await one_burst(sim, *args)
+            except Exception as exc:  # the parent re-raises it
+                reply = exc
+            conn.send(reply)
+        await sim.stop()
+
+    asyncio.run(serve())
+
+
+async def measure(members: int, burst: int, in_process: bool = False, **limits) -> dict:
+    remote = None if in_process else RemoteSimulator()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            async with running_bot(Path(tmp), remote, **limits) as (sim, bot):
+                engine_pid = bot.services.engine.process.pid
+                rss = {"before": {"bot": rss_mb(os.getpid()), "engine": rss_mb(engine_pid)}}
+                bursts = []
+                for round_no in (1, 2):
+                    bursts.append(await (remote.burst(members, burst, round_no) if remote
+                                         else one_burst(sim, members, burst, round_no)))
+                    await asyncio.sleep(1.0)
+                    gc.collect()
+                    rss[f"after_burst_{round_no}"] = {"bot": rss_mb(os.getpid()), "engine": rss_mb(engine_pid)}
+                stats = bot.services.engine.stats()
+                assert bot.services.engine.process.pid == engine_pid, "the engine was not restarted"
+                return {"members": members, "burst": burst, "simulator": "in-process" if in_process else "own process",
+                        "limits": limits, "bursts": bursts, "rss_mb": rss, "engine_after": stats}
+    finally:
+        if remote is not None:
+            remote.stop()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--members", type=int, default=100)
     ap.add_argument("--burst", type=int, default=500)
+    ap.add_argument("--in-process", action="store_true", help="run the simulator in the bot's event loop")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(measure(args.members, args.burst)), indent=2))
+    print(json.dumps(asyncio.run(measure(args.members, args.burst, args.in_process)), indent=2))
 
 
 if __name__ == "__main__":

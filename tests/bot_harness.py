@@ -32,9 +32,13 @@ def engine_model(tmp: Path) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(tmp: Path, **limits):
-    sim = DiscordSimulator()
-    await sim.start()
+async def running_bot(tmp: Path, sim=None, **limits):
+    """The bot against ``sim`` (default: a new in-process DiscordSimulator); anything with
+    ``api_base``, ``gateway_url`` and ``wait_bot_ready`` will do."""
+    own = sim is None
+    if own:
+        sim = DiscordSimulator()
+        await sim.start()
     model = engine_model(tmp)
     config = {"discord": {"token": "sim-token", "api_base": sim.api_base, "gateway_url": sim.gateway_url},
               "storage": {"database": str(tmp / "wspace.sqlite3")},
@@ -45,8 +49,7 @@ async def running_bot(tmp: Path, **limits):
     bot = WspaceBot(settings)
     task = asyncio.create_task(bot.start("sim-token"))
     try:
-        await asyncio.wait_for(sim.identified.wait(), 60)
-        await sim.wait_for(lambda: bot.services is not None and sim.commands, 60)
+        await sim.wait_bot_ready(lambda: bot.services is not None, 60)
         await bot.services.engine.wait_ready(120)
         yield sim, bot
     finally:
@@ -54,6 +57,7 @@ async def running_bot(tmp: Path, **limits):
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        await sim.stop()
+        if own:
+            await sim.stop()
         discord.http.Route.BASE = ORIGINAL_BASE
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = ORIGINAL_GATEWAY

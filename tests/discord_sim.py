@@ -136,6 +136,11 @@ class DiscordSimulator:
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v10"
 
+    async def wait_bot_ready(self, bot_ready, timeout: float = 60.0) -> None:
+        """Until the bot has identified on the gateway, registered its commands and says it is ready."""
+        await asyncio.wait_for(self.identified.wait(), timeout)
+        await self.wait_for(lambda: bot_ready() and self.commands, timeout)
+
     async def stop(self) -> None:
         for ws in list(self.sockets):
             await ws.close()

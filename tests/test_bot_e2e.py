@@ -4,6 +4,7 @@ Discord simulator, a real engine process, a real SQLite file."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 import sqlite3
 
 import numpy as np
@@ -82,6 +83,14 @@ async def test_project_defers_at_once_then_delivers_pictures_and_stores_the_late
     assert final.payload.get("components"), "next-step buttons are attached"
     stored = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
     assert stored is not None and stored.ws.shape == (bot.services.engine.info.num_ws, bot.services.engine.info.w_dim)
+    # the selfie itself lives only in memory: nothing in the bot's directory holds its bytes
+    photo = encode(grace_hopper(), "JPEG")
+    workdir = Path(bot.services.settings.storage.database).parent
+    for path in workdir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert photo[1000:1064] not in data, f"{path.name} holds the selfie"
+            assert not data.startswith((b"\xff\xd8", b"\x89PNG")), f"{path.name} is an image"
 
 
 async def test_me_renders_the_stored_face(env):

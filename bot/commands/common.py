@@ -170,11 +170,14 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
     msg = JobMessage(interaction, svc.settings.limits.progress_interval)
     guild_id, user_id = interaction.guild_id or 0, interaction.user.id
     key = (guild_id, user_id)
+    reserved = False
     try:
         svc.limits.check(guild_id, user_id)
         if svc.queued[key] >= svc.settings.limits.per_member_queued:
             waiting = "a job" if svc.queued[key] == 1 else f"{svc.queued[key]} jobs"
             raise Reply(f"You already have {waiting} waiting; let it finish first.")
+        svc.queued[key] += 1  # reserved before anything awaits, so a burst cannot slip past the cap
+        reserved = True
         if svc.engine.info is None:
             await svc.engine.wait_ready(READY_TIMEOUT)
         cap = min(interaction.filesize_limit, svc.settings.limits.max_gif_bytes)
@@ -196,16 +199,14 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
         except QueueFull:
             await svc.storage.job_finished(job.id, "queue_full")
             raise Reply("The queue is full right now; try again in a minute.") from None
-        svc.queued[key] += 1
-        try:
-            position = svc.engine.position(job.id)
-            if position and position > 1:
-                await msg.edit(f"{title}queued — position {position}.")
-            outcome = await asyncio.wait_for(future, svc.settings.engine.job_timeout_seconds + 60)
-        finally:
-            svc.queued[key] -= 1
-            if svc.queued[key] <= 0:
-                del svc.queued[key]
+        position = svc.engine.position(job.id)
+        if position and position > 1:
+            await msg.edit(f"{title}queued — position {position}.")
+        outcome = await asyncio.wait_for(future, svc.settings.engine.job_timeout_seconds + 60)
+        svc.queued[key] -= 1  # the job is over; storing its result does not hold the member's slot
+        reserved = False
+        if svc.queued[key] <= 0:
+            del svc.queued[key]
         if isinstance(outcome, JobFailed):
             await svc.storage.job_finished(job.id, outcome.code)
             if outcome.user_error:
@@ -236,6 +237,11 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
         await msg.finish("My database is having trouble right now; try again in a minute.")
     except asyncio.TimeoutError:
         await msg.finish("That took far too long and was stopped; try again with fewer steps or frames.")
+    finally:
+        if reserved:
+            svc.queued[key] -= 1
+            if svc.queued[key] <= 0:
+                del svc.queued[key]
     return None
 
 
