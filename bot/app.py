@@ -13,7 +13,7 @@ from bot.commands import admin, blend, edit, morph, privacy, project
 from bot.commands.common import Services, reply_now
 from bot.commands.views import EditButton
 from bot.config import Settings
-from bot.engine_client import EngineClient
+from bot.engine_client import JobBook, make_engine_client
 from bot.limits import Limits
 from bot.storage import Storage
 
@@ -22,10 +22,8 @@ log = logging.getLogger("wspace.bot")
 COMMAND_MODULES = (project, edit, blend, morph, privacy, admin)
 
 
-def make_engine(settings: Settings) -> EngineClient:
-    e = settings.engine
-    return EngineClient(str(e.model) if e.model else None, e.device, str(e.directions) if e.directions else None,
-                        e.threads, settings.limits.queue_size, e.restart_seconds, e.job_timeout_seconds)
+def make_engine(settings: Settings) -> JobBook:
+    return make_engine_client(settings.engine, settings.limits)
 
 
 def make_limits(settings: Settings) -> Limits:

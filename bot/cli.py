@@ -335,6 +335,24 @@ def serve(config: Annotated[Optional[Path], typer.Option("--config", "-c", help=
     run(settings, config)
 
 
+@app.command()
+def worker(redis: Annotated[str, typer.Option("--redis", help="Redis URL, e.g. redis://gpu-box:6379/0")],
+           model: ModelOpt = None, device: DeviceOpt = "cpu",
+           threads: Annotated[Optional[int], typer.Option(min=1, help="torch CPU threads")] = None,
+           claim_idle: Annotated[float, typer.Option(min=1, help="take over a job a dead worker left after this many seconds")] = 30.0,
+           inline_max: Annotated[int, typer.Option(min=1024, help="results larger than this many bytes go beside the stream")] = 256 * 1024,
+           prefix: Annotated[str, typer.Option(help="key prefix shared with the bot's engine.redis_prefix")] = "wspace",
+           worker_id: Annotated[Optional[str], typer.Option("--id", help="worker name (default: host-pid)")] = None) -> None:
+    """Run an engine worker that takes jobs from Redis (one per GPU; any number of hosts)."""
+    from engine.checkpoints import CheckpointError
+    from engine.redis_worker import serve_redis
+
+    try:
+        serve_redis(redis, str(model) if model else None, device, None, threads, worker_id, claim_idle, inline_max, prefix)
+    except CheckpointError as exc:
+        fail(str(exc))
+
+
 def main() -> None:
     app()
 

@@ -42,7 +42,10 @@ class EngineSettings(_Strict):
     directions: Path | None = None
     device: str = "cpu"
     threads: int | None = Field(None, ge=1, le=256)
-    transport: Literal["local"] = "local"
+    transport: Literal["local", "redis"] = Field(
+        "local", description="local: one engine process here; redis: workers anywhere (`wspace worker --redis URL`)")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field("wspace", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     restart_seconds: float = Field(5.0, gt=0, le=60)
     job_timeout_seconds: float = Field(900.0, gt=0)
 

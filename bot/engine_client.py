@@ -44,18 +44,96 @@ class _Pending:
     crashes_seen: int = 0  # engine deaths while this job was waiting
 
 
-class EngineClient:
-    def __init__(self, model=None, device: str = "cpu", directions=None, threads: int | None = None,
-                 queue_size: int = 32, restart_seconds: float = 5.0, job_timeout: float = 900.0) -> None:
-        self.model, self.device, self.directions, self.threads = model, device, directions, threads
-        self.queue_size, self.restart_seconds, self.job_timeout = queue_size, restart_seconds, job_timeout
-        self.ctx = mp.get_context("spawn")
+class JobBook:
+    """What every transport shares: the bounded book of pending jobs, their futures and
+    progress callbacks, positions, and delivery of events (each job id resolves once)."""
+
+    transport = "?"
+
+    def __init__(self, queue_size: int = 32, job_timeout: float = 900.0) -> None:
+        self.queue_size, self.job_timeout = queue_size, job_timeout
         self.pending: OrderedDict[str, _Pending] = OrderedDict()
         self.info: WorkerReady | None = None
         self.restarts = 0
+        self.duplicates = 0  # answers for a job that already had one (at-least-once delivery)
         self.completed: deque[float] = deque(maxlen=10_000)
         self.process = None
         self._ready = asyncio.Event()
+
+    async def wait_ready(self, timeout: float = 120.0) -> WorkerReady:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise EngineUnavailable("the engine did not start in time") from None
+        return self.info
+
+    def _book(self, job: Job, on_progress: ProgressCallback | None) -> asyncio.Future:
+        if len(self.pending) >= self.queue_size:
+            raise QueueFull()
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[job.id] = _Pending(job, fut, on_progress)
+        return fut
+
+    def _deliver(self, event) -> None:
+        p = self.pending.get(event.job_id)
+        if p is None:
+            if isinstance(event, (Result, JobFailed)):
+                self.duplicates += 1
+            return
+        if isinstance(event, Progress):
+            if event.step == 0 and p.started is None:
+                p.started = time.monotonic()
+            if p.on_progress is not None:
+                outcome = p.on_progress(event)
+                if asyncio.iscoroutine(outcome):
+                    asyncio.ensure_future(outcome)
+        elif isinstance(event, (Result, JobFailed)):
+            del self.pending[event.job_id]
+            self.completed.append(time.monotonic())
+            if not p.future.done():
+                p.future.set_result(event)
+
+    def _fail(self, job_id: str, code: str, message: str) -> None:
+        p = self.pending.pop(job_id, None)
+        if p is not None and not p.future.done():
+            p.future.set_result(JobFailed(job_id, code, message))
+
+    def hung_job(self) -> _Pending | None:
+        running = next((p for p in self.pending.values() if p.started is not None), None)
+        if running is not None and time.monotonic() - running.started > self.job_timeout:
+            return running
+        return None
+
+    def position(self, job_id: str) -> int | None:
+        """1 = being worked on (or next), 2 = one job ahead, …; None when not queued."""
+        for i, job_id_ in enumerate(self.pending):
+            if job_id_ == job_id:
+                return i + 1
+        return None
+
+    async def run(self, job: Job, on_progress: ProgressCallback | None = None):
+        return await self.submit(job, on_progress)
+
+    def _stats(self) -> dict:
+        now = time.monotonic()
+        return {"transport": self.transport, "queued": len(self.pending), "queue_size": self.queue_size,
+                "jobs_last_hour": sum(1 for t in self.completed if now - t < 3600), "restarts": self.restarts,
+                "duplicates": self.duplicates, "model_id": self.info.model_id if self.info else None,
+                "resolution": self.info.resolution if self.info else None,
+                "directions": self.info.directions if self.info else []}
+
+
+class EngineClient(JobBook):
+    """The local transport: one spawned engine process on this machine."""
+
+    transport = "local"
+
+    def __init__(self, model=None, device: str = "cpu", directions=None, threads: int | None = None,
+                 queue_size: int = 32, restart_seconds: float = 5.0, job_timeout: float = 900.0) -> None:
+        super().__init__(queue_size, job_timeout)
+        self.model, self.device, self.directions, self.threads = model, device, directions, threads
+        self.restart_seconds = restart_seconds
+        self.ctx = mp.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task | None = None
         self._closing = False
@@ -69,13 +147,6 @@ class EngineClient:
         self._watchdog = asyncio.create_task(self._watch(), name="engine-watchdog")
         if wait:
             await self.wait_ready(timeout)
-
-    async def wait_ready(self, timeout: float = 120.0) -> WorkerReady:
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
-            raise EngineUnavailable("the engine did not start in time") from None
-        return self.info
 
     def _spawn(self) -> None:
         self._generation += 1
@@ -127,32 +198,16 @@ class EngineClient:
             self._ready.set()
             log.info("engine ready: model %s, %d px, directions %s", event.model_id, event.resolution, event.directions)
             return
-        p = self.pending.get(event.job_id)
-        if p is None:
-            return
-        if isinstance(event, Progress):
-            if event.step == 0 and p.started is None:
-                p.started = time.monotonic()
-            if p.on_progress is not None:
-                outcome = p.on_progress(event)
-                if asyncio.iscoroutine(outcome):
-                    asyncio.ensure_future(outcome)
-        elif isinstance(event, (Result, JobFailed)):
-            del self.pending[event.job_id]
-            self.completed.append(time.monotonic())
-            if not p.future.done():
-                p.future.set_result(event)
+        self._deliver(event)
 
     async def _watch(self) -> None:
         while not self._closing:
             await asyncio.sleep(0.2)
-            running = next(iter(self.pending.values()), None)
-            hung = running is not None and running.started is not None and \
-                time.monotonic() - running.started > self.job_timeout
+            hung = self.hung_job()
             if self.process.is_alive() and not hung:
                 continue
             if hung:
-                log.error("job %s ran past %.0f s; restarting the engine", running.job.id, self.job_timeout)
+                log.error("job %s ran past %.0f s; restarting the engine", hung.job.id, self.job_timeout)
                 self.process.kill()
             await asyncio.to_thread(self.process.join, 2)
             log.error("engine process died (exit code %s); restarting", self.process.exitcode)
@@ -175,29 +230,21 @@ class EngineClient:
 
     def submit(self, job: Job, on_progress: ProgressCallback | None = None) -> asyncio.Future:
         """Queue a job; the future resolves to a ``Result`` or a ``JobFailed``."""
-        if len(self.pending) >= self.queue_size:
-            raise QueueFull()
-        fut = asyncio.get_running_loop().create_future()
-        self.pending[job.id] = _Pending(job, fut, on_progress)
+        fut = self._book(job, on_progress)
         self.job_q.put(job)
         return fut
 
-    def position(self, job_id: str) -> int | None:
-        """1 = being worked on (or next), 2 = one job ahead, …; None when not queued."""
-        for i, job_id_ in enumerate(self.pending):
-            if job_id_ == job_id:
-                return i + 1
-        return None
-
-    async def run(self, job: Job, on_progress: ProgressCallback | None = None):
-        return await self.submit(job, on_progress)
-
     def stats(self) -> dict:
-        now = time.monotonic()
-        return {"queued": len(self.pending), "queue_size": self.queue_size,
-                "jobs_last_hour": sum(1 for t in self.completed if now - t < 3600),
-                "restarts": self.restarts, "alive": bool(self.process and self.process.is_alive()),
-                "pid": self.process.pid if self.process else None,
-                "model_id": self.info.model_id if self.info else None,
-                "resolution": self.info.resolution if self.info else None,
-                "device": self.device, "directions": self.info.directions if self.info else []}
+        return {**self._stats(), "alive": bool(self.process and self.process.is_alive()),
+                "pid": self.process.pid if self.process else None, "device": self.device, "workers": []}
+
+
+def make_engine_client(engine, limits) -> JobBook:
+    """The transport the config asks for (``engine`` and ``limits`` are the config sections)."""
+    if engine.transport == "redis":
+        from bot.redis_client import RedisEngineClient
+
+        return RedisEngineClient(engine.redis_url, limits.queue_size, engine.job_timeout_seconds, engine.redis_prefix)
+    return EngineClient(str(engine.model) if engine.model else None, engine.device,
+                        str(engine.directions) if engine.directions else None, engine.threads,
+                        limits.queue_size, engine.restart_seconds, engine.job_timeout_seconds)

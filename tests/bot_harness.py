@@ -32,7 +32,7 @@ def engine_model(tmp: Path) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(tmp: Path, sim=None, **limits):
+async def running_bot(tmp: Path, sim=None, engine: dict | None = None, **limits):
     """The bot against ``sim`` (default: a new in-process DiscordSimulator); anything with
     ``api_base``, ``gateway_url`` and ``wait_bot_ready`` will do."""
     own = sim is None
@@ -42,7 +42,7 @@ async def running_bot(tmp: Path, sim=None, **limits):
     model = engine_model(tmp)
     config = {"discord": {"token": "sim-token", "api_base": sim.api_base, "gateway_url": sim.gateway_url},
               "storage": {"database": str(tmp / "wspace.sqlite3")},
-              "engine": {"threads": 1, **({"model": model} if model else {})},
+              "engine": {"threads": 1, **({"model": model} if model else {}), **(engine or {})},
               "limits": {"project_steps": 20, "progress_interval": 0.5, **limits}}
     settings = parse_settings(config)
     configure_api_base(settings)

@@ -26,8 +26,11 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         lines = [
             f"**Queue** {e['queued']}/{e['queue_size']} · {e['jobs_last_hour']} jobs in the last hour"
             + (f" · mean {s['mean_job_seconds']} s" if s["mean_job_seconds"] else ""),
-            f"**Engine** {'up' if e['alive'] else 'down'} · model `{e['model_id']}` · {e['resolution']} px · "
+            f"**Engine** ({e['transport']}) {'up' if e['alive'] else 'down'} · model `{e['model_id']}` · {e['resolution']} px · "
             f"{e['device']} · restarts {e['restarts']} · directions: {', '.join(e['directions']) or 'none'}",
+            *[f"**Worker** `{w['id']}` on {w['host']} · model `{w['model_id']}` · {w['device']} · "
+              f"{w['jobs_done']} jobs ({w['jobs_per_minute']}/min){' · busy' if w['busy'] else ''}"
+              for w in e.get("workers", [])],
             f"**This server** {s['members']} members · {s['latents']} faces · jobs: {jobs}",
             f"**Storage** {s['database_bytes'] / 1e6:.2f} MB",
         ]

@@ -1,0 +1,181 @@
+"""The Redis transport against a real redis-server: jobs spread over two workers, a worker
+killed mid-projection hands its job to the other (one answer, not two), a restarted Redis
+is reported and recovered from, and the bot works over it end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from engine import wire
+from engine.jobs import Job, JobFailed, Result
+from tests.photos import encode, grace_hopper
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.asyncio(loop_scope="module"),
+              pytest.mark.skipif(shutil.which("redis-server") is None,
+                                 reason="redis-server is not installed (.ci/run installs Debian's redis-server)")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    def __init__(self, tmp: Path) -> None:
+        self.port, self.tmp, self.proc = free_port(), tmp, None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.tmp)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def start_worker(url: str, name: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--redis", url, "--id", name, "--threads", "1",
+                             "--claim-idle", "3"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(redis_server):
+    from bot.redis_client import RedisEngineClient
+
+    workers = {name: start_worker(redis_server.url, name) for name in ("w1", "w2")}
+    client = RedisEngineClient(redis_server.url, queue_size=64, poll_seconds=0.2)
+    await client.start(wait=False)
+    deadline = time.monotonic() + 120
+    while len(client.workers) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert len(client.workers) == 2, "both workers announced themselves"
+    yield client, workers, redis_server
+    await client.close()
+    for w in workers.values():
+        w.kill()
+        w.wait()
+
+
+async def test_the_wire_refuses_anything_but_protocol_objects():
+    job = Job("random", {"seed": 3})
+    assert wire.loads(wire.dumps(job)) == job
+    with pytest.raises(wire.WireError, match="posix.system|os.system"):
+        wire.loads(b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR.")
+    with pytest.raises(wire.WireError, match="not a protocol message"):
+        wire.loads(wire.dumps({"a": 1}))
+
+
+async def test_jobs_spread_across_both_workers(cluster):
+    client, _, _ = cluster
+    jobs = [Job("random", {"seed": i}) for i in range(16)]
+    outcomes = await asyncio.wait_for(asyncio.gather(*[client.submit(j) for j in jobs]), 120)
+    assert all(isinstance(o, Result) for o in outcomes), outcomes
+    assert {client.answered_by[j.id] for j in jobs} == {"w1", "w2"}
+    stats = client.stats()
+    assert stats["transport"] == "redis" and {w["id"] for w in stats["workers"]} == {"w1", "w2"}
+    assert all(w["model_id"] == client.info.model_id for w in stats["workers"])
+
+
+async def test_latents_of_another_model_are_never_dispatched(cluster):
+    client, _, _ = cluster
+    outcome = await asyncio.wait_for(client.submit(Job("render", {}, {"a": None}, model_id="0123456789abcdef")), 10)
+    assert isinstance(outcome, JobFailed) and outcome.code == "model_mismatch"
+    assert "No engine here has the model" in outcome.message
+
+
+async def test_a_worker_killed_mid_projection_hands_its_job_over_and_answers_once(cluster):
+    client, workers, _ = cluster
+    steps = []
+    fut = client.submit(Job("project", {"image": encode(grace_hopper(), "JPEG"), "steps": 150}),
+                        lambda p: steps.append(p.step))
+    deadline = time.monotonic() + 60
+    while not (any(s > 0 for s in steps) and any(w["busy"] for w in client.workers.values())):
+        assert time.monotonic() < deadline, "the projection started"
+        await asyncio.sleep(0.1)
+    busy = next(w for w in client.workers.values() if w["busy"])
+    os.kill(busy["pid"], signal.SIGKILL)
+    outcome = await asyncio.wait_for(fut, 180)
+    assert isinstance(outcome, Result), outcome
+    survivor = ({"w1", "w2"} - {busy["id"]}).pop()
+    assert client.answered_by[outcome.job_id] == survivor
+    await asyncio.sleep(2)
+    assert client.duplicates == 0, "the member got one result, not two"
+    workers[busy["id"]] = start_worker(client.url, busy["id"])  # back to two for the next test
+    deadline = time.monotonic() + 120
+    while len(client.workers) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+
+
+async def test_redis_restarted_mid_burst_is_reported_and_recovered(cluster):
+    client, _, server = cluster
+    futures = [client.submit(Job("random", {"seed": 100 + i})) for i in range(12)]
+    await asyncio.sleep(0.3)
+    server.kill()
+    server.start()  # the same port, and none of its data
+    outcomes = await asyncio.wait_for(asyncio.gather(*futures), 60)
+    failed = [o for o in outcomes if isinstance(o, JobFailed)]
+    assert all("interrupted" in o.message for o in failed), failed
+    assert all(isinstance(o, (Result, JobFailed)) for o in outcomes), "every member got an answer"
+    deadline = time.monotonic() + 60
+    while len(client.workers) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert len(client.workers) == 2, "the workers came back on their own"
+    again = await asyncio.wait_for(client.submit(Job("random", {"seed": 7})), 60)
+    assert isinstance(again, Result)
+
+
+async def test_the_bot_over_redis_keeps_every_stored_latent_through_a_redis_restart(cluster, tmp_path):
+    from tests.bot_harness import running_bot
+    from tests.test_bot_e2e import ALICE, MANAGE_GUILD, finished, option, project
+
+    _, _, server = cluster
+    async with running_bot(tmp_path, engine={"transport": "redis", "redis_url": server.url}) as (sim, bot):
+        assert bot.services.engine.transport == "redis"
+        inter = await finished(sim, await project(sim, ALICE, encode(grace_hopper(), "JPEG"), "g.jpg", "image/jpeg"), 180)
+        assert "likeness" in inter.last_content(), inter.last_content()
+        stored = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
+        stats = await sim.invoke(ALICE, "wspace", subcommand="stats", permissions=MANAGE_GUILD)
+        await sim.wait_for(lambda: stats.messages, 10)
+        assert "(redis) up" in stats.last_content() and "`w1`" in stats.last_content() and "`w2`" in stats.last_content()
+        server.kill()
+        down = await finished(sim, await sim.invoke(ALICE, "me"), 60)
+        assert down.last_content() in ("The face engine is not available right now; try again in a minute.",
+                                       "The connection to the face engines was interrupted; please try again.")
+        server.start()
+        await bot.services.engine.wait_ready(60)
+        again = await finished(sim, await sim.invoke(ALICE, "me"), 60)
+        assert again.all_files(), again.last_content()
+        kept = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
+        assert (kept.ws == stored.ws).all(), "no stored latent was lost"
+        again = await finished(sim, await sim.invoke(ALICE, "random", [option("seed", 9, 4)]), 60)
+        assert "seed9.png" in again.all_files()
