@@ -50,7 +50,7 @@ class WspaceBot(discord.Client):
         intents = discord.Intents.none()
         intents.guilds = True
         kwargs = {}
-        if settings.discord.shard_count:
+        if settings.discord.sharded and settings.discord.shard_count:
             kwargs["shard_count"] = settings.discord.shard_count
         super().__init__(intents=intents, **kwargs)
         self.settings, self.config_path = settings, config_path
@@ -107,6 +107,14 @@ class WspaceBot(discord.Client):
         await super().close()
 
 
+class ShardedWspaceBot(WspaceBot, discord.AutoShardedClient):
+    """The same bot on discord.py's auto-sharded client: one process, several gateway shards."""
+
+
+def make_bot(settings: Settings, config_path: Path | None = None) -> WspaceBot:
+    return (ShardedWspaceBot if settings.discord.sharded else WspaceBot)(settings, config_path)
+
+
 def configure_api_base(settings: Settings) -> None:
     """Point discord.py at another API root and gateway (the local simulator in tests)."""
     if settings.discord.api_base:
@@ -117,5 +125,5 @@ def configure_api_base(settings: Settings) -> None:
 
 def run(settings: Settings, config_path: Path | None = None) -> None:
     configure_api_base(settings)
-    bot = WspaceBot(settings, config_path)
+    bot = make_bot(settings, config_path)
     bot.run(settings.token(), log_handler=None)

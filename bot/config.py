@@ -34,7 +34,8 @@ class DiscordSettings(_Strict):
     api_base: str | None = Field(None, description="Override Discord's API root (a local simulator in tests)")
     gateway_url: str | None = Field(None, description="Override Discord's gateway websocket URL (same)")
     sync_commands: bool = True
-    shard_count: int | None = Field(None, ge=1)
+    sharded: bool = Field(False, description="Run discord.py's auto-sharded client (large bots)")
+    shard_count: int | None = Field(None, ge=1, description="With sharded: this many shards; empty = Discord's advice")
 
 
 class EngineSettings(_Strict):

@@ -46,6 +46,7 @@ class RedisEngineClient(JobBook):
         self.reply_stream = f"{prefix}:events:{uuid.uuid4().hex[:12]}"
         self.workers: dict[str, dict] = {}
         self.answered_by: dict[str, str] = {}
+        self.parked_results = 0  # results that came beside the stream, being large
         self.device = "remote"
         self.redis_up = False
         self._tasks: list[asyncio.Task] = []
@@ -156,6 +157,7 @@ class RedisEngineClient(JobBook):
                 data = await self.r.getdel(fields[b"ref"].decode())
                 if data is None:
                     raise wire.WireError("the stored result has expired")
+                self.parked_results += 1
             else:
                 data = fields[b"event"]
             event = wire.loads(data)

@@ -9,7 +9,7 @@ from pathlib import Path
 import discord
 import torch
 
-from bot.app import WspaceBot, configure_api_base
+from bot.app import configure_api_base, make_bot
 from bot.config import parse_settings
 from engine.checkpoints import DEFAULT_MODEL, save_native
 from engine.networks import Generator, GeneratorConfig
@@ -32,7 +32,7 @@ def engine_model(tmp: Path) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(tmp: Path, sim=None, engine: dict | None = None, **limits):
+async def running_bot(tmp: Path, sim=None, engine: dict | None = None, discord_settings: dict | None = None, **limits):
     """The bot against ``sim`` (default: a new in-process DiscordSimulator); anything with
     ``api_base``, ``gateway_url`` and ``wait_bot_ready`` will do."""
     own = sim is None
@@ -40,13 +40,14 @@ async def running_bot(tmp: Path, sim=None, engine: dict | None = None, **limits)
         sim = DiscordSimulator()
         await sim.start()
     model = engine_model(tmp)
-    config = {"discord": {"token": "sim-token", "api_base": sim.api_base, "gateway_url": sim.gateway_url},
+    config = {"discord": {"token": "sim-token", "api_base": sim.api_base, "gateway_url": sim.gateway_url,
+                          **(discord_settings or {})},
               "storage": {"database": str(tmp / "wspace.sqlite3")},
               "engine": {"threads": 1, **({"model": model} if model else {}), **(engine or {})},
               "limits": {"project_steps": 20, "progress_interval": 0.5, **limits}}
     settings = parse_settings(config)
     configure_api_base(settings)
-    bot = WspaceBot(settings)
+    bot = make_bot(settings)
     task = asyncio.create_task(bot.start("sim-token"))
     try:
         await sim.wait_bot_ready(lambda: bot.services is not None, 60)

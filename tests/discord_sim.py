@@ -99,6 +99,9 @@ class DiscordSimulator:
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.left_members: set[int] = set()
+        self.recommended_shards = 1
+        self.shard_of: dict[web.WebSocketResponse, tuple[int, int]] = {}  # socket -> (shard id, shard count)
+        self.interactions_per_shard: dict[tuple[int, int], int] = {}
 
     # --- server ------------------------------------------------------------------------------
 
@@ -155,7 +158,7 @@ class DiscordSimulator:
     # --- gateway -----------------------------------------------------------------------------
 
     async def gateway_bot(self, request):
-        return json_response({"url": f"ws://127.0.0.1:{self.port}/gateway", "shards": 1,
+        return json_response({"url": f"ws://127.0.0.1:{self.port}/gateway", "shards": self.recommended_shards,
                                   "session_start_limit": {"total": 1000, "remaining": 1000,
                                                           "reset_after": 0, "max_concurrency": 1}})
 
@@ -183,16 +186,26 @@ class DiscordSimulator:
             if data["op"] == 1:
                 await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
             elif data["op"] == 2:
+                shard = tuple(data["d"].get("shard") or (0, 1))
+                self.shard_of[ws] = shard
+                mine = self.shard_for(self.guild_id, shard[1]) == shard[0]
                 await self._dispatch(ws, "READY", {
-                    "v": 10, "user": user_payload(BOT_ID, "wspace", bot=True),
-                    "guilds": [{"id": str(self.guild_id), "unavailable": True}], "session_id": "sim",
+                    "v": 10, "user": user_payload(BOT_ID, "wspace", bot=True), "shard": list(shard),
+                    "guilds": [{"id": str(self.guild_id), "unavailable": True}] if mine else [], "session_id": "sim",
                     "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
                     "application": {"id": str(APP_ID), "flags": 0}, "private_channels": [], "relationships": []})
-                await self._dispatch(ws, "GUILD_CREATE", self.guild_payload())
+                if mine:
+                    await self._dispatch(ws, "GUILD_CREATE", self.guild_payload())
                 self.identified.set()
         if ws in self.sockets:
             self.sockets.remove(ws)
+        self.shard_of.pop(ws, None)
         return ws
+
+    @staticmethod
+    def shard_for(guild_id: int, shard_count: int) -> int:
+        """Discord's rule: a guild's events go to shard (guild_id >> 22) % shard_count."""
+        return (guild_id >> 22) % shard_count
 
     def guild_payload(self) -> dict:
         return {"id": str(self.guild_id), "name": "sim guild", "owner_id": str(self.owner_id), "icon": None,
@@ -246,7 +259,11 @@ class DiscordSimulator:
             "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": str(guild_id)},
             "context": 0, "attachment_size_limit": 8 * 1024 * 1024}
         for ws in list(self.sockets):
-            await self._dispatch(ws, "INTERACTION_CREATE", payload)
+            shard_id, count = self.shard_of.get(ws, (0, 1))
+            if self.shard_for(guild_id, count) == shard_id:
+                key = (shard_id, count)
+                self.interactions_per_shard[key] = self.interactions_per_shard.get(key, 0) + 1
+                await self._dispatch(ws, "INTERACTION_CREATE", payload)
         return inter
 
     async def click(self, user_id: int, custom_id: str, source: SimInteraction) -> SimInteraction:
@@ -270,7 +287,11 @@ class DiscordSimulator:
             "entitlements": [], "authorizing_integration_owners": {"0": str(self.guild_id)}, "context": 0,
             "attachment_size_limit": 8 * 1024 * 1024}
         for ws in list(self.sockets):
-            await self._dispatch(ws, "INTERACTION_CREATE", payload)
+            shard_id, count = self.shard_of.get(ws, (0, 1))
+            if self.shard_for(guild_id, count) == shard_id:
+                key = (shard_id, count)
+                self.interactions_per_shard[key] = self.interactions_per_shard.get(key, 0) + 1
+                await self._dispatch(ws, "INTERACTION_CREATE", payload)
         return inter
 
     def member_resolved(self, *user_ids: int) -> dict:

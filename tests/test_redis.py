@@ -8,11 +8,7 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -20,44 +16,12 @@ import pytest_asyncio
 from engine import wire
 from engine.jobs import Job, JobFailed, Result
 from tests.photos import encode, grace_hopper
+from tests.redis_helpers import RedisServer, start_worker
 
-REPO = Path(__file__).resolve().parents[1]
+WORKER_FLAGS = ("--claim-idle", "3", "--inline-max", "65536")
 pytestmark = [pytest.mark.asyncio(loop_scope="module"),
               pytest.mark.skipif(shutil.which("redis-server") is None,
                                  reason="redis-server is not installed (.ci/run installs Debian's redis-server)")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    def __init__(self, tmp: Path) -> None:
-        self.port, self.tmp, self.proc = free_port(), tmp, None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(self.tmp)], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-
-def start_worker(url: str, name: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--redis", url, "--id", name, "--threads", "1",
-                             "--claim-idle", "3"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +36,7 @@ def redis_server(tmp_path_factory):
 async def cluster(redis_server):
     from bot.redis_client import RedisEngineClient
 
-    workers = {name: start_worker(redis_server.url, name) for name in ("w1", "w2")}
+    workers = {name: start_worker(redis_server.url, name, *WORKER_FLAGS) for name in ("w1", "w2")}
     client = RedisEngineClient(redis_server.url, queue_size=64, poll_seconds=0.2)
     await client.start(wait=False)
     deadline = time.monotonic() + 120
@@ -128,12 +92,22 @@ async def test_a_worker_killed_mid_projection_hands_its_job_over_and_answers_onc
     assert isinstance(outcome, Result), outcome
     survivor = ({"w1", "w2"} - {busy["id"]}).pop()
     assert client.answered_by[outcome.job_id] == survivor
+    assert client.parked_results >= 1, "a projection's pictures travel beside the stream, not in it"
     await asyncio.sleep(2)
     assert client.duplicates == 0, "the member got one result, not two"
-    workers[busy["id"]] = start_worker(client.url, busy["id"])  # back to two for the next test
+    workers[busy["id"]] = start_worker(client.url, busy["id"], *WORKER_FLAGS)  # back to two for the next test
     deadline = time.monotonic() + 120
     while len(client.workers) < 2 and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
+
+
+async def test_streams_are_trimmed_and_parked_results_collected(cluster):
+    client, _, _ = cluster
+    await asyncio.wait_for(asyncio.gather(*[client.submit(Job("random", {"seed": i})) for i in range(8)]), 60)
+    await asyncio.sleep(1.5)
+    assert await client.r.xlen(client.k["jobs"].format(client.info.model_id)) == 0, "finished jobs leave the stream"
+    assert await client.r.xlen(client.reply_stream) <= 1, "read events are trimmed"
+    assert await client.r.keys("wspace:result:*") == [], "parked results are taken, not left behind"
 
 
 async def test_redis_restarted_mid_burst_is_reported_and_recovered(cluster):
