@@ -93,8 +93,10 @@ def encoder_path_for(model_path: str | Path | None) -> Path:
     return path.with_name(path.stem + ".encoder.safetensors")
 
 
-def save_encoder(E: Encoder, path: str | Path, model_id: str, provenance: dict | None = None) -> None:
-    state = {k: v.detach().cpu().float().contiguous() for k, v in E.state_dict().items()}
+def save_encoder(E: Encoder, path: str | Path, model_id: str, provenance: dict | None = None,
+                 dtype: torch.dtype = torch.float16) -> None:
+    """Weights are stored as fp16 by default (half the size; the guess moves < 0.01 dB)."""
+    state = {k: v.detach().cpu().to(dtype).contiguous() for k, v in E.state_dict().items()}
     meta = {"config": asdict(E.config), "model_id": model_id, "provenance": provenance or {}}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata={FORMAT_KEY: json.dumps(meta)})
@@ -114,7 +116,7 @@ def load_encoder(path: str | Path, model_id: str | None = None, device: str | to
     if model_id is not None and meta["model_id"] != model_id:
         return None
     E = Encoder(EncoderConfig(**meta["config"]))
-    E.load_state_dict(state)
+    E.load_state_dict({k: v.float() for k, v in state.items()})
     E.model_id, E.provenance = meta["model_id"], meta.get("provenance", {})
     return E.eval().requires_grad_(False).to(device)
 

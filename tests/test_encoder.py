@@ -48,7 +48,7 @@ def test_encoder_round_trips_and_refuses_another_model(tiny, tmp_path):
     E = tiny_encoder(G)
     torch.nn.init.normal_(E.head[-1].weight, std=0.01)
     path = tmp_path / "x.encoder.safetensors"
-    save_encoder(E, path, model_id, {"note": "test"})
+    save_encoder(E, path, model_id, {"note": "test"}, dtype=torch.float32)
     again = load_encoder(path, model_id)
     img = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.equal(E.eval()(img), again(img))
