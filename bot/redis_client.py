@@ -62,21 +62,18 @@ class RedisEngineClient(JobBook):
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except BaseException:
-                pass
+        if self._tasks:  # a read blocked inside redis-py may take a moment to notice; never hang on it
+            await asyncio.wait(self._tasks, timeout=3)
         for job_id in list(self.pending):
             p = self.pending.pop(job_id)
             if not p.future.done():
                 p.future.set_exception(EngineUnavailable("the bot is shutting down"))
         if self.r is not None:
             try:
-                await self.r.delete(self.reply_stream)
-            except RedisError:
+                await asyncio.wait_for(self.r.delete(self.reply_stream), 3)
+                await asyncio.wait_for(self.r.aclose(), 3)
+            except (RedisError, OSError, asyncio.TimeoutError):
                 pass
-            await self.r.aclose()
 
     # --- Redis up and down ----------------------------------------------------------------
 
