@@ -77,17 +77,21 @@ class RedisEngineClient(JobBook):
 
     # --- Redis up and down ----------------------------------------------------------------
 
-    def _went_down(self, exc: Exception) -> None:
-        if self.redis_up or self.pending:
-            log.error("Redis unreachable (%s): failing %d waiting jobs", exc, len(self.pending))
+    def _went_down(self, exc: Exception, since: float) -> None:
+        """A call that began at ``since`` failed: jobs sent before then may be lost with
+        Redis; jobs sent after it (Redis already back) are not."""
+        lost = [job_id for job_id, p in self.pending.items() if p.submitted < since]
+        if self.redis_up or lost:
+            log.error("Redis unreachable (%s): failing %d waiting jobs", exc, len(lost))
         self.redis_up = False
         self.workers = {}
         self._ready.clear()
-        for job_id in list(self.pending):
+        for job_id in lost:
             self._fail(job_id, "engine_restarted", INTERRUPTED)
 
     async def _watch_workers(self) -> None:
         while True:
+            since = time.monotonic()
             try:
                 ids = sorted(m.decode() for m in await self.r.smembers(self.k["workers"]))
                 beats = await self.r.mget([self.k["worker"].format(i) for i in ids]) if ids else []
@@ -106,7 +110,7 @@ class RedisEngineClient(JobBook):
                 if hung is not None:
                     self._fail(hung.job.id, "engine_restarted", "That took far too long and was stopped; try again.")
             except (RedisConnectionError, RedisTimeout, OSError) as exc:
-                self._went_down(exc)
+                self._went_down(exc, since)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -130,6 +134,7 @@ class RedisEngineClient(JobBook):
     async def _read_events(self) -> None:
         last = "0-0"
         while True:
+            since = time.monotonic()
             try:
                 got = await self.r.xread({self.reply_stream: last}, count=100, block=1000)
                 for _stream, entries in got or []:
@@ -138,7 +143,7 @@ class RedisEngineClient(JobBook):
                         await self._on_entry(fields)
                     await self.r.xtrim(self.reply_stream, minid=last)  # read: no need to keep it
             except (RedisConnectionError, RedisTimeout, OSError) as exc:
-                self._went_down(exc)
+                self._went_down(exc, since)
                 await asyncio.sleep(self.poll)
             except asyncio.CancelledError:
                 raise

@@ -288,7 +288,7 @@ class DiscordSimulator:
             "attachment_size_limit": 8 * 1024 * 1024}
         for ws in list(self.sockets):
             shard_id, count = self.shard_of.get(ws, (0, 1))
-            if self.shard_for(guild_id, count) == shard_id:
+            if self.shard_for(self.guild_id, count) == shard_id:
                 key = (shard_id, count)
                 self.interactions_per_shard[key] = self.interactions_per_shard.get(key, 0) + 1
                 await self._dispatch(ws, "INTERACTION_CREATE", payload)

@@ -49,7 +49,7 @@ async def finished(sim, inter, timeout=120):
         if not inter.messages:
             return False
         last = inter.last_content()
-        return last and not any(w in last for w in ("working on it", "queued", "step ", "frame "))
+        return last and not any(w in last for w in ("working on it", "queued", "step ", "frame ", "first guess"))
     await sim.wait_for(done, timeout)
     return inter
 
