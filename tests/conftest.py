@@ -23,3 +23,19 @@ def ada_pkl() -> Path:
 @pytest.fixture(scope="session")
 def rosinality_pt() -> Path:
     return fixture_file("rosinality_tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random-init 32-px generator in the native format, for tests of the engine's plumbing."""
+    import torch
+
+    from engine.checkpoints import save_native
+    from engine.networks import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(resolution=32, z_dim=32, w_dim=32, mapping_layers=2,
+                                  channels={4: 32, 8: 32, 16: 32, 32: 16}))
+    path = tmp_path_factory.mktemp("m") / "tiny.safetensors"
+    save_native(G, path)
+    return path

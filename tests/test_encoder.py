@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoints import DEFAULT_MODEL, load_generator, save_native
+from engine.checkpoints import DEFAULT_MODEL, load_generator
 from engine.encoder import Encoder, EncoderConfig, encode, encoder_path_for, load_encoder, save_encoder
 from engine.jobs import Job, Progress, Result
-from engine.networks import Generator, GeneratorConfig
 from engine.ops import Engine
 from engine.projector import psnr
 from engine.render import to_uint8
@@ -20,13 +19,9 @@ from tests.photos import encode as encode_photo, grace_hopper
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    torch.manual_seed(0)
-    G = Generator(GeneratorConfig(resolution=32, z_dim=32, w_dim=32, mapping_layers=2,
-                                  channels={4: 32, 8: 32, 16: 32, 32: 16}))
-    path = tmp_path_factory.mktemp("m") / "tiny.safetensors"
-    model_id = save_native(G, path)
-    return path, model_id, G
+def tiny(tiny_model):
+    G = load_generator(tiny_model)
+    return tiny_model, G.model_id, G
 
 
 def tiny_encoder(G) -> Encoder:

@@ -9,25 +9,12 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from bot.engine_client import EngineClient, QueueFull
-from engine.checkpoints import save_native
 from engine.jobs import Job, JobFailed, Progress, Result
-from engine.networks import Generator, GeneratorConfig
 from engine.ops import Engine
 from engine.worker import run_job
 from tests.photos import encode, grace_hopper
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    G = Generator(GeneratorConfig(resolution=32, z_dim=32, w_dim=32, mapping_layers=2,
-                                  channels={4: 32, 8: 32, 16: 32, 32: 16}))
-    path = tmp_path_factory.mktemp("m") / "tiny.safetensors"
-    save_native(G, path)
-    return path
 
 
 @pytest.fixture(scope="module")
