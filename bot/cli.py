@@ -30,7 +30,9 @@ def fail(message: str) -> None:
 
 def load_model(model: Path | None, device: str):
     from engine.checkpoints import CheckpointError, load_generator
+    from engine.runtime import prepare_process
 
+    prepare_process()
     try:
         return load_generator(model, device)
     except CheckpointError as exc:
@@ -100,7 +102,9 @@ def model_fetch(name: Annotated[str, typer.Argument(help="Known model name, e.g.
 def _engine(model: Path | None, device: str):
     from engine.checkpoints import CheckpointError
     from engine.ops import Engine
+    from engine.runtime import prepare_process
 
+    prepare_process()
     try:
         return Engine(model, device)
     except CheckpointError as exc:

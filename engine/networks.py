@@ -9,6 +9,10 @@ by the styles, running one ordinary convolution with the shared weight, and
 scaling the result by the demodulation coefficients, which are a small matrix
 product ``styles² @ Σ_k weight²``. On CUDA the grouped-convolution trick (one
 weight per sample) is used instead, as the reference code does for inference.
+When no autograd graph is recorded (inference), activations are scaled in place,
+weight-derived tensors are cached, and toRGB is a batched matrix product over the
+channels-last activations: at 64 px each avoided pass over a batch's activations
+is worth ~1 ms (bench/generator.py).
 """
 
 from __future__ import annotations
@@ -145,26 +149,65 @@ class MappingNetwork(nn.Module):
         return x
 
 
+def inference_only(*tensors: torch.Tensor) -> bool:
+    """True when no graph is being recorded for these tensors: activations may then be
+    overwritten in place and weight-derived tensors cached."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+class WeightCache:
+    """Tensors derived from a weight (Σ_k w², the transposed layout), recomputed only when
+    the weight changes (its storage or version counter) and never while autograd needs them."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.values: dict[str, torch.Tensor] = {}
+
+    def get(self, weight: torch.Tensor, name: str, make) -> torch.Tensor:
+        if not inference_only(weight):
+            return make(weight)
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        if key != self.key:
+            self.key, self.values = key, {}
+        if name not in self.values:
+            self.values[name] = make(weight)
+        return self.values[name]
+
+
+def weight_energy(weight: torch.Tensor) -> torch.Tensor:
+    """Σ over the kernel of w², shape [out, in]: the demodulation coefficients are then
+    ``rsqrt(styles² @ energy.T)``."""
+    return weight.square().sum(dim=[2, 3])
+
+
+def transposed_weight(weight: torch.Tensor) -> torch.Tensor:
+    return weight.transpose(0, 1).contiguous()
+
+
 def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
-                   up: int, fused: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   up: int, fused: bool, cache: WeightCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Modulated convolution without the upsampling blur.
 
     Returns the (pre-blur) result and the demodulation coefficients still to be applied
     (``None`` when already applied or not demodulating). Keeping the coefficients out lets
-    the caller fold them into the noise addition.
+    the caller fold them into the noise addition. When nothing records a graph, ``x`` is
+    scaled in place: callers hand over activations they no longer need.
     """
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
     pad = kh // 2 if up == 1 else 0
+    cache = cache or WeightCache()
     if not fused:
         dcoefs = None
         if demodulate:
-            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
-        x = x * styles.reshape(n, -1, 1, 1).to(x.dtype)
+            energy = cache.get(weight, "energy", weight_energy)
+            dcoefs = (styles.square() @ energy.t() + 1e-8).rsqrt()
+        s = styles.reshape(n, -1, 1, 1).to(x.dtype)
+        x = x.mul_(s) if inference_only(x, styles) else x * s
         if up == 1:
             x = F.conv2d(x, weight.to(x.dtype), padding=pad)
         else:
-            x = F.conv_transpose2d(x, weight.transpose(0, 1).to(x.dtype), stride=up)
+            x = F.conv_transpose2d(x, cache.get(weight, "transposed", transposed_weight).to(x.dtype), stride=up)
         return x, dcoefs
     w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
     if demodulate:
@@ -176,6 +219,16 @@ def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, 
         w = w.transpose(1, 2).reshape(n * in_ch, out_ch, kh, kw)
         x = F.conv_transpose2d(x, w.to(x.dtype), stride=up, groups=n)
     return x.reshape(n, out_ch, *x.shape[2:]), None
+
+
+def to_rgb_nhwc(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """A modulated 1×1 convolution to a few channels as one batched matrix product over
+    channels-last activations: reads ``x`` once and never writes a scaled copy of it."""
+    n, c, h, w = x.shape
+    per_sample = weight.reshape(1, -1, c) * styles.reshape(n, 1, c)  # [N, out, C]
+    rows = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view: x is channels-last
+    y = torch.bmm(rows, per_sample.transpose(1, 2).to(x.dtype))  # [N, HW, out]
+    return y.reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
 
 class SynthesisLayer(nn.Module):
@@ -191,11 +244,12 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.register_buffer("resample_filter", fir_filter(), persistent=False)
+        self.cache = WeightCache()
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const",
                 noise: torch.Tensor | None = None, fused: bool = False) -> torch.Tensor:
         styles = self.affine(w)
-        x, dcoefs = modulated_conv(x, self.weight, styles, True, self.up, fused)
+        x, dcoefs = modulated_conv(x, self.weight, styles, True, self.up, fused, self.cache)
         if self.up > 1:
             x = blur_upsample(x, self.resample_filter, (1, 1))
         if noise is None and noise_mode != "none":
@@ -214,7 +268,11 @@ class SynthesisLayer(nn.Module):
         if dcoefs is None:
             x = (x * LRELU_GAIN).add_(add)
         else:
-            x = torch.addcmul(add, x, (dcoefs * LRELU_GAIN).reshape(*dcoefs.shape, 1, 1).to(x.dtype))
+            scale = (dcoefs * LRELU_GAIN).reshape(*dcoefs.shape, 1, 1).to(x.dtype)
+            if inference_only(x, add, scale):  # x is this layer's own fresh output
+                x = torch.addcmul(add, x, scale, out=x)
+            else:
+                x = torch.addcmul(add, x, scale)
         x = F.leaky_relu(x, LRELU_SLOPE, inplace=True)
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
@@ -232,7 +290,10 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = False) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x, _ = modulated_conv(x, self.weight, styles, False, 1, fused)
+        if not fused and x.is_contiguous(memory_format=torch.channels_last):
+            x = to_rgb_nhwc(x, self.weight, styles)
+        else:
+            x, _ = modulated_conv(x, self.weight, styles, False, 1, fused)
         x = x + self.bias.to(x.dtype).reshape(1, -1, 1, 1)
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
@@ -298,8 +359,8 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, not {noise_mode!r}")
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], not {list(ws.shape)}")
-        if fused is None:  # whichever path measured fastest (bench/generator.py)
-            fused = ws.device.type == "cuda" or (ws.shape[0] == 1 and not torch.is_grad_enabled())
+        if fused is None:  # whichever path measured fastest (bench/generator.py): on the CPU,
+            fused = ws.device.type == "cuda"  # activation scaling won at every batch size
         x = img = None
         w_idx = n_idx = 0
         for block in self.blocks():

@@ -196,10 +196,9 @@ def serve_redis(url: str, model=None, device: str = "cpu", directions=None, thre
                 prefix: str = "wspace") -> None:
     """Process entry point of ``wspace worker``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
-    import torch
+    from engine.runtime import prepare_process
 
-    if threads:
-        torch.set_num_threads(threads)
+    prepare_process(threads)
     from engine.ops import Engine
 
     worker = RedisWorker(url, Engine(model, device, directions), worker_id, claim_idle, inline_max, prefix)

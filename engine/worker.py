@@ -37,10 +37,9 @@ def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directio
           threads: int | None = None, worker_id: str | None = None) -> None:
     """Process entry point (spawned by the bot's engine client)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
-    import torch
+    from engine.runtime import prepare_process
 
-    if threads:
-        torch.set_num_threads(threads)
+    prepare_process(threads)
     from engine.ops import Engine
 
     engine = Engine(model_path, device, directions_path)

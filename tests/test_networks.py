@@ -92,3 +92,59 @@ def test_explicit_noise_maps_replace_the_constant_ones():
         assert torch.allclose(G.synthesis(ws, noise=consts), G.synthesis(ws, "const"))
         zeros = [torch.zeros_like(c) for c in consts]
         assert torch.allclose(G.synthesis(ws, noise=zeros), G.synthesis(ws, "none"))
+
+
+def small_generator(seed: int = 0) -> Generator:
+    torch.manual_seed(seed)
+    G = Generator(GeneratorConfig(resolution=32, z_dim=16, w_dim=32, mapping_layers=2,
+                                  channels={4: 32, 8: 32, 16: 16, 32: 8}))
+    with torch.no_grad():  # a trained-looking net: non-zero noise strengths and biases
+        for layer in G.synthesis.noise_layers():
+            layer.noise_strength.fill_(0.1)
+            layer.bias.normal_(0, 0.1)
+    return G
+
+
+def test_inference_path_draws_what_the_autograd_path_draws_and_leaves_inputs_alone():
+    """Without a graph the layers scale activations in place, cache weight tensors and use
+    the matrix-product toRGB; with a graph (projection, training) none of that may happen."""
+    G = small_generator()
+    ws = G.mapping(torch.randn(3, G.z_dim)).detach()
+    kept = ws.clone()
+    with torch.no_grad():
+        fast = G.synthesis(ws)
+        again = G.synthesis(ws)  # second call: served from the weight caches
+    w_leaf = ws.clone().requires_grad_(True)
+    slow = G.synthesis(w_leaf)
+    slow.square().mean().backward()  # the graph is intact
+    assert w_leaf.grad is not None and torch.isfinite(w_leaf.grad).all()
+    assert torch.equal(ws, kept), "the caller's latents were modified"
+    assert torch.allclose(fast, slow.detach(), atol=1e-5) and torch.equal(fast, again)
+    ref = G.synthesis(ws, fused=True).detach()  # the grouped-convolution reference maths
+    assert torch.allclose(fast, ref, atol=1e-4)
+
+
+def test_changed_weights_are_never_served_from_the_cache():
+    G, other = small_generator(0), small_generator(1)
+    ws = G.mapping(torch.randn(2, G.z_dim)).detach()
+    with torch.no_grad():
+        before = G.synthesis(ws)
+        G.load_state_dict(other.state_dict())  # copies into the same tensors in place
+        after = G.synthesis(ws)
+        expected = other.synthesis(ws)
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, expected, atol=1e-6)
+    layer = G.synthesis.noise_layers()[1]
+    with torch.no_grad():
+        layer.weight.mul_(-1.5)  # an in-place edit of one weight
+        edited = G.synthesis(ws)
+    layer.cache = type(layer.cache)()  # a cold cache computes from scratch
+    with torch.no_grad():
+        cold = G.synthesis(ws)
+    assert torch.allclose(edited, cold, atol=1e-6) and not torch.allclose(edited, after)
+
+
+def test_the_engine_process_keeps_large_blocks_in_the_heap():
+    from engine.runtime import tune_allocator
+
+    assert tune_allocator() is True  # glibc (this project's Linux hosts) accepts both settings
