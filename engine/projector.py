@@ -37,6 +37,8 @@ W_STATS_SAMPLES = 10_000
 ADAM_BETAS = (0.9, 0.999)
 REFINE_LR = 0.03
 REFINE_NOISE_FACTOR = 0.01
+FAR_GUESS_LR = 0.4  # a guess that fits badly (a real photo) needs bigger steps, and no latent noise
+CLOSE_GUESS_DB = 25.0  # a guess this close (PSNR) is refined gently
 # --- the offline loss --------------------------------------------------------------------
 PIXEL_LEVELS = 4  # image pyramid levels for the pixel term
 SSIM_WEIGHT = 0.5  # weight of (1 - SSIM), averaged over the same pyramid
@@ -48,12 +50,21 @@ class Schedule:
 
     initial_lr: float = INITIAL_LR
     noise_factor: float = INITIAL_NOISE_FACTOR
+    noise_map_lr: float | None = None  # peak lr of the noise maps; None: the latents' lr
+    name: str = "custom"
 
 
-ROLUX = Schedule()
-# From an encoder's guess the face is already close: a gentler start keeps it there
-# (chosen by bench/projection_speed.py, see docs/benchmarks.md).
-REFINE = Schedule(initial_lr=REFINE_LR, noise_factor=REFINE_NOISE_FACTOR)
+ROLUX = Schedule(name="rolux")
+# From an encoder's guess that already fits (a face the model can draw) a gentle start keeps
+# it there; from one that fits badly (real photos, other generators' faces) big steps
+# without latent noise get further in the same time. Chosen by the guess's own PSNR
+# (bench/projection_speed.py, see docs/benchmarks.md).
+REFINE = Schedule(initial_lr=REFINE_LR, noise_factor=REFINE_NOISE_FACTOR, name="refine")
+REFINE_FAR = Schedule(initial_lr=FAR_GUESS_LR, noise_factor=0.0, name="refine_far")
+
+
+def refine_schedule(guess_psnr: float) -> Schedule:
+    return REFINE if guess_psnr >= CLOSE_GUESS_DB else REFINE_FAR
 
 
 @dataclass
@@ -213,8 +224,8 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
     """Project an aligned face ``[H, W, 3]`` uint8 (the model's resolution) into W+.
 
     Starts from ``init_ws`` (an encoder's guess) when given, else from ``w_avg``; the
-    schedule defaults to :data:`REFINE` for the former and the published :data:`ROLUX`
-    one for the latter.
+    schedule defaults to :func:`refine_schedule` of the guess's fit for the former and the
+    published :data:`ROLUX` one for the latter.
 
     ``progress(step, steps, loss, preview)`` is called every ``every`` steps with the
     current render (uint8) and once at the end.
@@ -229,8 +240,13 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
     target_t = from_uint8(target).to(device)
     loss_fn = make_loss(target_t, loss_kind)
 
-    schedule = schedule or (REFINE if init_ws is not None else ROLUX)
     start = torch.from_numpy(init_ws).to(device) if init_ws is not None else w_avg.expand(G.num_ws, -1)
+    if schedule is None and init_ws is None:
+        schedule = ROLUX
+    elif schedule is None:
+        with torch.no_grad():
+            guess = to_uint8(G.synthesis(start.reshape(1, G.num_ws, G.w_dim).float(), noise_mode="const"))[0]
+        schedule = refine_schedule(psnr(guess, target))
     w_opt = start.detach().clone().reshape(1, G.num_ws, G.w_dim).requires_grad_(True)
     # Noise maps start from the model's own constant maps (what "const" renders use), so a
     # face the model drew is reachable exactly; they are then free and renormalised.
@@ -240,14 +256,16 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
         n -= n.mean()
         n *= n.square().mean().rsqrt()
         n.requires_grad_(True)
-    opt = torch.optim.Adam([w_opt] + noises, lr=INITIAL_LR, betas=ADAM_BETAS)
+    opt = torch.optim.Adam([{"params": [w_opt], "peak": schedule.initial_lr},
+                            {"params": noises, "peak": schedule.noise_map_lr or schedule.initial_lr}],
+                           lr=INITIAL_LR, betas=ADAM_BETAS)
 
     losses, frames, timeline = [], [], []
     img = None
     for step in range(steps):
         t = step / steps
         for group in opt.param_groups:
-            group["lr"] = lr_schedule(t, schedule.initial_lr)
+            group["lr"] = lr_schedule(t, group["peak"])
         w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * latent_noise_scale(t, w_std, schedule.noise_factor)
         img = G.synthesis(w_opt + w_noise, noise=noises)
         dist = loss_fn(img)
@@ -277,4 +295,4 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
                       noise=[n.detach()[0, 0].cpu().numpy() for n in noises], image=final, frames=frames,
                       losses=losses, loss_kind=loss_fn.name, steps=steps, seconds=seconds,
                       psnr=psnr(final, target), model_id=getattr(G, "model_id", "unknown"),
-                      timeline=timeline)
+                      figures={"schedule": schedule.name}, timeline=timeline)

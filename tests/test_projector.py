@@ -65,6 +65,20 @@ def test_projection_starts_from_a_given_latent(G):
     cold = project(G, target, steps=5)
     warm = project(G, target, steps=5, init_ws=w_true[0].numpy())
     assert warm.losses[0] < 0.8 * cold.losses[0]
+    assert cold.figures["schedule"] == "rolux" and warm.figures["schedule"] == "refine"
+
+
+def test_a_guess_that_fits_badly_is_refined_with_big_steps(G):
+    """A real photo's first guess is far off: no gentle schedule for it."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        w_true, w_other = G.mapping(torch.randn(2, G.z_dim)).split(1)
+        target = to_uint8(G.synthesis(w_true))[0]
+        far = to_uint8(G.synthesis(w_other))[0]
+    assert psnr(far, target) < 25.0, "the test needs a guess that fits badly"
+    result = project(G, target, steps=20, init_ws=w_other[0].numpy())
+    assert result.figures["schedule"] == "refine_far"
+    assert result.psnr > psnr(far, target) + 3, "it moved towards the target"
 
 
 def test_offline_loss_with_ssim_is_reported(G):
