@@ -11,7 +11,7 @@ not acknowledged within 3 s), how the answers split (results, "queue full", per-
 caps, rate limits, anything else), and the resident memory of the bot and the engine
 process before the bursts and after each of two identical bursts (flat = no leak).
 
-    python bench/bot_load.py [--members 100] [--burst 500] [--in-process]
+    python bench/bot_load.py [--members 100] [--burst 500] [--in-process] [--http-connections 0 32]
 """
 
 from __future__ import annotations
@@ -140,11 +140,13 @@ def _simulator_process(conn) -> None:
     asyncio.run(serve())
 
 
-async def measure(members: int, burst: int, in_process: bool = False, **limits) -> dict:
+async def measure(members: int, burst: int, in_process: bool = False, http_connections: int | None = None,
+                  **limits) -> dict:
     remote = None if in_process else RemoteSimulator()
+    discord_settings = {} if http_connections is None else {"http_connections": http_connections}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            async with running_bot(Path(tmp), remote, **limits) as (sim, bot):
+            async with running_bot(Path(tmp), remote, discord_settings=discord_settings, **limits) as (sim, bot):
                 engine_pid = bot.services.engine.process.pid
                 rss = {"before": {"bot": rss_mb(os.getpid()), "engine": rss_mb(engine_pid)}}
                 bursts = []
@@ -157,7 +159,7 @@ async def measure(members: int, burst: int, in_process: bool = False, **limits) 
                 stats = bot.services.engine.stats()
                 assert bot.services.engine.process.pid == engine_pid, "the engine was not restarted"
                 return {"members": members, "burst": burst, "simulator": "in-process" if in_process else "own process",
-                        "limits": limits, "bursts": bursts, "rss_mb": rss, "engine_after": stats}
+                        "http_connections": bot.settings.discord.http_connections, "limits": limits, "bursts": bursts, "rss_mb": rss, "engine_after": stats}
     finally:
         if remote is not None:
             remote.stop()
@@ -168,8 +170,12 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=100)
     ap.add_argument("--burst", type=int, default=500)
     ap.add_argument("--in-process", action="store_true", help="run the simulator in the bot's event loop")
+    ap.add_argument("--http-connections", type=int, nargs="+", default=[None],
+                    help="discord.http_connections settings to compare, each with a fresh (cold) bot; "
+                         "0 = discord.py's unbounded pool; default: the config's")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(measure(args.members, args.burst, args.in_process)), indent=2))
+    runs = [asyncio.run(measure(args.members, args.burst, args.in_process, n)) for n in args.http_connections]
+    print(json.dumps(runs[0] if len(runs) == 1 else runs, indent=2))
 
 
 if __name__ == "__main__":

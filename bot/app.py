@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -57,6 +58,15 @@ class WspaceBot(discord.Client):
         self.tree = GatedTree(self)
         self.tree.on_error = self.on_command_error
         self.services: Services | None = None
+
+    async def login(self, token: str) -> None:
+        # discord.py's default pool is unbounded (TCPConnector(limit=0)): a burst of 500
+        # interactions opened ~500 connections at once, each a TCP (on Discord, TLS)
+        # handshake before its acknowledgement could go out. A bounded pool keeps a few
+        # open and reuses them (bench/bot_load.py, docs/reliability.md).
+        if self.http.connector is discord.utils.MISSING:
+            self.http.connector = aiohttp.TCPConnector(limit=self.settings.discord.http_connections)
+        await super().login(token)
 
     async def setup_hook(self) -> None:
         storage = await Storage.open(self.settings.storage.database)

@@ -36,6 +36,8 @@ class DiscordSettings(_Strict):
     sync_commands: bool = True
     sharded: bool = Field(False, description="Run discord.py's auto-sharded client (large bots)")
     shard_count: int | None = Field(None, ge=1, description="With sharded: this many shards; empty = Discord's advice")
+    http_connections: int = Field(32, ge=0, le=1000,
+                                  description="Open HTTPS connections to Discord at most (0: unbounded, discord.py's default)")
 
 
 class EngineSettings(_Strict):

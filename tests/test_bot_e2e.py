@@ -67,6 +67,20 @@ async def test_commands_are_registered(env):
     assert int(admin["default_member_permissions"]) & MANAGE_GUILD
 
 
+async def test_the_bot_talks_to_discord_over_a_bounded_connection_pool(env):
+    """A burst of interactions must reuse a few open connections, not open one each
+    (discord.py's own default pool has no limit)."""
+    sim, bot = env
+    assert bot.http.connector.limit == bot.settings.discord.http_connections == 32
+    dave = 800000000000000004
+    inters = [await sim.invoke(dave, "me") for _ in range(3)]
+    for inter in inters:
+        await finished(sim, inter, 60)
+    assert all(i.ack_seconds is not None for i in inters)
+    assert "don't have a face yet" in inters[-1].last_content()
+    assert bot.http.connector.limit == 32, "the pool the answers went through"
+
+
 async def test_project_defers_at_once_then_delivers_pictures_and_stores_the_latent(env):
     sim, bot = env
     inter = await project(sim, ALICE, encode(grace_hopper(), "JPEG"), "grace.jpg", "image/jpeg")
