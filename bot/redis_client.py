@@ -9,8 +9,10 @@ once is written in ``engine/redis_worker.py``; this side:
 - reads its own reply stream (one per bot process, so shards never see each other's
   events), resolves each job id once and counts a second answer as a duplicate;
 - follows the workers' heartbeats: ready while at least one is alive;
-- when Redis goes away, fails the jobs it was waiting for with one sentence (a restarted
-  Redis has forgotten them) and carries on as soon as Redis is back.
+- when Redis stays unreachable (past redis-py's few reconnection retries), fails the jobs
+  it was waiting for with one sentence and carries on as soon as Redis is back;
+- when Redis comes back without its data (its epoch key is gone), fails exactly the jobs
+  whose stream entries were lost, and keeps those sent since.
 """
 
 from __future__ import annotations
@@ -22,17 +24,20 @@ import time
 import uuid
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, TimeoutError as RedisTimeout
 
 from bot.engine_client import EngineUnavailable, JobBook, ProgressCallback
 from engine import wire
 from engine.jobs import Job, JobFailed, Result, WorkerReady
-from engine.redis_worker import JOBS_MAXLEN, keys
+from engine.redis_worker import JOBS_MAXLEN, STALE_RETRIES, keys
 
 log = logging.getLogger("wspace.redis")
 
 INTERRUPTED = "The connection to the face engines was interrupted; please try again."
+EPOCH_TTL = 3600  # seconds; refreshed every poll while the bot runs
 NO_WORKER_FOR_MODEL = "No engine here has the model those faces were made with; project them again."
 
 
@@ -49,11 +54,20 @@ class RedisEngineClient(JobBook):
         self.parked_results = 0  # results that came beside the stream, being large
         self.device = "remote"
         self.redis_up = False
+        self.epoch_key = f"{self.reply_stream}:epoch"  # vanishes when Redis loses its data
+        self.epoch_set = False
+        self.sent: dict[str, tuple[str, bytes]] = {}  # job id -> (job stream, entry id) while pending
         self._tasks: list[asyncio.Task] = []
         self.r: aioredis.Redis | None = None
 
     async def start(self, wait: bool = True, timeout: float = 120.0) -> None:
-        self.r = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=3)
+        # Through from_url, redis-py's connections retry nothing: after a Redis restart every
+        # stale pooled connection failed one command, and each failure looked like a new
+        # outage (workers forgotten, a member told the engine was away). A few quick retries
+        # reconnect a stale connection; a real outage still surfaces within about a second.
+        self.r = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=3,
+                                         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), STALE_RETRIES),
+                                         retry_on_error=[RedisConnectionError, RedisTimeout])
         self._tasks = [asyncio.create_task(self._read_events(), name="redis-events"),
                        asyncio.create_task(self._watch_workers(), name="redis-workers")]
         if wait:
@@ -70,7 +84,7 @@ class RedisEngineClient(JobBook):
                 p.future.set_exception(EngineUnavailable("the bot is shutting down"))
         if self.r is not None:
             try:
-                await asyncio.wait_for(self.r.delete(self.reply_stream), 3)
+                await asyncio.wait_for(self.r.delete(self.reply_stream, self.epoch_key), 3)
                 await asyncio.wait_for(self.r.aclose(), 3)
             except (RedisError, OSError, asyncio.TimeoutError):
                 pass
@@ -89,10 +103,30 @@ class RedisEngineClient(JobBook):
         for job_id in lost:
             self._fail(job_id, "engine_restarted", INTERRUPTED)
 
+    async def _check_epoch(self) -> None:
+        """A restarted Redis that lost its data is not a connection error (redis-py simply
+        reconnects): it shows as our epoch key gone. Jobs whose stream entries went with it
+        are failed; jobs sent since (Redis already back) are still there and kept."""
+        if self.epoch_set and not await self.r.exists(self.epoch_key):
+            lost = []
+            for job_id, (stream, entry) in list(self.sent.items()):
+                if job_id in self.pending:
+                    found = await self.r.xrange(stream, entry, entry)
+                    if not found or found[0][1].get(b"job_id", b"").decode() != job_id:
+                        lost.append(job_id)
+            log.error("Redis restarted without its data: failing %d waiting jobs it lost", len(lost))
+            for job_id in lost:
+                self._fail(job_id, "engine_restarted", INTERRUPTED)
+        await self.r.set(self.epoch_key, str(time.time()), ex=EPOCH_TTL)
+        self.epoch_set = True
+        for job_id in [j for j in self.sent if j not in self.pending]:
+            del self.sent[job_id]
+
     async def _watch_workers(self) -> None:
         while True:
             since = time.monotonic()
             try:
+                await self._check_epoch()
                 ids = sorted(m.decode() for m in await self.r.smembers(self.k["workers"]))
                 beats = await self.r.mget([self.k["worker"].format(i) for i in ids]) if ids else []
                 alive = {}
@@ -189,10 +223,12 @@ class RedisEngineClient(JobBook):
 
     async def _send(self, job: Job, model: str) -> None:
         try:
-            await self.r.xadd(self.k["jobs"].format(model),
-                              {"job_id": job.id, "reply": self.reply_stream, "job": wire.dumps(job),
-                               "sent": str(time.time())},
-                              maxlen=JOBS_MAXLEN, approximate=True)
+            stream = self.k["jobs"].format(model)
+            entry = await self.r.xadd(stream, {"job_id": job.id, "reply": self.reply_stream, "job": wire.dumps(job),
+                                               "sent": str(time.time())},
+                                      maxlen=JOBS_MAXLEN, approximate=True)
+            if job.id in self.pending:
+                self.sent[job.id] = (stream, entry)
         except (RedisError, OSError) as exc:
             log.error("could not send job %s: %s", job.id, exc)
             self._fail(job.id, "engine_restarted", INTERRUPTED)

@@ -30,6 +30,8 @@ import time
 import uuid
 
 from engine import wire
+
+STALE_RETRIES = 3  # per command, after a connection error (a stale connection after a Redis restart)
 from engine.jobs import JobFailed, Result
 from engine.worker import run_job
 
@@ -51,9 +53,15 @@ class RedisWorker:
     def __init__(self, url: str, engine, worker_id: str | None = None, claim_idle: float = 30.0,
                  inline_max: int = 256 * 1024, prefix: str = "wspace", heartbeat: float = 1.0) -> None:
         import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
 
         self.redis_errors = (redis.ConnectionError, redis.TimeoutError)
-        self.r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        # Through from_url, redis-py's connections retry nothing: after a Redis restart each
+        # stale pooled connection would fail one command. A few quick retries reconnect it.
+        self.r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
+                                      retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), STALE_RETRIES),
+                                      retry_on_error=[redis.ConnectionError, redis.TimeoutError])
         self.engine, self.claim_idle, self.inline_max = engine, claim_idle, inline_max
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.k = keys(prefix)

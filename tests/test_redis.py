@@ -128,6 +128,29 @@ async def test_redis_restarted_mid_burst_is_reported_and_recovered(cluster):
     assert isinstance(again, Result)
 
 
+async def test_stale_connections_after_a_redis_restart_are_reconnected_quietly(cluster):
+    """Connections opened before a restart are dead afterwards; using them must neither
+    fail a command nor make the bot think Redis went away again (it used to flap between
+    'reachable' and 'unreachable' once per stale connection, refusing members meanwhile)."""
+    client, _, server = cluster
+    await asyncio.gather(*[client.r.ping() for _ in range(8)])  # eight pooled connections
+    server.kill()
+    server.start()  # empty: the workers re-announce themselves with their next heartbeat
+    assert all(await asyncio.gather(*[client.r.ping() for _ in range(8)])), "stale connections were reconnected"
+    deadline = time.monotonic() + 60
+    while len(await client.r.smembers(client.k["workers"])) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(3 * client.poll)  # the watcher's next look
+    assert len(client.workers) == 2, "the workers came back on their own"
+    samples = []
+    for _ in range(40):  # two seconds of the watcher's view, every 50 ms
+        samples.append((client.redis_up, len(client.workers)))
+        await asyncio.sleep(0.05)
+    assert all(up and n == 2 for up, n in samples), f"once back, Redis stays up: {samples}"
+    again = await asyncio.wait_for(client.submit(Job("random", {"seed": 8})), 60)
+    assert isinstance(again, Result)
+
+
 async def test_the_bot_over_redis_keeps_every_stored_latent_through_a_redis_restart(cluster, tmp_path):
     from tests.bot_harness import running_bot
     from tests.test_bot_e2e import ALICE, MANAGE_GUILD, finished, option, project
@@ -152,4 +175,4 @@ async def test_the_bot_over_redis_keeps_every_stored_latent_through_a_redis_rest
         kept = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
         assert (kept.ws == stored.ws).all(), "no stored latent was lost"
         again = await finished(sim, await sim.invoke(ALICE, "random", [option("seed", 9, 4)]), 60)
-        assert "seed9.png" in again.all_files()
+        assert "seed9.png" in again.all_files(), again.last_content()
