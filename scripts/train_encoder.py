@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.checkpoints import load_generator  # noqa: E402
-from engine.encoder import Encoder, EncoderConfig, encoder_path_for, save_encoder  # noqa: E402
+from engine.encoder import Encoder, EncoderConfig, encoder_path_for, load_encoder, save_encoder  # noqa: E402
 from engine.projector import w_stats  # noqa: E402
 from engine.teacher import NZ, load_teacher  # noqa: E402
 from scripts.train_embedded import pyramid_l1, psnr  # noqa: E402
@@ -84,6 +84,13 @@ def main() -> None:
     ap.add_argument("--teacher-batch", type=int, default=8)
     ap.add_argument("--render-batch", type=int, default=8, help="samples per step that get the image loss")
     ap.add_argument("--image-weight", type=float, default=1.0)
+    ap.add_argument("--teacher-latent-weight", type=float, default=1.0,
+                    help="weight of the latent loss on teacher pairs: their target, the student's W for "
+                         "the same z, renders only ~19 dB from the teacher's face; 0 = image loss alone")
+    ap.add_argument("--teacher-render", type=int, default=None,
+                    help="teacher pairs per step that get the image loss (default: half of --render-batch)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this trained encoder (a fine-tune; a new --work directory)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=Path, default=None, help="generator (default: the embedded model)")
@@ -103,6 +110,12 @@ def main() -> None:
     E = Encoder(EncoderConfig(resolution=G.resolution, num_ws=G.num_ws, w_dim=G.w_dim))
     E.w_avg.copy_(w_avg)
     E.w_scale.fill_(w_dim_std)
+    if args.init is not None:
+        start = load_encoder(args.init, G.model_id)
+        if start is None:
+            sys.exit(f"{args.init} is not an encoder for model {G.model_id}")
+        E.load_state_dict(start.state_dict())
+        print(f"starting from {args.init} ({start.provenance.get('steps', '?')} steps)")
     E_ema = copy.deepcopy(E).eval().requires_grad_(False)
     opt = torch.optim.Adam(E.parameters(), lr=args.lr, betas=(0.9, 0.99))
     step, elapsed = 0, 0.0
@@ -132,10 +145,13 @@ def main() -> None:
                 for group in opt.param_groups:
                     group["lr"] = lr
                 pred = E(x)
-                latent = ((pred - target) / w_dim_std).square().mean()
+                per_sample = ((pred - target) / w_dim_std).square().mean(dim=[1, 2])
+                latent = torch.cat([per_sample[:args.gen_batch],
+                                    args.teacher_latent_weight * per_sample[args.gen_batch:]]).mean()
                 # image loss on a sub-batch drawn from both kinds of pair
                 k = args.render_batch // 2
-                idx = torch.cat([torch.arange(k), torch.arange(args.gen_batch, args.gen_batch + k)])
+                kt = min(args.teacher_batch, args.teacher_render if args.teacher_render is not None else k)
+                idx = torch.cat([torch.arange(k), torch.arange(args.gen_batch, args.gen_batch + kt)])
                 img = G.synthesis(pred[idx], noise_mode="const")
                 image = pyramid_l1(img, clean[idx])
                 loss = latent + args.image_weight * image
@@ -162,7 +178,11 @@ def main() -> None:
     figures = probe(E_ema, G, probe_in, probe_clean, probe_ws, w_dim_std)
     provenance = {"trained_by": "scripts/train_encoder.py", "steps": step, "train_seconds": round(elapsed),
                   "gen_batch": args.gen_batch, "teacher_batch": args.teacher_batch, "lr": args.lr,
+                  "teacher_latent_weight": args.teacher_latent_weight, "teacher_render": args.teacher_render,
                   "seed": args.seed, "probe": figures}
+    if args.init is not None:
+        before = load_encoder(args.init)
+        provenance["fine_tuned_from"] = {"file": args.init.name, **before.provenance}
     save_encoder(E_ema, out, G.model_id, provenance)
     print(f"wrote {out} for model {G.model_id} after {step} steps, {elapsed / 60:.1f} min: {figures}")
 
