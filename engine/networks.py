@@ -18,6 +18,7 @@ is worth ~1 ms (bench/generator.py).
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -160,15 +161,16 @@ class WeightCache:
     the weight changes (its storage or version counter) and never while autograd needs them."""
 
     def __init__(self) -> None:
-        self.key: tuple | None = None
+        self.owner: weakref.ref | None = None  # the very tensor: a freed one's address may be reused
+        self.key: tuple | None = None  # its storage (module.to() swaps .data in place), version, type
         self.values: dict[str, torch.Tensor] = {}
 
     def get(self, weight: torch.Tensor, name: str, make) -> torch.Tensor:
         if not inference_only(weight):
             return make(weight)
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-        if key != self.key:
-            self.key, self.values = key, {}
+        if self.owner is None or self.owner() is not weight or key != self.key:
+            self.owner, self.key, self.values = weakref.ref(weight), key, {}
         if name not in self.values:
             self.values[name] = make(weight)
         return self.values[name]

@@ -142,6 +142,12 @@ def test_changed_weights_are_never_served_from_the_cache():
     with torch.no_grad():
         cold = G.synthesis(ws)
     assert torch.allclose(edited, cold, atol=1e-6) and not torch.allclose(edited, after)
+    with torch.no_grad():
+        layer.weight = torch.nn.Parameter(torch.randn_like(layer.weight))  # a new tensor, perhaps at a freed address
+        replaced = G.synthesis(ws)
+    layer.cache = type(layer.cache)()
+    with torch.no_grad():
+        assert torch.allclose(replaced, G.synthesis(ws), atol=1e-6)
 
 
 def test_the_engine_process_keeps_large_blocks_in_the_heap():
