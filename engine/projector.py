@@ -50,7 +50,6 @@ class Schedule:
 
     initial_lr: float = INITIAL_LR
     noise_factor: float = INITIAL_NOISE_FACTOR
-    noise_map_lr: float | None = None  # peak lr of the noise maps; None: the latents' lr
     name: str = "custom"
 
 
@@ -256,16 +255,14 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
         n -= n.mean()
         n *= n.square().mean().rsqrt()
         n.requires_grad_(True)
-    opt = torch.optim.Adam([{"params": [w_opt], "peak": schedule.initial_lr},
-                            {"params": noises, "peak": schedule.noise_map_lr or schedule.initial_lr}],
-                           lr=INITIAL_LR, betas=ADAM_BETAS)
+    opt = torch.optim.Adam([w_opt] + noises, lr=INITIAL_LR, betas=ADAM_BETAS)
 
     losses, frames, timeline = [], [], []
     img = None
     for step in range(steps):
         t = step / steps
         for group in opt.param_groups:
-            group["lr"] = lr_schedule(t, group["peak"])
+            group["lr"] = lr_schedule(t, schedule.initial_lr)
         w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * latent_noise_scale(t, w_std, schedule.noise_factor)
         img = G.synthesis(w_opt + w_noise, noise=noises)
         dist = loss_fn(img)

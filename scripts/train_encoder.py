@@ -110,6 +110,7 @@ def main() -> None:
     E = Encoder(EncoderConfig(resolution=G.resolution, num_ws=G.num_ws, w_dim=G.w_dim))
     E.w_avg.copy_(w_avg)
     E.w_scale.fill_(w_dim_std)
+    start = None
     if args.init is not None:
         start = load_encoder(args.init, G.model_id)
         if start is None:
@@ -180,9 +181,8 @@ def main() -> None:
                   "gen_batch": args.gen_batch, "teacher_batch": args.teacher_batch, "lr": args.lr,
                   "teacher_latent_weight": args.teacher_latent_weight, "teacher_render": args.teacher_render,
                   "seed": args.seed, "probe": figures}
-    if args.init is not None:
-        before = load_encoder(args.init)
-        provenance["fine_tuned_from"] = {"file": args.init.name, **before.provenance}
+    if start is not None:
+        provenance["fine_tuned_from"] = {"file": args.init.name, **start.provenance}
     save_encoder(E_ema, out, G.model_id, provenance)
     print(f"wrote {out} for model {G.model_id} after {step} steps, {elapsed / 60:.1f} min: {figures}")
 
