@@ -51,6 +51,8 @@ class Schedule:
     initial_lr: float = INITIAL_LR
     noise_factor: float = INITIAL_NOISE_FACTOR
     name: str = "custom"
+    rampdown: float = LR_RAMPDOWN  # fraction of the steps in the cosine ramp-down
+    noise_lr_mul: float = 1.0  # the noise maps' learning rate relative to the latents'
 
 
 ROLUX = Schedule(name="rolux")
@@ -82,8 +84,8 @@ class Projection:
     timeline: list[float] = field(default_factory=list)  # seconds since the start, after each step
 
 
-def lr_schedule(t: float, initial_lr: float = INITIAL_LR) -> float:
-    ramp = min(1.0, (1.0 - t) / LR_RAMPDOWN)
+def lr_schedule(t: float, initial_lr: float = INITIAL_LR, rampdown: float = LR_RAMPDOWN) -> float:
+    ramp = min(1.0, (1.0 - t) / rampdown)
     ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
     return initial_lr * ramp * min(1.0, t / LR_RAMPUP)
 
@@ -255,14 +257,16 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
         n -= n.mean()
         n *= n.square().mean().rsqrt()
         n.requires_grad_(True)
-    opt = torch.optim.Adam([w_opt] + noises, lr=INITIAL_LR, betas=ADAM_BETAS)
+    opt = torch.optim.Adam([{"params": [w_opt], "lr_mul": 1.0},
+                            {"params": noises, "lr_mul": schedule.noise_lr_mul}], lr=INITIAL_LR, betas=ADAM_BETAS)
 
     losses, frames, timeline = [], [], []
     img = None
     for step in range(steps):
         t = step / steps
+        lr = lr_schedule(t, schedule.initial_lr, schedule.rampdown)
         for group in opt.param_groups:
-            group["lr"] = lr_schedule(t, schedule.initial_lr)
+            group["lr"] = lr * group["lr_mul"]
         w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * latent_noise_scale(t, w_std, schedule.noise_factor)
         img = G.synthesis(w_opt + w_noise, noise=noises)
         dist = loss_fn(img)

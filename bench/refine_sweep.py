@@ -1,0 +1,88 @@
+"""Which refinement schedule gets an encoder's far guess to the reference's loss soonest?
+
+For each target of a set (default: teacher DCGAN samples, the faces the encoder guesses
+worst), the reference is the rolux schedule from ``w_avg`` for ``--ref-steps``; then every
+candidate schedule refines the encoder's guess for each of ``--steps``. Printed as JSON per
+candidate: how many targets reached the reference's final loss, the mean ratio of that
+time (encoder included) to the reference time (unreached targets count as the whole
+refinement run, so a candidate cannot look fast by giving up), and the final PSNR.
+
+    python bench/refine_sweep.py [--per-set 4] [--set b_teacher] [--steps 150 200]
+                                 [--schedules shipped noise_lr=0.25 lr=0.6,rampdown=0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.projector import target_sets  # noqa: E402
+from engine.checkpoints import load_generator  # noqa: E402
+from engine.encoder import encode, encoder_path_for, load_encoder  # noqa: E402
+from engine.projector import REFINE_FAR, Schedule, project  # noqa: E402
+
+KEYS = {"lr": "initial_lr", "noise": "noise_factor", "rampdown": "rampdown", "noise_lr": "noise_lr_mul"}
+
+
+def parse_schedule(spec: str) -> Schedule:
+    """``shipped`` or ``lr=0.4,noise_lr=0.1,rampdown=0.25,noise=0`` (unnamed keys as REFINE_FAR)."""
+    if spec == "shipped":
+        return REFINE_FAR
+    fields = {"initial_lr": REFINE_FAR.initial_lr, "noise_factor": REFINE_FAR.noise_factor,
+              "rampdown": REFINE_FAR.rampdown, "noise_lr_mul": REFINE_FAR.noise_lr_mul}
+    for item in spec.split(","):
+        key, value = item.split("=")
+        fields[KEYS[key]] = float(value)
+    return Schedule(name=spec, **fields)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--per-set", type=int, default=4)
+    ap.add_argument("--set", default="b_teacher")
+    ap.add_argument("--ref-steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, nargs="+", default=[150, 200])
+    ap.add_argument("--schedules", nargs="+", default=["shipped", "noise_lr=0.25", "rampdown=0.5"],
+                    help="'shipped' or key=value lists with keys " + ", ".join(KEYS))
+    args = ap.parse_args()
+    G = load_generator()
+    E = load_encoder(encoder_path_for(None), G.model_id)
+    targets = target_sets(G, args.per_set)[args.set]
+    refs = []
+    for t in targets:
+        r = project(G, t, args.ref_steps, every=args.ref_steps)
+        refs.append((r.losses[-1], r.seconds))
+    names = args.schedules
+    schedules = {n: parse_schedule(n) for n in names}
+    rows = {f"{n}@{s}": {"ratio": [], "reached": 0, "psnr": [], "loss": []} for n in names for s in args.steps}
+    for t, (ref_loss, ref_s) in zip(targets, refs):
+        t0 = time.perf_counter()
+        init = encode(E, t)
+        enc_s = time.perf_counter() - t0
+        for n in names:
+            for s in args.steps:
+                r = project(G, t, s, init_ws=init, every=s, schedule=schedules[n])
+                hit = next((i for i, v in enumerate(r.losses) if v <= ref_loss), None)
+                row = rows[f"{n}@{s}"]
+                row["reached"] += hit is not None
+                row["ratio"].append((enc_s + (r.timeline[hit] if hit is not None else r.seconds)) / ref_s)
+                row["psnr"].append(r.psnr)
+                row["loss"].append(r.losses[-1])
+    out = {"set": args.set, "n": len(targets), "ref_loss": round(float(np.mean([r[0] for r in refs])), 5),
+           "ref_s": round(float(np.mean([r[1] for r in refs])), 2), "threads": torch.get_num_threads(),
+           "candidates": {k: {"reached": v["reached"], "mean_ratio": round(float(np.mean(v["ratio"])), 3),
+                              "worst_ratio": round(float(np.max(v["ratio"])), 3),
+                              "final_psnr": round(float(np.mean(v["psnr"])), 2),
+                              "final_loss": round(float(np.mean(v["loss"])), 5)} for k, v in rows.items()}}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
