@@ -1,9 +1,9 @@
 """Do the shipped directions do what their names say? Printed as JSON.
 
 On latents from held-out seeds: age predicted along amount -3…+3 (mean Spearman);
-identity kept (dlib distance between amount 0 and ±2, for every named direction); gender flips between -3 and +3;
-smile and yaw labeller scores move with the sign. Also the size of a 16-frame,
-8-face morph GIF at 256 px.
+identity kept (dlib distance between amount 0 and ±2, for every named direction);
+gender flips between -3 and +3; smile and yaw labeller scores move with the sign.
+Also the size of a 16-frame, 8-face morph GIF at 256 px.
 
     python bench/directions.py [--count 100]
 """
@@ -64,8 +64,8 @@ def main() -> None:
         smile_ok.append(s[1] > s[0])
         y = [label_face(faces["yaw"][i])["yaw"] for i in (1, 5)]
         yaw_ok.append(y[1] > y[0])
-    faces = engine.render(morph_sequence(latents[:8], 16))
-    gif = gif_bytes([resize(f, 256) for f in faces], fps=12)
+    morph = engine.render(morph_sequence(latents[:8], 16))
+    gif = gif_bytes([resize(f, 256) for f in morph], fps=12)
     result = {
         "model_id": engine.model_id, "count": args.count,
         "age_spearman_mean": round(float(np.mean(spearman)), 3),
