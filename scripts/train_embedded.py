@@ -42,10 +42,11 @@ W_AVG_SAMPLES = 10_000
 FRAMING_SAMPLES = 500
 
 
-def pyramid_l1(a: torch.Tensor, b: torch.Tensor, levels: int = PYRAMID_LEVELS) -> torch.Tensor:
+def pyramid_l1(a: torch.Tensor, b: torch.Tensor, levels: int = PYRAMID_LEVELS, power: int = 1) -> torch.Tensor:
+    """Mean |a - b| (or its square, ``power=2``) over a ``levels``-level image pyramid."""
     loss = a.new_zeros([])
     for _ in range(levels):
-        loss = loss + (a - b).abs().mean()
+        loss = loss + (a - b).abs().pow(power).mean()
         a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
     return loss / levels
 
@@ -71,6 +72,7 @@ def main() -> None:
     ap.add_argument("--beta1", type=float, default=0.9)
     ap.add_argument("--mapping-lr-mul", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--loss", choices=("l1", "l2"), default="l1", help="pyramid of absolute or squared errors")
     ap.add_argument("--work", type=Path, default=Path("runs/embedded"))
     ap.add_argument("--out", type=Path, default=Path("engine/models/wspace64.safetensors"))
     ap.add_argument("--export-only", action="store_true", help="write --out from the last checkpoint and stop")
@@ -115,7 +117,7 @@ def main() -> None:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, args.steps, args.lr)
             img = G.synthesis(G.mapping(z), noise_mode="const")
-            loss = pyramid_l1(img, target)
+            loss = pyramid_l1(img, target, power=2 if args.loss == "l2" else 1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
