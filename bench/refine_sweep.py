@@ -14,6 +14,7 @@ refinement run, so a candidate cannot look fast by giving up), and the final PSN
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -35,12 +36,8 @@ def parse_schedule(spec: str) -> Schedule:
     """``shipped`` or ``lr=0.4,noise_lr=0.1,rampdown=0.25,noise=0`` (unnamed keys as REFINE_FAR)."""
     if spec == "shipped":
         return REFINE_FAR
-    fields = {"initial_lr": REFINE_FAR.initial_lr, "noise_factor": REFINE_FAR.noise_factor,
-              "rampdown": REFINE_FAR.rampdown, "noise_lr_mul": REFINE_FAR.noise_lr_mul}
-    for item in spec.split(","):
-        key, value = item.split("=")
-        fields[KEYS[key]] = float(value)
-    return Schedule(name=spec, **fields)
+    changes = {KEYS[key]: float(value) for key, value in (item.split("=") for item in spec.split(","))}
+    return dataclasses.replace(REFINE_FAR, name=spec, **changes)
 
 
 def main() -> None:
