@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from engine.checkpoints import load_generator
-from engine.projector import (INITIAL_LR, LR_RAMPUP, latent_noise_scale, lr_schedule, noise_regularizer,
-                              project, psnr, ssim)
+from engine.projector import (INITIAL_LR, LR_RAMPUP, Schedule, latent_noise_scale, lr_schedule,
+                              noise_regularizer, project, psnr, ssim)
 from engine.render import to_uint8
 
 
@@ -24,6 +24,22 @@ def test_schedule_ramps_up_and_down():
     assert lr_schedule(0.99) < 0.01 * INITIAL_LR
     assert latent_noise_scale(0.0, 2.0) == pytest.approx(0.1)
     assert latent_noise_scale(0.75, 2.0) == 0.0
+
+
+def test_a_schedule_sets_its_ramp_down_and_the_noise_maps_lr(G):
+    assert lr_schedule(0.7, 1.0, rampdown=0.25) == pytest.approx(1.0)
+    assert lr_schedule(0.7, 1.0, rampdown=0.5) < 0.7
+    torch.manual_seed(3)
+    with torch.no_grad():
+        target = to_uint8(G(torch.randn(1, G.z_dim)))[0]
+    const = [layer.noise_const.detach().reshape(layer.resolution, layer.resolution).numpy()
+             for layer in G.synthesis.noise_layers()]
+    frozen = project(G, target, steps=20, loss_kind="pixel", schedule=Schedule(noise_lr_mul=0.0))
+    moving = project(G, target, steps=20, loss_kind="pixel", schedule=Schedule())
+    normalised = [(c - c.mean()) / c.std() for c in const]
+    assert all(np.allclose(n, c, atol=1e-4) for n, c in zip(frozen.noise, normalised))
+    assert not all(np.allclose(n, c, atol=1e-4) for n, c in zip(moving.noise, normalised))
+    assert not np.allclose(frozen.ws, G.w_avg.expand(G.num_ws, -1).numpy()), "the latents still move"
 
 
 def test_noise_regularizer_penalises_correlated_noise():
