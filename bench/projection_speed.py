@@ -53,6 +53,12 @@ def first_preview_seconds(G, E, photo: np.ndarray) -> float:
     return time.perf_counter() - t0
 
 
+def reach_seconds(run, ref_loss: float) -> float | None:
+    """Seconds into ``run`` (a Projection) when its loss first got to ``ref_loss``; None if never."""
+    hit = next((i for i, v in enumerate(run.losses) if v <= ref_loss), None)
+    return run.timeline[hit] if hit is not None else None
+
+
 def mean(xs):
     xs = [x for x in xs if x is not None]
     return round(float(np.mean(xs)), 4) if xs else None
@@ -78,8 +84,8 @@ def run_set(G, encoders: dict, targets, ref_steps: int, refine_steps: list[int])
             rows["enc_dlib"].append(likeness(t, guess))
             for n in refine_steps:
                 r = project(G, t, n, init_ws=init, every=n)
-                hit = next((i for i, v in enumerate(r.losses) if v <= ref_loss), None)
-                reach = enc_s + r.timeline[hit] if hit is not None else None
+                reach = reach_seconds(r, ref_loss)
+                reach = enc_s + reach if reach is not None else None
                 o = ours[n]
                 o["reach_s"].append(reach); o["ratio"].append(reach / ref.seconds if reach is not None else None)
                 o["final_psnr"].append(r.psnr); o["final_loss"].append(r.losses[-1])

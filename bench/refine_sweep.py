@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.projection_speed import reach_seconds  # noqa: E402
 from bench.projector import target_sets  # noqa: E402
 from engine.checkpoints import load_generator  # noqa: E402
 from engine.encoder import encode, encoder_path_for, load_encoder  # noqa: E402
@@ -66,10 +67,10 @@ def main() -> None:
         for n in names:
             for s in args.steps:
                 r = project(G, t, s, init_ws=init, every=s, schedule=schedules[n])
-                hit = next((i for i, v in enumerate(r.losses) if v <= ref_loss), None)
+                reach = reach_seconds(r, ref_loss)
                 row = rows[f"{n}@{s}"]
-                row["reached"] += hit is not None
-                row["ratio"].append((enc_s + (r.timeline[hit] if hit is not None else r.seconds)) / ref_s)
+                row["reached"] += reach is not None
+                row["ratio"].append((enc_s + (reach if reach is not None else r.seconds)) / ref_s)
                 row["psnr"].append(r.psnr)
                 row["loss"].append(r.losses[-1])
     out = {"set": args.set, "n": len(targets), "ref_loss": round(float(np.mean([r[0] for r in refs])), 5),

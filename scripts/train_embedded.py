@@ -42,11 +42,11 @@ W_AVG_SAMPLES = 10_000
 FRAMING_SAMPLES = 500
 
 
-def pyramid_l1(a: torch.Tensor, b: torch.Tensor, levels: int = PYRAMID_LEVELS, power: int = 1) -> torch.Tensor:
-    """Mean |a - b| (or its square, ``power=2``) over a ``levels``-level image pyramid."""
+def pyramid_loss(a: torch.Tensor, b: torch.Tensor, levels: int = PYRAMID_LEVELS, squared: bool = False) -> torch.Tensor:
+    """Mean |a - b| (or (a - b)², ``squared``) over a ``levels``-level image pyramid."""
     loss = a.new_zeros([])
     for _ in range(levels):
-        loss = loss + (a - b).abs().pow(power).mean()
+        loss = loss + ((a - b).square() if squared else (a - b).abs()).mean()
         a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
     return loss / levels
 
@@ -117,7 +117,7 @@ def main() -> None:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, args.steps, args.lr)
             img = G.synthesis(G.mapping(z), noise_mode="const")
-            loss = pyramid_l1(img, target, power=2 if args.loss == "l2" else 1)
+            loss = pyramid_loss(img, target, squared=args.loss == "l2")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -133,7 +133,7 @@ def main() -> None:
             if step % 100 == 0 or step == args.steps:
                 with torch.no_grad():
                     p = psnr(G_ema.synthesis(G_ema.mapping(probe_z)), probe_x)
-                    p_raw = pyramid_l1(G.synthesis(G.mapping(probe_z)), probe_x).item()
+                    p_raw = pyramid_loss(G.synthesis(G.mapping(probe_z)), probe_x).item()
                 log.write(json.dumps({"step": step, "loss": round(loss.item(), 5), "probe_psnr": round(p, 3),
                                       "probe_l1_raw": round(p_raw, 4),
                                       "lr": opt.param_groups[0]["lr"], "elapsed_s": round(elapsed, 1)}) + "\n")

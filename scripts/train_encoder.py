@@ -34,7 +34,7 @@ from engine.checkpoints import load_generator  # noqa: E402
 from engine.encoder import Encoder, EncoderConfig, encoder_path_for, load_encoder, save_encoder  # noqa: E402
 from engine.projector import w_stats  # noqa: E402
 from engine.teacher import NZ, load_teacher  # noqa: E402
-from scripts.train_embedded import pyramid_l1, psnr  # noqa: E402
+from scripts.train_embedded import psnr, pyramid_loss  # noqa: E402
 
 EMA_BETA = 0.995
 CHECKPOINT_SECONDS = 300
@@ -154,7 +154,7 @@ def main() -> None:
                 kt = min(args.teacher_batch, args.teacher_render if args.teacher_render is not None else k)
                 idx = torch.cat([torch.arange(k), torch.arange(args.gen_batch, args.gen_batch + kt)])
                 img = G.synthesis(pred[idx], noise_mode="const")
-                image = pyramid_l1(img, clean[idx])
+                image = pyramid_loss(img, clean[idx])
                 loss = latent + args.image_weight * image
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
