@@ -3,9 +3,12 @@
 On latents from held-out seeds: age predicted along amount -3…+3 (mean Spearman);
 identity kept (dlib distance between amount 0 and ±2, for every named direction);
 gender flips between -3 and +3; smile and yaw labeller scores move with the sign.
-Also the size of a 16-frame, 8-face morph GIF at 256 px.
+Also the size of a 16-frame, 8-face morph GIF at 256 px, and each direction's measured
+effect from -3 to +3 in its labeller's own units. With ``--write-effects`` that effect
+goes into the directions file as one sentence per direction, which /edit, /age and
+``wspace edit`` show with every result (members must not be told more than the model does).
 
-    python bench/directions.py [--count 100]
+    python bench/directions.py [--count 100] [--write-effects]
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.align import face_descriptor  # noqa: E402
 from engine.edits import apply_direction, morph_sequence  # noqa: E402
 from engine.labels import label_face  # noqa: E402
-from engine.ops import Engine  # noqa: E402
+from engine.directions import save_directions  # noqa: E402
+from engine.ops import Engine, default_directions_path  # noqa: E402
 from engine.render import gif_bytes, resize  # noqa: E402
 from engine.sampling import ws_from_seeds  # noqa: E402
 
@@ -43,27 +47,32 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--directions", type=Path, default=None, help="a directions .npz (default: the model's own)")
+    ap.add_argument("--write-effects", action="store_true", help="record each direction's measured effect in the file")
     args = ap.parse_args()
     t0 = time.time()
     engine = Engine(args.model, directions_path=args.directions)
     latents = ws_from_seeds(engine.G, list(HELD_OUT_SEEDS[: args.count]), 0.7).numpy()
     spearman, flips, smile_ok, yaw_ok = [], [], [], []
     identity = {name: [] for name in ("age", "gender", "smile", "yaw")}
-    gender_ends = []
+    gender_ends, ages, smiles, yaws = [], [], [], []
     for ws in tqdm(latents, desc="faces"):
         faces = {name: edited(engine, ws, name, AMOUNTS) for name in identity}
         for name, row in faces.items():  # amount 0 is row 3; ±2 are rows 1 and 5
             base = face_descriptor(row[3])
             identity[name].append(np.mean([np.linalg.norm(face_descriptor(row[i]) - base) for i in (1, 5)]))
-        rho = spearmanr(AMOUNTS, [label_face(im)["age"] for im in faces["age"]]).statistic
+        age_row = [label_face(im)["age"] for im in faces["age"]]
+        ages.append((age_row[0], age_row[-1]))
+        rho = spearmanr(AMOUNTS, age_row).statistic
         spearman.append(0.0 if np.isnan(rho) else rho)
         g = [label_face(faces["gender"][i])["gender"] for i in (0, 6)]
         gender_ends.append(g)
         flips.append(bool(np.isfinite(g).all() and np.sign(g[0]) != np.sign(g[1])))
         s = [label_face(faces["smile"][i])["smile"] for i in (1, 5)]
         smile_ok.append(s[1] > s[0])
+        smiles.append([label_face(faces["smile"][i])["smile"] for i in (0, 6)])
         y = [label_face(faces["yaw"][i])["yaw"] for i in (1, 5)]
         yaw_ok.append(y[1] > y[0])
+        yaws.append([label_face(faces["yaw"][i])["yaw"] for i in (0, 6)])
     morph = engine.render(morph_sequence(latents[:8], 16))
     gif = gif_bytes([resize(f, 256) for f in morph], fps=12)
     result = {
@@ -75,9 +84,36 @@ def main() -> None:
         "smile_moves_with_sign": round(float(np.mean(smile_ok)), 3),
         "yaw_moves_with_sign": round(float(np.mean(yaw_ok)), 3),
         "morph_gif_16f_8faces_256px_bytes": len(gif),
-        "seconds": round(time.time() - t0, 1),
     }
+    result["effects"] = effects(engine, result, np.nanmean(ages, axis=0), np.nanmean(smiles, axis=0),
+                                np.nanmean(yaws, axis=0))
+    if args.write_effects:
+        for name, text in result["effects"].items():
+            engine.directions[name].meta["effect"] = text
+        path = args.directions or default_directions_path(args.model)
+        save_directions(list(engine.directions.values()), path)
+    result["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(result, indent=2))
+
+
+def effects(engine: Engine, r: dict, age, smile, yaw) -> dict[str, str]:
+    """One sentence per direction: what -3 to +3 measurably does on this model's faces."""
+    n = r["count"]
+    out = {
+        "age": f"On this model, age -3 to +3 moves the predicted age by about {age[1] - age[0]:.0f} years "
+               f"({age[0]:.0f} to {age[1]:.0f}, mean of {n} faces); it reads as faint shading more than ageing.",
+        "gender": f"On this model, gender -3 to +3 flips the labeller's verdict on {r['gender_flip_rate']:.0%} "
+                  f"of {n} faces.",
+        "smile": f"On this model, smile -3 to +3 widens the mouth by {100 * (smile[1] / smile[0] - 1):.0f}% "
+                 f"of its width-to-eyes ratio (it moves the right way on {r['smile_moves_with_sign']:.0%} of {n} faces).",
+        "yaw": f"On this model, yaw -3 to +3 turns the head: the nose moves {100 * (yaw[1] - yaw[0]):.0f}% "
+               f"of the face width (the right way on {r['yaw_moves_with_sign']:.0%} of {n} faces).",
+    }
+    for name, d in engine.directions.items():
+        if name not in out:
+            out[name] = (f"{name} is an unnamed factor of this model ({d.meta.get('method', 'imported')}); "
+                         "what it changes was not measured.")
+    return out
 
 
 if __name__ == "__main__":

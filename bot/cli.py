@@ -139,27 +139,33 @@ def _run(engine, kind: str, args: dict, latents: dict, out: Path, label: str = "
     for f in result.files:
         (out / f.name).write_bytes(f.data)
     if result.latent is not None:
-        save_latent(out / "latent.npz", result.latent, result.model_id)
+        from engine.kept import save_npz
+
+        save_npz(out / "latent.npz", result.latent, result.noise, result.model_id)
     return result
 
 
-def save_latent(path: Path, ws, model_id: str) -> None:
-    import numpy as np
+def kept_face(result):
+    """The kept face (W+ and noise maps) a result carries, to feed another job."""
+    from engine.jobs import Face
 
-    np.savez(path, ws=ws, model_id=np.array(model_id))
+    return Face(result.latent, result.noise)
 
 
 def read_latent(path: Path, engine):
-    import numpy as np
+    """A latent file as the kept face every command starts from."""
+    from engine.jobs import Face
+    from engine.kept import KeptFaceError, load_npz
 
+    if not path.is_file():
+        fail(f"no latent file at {path}.")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            ws, model_id = data["ws"], str(data["model_id"])
-    except (OSError, KeyError, ValueError) as exc:
-        fail(f"{path} is not a wspace latent file ({exc}).")
+        ws, noise, model_id = load_npz(path)
+    except KeptFaceError as exc:
+        fail(f"{path}: {exc}")
     if model_id != engine.model_id:
         fail(f"{path} was made by model {model_id}, not by the loaded model {engine.model_id}.")
-    return ws
+    return Face(ws, noise)
 
 
 @app.command()
@@ -173,8 +179,20 @@ def project(photo: Annotated[Path, typer.Argument(help="A photo with a face")],
         fail(f"no file at {photo}.")
     r = _run(engine, "project", {"image": photo.read_bytes(), "steps": steps, "encoder": encoder}, {}, out, "projecting")
     f = r.figures
+    seen = f["faces_found"]
+    typer.echo(f"saw {seen} face{'s' if seen != 1 else ''}; used {'it' if seen == 1 else f['face_used']}.")
     typer.echo(f"likeness {f['likeness']:.3f} (same person below 0.6), PSNR {f['psnr']:.2f} dB, "
-               f"{f['steps']} steps from {f['start']} in {f['seconds']:.1f} s, loss {f['loss']}; wrote {out}/")
+               f"{f['steps']} steps from {f['start']} in {f['seconds']:.1f} s, loss {f['loss']}; wrote {out}/ "
+               "(projected.png is the kept face latent.npz redraws)")
+
+
+@app.command()
+def render(latent: Annotated[Path, typer.Argument(help="A latent .npz from `wspace project` (or any command that keeps a face)")],
+           out: OutOpt = Path("out/render"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """Draw a kept face exactly as every command starts from it: face.png (same size as projected.png)."""
+    engine = _engine(model, device)
+    _run(engine, "render", {}, {"a": read_latent(latent, engine)}, out)
+    typer.echo(f"wrote {out}/face.png")
 
 
 @app.command()
@@ -193,7 +211,9 @@ def edit(latent: Path, direction: Annotated[str, typer.Option(help="age, gender,
          out: OutOpt = Path("out/edit"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
     """Move a latent along a learned direction."""
     engine = _engine(model, device)
-    _run(engine, "edit", {"direction": direction, "amount": amount, "strip": strip}, {"a": read_latent(latent, engine)}, out)
+    r = _run(engine, "edit", {"direction": direction, "amount": amount, "strip": strip}, {"a": read_latent(latent, engine)}, out)
+    if r.text:
+        typer.echo(r.text)
     typer.echo(f"wrote {out}/")
 
 
@@ -302,7 +322,7 @@ def demo(out: OutOpt = Path("out/demo"), steps: Annotated[int, typer.Option(min=
         typer.echo(f"{i}/5 projecting {name}.jpg ({steps} steps)…")
         r = _run(engine, "project", {"image": (assets / f"{name}.jpg").read_bytes(), "steps": steps}, {},
                  out / f"{i}_{name}", "projecting")
-        latents[name] = r.latent
+        latents[name] = kept_face(r)
         typer.echo(f"    likeness {r.figures['likeness']:.3f} (same person below 0.6), PSNR {r.figures['psnr']:.1f} dB")
     if "age" in engine.directions:
         typer.echo("3/5 ageing the astronaut (+3, and a strip from -3 to +3)…")
@@ -313,7 +333,7 @@ def demo(out: OutOpt = Path("out/demo"), steps: Annotated[int, typer.Option(min=
     typer.echo("4/5 blending the two…")
     _run(engine, "blend", {"ratio": 0.5}, {"a": latents["grace_hopper"], "b": latents["astronaut"]}, out / "4_blend")
     typer.echo("5/5 a morph through both and a person who does not exist…")
-    other = _run(engine, "random", {"seed": 7, "truncation": 0.7}, {}, out / "5_morph").latent
+    other = kept_face(_run(engine, "random", {"seed": 7, "truncation": 0.7}, {}, out / "5_morph"))
     _run(engine, "morph", {"frames": 36}, {"0": latents["grace_hopper"], "1": latents["astronaut"], "2": other},
          out / "5_morph")
     typer.echo(f"done: see {out}/ (side_by_side.png, before_after.png, blend.png, morph.gif)")

@@ -1,8 +1,9 @@
 """Every SQL statement of the bot. SQLite through aiosqlite, WAL mode, migrations from
 ``migrations/NNN_name.sql`` applied in order at start and recorded in ``schema_version``.
 
-Latents are float32 W+ arrays stored with the id of the model that made them; a
-latent of one model is never handed out for another.
+A member's face is a kept face (``engine/kept.py``): float32 W+ and, when the projector
+made it, its float16 noise maps, stored with the id of the model that made them; a face
+of one model is never handed out for another.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from pathlib import Path
 
 import aiosqlite
 import numpy as np
+
+from engine.jobs import Face
+from engine.kept import NOISE_DTYPE
+
+MAX_NOISE_BYTES = 64 * 2**20  # a 1024-px model's maps are ~5.6 MB; anything far larger is not a face
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -30,6 +36,26 @@ class StoredLatent:
     model_id: str
     source: str
     created_at: float
+    noise: np.ndarray | None = None  # packed float16 noise maps; None: the model's constant maps
+
+    @property
+    def face(self) -> Face:
+        return Face(self.ws, self.noise)
+
+
+def _noise_blob(noise: np.ndarray | None) -> bytes | None:
+    if noise is None:
+        return None
+    blob = np.ascontiguousarray(noise, dtype=NOISE_DTYPE).reshape(-1).tobytes()
+    if len(blob) > MAX_NOISE_BYTES:
+        raise StorageError("those noise maps are too large to be a face")
+    return blob
+
+
+def _noise_of(blob: bytes | None) -> np.ndarray | None:
+    if blob is None or len(blob) % NOISE_DTYPE.itemsize or len(blob) > MAX_NOISE_BYTES:
+        return None  # a damaged column draws with the constant maps rather than failing
+    return np.frombuffer(blob, dtype=NOISE_DTYPE).copy()
 
 
 def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, str]]:
@@ -124,23 +150,25 @@ class Storage:
 
     # --- latents ------------------------------------------------------------------------
 
-    async def save_latent(self, guild_id: int, user_id: int, model_id: str, ws: np.ndarray, source: str) -> None:
+    async def save_latent(self, guild_id: int, user_id: int, model_id: str, ws: np.ndarray, source: str,
+                          noise: np.ndarray | None = None) -> None:
         ws = np.ascontiguousarray(ws, dtype="<f4")
         await self.ensure_member(guild_id, user_id)
         await self._write(
-            "INSERT INTO latents (guild_id, user_id, model_id, num_ws, w_dim, ws, source, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, user_id, model_id) DO UPDATE SET "
+            "INSERT INTO latents (guild_id, user_id, model_id, num_ws, w_dim, ws, source, created_at, noise) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, user_id, model_id) DO UPDATE SET "
             "num_ws = excluded.num_ws, w_dim = excluded.w_dim, ws = excluded.ws, source = excluded.source, "
-            "created_at = excluded.created_at",
-            (guild_id, user_id, model_id, ws.shape[0], ws.shape[1], ws.tobytes(), source, time.time()))
+            "created_at = excluded.created_at, noise = excluded.noise",
+            (guild_id, user_id, model_id, ws.shape[0], ws.shape[1], ws.tobytes(), source, time.time(), _noise_blob(noise)))
 
     async def latent(self, guild_id: int, user_id: int, model_id: str) -> StoredLatent | None:
-        rows = await self._rows("SELECT num_ws, w_dim, ws, source, created_at FROM latents "
+        rows = await self._rows("SELECT num_ws, w_dim, ws, source, created_at, noise FROM latents "
                                 "WHERE guild_id = ? AND user_id = ? AND model_id = ?", (guild_id, user_id, model_id))
         if not rows:
             return None
-        num_ws, w_dim, blob, source, created = rows[0]
-        return StoredLatent(np.frombuffer(blob, dtype="<f4").reshape(num_ws, w_dim).copy(), model_id, source, created)
+        num_ws, w_dim, blob, source, created, noise = rows[0]
+        return StoredLatent(np.frombuffer(blob, dtype="<f4").reshape(num_ws, w_dim).copy(), model_id, source, created,
+                            _noise_of(noise))
 
     async def sharing_members_with_latents(self, guild_id: int, model_id: str) -> list[int]:
         rows = await self._rows("SELECT l.user_id FROM latents l JOIN members m USING (guild_id, user_id) "
@@ -148,18 +176,21 @@ class Storage:
                                 (guild_id, model_id))
         return [r[0] for r in rows]
 
-    async def save_pending(self, guild_id: int, user_id: int, model_id: str, ws: np.ndarray) -> None:
+    async def save_pending(self, guild_id: int, user_id: int, model_id: str, ws: np.ndarray,
+                           noise: np.ndarray | None = None) -> None:
         await self.ensure_member(guild_id, user_id)
-        await self._write("INSERT OR REPLACE INTO pending_latents VALUES (?, ?, ?, ?, ?)",
-                          (guild_id, user_id, model_id, np.ascontiguousarray(ws, dtype="<f4").tobytes(), time.time()))
+        await self._write("INSERT OR REPLACE INTO pending_latents (guild_id, user_id, model_id, ws, created_at, noise) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", (guild_id, user_id, model_id,
+                                                        np.ascontiguousarray(ws, dtype="<f4").tobytes(), time.time(),
+                                                        _noise_blob(noise)))
 
     async def adopt_pending(self, guild_id: int, user_id: int, model_id: str, num_ws: int, w_dim: int) -> bool:
-        rows = await self._rows("SELECT ws FROM pending_latents WHERE guild_id = ? AND user_id = ? AND model_id = ?",
+        rows = await self._rows("SELECT ws, noise FROM pending_latents WHERE guild_id = ? AND user_id = ? AND model_id = ?",
                                 (guild_id, user_id, model_id))
         if not rows:
             return False
         ws = np.frombuffer(rows[0][0], dtype="<f4").reshape(num_ws, w_dim)
-        await self.save_latent(guild_id, user_id, model_id, ws, "adopt")
+        await self.save_latent(guild_id, user_id, model_id, ws, "adopt", _noise_of(rows[0][1]))
         await self._write("DELETE FROM pending_latents WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
         return True
 

@@ -74,20 +74,28 @@ def ease_in_out(t: np.ndarray) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
-def morph_sequence(latents: np.ndarray, frames: int, loop: bool = True) -> np.ndarray:
-    """``frames`` latents walking through ``latents`` ``[K, num_ws, w_dim]`` with easing;
-    when ``loop``, the walk returns to the first so the GIF repeats seamlessly."""
-    keys = list(latents) + ([latents[0]] if loop else [])
+def morph_weights(count: int, frames: int, loop: bool = True) -> np.ndarray:
+    """``[frames, count]``: how much of each of ``count`` faces every morph frame takes,
+    walking through them in order with easing; when ``loop``, the walk returns to the first
+    so the GIF repeats seamlessly."""
+    keys = list(range(count)) + ([0] if loop and count > 1 else [])
+    weights = np.zeros((frames, count), np.float32)
     if len(keys) < 2:
-        return np.repeat(latents[:1], frames, axis=0)
+        weights[:, 0] = 1
+        return weights
     segments = len(keys) - 1
     pos = np.arange(frames) / frames * segments if loop else np.linspace(0, segments, frames)
-    out = []
-    for p in pos:
+    for f, p in enumerate(pos):
         i = min(int(p), segments - 1)
         t = ease_in_out(np.float32(p - i))
-        out.append(keys[i] + (keys[i + 1] - keys[i]) * t)
-    return np.stack(out).astype(np.float32)
+        weights[f, keys[i]] += 1 - t
+        weights[f, keys[i + 1]] += t
+    return weights
+
+
+def morph_sequence(latents: np.ndarray, frames: int, loop: bool = True) -> np.ndarray:
+    """``frames`` latents walking through ``latents`` ``[K, num_ws, w_dim]`` (see :func:`morph_weights`)."""
+    return np.einsum("fk,kij->fij", morph_weights(len(latents), frames, loop), latents).astype(np.float32)
 
 
 def deform_loop(ws: np.ndarray, frames: int, layers: str | range | None = "middle", amplitude: float = 0.5,
@@ -109,11 +117,16 @@ def deform_loop(ws: np.ndarray, frames: int, layers: str | range | None = "middl
     return out
 
 
+def plane_weights(n: int = 5, extent: float = 1.0) -> np.ndarray:
+    """``[n*n, 3]``: the weights of ``a, b, c`` at each cell of :func:`plane_grid`."""
+    u = np.linspace(0, extent, n, dtype=np.float32)
+    return np.array([[1 - x - y, x, y] for y in u for x in u], np.float32)
+
+
 def plane_grid(a: np.ndarray, b: np.ndarray, c: np.ndarray, n: int = 5, extent: float = 1.0) -> np.ndarray:
     """An ``n×n`` grid on the plane through three latents: ``a`` at the top-left corner,
     ``b`` along the rows, ``c`` down the columns. Returns ``[n*n, num_ws, w_dim]``."""
-    u = np.linspace(0, extent, n, dtype=np.float32)
-    return np.stack([a + x * (b - a) + y * (c - a) for y in u for x in u]).astype(np.float32)
+    return np.einsum("gk,kij->gij", plane_weights(n, extent), np.stack([a, b, c])).astype(np.float32)
 
 
 def _check_finite(x: float, name: str) -> None:

@@ -32,10 +32,19 @@ def new_job_id() -> str:
 
 
 @dataclass
+class Face:
+    """A kept face (see ``engine/kept.py``): W+ and its packed float16 noise maps
+    (``None``: the model's constant maps)."""
+
+    ws: np.ndarray
+    noise: np.ndarray | None = None
+
+
+@dataclass
 class Job:
     kind: str
     args: dict = field(default_factory=dict)
-    latents: dict[str, np.ndarray] = field(default_factory=dict)
+    latents: dict[str, Face | np.ndarray] = field(default_factory=dict)  # a bare array: W+ with constant noise
     model_id: str | None = None  # the model every latent in ``latents`` was made by
     max_bytes: int = 8 * 1024 * 1024  # the largest attachment the reply may carry
     id: str = field(default_factory=new_job_id)
@@ -62,6 +71,7 @@ class Result:
     job_id: str
     files: list[File]
     latent: np.ndarray | None = None  # a new W+ latent the member may keep (project, random, …)
+    noise: np.ndarray | None = None  # its packed float16 noise maps (None: the model's constant maps)
     model_id: str = ""
     figures: dict = field(default_factory=dict)
     text: str = ""

@@ -39,6 +39,8 @@ REFINE_LR = 0.03
 REFINE_NOISE_FACTOR = 0.01
 FAR_GUESS_LR = 0.4  # a guess that fits badly (a real photo) needs bigger steps, and no latent noise
 CLOSE_GUESS_DB = 25.0  # a guess this close (PSNR) is refined gently
+W_PLUS_WEIGHT = 0.0  # editability penalties (see Schedule); chosen by bench/kept_face.py
+W_MEAN_WEIGHT = 0.0
 # --- the offline loss --------------------------------------------------------------------
 PIXEL_LEVELS = 4  # image pyramid levels for the pixel term
 SSIM_WEIGHT = 0.5  # weight of (1 - SSIM), averaged over the same pyramid
@@ -53,6 +55,10 @@ class Schedule:
     name: str = "custom"
     rampdown: float = LR_RAMPDOWN  # fraction of the steps in the cosine ramp-down
     noise_lr_mul: float = 1.0  # the noise maps' learning rate relative to the latents'
+    # Editability (e4e-style, in units of σ_w²): keep each style near the mean of the W+
+    # styles, and that mean near W's own centre, so edits and blends stay on the manifold.
+    w_plus_weight: float = W_PLUS_WEIGHT
+    w_mean_weight: float = W_MEAN_WEIGHT
 
 
 ROLUX = Schedule(name="rolux")
@@ -107,6 +113,16 @@ def w_stats(G: Generator, samples: int = W_STATS_SAMPLES, seed: int = 123) -> tu
     w_std = float(((w - w_avg).square().sum() / samples) ** 0.5)
     G._w_stats = (w_avg, w_std)
     return G._w_stats
+
+
+def w_plus_regularizer(ws: torch.Tensor, w_avg: torch.Tensor, w_std: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean squared offset of each W+ style from the mean style, and of the mean style from
+    ``w_avg``, per dimension and in units of σ_w² (``ws``: ``[1, num_ws, w_dim]``)."""
+    mean = ws.mean(dim=1, keepdim=True)
+    scale = ws.shape[-1] / (w_std * w_std)
+    spread = (ws - mean).square().mean() * scale
+    centre = (mean[:, 0] - w_avg).square().mean() * scale
+    return spread, centre
 
 
 def noise_regularizer(noises: list[torch.Tensor]) -> torch.Tensor:
@@ -271,6 +287,9 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
         img = G.synthesis(w_opt + w_noise, noise=noises)
         dist = loss_fn(img)
         loss = dist + NOISE_REGULARIZE_WEIGHT * noise_regularizer(noises)
+        if schedule.w_plus_weight or schedule.w_mean_weight:
+            spread, centre = w_plus_regularizer(w_opt, w_avg, w_std)
+            loss = loss + schedule.w_plus_weight * spread + schedule.w_mean_weight * centre
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -287,6 +306,8 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
                 progress(step + 1, steps, losses[-1], preview)
 
     with torch.no_grad():
+        for n in noises:  # the maps as a kept face holds them (float16), so the final render redraws exactly
+            n.copy_(n.half().float())
         final = to_uint8(G.synthesis(w_opt, noise=noises))[0]
     frames.append(final)
     if progress is not None:

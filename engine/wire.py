@@ -15,7 +15,7 @@ from engine import jobs
 
 PROTOCOL = 5
 _ALLOWED = {
-    ("engine.jobs", name) for name in ("Job", "File", "Progress", "Result", "JobFailed", "WorkerReady")
+    ("engine.jobs", name) for name in ("Job", "Face", "File", "Progress", "Result", "JobFailed", "WorkerReady")
 } | {
     ("numpy", "dtype"), ("numpy", "ndarray"),
     ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ALICE, BOB, CAROL = 800000000000000001, 800000000000000002, 800000000000000003
 MANAGE_GUILD = 1 << 5
+SHOWN: dict[int, np.ndarray] = {}  # the projected.png each member was shown
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -91,6 +92,7 @@ async def test_project_defers_at_once_then_delivers_pictures_and_stores_the_late
     assert "likeness" in final.content, final.content
     assert {"side_by_side.png", "progress.gif", "aligned.png", "projected.png"} <= set(final.files)
     assert png_of(final.files, "projected.png").shape[2] == 3
+    SHOWN[ALICE] = png_of(final.files, "projected.png")
     gif = Image.open(io.BytesIO(final.files["progress.gif"]))
     assert gif.n_frames > 2
     assert any("step" in (m.content or "") for m in inter.messages[:-1]), "progress was shown"
@@ -108,9 +110,13 @@ async def test_project_defers_at_once_then_delivers_pictures_and_stores_the_late
 
 
 async def test_me_renders_the_stored_face(env):
-    sim, _ = env
+    sim, bot = env
     inter = await finished(sim, await sim.invoke(ALICE, "me"))
     assert "face.png" in inter.all_files()
+    face = np.asarray(Image.open(io.BytesIO(inter.all_files()["face.png"])))
+    assert np.array_equal(face, SHOWN[ALICE]), "/me draws exactly the face /project showed"
+    stored = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
+    assert stored.noise is not None, "the kept face holds its noise maps"
 
 
 async def test_not_an_image_gets_one_sentence_and_nothing_changes(env):

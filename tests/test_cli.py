@@ -75,8 +75,15 @@ def test_project_then_every_latent_command(tmp_path, native_model):
     assert r.exit_code == 0, r.output
     assert {"aligned.png", "projected.png", "side_by_side.png", "progress.gif", "latent.npz"} <= {
         p.name for p in (tmp_path / "me").iterdir()}
-    assert "likeness" in r.output
+    assert "likeness" in r.output and "saw 1 face; used it." in r.output
     me = str(tmp_path / "me" / "latent.npz")
+    r = runner.invoke(app, ["render", me, "-o", str(tmp_path / "again"), *m])
+    assert r.exit_code == 0, r.output
+    shown = np.asarray(Image.open(tmp_path / "me" / "projected.png"))
+    redrawn = np.asarray(Image.open(tmp_path / "again" / "face.png"))
+    assert redrawn.shape == shown.shape and np.array_equal(redrawn, shown), "the kept face is the face shown"
+    with np.load(me) as data:
+        assert data["noise"].dtype == np.float16, "the latent file keeps the noise maps"
     r = runner.invoke(app, ["generate", "--count", "1", "-o", str(tmp_path / "g"), *m])
     assert r.exit_code == 0
     for args, produced in [
@@ -101,6 +108,10 @@ def test_latent_of_another_model_is_refused(tmp_path, native_model):
     np.savez(bad, ws=np.zeros((8, 64), np.float32), model_id=np.array("another-model"))
     r = runner.invoke(app, ["blend", str(bad), str(bad), "-o", str(tmp_path), "-m", str(native_model)])
     assert r.exit_code == 1 and "was made by model another-model" in r.output
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"PK\x03\x04 not really a zip")
+    r = runner.invoke(app, ["render", str(junk), "-o", str(tmp_path), "-m", str(native_model)])
+    assert r.exit_code == 1 and "not a wspace latent file" in r.output and "Traceback" not in r.output
 
 
 def test_directions_import_checks_shape_and_then_edits(tmp_path, native_model):

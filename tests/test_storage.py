@@ -159,3 +159,39 @@ async def test_database_survives_sigkill_in_a_loop_of_writes(tmp_path):
     latent = await s.latent(1, 0, "m")
     assert latent is not None and np.all(latent.ws == latent.ws[0, 0]), "no torn latent"
     await s.close()
+
+
+async def test_a_kept_face_keeps_its_noise_maps_and_old_rows_still_read(tmp_path):
+    from engine.kept import pack_noise
+
+    s = await Storage.open(tmp_path / "db.sqlite3")
+    ws = np.random.default_rng(1).standard_normal((10, 256)).astype(np.float32)
+    noise = pack_noise([np.random.default_rng(2).standard_normal((r, r)) for r in (4, 8, 8)])
+    await s.save_latent(G, U, "m", ws, "project", noise)
+    got = await s.latent(G, U, "m")
+    assert np.array_equal(got.noise, noise) and got.noise.dtype == np.float16
+    assert np.array_equal(got.face.ws, ws) and got.face.noise is got.noise
+    await s.save_latent(G, V, "m", ws, "adopt")  # a /random face: the model's constant maps
+    assert (await s.latent(G, V, "m")).noise is None
+    await s.save_pending(G, U, "m", ws * 3, noise)
+    assert await s.adopt_pending(G, U, "m", 10, 256)
+    assert np.array_equal((await s.latent(G, U, "m")).noise, noise), "/adopt keeps what /random drew"
+    await s.close()
+
+
+async def test_rows_written_before_noise_was_kept_survive_the_migration(tmp_path):
+    """A database at schema 1 (W+ only) upgrades in place; its faces read with no noise."""
+    first = [m for m in migrations() if m[0] == 1]
+    old_dir = tmp_path / "old_migrations"
+    old_dir.mkdir()
+    (old_dir / f"{first[0][1]}.sql").write_text(first[0][2])
+    s = await Storage.open(tmp_path / "db.sqlite3", migrations_dir=old_dir)
+    ws = np.arange(20, dtype=np.float32).reshape(2, 10)
+    await s.db.execute("INSERT INTO members (guild_id, user_id, created_at) VALUES (?, ?, 0)", (G, U))
+    await s.db.execute("INSERT INTO latents VALUES (?, ?, 'm', 2, 10, ?, 'project', 0)", (G, U, ws.tobytes()))
+    await s.close()
+    s = await Storage.open(tmp_path / "db.sqlite3")
+    assert await s.schema_versions() == [v for v, _, _ in migrations()]
+    got = await s.latent(G, U, "m")
+    assert np.array_equal(got.ws, ws) and got.noise is None
+    await s.close()

@@ -58,7 +58,7 @@ def name_of(user) -> str:
 
 
 async def latent_of(svc: Services, interaction: discord.Interaction, user: discord.abc.User | None):
-    """The W+ latent of ``user`` (default: the member asking), honouring consent."""
+    """The kept face (W+ and noise maps) of ``user`` (default: the member asking), honouring consent."""
     guild_id = interaction.guild_id or 0
     me = user is None or user.id == interaction.user.id
     target = interaction.user if user is None else user
@@ -66,7 +66,7 @@ async def latent_of(svc: Services, interaction: discord.Interaction, user: disco
     if me:
         if stored is None:
             raise Reply("You don't have a face yet: use /project with a selfie, or /random and then /adopt.")
-        return stored.ws
+        return stored.face
     if getattr(target, "bot", False):
         raise Reply("Bots don't have faces here.")
     if not await still_here(interaction, target):
@@ -75,7 +75,7 @@ async def latent_of(svc: Services, interaction: discord.Interaction, user: disco
         raise Reply(f"{name_of(target)} keeps their face private (they can share it with /privacy).")
     if stored is None:
         raise Reply(f"{name_of(target)} hasn't projected a face yet.")
-    return stored.ws
+    return stored.face
 
 
 async def still_here(interaction: discord.Interaction, user: discord.abc.Snowflake) -> bool:
@@ -219,9 +219,9 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
             if svc.forget_epoch[key] != epoch:
                 text += "\nYou ran /forget while this was running, so nothing was kept."
             elif keep_latent == "me":
-                await svc.storage.save_latent(guild_id, user_id, outcome.model_id, outcome.latent, kind)
+                await svc.storage.save_latent(guild_id, user_id, outcome.model_id, outcome.latent, kind, outcome.noise)
             elif keep_latent == "pending":
-                await svc.storage.save_pending(guild_id, user_id, outcome.model_id, outcome.latent)
+                await svc.storage.save_pending(guild_id, user_id, outcome.model_id, outcome.latent, outcome.noise)
         view = view_factory(interaction.user.id) if view_factory else None
         await msg.finish(f"{title}{text}".strip(), files_of(outcome), view)
         return outcome

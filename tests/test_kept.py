@@ -1,0 +1,130 @@
+"""The kept face: W+ and noise maps, redrawn exactly by every command that starts from it."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from engine.jobs import Face, Job
+from engine.kept import (KeptFaceError, load_npz, mix_noise, noise_size, pack_noise, round_noise, save_npz,
+                         unpack_noise)
+from engine.ops import Engine
+from engine.projector import project, psnr
+from engine.render import to_uint8
+
+RES = [4, 8, 8, 16, 16]
+
+
+def maps(seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((r, r)).astype(np.float32) for r in RES]
+
+
+def test_noise_packs_to_float16_and_back():
+    m = round_noise(maps(0))
+    flat = pack_noise(m)
+    assert flat.dtype == np.float16 and flat.size == noise_size(RES)
+    assert all(np.array_equal(a, b) for a, b in zip(unpack_noise(flat, RES), m)), "rounded maps survive exactly"
+    with pytest.raises(KeptFaceError, match="different model"):
+        unpack_noise(flat[:-1], RES)
+    bad = flat.copy()
+    bad[3] = np.nan
+    with pytest.raises(KeptFaceError, match="damaged"):
+        unpack_noise(bad, RES)
+    with pytest.raises(KeptFaceError):
+        unpack_noise(np.array(["x"] * flat.size), RES)
+
+
+def test_noise_between_faces_follows_the_style_weights():
+    a, b = maps(1), maps(2)
+    assert all(x is y for x, y in zip(mix_noise([a, b], np.array([1.0, 0.0])), a)), "all of a: a's own maps"
+    assert all(np.allclose(x, y) for x, y in zip(mix_noise([a, a], np.array([0.3, 0.7])), a)), "a with itself is a"
+    mid = mix_noise([a, b], np.array([0.5, 0.5]))
+    for m, x, y in zip(mid, a, b):
+        rms = lambda v: np.sqrt(np.mean(v ** 2))  # noqa: E731
+        assert rms(m) == pytest.approx((rms(x) + rms(y)) / 2, rel=1e-4), "no texture lost at the midpoint"
+        assert np.corrcoef(m.ravel(), x.ravel())[0, 1] > 0.5
+    per_layer = np.array([[1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1]], np.float32)  # mix at style 2
+    mixed = mix_noise([a, b], per_layer)
+    assert mixed[0] is a[0] and mixed[1] is a[1] and mixed[2] is b[2]
+    near = mix_noise([a, b], np.array([0.4, 0.6]), rule="nearest")
+    assert all(x is y for x, y in zip(near, b))
+    assert all(x is y for x, y in zip(mix_noise([a, b], np.array([-0.5, 1.5])), b)), "extrapolation keeps b's maps"
+
+
+def test_latent_files_round_trip_and_refuse_what_is_not_a_face(tmp_path):
+    ws = np.ones((6, 8), np.float32)
+    flat = pack_noise(maps(3))
+    save_npz(tmp_path / "a.npz", ws, flat, "m1")
+    got_ws, got_noise, model_id = load_npz(tmp_path / "a.npz")
+    assert np.array_equal(got_ws, ws) and np.array_equal(got_noise, flat) and model_id == "m1"
+    save_npz(tmp_path / "old.npz", ws, None, "m1")
+    assert load_npz(tmp_path / "old.npz")[1] is None, "a latent from before noise was kept still reads"
+    with pytest.raises(KeptFaceError, match="not a wspace latent"):
+        load_npz(b"not a zip at all")
+    buf = io.BytesIO()
+    np.savez(buf, ws=np.array([object()], dtype=object), model_id=np.array("m"))
+    with pytest.raises(KeptFaceError):
+        load_npz(buf.getvalue())
+    big = io.BytesIO()  # a zip member that claims to be huge is refused before it is read
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ws.npy", b"\0" * (65 * 2**20))
+    with pytest.raises(KeptFaceError, match="too large"):
+        load_npz(big.getvalue())
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine()
+
+
+@pytest.fixture(scope="module")
+def projected(engine):
+    """A teacher-like target the model cannot draw exactly, projected briefly."""
+    import torch
+
+    from engine.teacher import load_teacher
+    from engine.render import resize
+
+    with torch.no_grad():
+        img = to_uint8(load_teacher()(torch.randn(1, 100, generator=torch.Generator().manual_seed(5))))[0]
+    target = resize(img, engine.G.resolution)
+    return target, project(engine.G, target, 40, every=40)
+
+
+def test_the_kept_face_redraws_what_the_projection_showed(engine, projected):
+    target, proj = projected
+    face = Face(proj.ws, pack_noise(proj.noise))
+    redraw = engine.run(Job("render", latents={"a": face}, model_id=engine.model_id)).files[0]
+    drawn = engine.render(proj.ws[None], engine.face(Job("render", latents={"a": face}), "a")[1])[0]
+    assert psnr(drawn, proj.image) >= 40, "what the member saw is what they keep"
+    assert np.array_equal(drawn, proj.image)
+    assert redraw.name == "face.png"
+    w_only = engine.render(proj.ws[None])[0]
+    assert psnr(w_only, proj.image) < psnr(drawn, proj.image), "the noise maps are part of the face"
+
+
+def test_every_command_starts_from_the_kept_face(engine, projected):
+    _, proj = projected
+    face = Face(proj.ws, pack_noise(proj.noise))
+    ws, kept_maps = engine.face(Job("x", latents={"a": face}), "a")
+    shown = engine.render(ws[None], kept_maps)[0]
+    blend = engine.run(Job("blend", {"ratio": 0.0}, {"a": face, "b": Face(proj.ws * 0 + engine.G.w_avg.numpy())}))
+    assert np.array_equal(blend.latent, proj.ws) and np.array_equal(blend.noise, face.noise), \
+        "a blend at ratio 0 is the first face, noise and all"
+    edit = engine.run(Job("edit", {"direction": "age", "amount": 0.0}, {"a": face}))
+    again = engine.render(edit.latent[None], engine.face(Job("x", latents={"a": Face(edit.latent, edit.noise)}), "a")[1])[0]
+    assert np.array_equal(again, shown), "an edit by 0 keeps the member's face exactly"
+    assert edit.text, "an edit says what its direction measurably does on this model"
+
+
+def test_old_latents_without_noise_still_render_with_the_constant_maps(engine):
+    ws = engine.G.mapping(__import__("torch").zeros(1, engine.G.z_dim))[0].detach().numpy()
+    old = engine.run(Job("render", latents={"a": ws}))
+    also = engine.run(Job("render", latents={"a": Face(ws, None)}))
+    assert old.files[0].data == also.files[0].data
+    with pytest.raises(Exception, match="different model"):
+        engine.run(Job("render", latents={"a": Face(ws, np.zeros(7, np.float16))}))
