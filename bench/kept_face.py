@@ -39,7 +39,7 @@ from engine import edits  # noqa: E402
 from engine.align import aligned_landmarks, face_descriptor  # noqa: E402
 from engine.encoder import encode  # noqa: E402
 from engine.jobs import Face, Job  # noqa: E402
-from engine.kept import load_npz, pack_noise, save_npz  # noqa: E402
+from engine.kept import load_npz, save_npz  # noqa: E402
 from engine.labels import label_face  # noqa: E402
 from engine.ops import Engine  # noqa: E402
 from engine.projector import project, psnr, refine_schedule  # noqa: E402
@@ -47,13 +47,16 @@ from engine.render import to_uint8  # noqa: E402
 from engine.teacher import load_teacher  # noqa: E402
 
 HELD_OUT_SEED = 4242
-# name: (keep the noise maps, w_plus_weight, w_mean_weight, noise lr multiplier)
+# name: (keep the noise maps, w_plus_weight, w_mean_weight, noise lr multiplier, finest kept noise map)
 SETTINGS = {
-    "today": (False, 0.0, 0.0, 1.0),
-    "kept": (True, 0.0, 0.0, 1.0),
-    "kept_reg_light": (True, 0.01, 0.0, 1.0),
-    "kept_reg_strong": (True, 0.05, 0.02, 1.0),
-    "frozen_noise_reg": (True, 0.01, 0.0, 0.0),
+    "today": (False, 0.0, 0.0, 1.0, 1024),
+    "kept": (True, 0.0, 0.0, 1.0, 1024),
+    "kept_reg_light": (True, 0.01, 0.0, 1.0, 1024),
+    "kept_reg_strong": (True, 0.05, 0.02, 1.0, 1024),
+    "frozen_noise_reg": (True, 0.01, 0.0, 0.0, 1024),
+    # What keeping only the coarser maps costs (as a 1024-px model keeps maps up to 256 px):
+    "kept_reg_light_upto32": (True, 0.01, 0.0, 1.0, 32),
+    "kept_reg_light_upto16": (True, 0.01, 0.0, 1.0, 16),
 }
 EDIT_NAMES = ("age", "gender", "smile", "yaw")
 
@@ -73,15 +76,16 @@ def edit_ws(engine: Engine, ws: np.ndarray, name: str, amount: float) -> np.ndar
 
 
 def project_one(engine: Engine, target: np.ndarray, steps: int, setting) -> tuple:
-    keep, wp, wm, noise_lr = setting
+    keep, wp, wm, noise_lr, max_res = setting
     G = engine.G
+    engine.kept_layers = [i for i, r in enumerate(engine.noise_res) if r <= max_res]
     init = encode(engine.encoder, target)
     schedule = refine_schedule(psnr(engine.render(init[None])[0], target))
     schedule = dataclasses.replace(schedule, w_plus_weight=wp, w_mean_weight=wm, noise_lr_mul=noise_lr)
     t0 = time.perf_counter()
-    proj = project(G, target, steps, init_ws=init, schedule=schedule, every=steps)
+    proj = project(G, target, steps, init_ws=init, schedule=schedule, every=steps, kept_noise_max_res=max_res)
     seconds = time.perf_counter() - t0
-    noise = pack_noise(proj.noise) if keep else None
+    noise = engine.pack(proj.noise) if keep else None
     with tempfile.TemporaryDirectory() as tmp:  # what `wspace project` writes and `wspace render` reads
         save_npz(Path(tmp) / "latent.npz", proj.ws, noise, engine.model_id)
         ws, noise, _ = load_npz(Path(tmp) / "latent.npz")
@@ -168,7 +172,7 @@ def main() -> None:
     for name in args.settings:
         setting = SETTINGS[name]
         faces, rows = evaluate(engine, targets, args.steps, setting)
-        res = {"setting": dict(zip(("keep_noise", "w_plus_weight", "w_mean_weight", "noise_lr_mul"), setting)),
+        res = {"setting": dict(zip(("keep_noise", "w_plus_weight", "w_mean_weight", "noise_lr_mul", "kept_noise_max_res"), setting)),
                "real": summarise(rows, names), "teacher": summarise(rows, list(teacher)),
                "per_face_dlib": {n: round(r["kept_dlib"], 3) for n, r in rows.items()}}
         rules = ("mix", "nearest", "const") if setting[0] else ("const",)

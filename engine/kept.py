@@ -27,6 +27,10 @@ import numpy as np
 NOISE_DTYPE = np.dtype("<f2")
 WS_DTYPE = np.dtype("<f4")
 NOISE_RULES = ("mix", "nearest", "const")
+# Noise maps above this resolution are not kept: the projector leaves them at the model's
+# constant maps. A 1024-px model's maps would cost 5.6 MB a face (2 796 176 values), ~150×
+# its W+; up to 256 px they cost 349 KB (docs/benchmarks.md, "What a kept face costs").
+KEPT_NOISE_MAX_RES = 256
 MAX_NPZ_MEMBER_BYTES = 64 * 2**20  # the largest array a latent file may hold (a 1024-px face is ~5.6 MB)
 
 

@@ -22,7 +22,7 @@ from engine.encoder import encode, encoder_path_for, load_encoder
 from engine.directions import Direction, get_direction, load_directions
 from engine.errors import BadArgument, ModelMismatch
 from engine.jobs import Face, File, Job, Progress, Result
-from engine.kept import KeptFaceError, mix_noise, pack_noise, unpack_noise
+from engine.kept import KEPT_NOISE_MAX_RES, KeptFaceError, mix_noise, pack_noise, unpack_noise
 from engine.projector import project, psnr, w_stats
 from engine.render import gif_bytes, montage, mp4_bytes, png_bytes, resize, to_uint8
 from engine.sampling import MAX_SEED, synthesize, ws_from_seeds
@@ -45,7 +45,7 @@ def default_directions_path(model_path: Path | None) -> Path:
 
 class Engine:
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
-                 directions_path: str | Path | None = None) -> None:
+                 directions_path: str | Path | None = None, kept_noise_max_res: int = KEPT_NOISE_MAX_RES) -> None:
         self.device = device
         self.G = load_generator(model_path, device)
         self.model_id = self.G.model_id
@@ -58,6 +58,8 @@ class Engine:
         layers = self.G.synthesis.noise_layers()
         self.noise_res = [layer.resolution for layer in layers]
         self.const_noise = [layer.noise_const.detach().cpu().numpy().astype(np.float32) for layer in layers]
+        self.kept_noise_max_res = kept_noise_max_res
+        self.kept_layers = [i for i, r in enumerate(self.noise_res) if r <= kept_noise_max_res]  # the rest stay constant
         self.schedule = None  # the projector picks from the encoder guess's fit (bench/kept_face.py may override)
         self.noise_rule = "mix"  # how noise maps pass between faces (engine/kept.py); bench/kept_face.py compares
 
@@ -108,9 +110,17 @@ class Engine:
         if noise is None or self.noise_rule == "const":
             return ws, self.const_noise
         try:
-            return ws, unpack_noise(noise, self.noise_res)
+            kept = unpack_noise(noise, [self.noise_res[i] for i in self.kept_layers])
         except KeptFaceError as exc:
             raise BadArgument(str(exc)) from None
+        maps = list(self.const_noise)
+        for i, m in zip(self.kept_layers, kept):
+            maps[i] = m
+        return ws, maps
+
+    def pack(self, maps: list[np.ndarray]) -> np.ndarray:
+        """The part of a face's noise maps a kept face holds, packed (see engine/kept.py)."""
+        return pack_noise([maps[i] for i in self.kept_layers])
 
     def faces(self, job: Job, keys) -> tuple[list[np.ndarray], list[list[np.ndarray]], bool]:
         """Several faces: their latents, their noise maps, and whether any kept its own noise."""
@@ -120,7 +130,7 @@ class Engine:
 
     def kept(self, ws: np.ndarray, faces: list[list[np.ndarray]], weights: np.ndarray, has_noise: bool) -> dict:
         """``latent`` and ``noise`` of a Result for a new face the member may keep."""
-        noise = pack_noise(mix_noise(faces, weights, self.noise_rule)) if has_noise else None
+        noise = self.pack(mix_noise(faces, weights, self.noise_rule)) if has_noise else None
         return {"latent": np.asarray(ws, np.float32), "noise": noise}
 
     def latent(self, job: Job, key: str) -> np.ndarray:
@@ -161,7 +171,7 @@ class Engine:
             init = encode(self.encoder, target)  # a face in milliseconds; the projector refines it
             progress(Progress(job.id, 0, steps, "first guess", preview_png(self.render(init[None])[0])))
         proj = project(self.G, target, steps, init_ws=init, progress=on_step, every=max(1, steps // 20),
-                       schedule=self.schedule)
+                       schedule=self.schedule, kept_noise_max_res=self.kept_noise_max_res)
         # The face shown is the kept face, drawn from exactly what the member keeps.
         kept_img = self.render(proj.ws[None], proj.noise)[0]
         score = likeness(target, kept_img)
@@ -175,7 +185,7 @@ class Engine:
                    "faces_found": aligned.faces_found, "face_used": "the largest", "steps": steps,
                    "seconds": round(proj.seconds, 1), "loss": proj.loss_kind,
                    "start": "encoder" if init is not None else "w_avg", "schedule": proj.figures.get("schedule")}
-        return Result(job.id, files, latent=proj.ws, noise=pack_noise(proj.noise), figures=figures)
+        return Result(job.id, files, latent=proj.ws, noise=self.pack(proj.noise), figures=figures)
 
     def op_render(self, job: Job, progress: ProgressFn) -> Result:
         ws, maps = self.face(job, "a")

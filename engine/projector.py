@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.kept import KEPT_NOISE_MAX_RES
 from engine.networks import Generator
 from engine.render import from_uint8, to_uint8
 
@@ -237,7 +238,8 @@ ProgressFn = Callable[[int, int, float, np.ndarray | None], None]
 
 def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, init_ws: np.ndarray | None = None,
             loss_kind: str = "auto", progress: ProgressFn | None = None, every: int = 10,
-            seed: int = 0, schedule: Schedule | None = None) -> Projection:
+            seed: int = 0, schedule: Schedule | None = None,
+            kept_noise_max_res: int = KEPT_NOISE_MAX_RES) -> Projection:
     """Project an aligned face ``[H, W, 3]`` uint8 (the model's resolution) into W+.
 
     Starts from ``init_ws`` (an encoder's guess) when given, else from ``w_avg``; the
@@ -245,7 +247,8 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
     published :data:`ROLUX` one for the latter.
 
     ``progress(step, steps, loss, preview)`` is called every ``every`` steps with the
-    current render (uint8) and once at the end.
+    current render (uint8) and once at the end. Noise maps finer than
+    ``kept_noise_max_res`` stay at the model's constant maps (a kept face does not hold them).
     """
     if target.shape[:2] != (G.resolution, G.resolution):
         raise ValueError(f"target must be {G.resolution}×{G.resolution}, not {target.shape[:2]}")
@@ -266,15 +269,17 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
         schedule = refine_schedule(psnr(guess, target))
     w_opt = start.detach().clone().reshape(1, G.num_ws, G.w_dim).requires_grad_(True)
     # Noise maps start from the model's own constant maps (what "const" renders use), so a
-    # face the model drew is reachable exactly; they are then free and renormalised.
+    # face the model drew is reachable exactly; they are then free and renormalised. Maps
+    # finer than what a kept face holds stay constant.
     noises = [layer.noise_const.detach().clone().reshape(1, 1, layer.resolution, layer.resolution).float()
               for layer in G.synthesis.noise_layers()]
-    for n in noises:
+    free = [n for n in noises if n.shape[-1] <= kept_noise_max_res]
+    for n in free:
         n -= n.mean()
         n *= n.square().mean().rsqrt()
         n.requires_grad_(True)
     opt = torch.optim.Adam([{"params": [w_opt], "lr_mul": 1.0},
-                            {"params": noises, "lr_mul": schedule.noise_lr_mul}], lr=INITIAL_LR, betas=ADAM_BETAS)
+                            {"params": free, "lr_mul": schedule.noise_lr_mul}], lr=INITIAL_LR, betas=ADAM_BETAS)
 
     losses, frames, timeline = [], [], []
     img = None
@@ -286,7 +291,7 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
         w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * latent_noise_scale(t, w_std, schedule.noise_factor)
         img = G.synthesis(w_opt + w_noise, noise=noises)
         dist = loss_fn(img)
-        loss = dist + NOISE_REGULARIZE_WEIGHT * noise_regularizer(noises)
+        loss = dist + (NOISE_REGULARIZE_WEIGHT * noise_regularizer(free) if free else 0.0)
         if schedule.w_plus_weight or schedule.w_mean_weight:
             spread, centre = w_plus_regularizer(w_opt, w_avg, w_std)
             loss = loss + schedule.w_plus_weight * spread + schedule.w_mean_weight * centre
@@ -294,7 +299,7 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
         loss.backward()
         opt.step()
         with torch.no_grad():
-            for n in noises:
+            for n in free:
                 n -= n.mean()
                 n *= n.square().mean().rsqrt()
         losses.append(float(dist.detach()))
@@ -306,7 +311,7 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
                 progress(step + 1, steps, losses[-1], preview)
 
     with torch.no_grad():
-        for n in noises:  # the maps as a kept face holds them (float16), so the final render redraws exactly
+        for n in free:  # the maps as a kept face holds them (float16), so the final render redraws exactly
             n.copy_(n.half().float())
         final = to_uint8(G.synthesis(w_opt, noise=noises))[0]
     frames.append(final)

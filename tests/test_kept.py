@@ -17,11 +17,9 @@ from engine.render import to_uint8
 
 RES = [4, 8, 8, 16, 16]
 
-
 def maps(seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.standard_normal((r, r)).astype(np.float32) for r in RES]
-
 
 def test_noise_packs_to_float16_and_back():
     m = round_noise(maps(0))
@@ -36,7 +34,6 @@ def test_noise_packs_to_float16_and_back():
         unpack_noise(bad, RES)
     with pytest.raises(KeptFaceError):
         unpack_noise(np.array(["x"] * flat.size), RES)
-
 
 def test_noise_between_faces_follows_the_style_weights():
     a, b = maps(1), maps(2)
@@ -53,7 +50,6 @@ def test_noise_between_faces_follows_the_style_weights():
     near = mix_noise([a, b], np.array([0.4, 0.6]), rule="nearest")
     assert all(x is y for x, y in zip(near, b))
     assert all(x is y for x, y in zip(mix_noise([a, b], np.array([-0.5, 1.5])), b)), "extrapolation keeps b's maps"
-
 
 def test_latent_files_round_trip_and_refuse_what_is_not_a_face(tmp_path):
     ws = np.ones((6, 8), np.float32)
@@ -75,11 +71,9 @@ def test_latent_files_round_trip_and_refuse_what_is_not_a_face(tmp_path):
     with pytest.raises(KeptFaceError, match="too large"):
         load_npz(big.getvalue())
 
-
 @pytest.fixture(scope="module")
 def engine():
     return Engine()
-
 
 @pytest.fixture(scope="module")
 def projected(engine):
@@ -94,10 +88,9 @@ def projected(engine):
     target = resize(img, engine.G.resolution)
     return target, project(engine.G, target, 40, every=40)
 
-
 def test_the_kept_face_redraws_what_the_projection_showed(engine, projected):
     target, proj = projected
-    face = Face(proj.ws, pack_noise(proj.noise))
+    face = Face(proj.ws, engine.pack(proj.noise))
     redraw = engine.run(Job("render", latents={"a": face}, model_id=engine.model_id)).files[0]
     drawn = engine.render(proj.ws[None], engine.face(Job("render", latents={"a": face}), "a")[1])[0]
     assert psnr(drawn, proj.image) >= 40, "what the member saw is what they keep"
@@ -106,10 +99,9 @@ def test_the_kept_face_redraws_what_the_projection_showed(engine, projected):
     w_only = engine.render(proj.ws[None])[0]
     assert psnr(w_only, proj.image) < psnr(drawn, proj.image), "the noise maps are part of the face"
 
-
 def test_every_command_starts_from_the_kept_face(engine, projected):
     _, proj = projected
-    face = Face(proj.ws, pack_noise(proj.noise))
+    face = Face(proj.ws, engine.pack(proj.noise))
     ws, kept_maps = engine.face(Job("x", latents={"a": face}), "a")
     shown = engine.render(ws[None], kept_maps)[0]
     blend = engine.run(Job("blend", {"ratio": 0.0}, {"a": face, "b": Face(proj.ws * 0 + engine.G.w_avg.numpy())}))
@@ -120,7 +112,6 @@ def test_every_command_starts_from_the_kept_face(engine, projected):
     assert np.array_equal(again, shown), "an edit by 0 keeps the member's face exactly"
     assert edit.text, "an edit says what its direction measurably does on this model"
 
-
 def test_old_latents_without_noise_still_render_with_the_constant_maps(engine):
     ws = engine.G.mapping(__import__("torch").zeros(1, engine.G.z_dim))[0].detach().numpy()
     old = engine.run(Job("render", latents={"a": ws}))
@@ -128,3 +119,20 @@ def test_old_latents_without_noise_still_render_with_the_constant_maps(engine):
     assert old.files[0].data == also.files[0].data
     with pytest.raises(Exception, match="different model"):
         engine.run(Job("render", latents={"a": Face(ws, np.zeros(7, np.float16))}))
+
+def test_a_large_model_keeps_only_its_coarser_noise_maps(tiny_model):
+    """Above the kept resolution the projector leaves the model's constant maps, so the
+    smaller kept face still redraws what was shown (here: a 32-px model keeping up to 16 px)."""
+
+    small = Engine(tiny_model, kept_noise_max_res=16)
+    assert [small.noise_res[i] for i in small.kept_layers] == [4, 8, 8, 16, 16]
+    target = small.render(small.G.mapping(__import__("torch").randn(1, small.G.z_dim))[0].detach().numpy()[None])[0]
+    target = np.ascontiguousarray(target[:, ::-1])  # something the model did not draw exactly
+    proj = project(small.G, target, 30, every=30, kept_noise_max_res=16)
+    for i, layer in enumerate(small.G.synthesis.noise_layers()):
+        if layer.resolution > 16:
+            assert np.array_equal(proj.noise[i], small.const_noise[i]), "finer maps stay the model's own"
+    face = Face(proj.ws, small.pack(proj.noise))
+    assert face.noise.size == 16 + 2 * (64 + 256)
+    drawn = small.render(proj.ws[None], small.face(Job("x", latents={"a": face}), "a")[1])[0]
+    assert np.array_equal(drawn, proj.image)
