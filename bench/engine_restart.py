@@ -44,7 +44,7 @@ async def once(client: EngineClient) -> dict:
 
 
 async def main(repeats: int) -> dict:
-    client = EngineClient(None, threads=1, queue_size=4, restart_seconds=5)
+    client = EngineClient(None, threads=1, queue_size=4)
     await client.start(timeout=120)
     try:
         runs = [await once(client) for _ in range(repeats)]

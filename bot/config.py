@@ -9,11 +9,12 @@ so it never lands in a log or a repr.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 TOKEN_ENV = "WSPACE_TOKEN"
 
@@ -39,18 +40,30 @@ class DiscordSettings(_Strict):
     http_connections: int = Field(32, ge=0, le=1000,
                                   description="Open HTTPS connections to Discord at most (0: unbounded, discord.py's default)")
 
+    @model_validator(mode="after")
+    def _shards_need_sharding(self):
+        if self.shard_count is not None and not self.sharded:
+            raise ValueError("shard_count is set but sharded is false; set sharded = true or remove shard_count")
+        return self
+
 
 class EngineSettings(_Strict):
     model: Path | None = Field(None, description="Generator file; empty = the embedded model")
     directions: Path | None = None
-    device: str = "cpu"
+    device: str = Field("cpu", description="torch device of the engine: cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, le=256)
     transport: Literal["local", "redis"] = Field(
         "local", description="local: one engine process here; redis: workers anywhere (`wspace worker --redis URL`)")
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field("wspace", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
-    restart_seconds: float = Field(5.0, gt=0, le=60)
     job_timeout_seconds: float = Field(900.0, gt=0)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:[0-9]{1,2})?|mps", value):
+            raise ValueError("device must be cpu, cuda, cuda:N or mps")
+        return value
 
 
 class LimitSettings(_Strict):

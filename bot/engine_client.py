@@ -129,10 +129,9 @@ class EngineClient(JobBook):
     transport = "local"
 
     def __init__(self, model=None, device: str = "cpu", directions=None, threads: int | None = None,
-                 queue_size: int = 32, restart_seconds: float = 5.0, job_timeout: float = 900.0) -> None:
+                 queue_size: int = 32, job_timeout: float = 900.0) -> None:
         super().__init__(queue_size, job_timeout)
         self.model, self.device, self.directions, self.threads = model, device, directions, threads
-        self.restart_seconds = restart_seconds
         self.ctx = mp.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task | None = None
@@ -247,4 +246,4 @@ def make_engine_client(engine, limits) -> JobBook:
         return RedisEngineClient(engine.redis_url, limits.queue_size, engine.job_timeout_seconds, engine.redis_prefix)
     return EngineClient(str(engine.model) if engine.model else None, engine.device,
                         str(engine.directions) if engine.directions else None, engine.threads,
-                        limits.queue_size, engine.restart_seconds, engine.job_timeout_seconds)
+                        limits.queue_size, engine.job_timeout_seconds)

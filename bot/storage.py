@@ -1,5 +1,6 @@
 """Every SQL statement of the bot. SQLite through aiosqlite, WAL mode, migrations from
-``migrations/NNN_name.sql`` applied in order at start and recorded in ``schema_version``.
+``migrations/NNN_name.sql`` (shipped in the package as ``bot.migrations``, read with
+``importlib.resources``) applied in order at start and recorded in ``schema_version``.
 
 A member's face is a kept face (``engine/kept.py``): float32 W+ and, when the projector
 made it, its float16 noise maps, stored with the id of the model that made them; a face
@@ -8,6 +9,7 @@ of one model is never handed out for another.
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 import sqlite3
 import time
@@ -22,7 +24,7 @@ from engine.kept import NOISE_DTYPE
 
 MAX_NOISE_BYTES = 64 * 2**20  # a 1024-px model's maps are ~5.6 MB; anything far larger is not a face
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS_DIR = importlib.resources.files("bot.migrations")
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
@@ -58,13 +60,15 @@ def _noise_of(blob: bytes | None) -> np.ndarray | None:
     return np.frombuffer(blob, dtype=NOISE_DTYPE).copy()
 
 
-def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, str]]:
+def migrations(directory=MIGRATIONS_DIR) -> list[tuple[int, str, str]]:
+    """``(version, name, sql)`` of every ``*.sql`` in ``directory`` (a Path or a package's
+    Traversable), in order."""
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted((p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
         m = _MIGRATION_NAME.match(path.name)
         if not m:
             raise StorageError(f"migration file {path.name} does not follow NNN_name.sql")
-        found.append((int(m.group(1)), path.stem, path.read_text()))
+        found.append((int(m.group(1)), path.name[:-4], path.read_text(encoding="utf-8")))
     versions = [v for v, _, _ in found]
     if len(set(versions)) != len(versions):
         raise StorageError("two migrations share a version number")
@@ -76,7 +80,7 @@ class Storage:
         self.db, self.path = db, path
 
     @classmethod
-    async def open(cls, path: str | Path, migrations_dir: Path = MIGRATIONS_DIR) -> "Storage":
+    async def open(cls, path: str | Path, migrations_dir=MIGRATIONS_DIR) -> "Storage":
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, timeout=10.0, isolation_level=None)
@@ -95,7 +99,7 @@ class Storage:
     async def close(self) -> None:
         await self.db.close()
 
-    async def _migrate(self, directory: Path) -> list[int]:
+    async def _migrate(self, directory) -> list[int]:
         await self.db.execute("CREATE TABLE IF NOT EXISTS schema_version ("
                               "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
         async with self.db.execute("SELECT version FROM schema_version") as cur:

@@ -54,7 +54,7 @@ def test_latents_of_another_model_are_refused(engine):
 
 
 async def test_engine_killed_mid_projection_is_restarted_and_the_next_job_succeeds(tiny_model):
-    client = EngineClient(str(tiny_model), threads=1, queue_size=4, restart_seconds=5)
+    client = EngineClient(str(tiny_model), threads=1, queue_size=4)
     await client.start(timeout=120)
     try:
         steps_seen = []
