@@ -3,11 +3,11 @@ PY ?= python3
 .PHONY: install demo test bench
 
 install:
-	bash scripts/install.sh
+	PY=$(PY) bash scripts/install.sh
 
 # The main job on a fresh machine: install, then run the local demo on the embedded model.
 demo: install
-	wspace demo -o out/demo
+	$(PY) -m bot.cli demo -o out/demo
 
 test: install
 	$(PY) -m pytest -q

@@ -17,7 +17,7 @@ Setting ``today`` keeps W+ only (what landed before): its redraw drops the noise
 For the settings that keep noise, the noise rules between faces (engine/kept.py) are
 compared on the same blend midpoints and on morph seams.
 
-    python bench/kept_face.py [--steps 300] [--teacher 4] [--settings today kept ...]
+    python bench/kept_face.py [--steps 300] [--teacher 4] [--settings today kept ...] [--timing-rounds 3]
 """
 
 from __future__ import annotations
@@ -47,17 +47,21 @@ from engine.render import to_uint8  # noqa: E402
 from engine.teacher import load_teacher  # noqa: E402
 
 HELD_OUT_SEED = 4242
-# name: (keep the noise maps, w_plus_weight, w_mean_weight, noise lr multiplier, finest kept noise map)
+# name: (keep the noise maps, w_plus_weight, w_mean_weight, noise lr multiplier, finest kept noise map,
+#        noise regulariser weight)
 SETTINGS = {
-    "today": (False, 0.0, 0.0, 1.0, 1024),
-    "kept": (True, 0.0, 0.0, 1.0, 1024),
-    "kept_reg_light": (True, 0.01, 0.0, 1.0, 1024),
-    "kept_reg_strong": (True, 0.05, 0.02, 1.0, 1024),
-    "frozen_noise_reg": (True, 0.01, 0.0, 0.0, 1024),
+    "today": (False, 0.0, 0.0, 1.0, 1024, 1e5),
+    "kept": (True, 0.0, 0.0, 1.0, 1024, 1e5),
+    "kept_reg_light": (True, 0.01, 0.0, 1.0, 1024, 1e5),
+    "kept_reg_strong": (True, 0.05, 0.02, 1.0, 1024, 1e5),
+    "frozen_noise_reg": (True, 0.01, 0.0, 0.0, 1024, 1e5),
+    "kept_smooth_noise": (True, 0.0, 0.0, 1.0, 1024, 1e6),
+    "kept_smoother_noise": (True, 0.0, 0.0, 1.0, 1024, 1e7),
     # What keeping only the coarser maps costs (as a 1024-px model keeps maps up to 256 px):
-    "kept_reg_light_upto32": (True, 0.01, 0.0, 1.0, 32),
-    "kept_reg_light_upto16": (True, 0.01, 0.0, 1.0, 16),
+    "kept_upto32": (True, 0.0, 0.0, 1.0, 32, 1e5),
+    "kept_upto16": (True, 0.0, 0.0, 1.0, 16, 1e5),
 }
+FIELDS = ("keep_noise", "w_plus_weight", "w_mean_weight", "noise_lr_mul", "kept_noise_max_res", "noise_reg_weight")
 EDIT_NAMES = ("age", "gender", "smile", "yaw")
 
 
@@ -76,12 +80,13 @@ def edit_ws(engine: Engine, ws: np.ndarray, name: str, amount: float) -> np.ndar
 
 
 def project_one(engine: Engine, target: np.ndarray, steps: int, setting) -> tuple:
-    keep, wp, wm, noise_lr, max_res = setting
+    keep, wp, wm, noise_lr, max_res, noise_reg = setting
     G = engine.G
     engine.kept_layers = [i for i, r in enumerate(engine.noise_res) if r <= max_res]
     init = encode(engine.encoder, target)
     schedule = refine_schedule(psnr(engine.render(init[None])[0], target))
-    schedule = dataclasses.replace(schedule, w_plus_weight=wp, w_mean_weight=wm, noise_lr_mul=noise_lr)
+    schedule = dataclasses.replace(schedule, w_plus_weight=wp, w_mean_weight=wm, noise_lr_mul=noise_lr,
+                                   noise_reg_weight=noise_reg)
     t0 = time.perf_counter()
     proj = project(G, target, steps, init_ws=init, schedule=schedule, every=steps, kept_noise_max_res=max_res)
     seconds = time.perf_counter() - t0
@@ -140,6 +145,19 @@ def blend_checks(engine: Engine, faces: dict, pairs: list[tuple[str, str]], rule
         engine.noise_rule = old
 
 
+def timing(engine: Engine, targets: list, steps: int, rounds: int, names: list[str]) -> dict:
+    """Projection seconds of each setting, interleaved on the same targets (this machine is noisy)."""
+    times = {n: [] for n in names}
+    for _ in range(rounds):
+        for t in targets:
+            for n in names:
+                times[n].append(project_one(engine, t, steps, SETTINGS[n])[3])
+    out = {n: round(float(np.median(v)), 3) for n, v in times.items()}
+    if len(names) == 2:
+        out["ratio"] = round(out[names[1]] / out[names[0]], 3)
+    return out
+
+
 def summarise(rows: dict, names: list[str]) -> dict:
     sel = [rows[n] for n in names]
     return {"n": len(sel),
@@ -159,6 +177,8 @@ def main() -> None:
     ap.add_argument("--teacher", type=int, default=4)
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--timing-rounds", type=int, default=0, help="time today vs --ship, interleaved, this many rounds")
+    ap.add_argument("--ship", default="kept", help="the setting timed against today")
     args = ap.parse_args()
     t0 = time.time()
     engine = Engine(args.model)
@@ -172,13 +192,16 @@ def main() -> None:
     for name in args.settings:
         setting = SETTINGS[name]
         faces, rows = evaluate(engine, targets, args.steps, setting)
-        res = {"setting": dict(zip(("keep_noise", "w_plus_weight", "w_mean_weight", "noise_lr_mul", "kept_noise_max_res"), setting)),
+        res = {"setting": dict(zip(FIELDS, setting)),
                "real": summarise(rows, names), "teacher": summarise(rows, list(teacher)),
                "per_face_dlib": {n: round(r["kept_dlib"], 3) for n, r in rows.items()}}
         rules = ("mix", "nearest", "const") if setting[0] else ("const",)
         res["blends"] = {rule: blend_checks(engine, faces, pairs, rule) for rule in rules}
         out["settings"][name] = res
         print(json.dumps({name: res}), file=sys.stderr, flush=True)
+    if args.timing_rounds:
+        out["timing"] = timing(engine, list(targets.values())[:3], args.steps, args.timing_rounds,
+                               [n for n in ("today", args.ship) if n in SETTINGS])
     out["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(out, indent=2))
 

@@ -133,7 +133,18 @@ def configure_api_base(settings: Settings) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord.gateway_url)
 
 
+class ServeError(RuntimeError):
+    """The bot cannot start; ``str`` is one sentence for the operator."""
+
+
 def run(settings: Settings, config_path: Path | None = None) -> None:
     configure_api_base(settings)
     bot = make_bot(settings, config_path)
-    bot.run(settings.token(), log_handler=None)
+    try:
+        bot.run(settings.token(), log_handler=None)
+    except discord.LoginFailure:
+        raise ServeError("Discord refused the bot token; check discord.token or the WSPACE_TOKEN variable.") from None
+    except discord.PrivilegedIntentsRequired:
+        raise ServeError("Discord refused an intent this bot asked for; enable it in the developer portal.") from None
+    except (aiohttp.ClientConnectionError, discord.GatewayNotFound, OSError, TimeoutError) as exc:
+        raise ServeError(f"Could not reach Discord ({type(exc).__name__}); check the network and try again.") from None

@@ -30,8 +30,10 @@ def fail(message: str) -> None:
 
 def load_model(model: Path | None, device: str):
     from engine.checkpoints import CheckpointError, load_generator
-    from engine.runtime import prepare_process
+    from engine.runtime import device_problem, prepare_process
 
+    if problem := device_problem(device):
+        fail(problem)
     prepare_process()
     try:
         return load_generator(model, device)
@@ -102,8 +104,10 @@ def model_fetch(name: Annotated[str, typer.Argument(help="Known model name, e.g.
 def _engine(model: Path | None, device: str):
     from engine.checkpoints import CheckpointError
     from engine.ops import Engine
-    from engine.runtime import prepare_process
+    from engine.runtime import device_problem, prepare_process
 
+    if problem := device_problem(device):
+        fail(problem)
     prepare_process()
     try:
         return Engine(model, device)
@@ -354,9 +358,27 @@ def serve(config: Annotated[Optional[Path], typer.Option("--config", "-c", help=
         fail(str(exc))
     logging.basicConfig(level=logging.DEBUG if verbose else getattr(logging, settings.logging.level),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from bot.app import run
+    engine = settings.engine
+    if engine.transport == "local" and engine.device != "cpu" and (problem := _device_problem_elsewhere(engine.device)):
+        fail(problem.replace("--device", "engine.device ="))
+    from bot.app import ServeError, run
 
-    run(settings, config)
+    try:
+        run(settings, config)
+    except ServeError as exc:
+        fail(str(exc))
+
+
+def _device_problem_elsewhere(device: str) -> str | None:
+    """:func:`engine.runtime.device_problem`, asked of a child process: the bot process
+    never imports torch."""
+    import subprocess
+    import sys
+
+    code = "import sys; from engine.runtime import device_problem; print(device_problem(sys.argv[1]) or '')"
+    done = subprocess.run([sys.executable, "-c", code, device], capture_output=True, text=True, timeout=300)
+    return done.stdout.strip() or (f"--device {device}: the engine cannot start ({done.stderr.strip()[-200:]})."
+                                   if done.returncode else None)
 
 
 @app.command()
@@ -370,7 +392,10 @@ def worker(redis: Annotated[str, typer.Option("--redis", help="Redis URL, e.g. r
     """Run an engine worker that takes jobs from Redis (one per GPU; any number of hosts)."""
     from engine.checkpoints import CheckpointError
     from engine.redis_worker import serve_redis
+    from engine.runtime import device_problem
 
+    if problem := device_problem(device):
+        fail(problem)
     try:
         serve_redis(redis, str(model) if model else None, device, None, threads, worker_id, claim_idle, inline_max, prefix)
     except CheckpointError as exc:

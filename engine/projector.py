@@ -60,6 +60,7 @@ class Schedule:
     # styles, and that mean near W's own centre, so edits and blends stay on the manifold.
     w_plus_weight: float = W_PLUS_WEIGHT
     w_mean_weight: float = W_MEAN_WEIGHT
+    noise_reg_weight: float = NOISE_REGULARIZE_WEIGHT  # higher: smoother maps, more of the face in W+
 
 
 ROLUX = Schedule(name="rolux")
@@ -291,7 +292,7 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
         w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * latent_noise_scale(t, w_std, schedule.noise_factor)
         img = G.synthesis(w_opt + w_noise, noise=noises)
         dist = loss_fn(img)
-        loss = dist + (NOISE_REGULARIZE_WEIGHT * noise_regularizer(free) if free else 0.0)
+        loss = dist + (schedule.noise_reg_weight * noise_regularizer(free) if free else 0.0)
         if schedule.w_plus_weight or schedule.w_mean_weight:
             spread, centre = w_plus_regularizer(w_opt, w_avg, w_std)
             loss = loss + schedule.w_plus_weight * spread + schedule.w_mean_weight * centre

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 
 log = logging.getLogger("wspace.engine")
 
@@ -42,10 +43,42 @@ def tune_allocator() -> bool:
     return ok
 
 
-def prepare_process(threads: int | None = None) -> None:
-    """Call once, first thing, in a process that will run the generator."""
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and taskset narrow),
+    not the machine's count that torch would otherwise assume."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def prepare_process(threads: int | None = None) -> int:
+    """Call once, first thing, in a process that will run the generator; returns its torch
+    CPU threads (``threads``, default: the cores available to it — engine.threads in the config)."""
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
+    threads = threads or available_cores()
+    torch.set_num_threads(threads)
     tune_allocator()
+    return threads
+
+
+def device_problem(device: str) -> str | None:
+    """One sentence when ``device`` cannot run here (a CUDA device with a CPU-only torch, …)."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        if torch.version.cuda is None:
+            return f"--device {device}: this torch ({torch.__version__}) is a CPU-only build; use cpu or install a CUDA build."
+        if not torch.cuda.is_available():
+            return f"--device {device}: torch sees no CUDA GPU on this machine; use cpu."
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            return f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)."
+    elif kind == "mps":
+        if not torch.backends.mps.is_available():
+            return f"--device {device}: Apple's MPS is not available here; use cpu."
+    elif kind != "cpu":
+        return f"--device {device}: choose cpu, cuda, cuda:N or mps."
+    return None

@@ -98,6 +98,7 @@ class DiscordSimulator:
         self.seq = 0
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self.valid_tokens: set[str] | None = None  # None: any bot token logs in
         self.left_members: set[int] = set()
         self.recommended_shards = 1
         self.shard_of: dict[web.WebSocketResponse, tuple[int, int]] = {}  # socket -> (shard id, shard count)
@@ -163,6 +164,9 @@ class DiscordSimulator:
                                                           "reset_after": 0, "max_concurrency": 1}})
 
     async def me(self, request):
+        token = request.headers.get("Authorization", "").removeprefix("Bot ")
+        if self.valid_tokens is not None and token not in self.valid_tokens:
+            return json_response({"message": "401: Unauthorized", "code": 0}, status=401)
         return json_response(user_payload(BOT_ID, "wspace", bot=True))
 
     async def get_commands(self, request):

@@ -133,3 +133,61 @@ def test_directions_import_checks_shape_and_then_edits(tmp_path, native_model):
                             "-o", str(tmp_path / "e"), *m])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "e" / "glasses_strip.png").exists()
+
+
+def test_a_cuda_device_on_a_cpu_build_is_one_sentence(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    r = runner.invoke(app, ["generate", "--device", "cuda", "-o", str(tmp_path)])
+    assert r.exit_code == 1 and "--device cuda:" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def discord_globals(monkeypatch):
+    """serve points discord.py's module-wide API root at the test's address; put it back."""
+    import discord
+
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+
+
+def test_serve_without_discord_is_one_sentence_and_a_nonzero_exit(tmp_path, discord_globals):
+    """No network (here: nothing listening where Discord should be) ends the bot cleanly."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[discord]\ntoken = "x.y.z"\napi_base = "http://127.0.0.1:{port}/api/v10"\n'
+                   f'gateway_url = "ws://127.0.0.1:{port}/"\n[storage]\ndatabase = "db.sqlite3"\n')
+    r = runner.invoke(app, ["serve", "--config", str(cfg)])
+    assert r.exit_code == 1, r.output
+    assert "Could not reach Discord" in r.output and "Traceback" not in r.output
+
+
+def test_serve_with_a_refused_token_is_one_sentence_and_a_nonzero_exit(tmp_path, discord_globals):
+    import asyncio
+    import threading
+
+    from tests.discord_sim import DiscordSimulator
+
+    loop = asyncio.new_event_loop()
+    sim = DiscordSimulator()
+    sim.valid_tokens = {"the-real-token"}
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(sim.start(), loop).result(10)
+    try:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[discord]\ntoken = "a-wrong-token"\napi_base = "{sim.api_base}"\n'
+                       f'gateway_url = "{sim.gateway_url}"\n[storage]\ndatabase = "db.sqlite3"\n')
+        r = runner.invoke(app, ["serve", "--config", str(cfg)])
+        assert r.exit_code == 1, r.output
+        assert "Discord refused the bot token" in r.output and "Traceback" not in r.output
+        assert "a-wrong-token" not in r.output
+    finally:
+        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
