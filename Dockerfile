@@ -1,17 +1,33 @@
-# wspace on a CUDA GPU host. Build: docker build -t wspace .
-# Run:  docker run --gpus all -v $PWD/data:/data -e WSPACE_CONFIG=/data/config.toml wspace
-# A worker on another GPU host: docker run --gpus all wspace worker --redis redis://HOST:6379/0 --device cuda
-FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+# wspace on a CUDA GPU host (also runs on a CPU-only host, slowly).
+# Build:  docker build -t wspace .
+# Run:    docker run --gpus all -e WSPACE_TOKEN=... -v $PWD/data:/data wspace
+#         (config: /data/config.toml, written from the image's example on first start
+#          if absent; the database lives beside it in /data)
+# Worker: docker run --gpus all wspace worker --redis redis://HOST:6379/0
+# Bot + Redis + a GPU worker: docker compose up (compose.yaml, docs/scaling.md)
+#
+# torch comes from PyPI: its Linux x86_64 wheels bundle CUDA, so the host needs only the
+# NVIDIA driver and the container toolkit. Pinned at 2.13.0 (past the weights_only
+# advisories of the 2.5 line this image used to carry).
+FROM python:3.11-slim-bookworm
 
-ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    WSPACE_CONFIG=/data/config.toml WSPACE_DEVICE=cuda
+
+RUN pip install "torch==2.13.0"
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY engine ./engine
 COPY migrations ./migrations
-# torch comes from the CUDA base image (pyproject allows any torch>=2.1); nothing pulls another.
-RUN pip install ".[redis]" && pip install --no-deps gan-face-generate==1.1.1
+COPY config.example.toml scripts/docker-entrypoint.sh ./
+# the project itself, at this commit (its own deps are ranges by design; torch is pinned above)
+# hadolint ignore=DL3013
+RUN pip install ".[redis]" && pip install --no-deps "gan-face-generate==1.1.1" \
+    && useradd --create-home --uid 10001 --user-group wspace && mkdir -p /data && chown 10001:10001 /data
 
+USER 10001:10001
 VOLUME /data
-ENTRYPOINT ["wspace"]
-CMD ["serve", "--config", "/data/config.toml"]
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 CMD ["wspace", "health"]
+ENTRYPOINT ["/app/docker-entrypoint.sh"]
+CMD ["serve"]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +17,7 @@ from discord import app_commands
 from bot.commands import admin, blend, edit, morph, privacy, project
 from bot.commands.common import Services, reply_now
 from bot.commands.views import EditButton
-from bot.config import Settings
+from bot.config import Settings, heartbeat_path
 from bot.engine_client import JobBook, make_engine_client
 from bot.limits import Limits
 from bot.storage import Storage
@@ -44,6 +48,10 @@ class GatedTree(app_commands.CommandTree):
             await reply_now(interaction, "wspace answers in its own channels; ask an admin which ones.")
             return False
         return True
+
+
+HEARTBEAT_SECONDS = 10.0
+HEALTHY_WITHIN = 60.0  # `wspace health` fails when the heartbeat is older than this
 
 
 class WspaceBot(discord.Client):
@@ -82,6 +90,25 @@ class WspaceBot(discord.Client):
         if self.settings.discord.sync_commands:
             synced = await self.tree.sync()
             log.info("synced %d application commands", len(synced))
+        self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+
+    async def _beat(self) -> None:
+        """Touch the heartbeat file (``wspace health``, the Docker HEALTHCHECK) while the
+        gateway is connected; stale when the bot hangs or has lost Discord."""
+        path = heartbeat_path(self.settings)
+        wrote = False
+        while True:
+            if not self.is_closed() and self.is_ready():
+                wrote = True
+                engine = self.services.engine if self.services else None
+                state = {"time": time.time(), "pid": os.getpid(), "engine_ready": bool(engine and engine.info)}
+                try:
+                    tmp = path.with_name(path.name + ".tmp")
+                    tmp.write_text(json.dumps(state))
+                    tmp.replace(path)
+                except OSError as exc:
+                    log.warning("cannot write the heartbeat %s: %s", path, exc)
+            await asyncio.sleep(HEARTBEAT_SECONDS if wrote else 0.5)
 
     def apply_settings(self, settings: Settings) -> None:
         """New limits take effect at once; engine changes need ``restart_engine``."""
@@ -111,6 +138,8 @@ class WspaceBot(discord.Client):
             pass
 
     async def close(self) -> None:
+        if getattr(self, "_heartbeat", None):
+            self._heartbeat.cancel()
         if self.services is not None:
             await self.services.engine.close()
             await self.services.storage.close()

@@ -382,8 +382,31 @@ def _device_problem_elsewhere(device: str) -> str | None:
 
 
 @app.command()
+def health(config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file")] = None) -> None:
+    """Exit 0 when the bot of this config is connected to Discord (its heartbeat is fresh); for HEALTHCHECK."""
+    import json
+    import time
+
+    from bot.app import HEALTHY_WITHIN
+    from bot.config import ConfigError, heartbeat_path, load_settings
+
+    try:
+        path = heartbeat_path(load_settings(config))
+        beat = json.loads(path.read_text())
+    except ConfigError as exc:
+        fail(str(exc))
+    except (OSError, ValueError):
+        fail("unhealthy: the bot has not reported in yet (no heartbeat file).")
+    age = time.time() - float(beat.get("time", 0))
+    if age > HEALTHY_WITHIN:
+        fail(f"unhealthy: the bot's last heartbeat is {age:.0f} s old.")
+    typer.echo(f"healthy: heartbeat {age:.0f} s ago, engine {'ready' if beat.get('engine_ready') else 'starting'}.")
+
+
+@app.command()
 def worker(redis: Annotated[str, typer.Option("--redis", help="Redis URL, e.g. redis://gpu-box:6379/0")],
-           model: ModelOpt = None, device: DeviceOpt = "cpu",
+           model: ModelOpt = None,
+           device: Annotated[Optional[str], typer.Option("--device", help="torch device (default: $WSPACE_DEVICE, else cpu)")] = None,
            threads: Annotated[Optional[int], typer.Option(min=1, help="torch CPU threads")] = None,
            claim_idle: Annotated[float, typer.Option(min=1, help="take over a job a dead worker left after this many seconds")] = 30.0,
            inline_max: Annotated[int, typer.Option(min=1024, help="results larger than this many bytes go beside the stream")] = 256 * 1024,
@@ -392,8 +415,10 @@ def worker(redis: Annotated[str, typer.Option("--redis", help="Redis URL, e.g. r
     """Run an engine worker that takes jobs from Redis (one per GPU; any number of hosts)."""
     from engine.checkpoints import CheckpointError
     from engine.redis_worker import serve_redis
+    from bot.config import environment_device
     from engine.runtime import device_problem
 
+    device = device or environment_device() or "cpu"
     if problem := device_problem(device):
         fail(problem)
     try:

@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 TOKEN_ENV = "WSPACE_TOKEN"
+CONFIG_ENV = "WSPACE_CONFIG"  # the config file when --config is not given (the Docker image mounts one)
+DEVICE_ENV = "WSPACE_DEVICE"  # overrides engine.device (and is wspace worker's default --device)
 
 
 class ConfigError(ValueError):
@@ -118,10 +120,28 @@ def parse_settings(data: dict, source: str = "config") -> Settings:
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
 
 
+def environment_device() -> str | None:
+    return os.environ.get(DEVICE_ENV) or None
+
+
 def load_settings(path: str | Path | None) -> Settings:
-    if path is None:
-        return Settings()
-    path = Path(path)
+    """The file at ``path`` (default: ``$WSPACE_CONFIG``, else all defaults), with
+    ``$WSPACE_DEVICE`` overriding ``engine.device``."""
+    path = path or os.environ.get(CONFIG_ENV) or None
+    settings = _load_file(Path(path)) if path else Settings()
+    if device := environment_device():
+        data = settings.model_dump()
+        data["engine"]["device"] = device
+        settings = parse_settings(data, f"{DEVICE_ENV}={device!r}")
+    return settings
+
+
+def heartbeat_path(settings: Settings) -> Path:
+    """The file the running bot touches every few seconds (``wspace health`` reads it)."""
+    return settings.storage.database.with_name(settings.storage.database.name + ".alive")
+
+
+def _load_file(path: Path) -> Settings:
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:

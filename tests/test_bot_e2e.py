@@ -264,3 +264,27 @@ async def test_buttons_under_a_projection_keep_working(env):
         assert "age.png" in click.all_files(), click.last_content()
     else:
         assert "don't know the direction" in click.last_content()
+
+
+async def test_the_running_bot_keeps_a_fresh_heartbeat_for_health_checks(env, monkeypatch, tmp_path):
+    import json as _json
+    import time
+
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+    from bot.config import heartbeat_path
+
+    sim, bot = env
+    path = heartbeat_path(bot.settings)
+    await sim.wait_for(path.exists, 10)
+    beat = _json.loads(path.read_text())
+    assert time.time() - beat["time"] < 60 and beat["engine_ready"]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[storage]\ndatabase = "{bot.settings.storage.database}"\n')
+    monkeypatch.setenv("WSPACE_CONFIG", str(cfg))  # what the Docker image's HEALTHCHECK uses
+    r = CliRunner().invoke(app, ["health"])
+    assert r.exit_code == 0 and "healthy" in r.output, r.output
+    path.write_text(_json.dumps({"time": time.time() - 3600}))
+    r = CliRunner().invoke(app, ["health"])
+    assert r.exit_code == 1 and "unhealthy" in r.output

@@ -1,0 +1,179 @@
+"""Builds the Discord client, registers the command modules, starts the engine process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+
+from bot.commands import admin, blend, edit, morph, privacy, project
+from bot.commands.common import Services, reply_now
+from bot.commands.views import EditButton
+from bot.config import Settings, heartbeat_path
+from bot.engine_client import JobBook, make_engine_client
+from bot.limits import Limits
+from bot.storage import Storage
+
+log = logging.getLogger("wspace.bot")
+
+COMMAND_MODULES = (project, edit, blend, morph, privacy, admin)
+
+
+def make_engine(settings: Settings) -> JobBook:
+    return make_engine_client(settings.engine, settings.limits)
+
+
+def make_limits(settings: Settings) -> Limits:
+    lim = settings.limits
+    return Limits(lim.member_rate, lim.member_period, lim.server_rate, lim.server_period)
+
+
+class GatedTree(app_commands.CommandTree):
+    """Answers only in the servers and channels the config allows."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        d = self.client.settings.discord
+        if d.allowed_guilds and interaction.guild_id not in d.allowed_guilds:
+            await reply_now(interaction, "wspace is not enabled in this server.")
+            return False
+        if d.allowed_channels and interaction.channel_id not in d.allowed_channels:
+            await reply_now(interaction, "wspace answers in its own channels; ask an admin which ones.")
+            return False
+        return True
+
+
+HEARTBEAT_SECONDS = 10.0
+HEALTHY_WITHIN = 60.0  # `wspace health` fails when the heartbeat is older than this
+
+
+class WspaceBot(discord.Client):
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        kwargs = {}
+        if settings.discord.sharded and settings.discord.shard_count:
+            kwargs["shard_count"] = settings.discord.shard_count
+        super().__init__(intents=intents, **kwargs)
+        self.settings, self.config_path = settings, config_path
+        self.tree = GatedTree(self)
+        self.tree.on_error = self.on_command_error
+        self.services: Services | None = None
+
+    async def login(self, token: str) -> None:
+        # discord.py's default pool is unbounded (TCPConnector(limit=0)): a burst of 500
+        # interactions opened ~500 connections at once, each a TCP (on Discord, TLS)
+        # handshake before its acknowledgement could go out. A bounded pool keeps a few
+        # open and reuses them (bench/bot_load.py, docs/reliability.md).
+        if self.http.connector is discord.utils.MISSING:
+            self.http.connector = aiohttp.TCPConnector(limit=self.settings.discord.http_connections)
+        await super().login(token)
+
+    async def setup_hook(self) -> None:
+        storage = await Storage.open(self.settings.storage.database)
+        stale = await storage.fail_unfinished_jobs()
+        if stale:
+            log.warning("marked %d unfinished jobs from a previous run as failed", stale)
+        engine = make_engine(self.settings)
+        await engine.start(wait=False)  # the bot answers while the model loads
+        self.services = Services(self.settings, storage, engine, make_limits(self.settings), config_path=self.config_path)
+        for module in COMMAND_MODULES:
+            module.register(self.tree, self.services)
+        self.add_dynamic_items(EditButton)
+        if self.settings.discord.sync_commands:
+            synced = await self.tree.sync()
+            log.info("synced %d application commands", len(synced))
+        self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+
+    async def _beat(self) -> None:
+        """Touch the heartbeat file (``wspace health``, the Docker HEALTHCHECK) while the
+        gateway is connected; stale when the bot hangs or has lost Discord."""
+        path = heartbeat_path(self.settings)
+        wrote = False
+        while True:
+            if not self.is_closed() and self.is_ready():
+                wrote = True
+                engine = self.services.engine if self.services else None
+                state = {"time": time.time(), "pid": os.getpid(), "engine_ready": bool(engine and engine.info)}
+                try:
+                    tmp = path.with_name(path.name + ".tmp")
+                    tmp.write_text(json.dumps(state))
+                    tmp.replace(path)
+                except OSError as exc:
+                    log.warning("cannot write the heartbeat %s: %s", path, exc)
+            await asyncio.sleep(HEARTBEAT_SECONDS if wrote else 0.5)
+
+    def apply_settings(self, settings: Settings) -> None:
+        """New limits take effect at once; engine changes need ``restart_engine``."""
+        self.settings = settings
+        svc = self.services
+        svc.settings = settings
+        svc.limits = make_limits(settings)
+        svc.engine.queue_size = settings.limits.queue_size
+
+    async def restart_engine(self) -> None:
+        old = self.services.engine
+        await old.close()
+        self.services.engine = make_engine(self.settings)
+        await self.services.engine.start(wait=False)
+
+    async def on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        if isinstance(error, app_commands.MissingPermissions):
+            await reply_now(interaction, "Only members with Manage Server can use this.")
+            return
+        if isinstance(error, app_commands.CheckFailure):
+            await reply_now(interaction, "You are not allowed to use this command here.")
+            return
+        log.error("command %s failed", getattr(interaction.command, "name", "?"), exc_info=error)
+        try:
+            await reply_now(interaction, f"Sorry, something went wrong on my side (interaction {interaction.id}); it has been logged.")
+        except discord.HTTPException:
+            pass
+
+    async def close(self) -> None:
+        if getattr(self, "_heartbeat", None):
+            self._heartbeat.cancel()
+        if self.services is not None:
+            await self.services.engine.close()
+            await self.services.storage.close()
+        await super().close()
+
+
+class ShardedWspaceBot(WspaceBot, discord.AutoShardedClient):
+    """The same bot on discord.py's auto-sharded client: one process, several gateway shards."""
+
+
+def make_bot(settings: Settings, config_path: Path | None = None) -> WspaceBot:
+    return (ShardedWspaceBot if settings.discord.sharded else WspaceBot)(settings, config_path)
+
+
+def configure_api_base(settings: Settings) -> None:
+    """Point discord.py at another API root and gateway (the local simulator in tests)."""
+    if settings.discord.api_base:
+        discord.http.Route.BASE = settings.discord.api_base.rstrip("/")
+    if settings.discord.gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord.gateway_url)
+
+
+class ServeError(RuntimeError):
+    """The bot cannot start; ``str`` is one sentence for the operator."""
+
+
+def run(settings: Settings, config_path: Path | None = None) -> None:
+    configure_api_base(settings)
+    bot = make_bot(settings, config_path)
+    try:
+        bot.run(settings.token(), log_handler=None)
+    except discord.LoginFailure:
+        raise ServeError("Discord refused the bot token; check discord.token or the WSPACE_TOKEN variable.") from None
+    except discord.PrivilegedIntentsRequired:
+        raise ServeError("Discord refused an intent this bot asked for; enable it in the developer portal.") from None
+    except (aiohttp.ClientConnectionError, discord.GatewayNotFound, OSError, TimeoutError) as exc:
+        raise ServeError(f"Could not reach Discord ({type(exc).__name__}); check the network and try again.") from None

@@ -1,0 +1,164 @@
+"""The one home of configuration: a TOML file validated into typed settings.
+
+Errors name the bad key (``limits.queue_size: Input should be greater than 0``) and
+never print a secret's value. The bot token comes from the file or, when the file
+leaves it out, from the ``WSPACE_TOKEN`` environment variable; it is a ``SecretStr``
+so it never lands in a log or a repr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+TOKEN_ENV = "WSPACE_TOKEN"
+CONFIG_ENV = "WSPACE_CONFIG"  # the config file when --config is not given (the Docker image mounts one)
+DEVICE_ENV = "WSPACE_DEVICE"  # overrides engine.device (and is wspace worker's default --device)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DiscordSettings(_Strict):
+    token: SecretStr | None = None
+    token_env: str = Field(TOKEN_ENV, description="Environment variable holding the token when the file has none")
+    allowed_guilds: list[int] = Field(default_factory=list, description="Empty: every server the bot is in")
+    allowed_channels: list[int] = Field(default_factory=list, description="Empty: every channel")
+    api_base: str | None = Field(None, description="Override Discord's API root (a local simulator in tests)")
+    gateway_url: str | None = Field(None, description="Override Discord's gateway websocket URL (same)")
+    sync_commands: bool = True
+    sharded: bool = Field(False, description="Run discord.py's auto-sharded client (large bots)")
+    shard_count: int | None = Field(None, ge=1, description="With sharded: this many shards; empty = Discord's advice")
+    http_connections: int = Field(32, ge=0, le=1000,
+                                  description="Open HTTPS connections to Discord at most (0: unbounded, discord.py's default)")
+
+    @model_validator(mode="after")
+    def _shards_need_sharding(self):
+        if self.shard_count is not None and not self.sharded:
+            raise ValueError("shard_count is set but sharded is false; set sharded = true or remove shard_count")
+        return self
+
+
+class EngineSettings(_Strict):
+    model: Path | None = Field(None, description="Generator file; empty = the embedded model")
+    directions: Path | None = None
+    device: str = Field("cpu", description="torch device of the engine: cpu, cuda, cuda:N or mps")
+    threads: int | None = Field(None, ge=1, le=256)
+    transport: Literal["local", "redis"] = Field(
+        "local", description="local: one engine process here; redis: workers anywhere (`wspace worker --redis URL`)")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field("wspace", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    job_timeout_seconds: float = Field(900.0, gt=0)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:[0-9]{1,2})?|mps", value):
+            raise ValueError("device must be cpu, cuda, cuda:N or mps")
+        return value
+
+
+class LimitSettings(_Strict):
+    queue_size: int = Field(32, ge=1, le=10_000)
+    per_member_queued: int = Field(2, ge=1, le=100)
+    member_rate: int = Field(6, ge=1, description="jobs a member may start per member_period")
+    member_period: float = Field(60.0, gt=0)
+    server_rate: int = Field(60, ge=1)
+    server_period: float = Field(60.0, gt=0)
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    project_steps: int = Field(300, ge=1, le=2000)
+    max_project_steps: int = Field(1000, ge=1, le=2000)
+    morph_max_members: int = Field(24, ge=2, le=64)
+    max_frames: int = Field(120, ge=8, le=240)
+    max_gif_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
+    progress_interval: float = Field(1.5, ge=0.5)
+
+
+class StorageSettings(_Strict):
+    database: Path = Path("wspace.sqlite3")
+
+
+class LoggingSettings(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Strict):
+    logging: LoggingSettings = LoggingSettings()
+    discord: DiscordSettings = DiscordSettings()
+    engine: EngineSettings = EngineSettings()
+    limits: LimitSettings = LimitSettings()
+    storage: StorageSettings = StorageSettings()
+
+    def token(self) -> str:
+        if self.discord.token is not None:
+            return self.discord.token.get_secret_value()
+        env = self.discord.token_env
+        token = os.environ.get(env)
+        if not token:
+            raise ConfigError(f"no bot token: set discord.token in the config file or {env} in the environment")
+        return token
+
+
+def parse_settings(data: dict, source: str = "config") -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{key}: {err['msg']}")  # the message, never the offending input
+        raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
+
+
+def environment_device() -> str | None:
+    return os.environ.get(DEVICE_ENV) or None
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    """The file at ``path`` (default: ``$WSPACE_CONFIG``, else all defaults), with
+    ``$WSPACE_DEVICE`` overriding ``engine.device``."""
+    path = path or os.environ.get(CONFIG_ENV) or None
+    settings = _load_file(Path(path)) if path else Settings()
+    if device := environment_device():
+        data = settings.model_dump()
+        data["engine"]["device"] = device
+        settings = parse_settings(data, f"{DEVICE_ENV}={device!r}")
+    return settings
+
+
+def heartbeat_path(settings: Settings) -> Path:
+    """The file the running bot touches every few seconds (``wspace health`` reads it)."""
+    return settings.storage.database.with_name(settings.storage.database.name + ".alive")
+
+
+def _load_file(path: Path) -> Settings:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no config file at {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    settings = parse_settings(data, str(path))
+    base = path.parent
+    engine = settings.engine
+    # Relative paths in the file are relative to the file, not to wherever the bot starts.
+    updates = {}
+    if engine.model and not engine.model.is_absolute():
+        updates["model"] = base / engine.model
+    if engine.directions and not engine.directions.is_absolute():
+        updates["directions"] = base / engine.directions
+    if updates:
+        settings = settings.model_copy(update={"engine": engine.model_copy(update=updates)})
+    if not settings.storage.database.is_absolute():
+        settings = settings.model_copy(update={"storage": StorageSettings(database=base / settings.storage.database)})
+    return settings

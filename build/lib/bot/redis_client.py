@@ -1,0 +1,242 @@
+"""The Redis transport: jobs go to engine workers on any host (``wspace worker --redis URL``).
+
+Same interface and objects as the local transport (``bot/engine_client.py``); the command
+layer cannot tell them apart. How the keys are laid out and why delivery is at least
+once is written in ``engine/redis_worker.py``; this side:
+
+- sends each job to the stream of the model its latents were made with, and refuses at
+  once when no live worker serves that model;
+- reads its own reply stream (one per bot process, so shards never see each other's
+  events), resolves each job id once and counts a second answer as a duplicate;
+- follows the workers' heartbeats: ready while at least one is alive;
+- when Redis stays unreachable (past redis-py's few reconnection retries), fails the jobs
+  it was waiting for with one sentence and carries on as soon as Redis is back;
+- when Redis comes back without its data (its epoch key is gone), fails exactly the jobs
+  whose stream entries were lost, and keeps those sent since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, TimeoutError as RedisTimeout
+
+from bot.engine_client import EngineUnavailable, JobBook, ProgressCallback
+from engine import wire
+from engine.jobs import Job, JobFailed, Result, WorkerReady
+from engine.redis_worker import JOBS_MAXLEN, STALE_RETRIES, keys
+
+log = logging.getLogger("wspace.redis")
+
+INTERRUPTED = "The connection to the face engines was interrupted; please try again."
+EPOCH_TTL = 3600  # seconds; refreshed every poll while the bot runs
+NO_WORKER_FOR_MODEL = "No engine here has the model those faces were made with; project them again."
+
+
+class RedisEngineClient(JobBook):
+    transport = "redis"
+
+    def __init__(self, url: str, queue_size: int = 32, job_timeout: float = 900.0, prefix: str = "wspace",
+                 poll_seconds: float = 0.5) -> None:
+        super().__init__(queue_size, job_timeout)
+        self.url, self.k, self.poll = url, keys(prefix), poll_seconds
+        self.reply_stream = f"{prefix}:events:{uuid.uuid4().hex[:12]}"
+        self.workers: dict[str, dict] = {}
+        self.answered_by: dict[str, str] = {}
+        self.parked_results = 0  # results that came beside the stream, being large
+        self.device = "remote"
+        self.redis_up = False
+        self.epoch_key = f"{self.reply_stream}:epoch"  # vanishes when Redis loses its data
+        self.epoch_set = False
+        self.sent: dict[str, tuple[str, bytes]] = {}  # job id -> (job stream, entry id) while pending
+        self._tasks: list[asyncio.Task] = []
+        self.r: aioredis.Redis | None = None
+
+    async def start(self, wait: bool = True, timeout: float = 120.0) -> None:
+        # Through from_url, redis-py's connections retry nothing: after a Redis restart every
+        # stale pooled connection failed one command, and each failure looked like a new
+        # outage (workers forgotten, a member told the engine was away). A few quick retries
+        # reconnect a stale connection; a real outage still surfaces within about a second.
+        self.r = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=3,
+                                         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), STALE_RETRIES),
+                                         retry_on_error=[RedisConnectionError, RedisTimeout])
+        self._tasks = [asyncio.create_task(self._read_events(), name="redis-events"),
+                       asyncio.create_task(self._watch_workers(), name="redis-workers")]
+        if wait:
+            await self.wait_ready(timeout)
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self._tasks:  # a read blocked inside redis-py may take a moment to notice; never hang on it
+            await asyncio.wait(self._tasks, timeout=3)
+        for job_id in list(self.pending):
+            p = self.pending.pop(job_id)
+            if not p.future.done():
+                p.future.set_exception(EngineUnavailable("the bot is shutting down"))
+        if self.r is not None:
+            try:
+                await asyncio.wait_for(self.r.delete(self.reply_stream, self.epoch_key), 3)
+                await asyncio.wait_for(self.r.aclose(), 3)
+            except (RedisError, OSError, asyncio.TimeoutError):
+                pass
+
+    # --- Redis up and down ----------------------------------------------------------------
+
+    def _went_down(self, exc: Exception, since: float) -> None:
+        """A call that began at ``since`` failed: jobs sent before then may be lost with
+        Redis; jobs sent after it (Redis already back) are not."""
+        lost = [job_id for job_id, p in self.pending.items() if p.submitted < since]
+        if self.redis_up or lost:
+            log.error("Redis unreachable (%s): failing %d waiting jobs", exc, len(lost))
+        self.redis_up = False
+        self.workers = {}
+        self._ready.clear()
+        for job_id in lost:
+            self._fail(job_id, "engine_restarted", INTERRUPTED)
+
+    async def _check_epoch(self) -> None:
+        """A restarted Redis that lost its data is not a connection error (redis-py simply
+        reconnects): it shows as our epoch key gone. Jobs whose stream entries went with it
+        are failed; jobs sent since (Redis already back) are still there and kept."""
+        if self.epoch_set and not await self.r.exists(self.epoch_key):
+            lost = []
+            for job_id, (stream, entry) in list(self.sent.items()):
+                if job_id in self.pending:
+                    found = await self.r.xrange(stream, entry, entry)
+                    if not found or found[0][1].get(b"job_id", b"").decode() != job_id:
+                        lost.append(job_id)
+            log.error("Redis restarted without its data: failing %d waiting jobs it lost", len(lost))
+            for job_id in lost:
+                self._fail(job_id, "engine_restarted", INTERRUPTED)
+        await self.r.set(self.epoch_key, str(time.time()), ex=EPOCH_TTL)
+        self.epoch_set = True
+        for job_id in [j for j in self.sent if j not in self.pending]:
+            del self.sent[job_id]
+
+    async def _watch_workers(self) -> None:
+        while True:
+            since = time.monotonic()
+            try:
+                await self._check_epoch()
+                ids = sorted(m.decode() for m in await self.r.smembers(self.k["workers"]))
+                beats = await self.r.mget([self.k["worker"].format(i) for i in ids]) if ids else []
+                alive = {}
+                for worker_id, beat in zip(ids, beats):
+                    if beat is None:
+                        await self.r.srem(self.k["workers"], worker_id)  # missed its heartbeats
+                    else:
+                        alive[worker_id] = json.loads(beat)
+                if not self.redis_up:
+                    log.info("Redis reachable; %d engine workers", len(alive))
+                self.redis_up = True
+                self.workers = alive
+                self._update_info()
+                hung = self.hung_job()
+                if hung is not None:
+                    self._fail(hung.job.id, "engine_restarted", "That took far too long and was stopped; try again.")
+            except (RedisConnectionError, RedisTimeout, OSError) as exc:
+                self._went_down(exc, since)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading worker heartbeats failed")
+            await asyncio.sleep(self.poll)
+
+    def _update_info(self) -> None:
+        if not self.workers:
+            self._ready.clear()
+            return
+        models = [w["model_id"] for w in self.workers.values()]
+        if self.info is None or self.info.model_id not in models:  # the model most workers serve
+            w = next(w for w in self.workers.values() if w["model_id"] == max(set(models), key=models.count))
+            self.info = WorkerReady(w["id"], w["model_id"], w["resolution"], w["num_ws"], w["w_dim"],
+                                    w["directions"], w["device"], w["pid"])
+            self.device = w["device"]
+        self._ready.set()
+
+    # --- events -----------------------------------------------------------------------------
+
+    async def _read_events(self) -> None:
+        last = "0-0"
+        while True:
+            since = time.monotonic()
+            try:
+                got = await self.r.xread({self.reply_stream: last}, count=100, block=1000)
+                for _stream, entries in got or []:
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        await self._on_entry(fields)
+                    await self.r.xtrim(self.reply_stream, minid=last)  # read: no need to keep it
+            except (RedisConnectionError, RedisTimeout, OSError) as exc:
+                self._went_down(exc, since)
+                await asyncio.sleep(self.poll)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading engine events failed")
+                await asyncio.sleep(self.poll)
+
+    async def _on_entry(self, fields: dict) -> None:
+        worker = fields.get(b"worker", b"?").decode(errors="replace")
+        job_id = fields.get(b"job_id", b"?").decode(errors="replace")
+        try:
+            if b"ref" in fields:  # a large result parked beside the stream
+                data = await self.r.getdel(fields[b"ref"].decode())
+                if data is None:
+                    raise wire.WireError("the stored result has expired")
+                self.parked_results += 1
+            else:
+                data = fields[b"event"]
+            event = wire.loads(data)
+        except (wire.WireError, KeyError) as exc:
+            log.error("unreadable event for job %s from %s: %s", job_id, worker, exc)
+            self._fail(job_id, "internal", "Sorry, the engine's answer was lost on the way; please try again.")
+            return
+        if isinstance(event, (Result, JobFailed)):
+            if event.job_id in self.pending:
+                self.answered_by[event.job_id] = worker
+                if len(self.answered_by) > 10_000:
+                    self.answered_by.pop(next(iter(self.answered_by)))
+        self._deliver(event)
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def submit(self, job: Job, on_progress: ProgressCallback | None = None) -> asyncio.Future:
+        if not self.redis_up or not self.workers:
+            raise EngineUnavailable("no engine worker is connected")
+        model = job.model_id or self.info.model_id
+        fut = self._book(job, on_progress)
+        if not any(w["model_id"] == model for w in self.workers.values()):
+            self._fail(job.id, "model_mismatch", NO_WORKER_FOR_MODEL)
+            return fut
+        asyncio.ensure_future(self._send(job, model))
+        return fut
+
+    async def _send(self, job: Job, model: str) -> None:
+        try:
+            stream = self.k["jobs"].format(model)
+            entry = await self.r.xadd(stream, {"job_id": job.id, "reply": self.reply_stream, "job": wire.dumps(job),
+                                               "sent": str(time.time())},
+                                      maxlen=JOBS_MAXLEN, approximate=True)
+            if job.id in self.pending:
+                self.sent[job.id] = (stream, entry)
+        except (RedisError, OSError) as exc:
+            log.error("could not send job %s: %s", job.id, exc)
+            self._fail(job.id, "engine_restarted", INTERRUPTED)
+
+    def stats(self) -> dict:
+        workers = [{"id": w["id"], "model_id": w["model_id"], "device": w["device"], "host": w["host"],
+                    "jobs_done": w["jobs_done"], "busy": w["busy"],
+                    "jobs_per_minute": round(60 * w["jobs_done"] / max(w["up_seconds"], 1.0), 1)}
+                   for w in self.workers.values()]
+        return {**self._stats(), "alive": bool(self.workers), "pid": None, "device": self.device,
+                "redis": "up" if self.redis_up else "down", "workers": workers}

@@ -1,0 +1,282 @@
+"""Every SQL statement of the bot. SQLite through aiosqlite, WAL mode, migrations from
+``migrations/NNN_name.sql`` (shipped in the package as ``bot.migrations``, read with
+``importlib.resources``) applied in order at start and recorded in ``schema_version``.
+
+A member's face is a kept face (``engine/kept.py``): float32 W+ and, when the projector
+made it, its float16 noise maps, stored with the id of the model that made them; a face
+of one model is never handed out for another.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+import numpy as np
+
+from engine.jobs import Face
+from engine.kept import NOISE_DTYPE
+
+MAX_NOISE_BYTES = 64 * 2**20  # a 1024-px model's maps are ~5.6 MB; anything far larger is not a face
+
+MIGRATIONS_DIR = importlib.resources.files("bot.migrations")
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+class StorageError(RuntimeError):
+    """The database cannot do what was asked (locked, full, damaged)."""
+
+
+@dataclass
+class StoredLatent:
+    ws: np.ndarray
+    model_id: str
+    source: str
+    created_at: float
+    noise: np.ndarray | None = None  # packed float16 noise maps; None: the model's constant maps
+
+    @property
+    def face(self) -> Face:
+        return Face(self.ws, self.noise)
+
+
+def _noise_blob(noise: np.ndarray | None) -> bytes | None:
+    if noise is None:
+        return None
+    blob = np.ascontiguousarray(noise, dtype=NOISE_DTYPE).reshape(-1).tobytes()
+    if len(blob) > MAX_NOISE_BYTES:
+        raise StorageError("those noise maps are too large to be a face")
+    return blob
+
+
+def _noise_of(blob: bytes | None) -> np.ndarray | None:
+    if blob is None or len(blob) % NOISE_DTYPE.itemsize or len(blob) > MAX_NOISE_BYTES:
+        return None  # a damaged column draws with the constant maps rather than failing
+    return np.frombuffer(blob, dtype=NOISE_DTYPE).copy()
+
+
+def migrations(directory=MIGRATIONS_DIR) -> list[tuple[int, str, str]]:
+    """``(version, name, sql)`` of every ``*.sql`` in ``directory`` (a Path or a package's
+    Traversable), in order."""
+    found = []
+    for path in sorted((p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
+        m = _MIGRATION_NAME.match(path.name)
+        if not m:
+            raise StorageError(f"migration file {path.name} does not follow NNN_name.sql")
+        found.append((int(m.group(1)), path.name[:-4], path.read_text(encoding="utf-8")))
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise StorageError("two migrations share a version number")
+    return found
+
+
+class Storage:
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self.db, self.path = db, path
+
+    @classmethod
+    async def open(cls, path: str | Path, migrations_dir=MIGRATIONS_DIR) -> "Storage":
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, timeout=10.0, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=5000")
+            store = cls(db, path)
+            await store._migrate(migrations_dir)
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise StorageError(f"cannot open the database {path.name}: {exc}") from None
+        return store
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def _migrate(self, directory) -> list[int]:
+        await self.db.execute("CREATE TABLE IF NOT EXISTS schema_version ("
+                              "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
+        async with self.db.execute("SELECT version FROM schema_version") as cur:
+            done = {row[0] for row in await cur.fetchall()}
+        applied = []
+        for version, name, sql in migrations(directory):
+            if version in done:
+                continue
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(sql):
+                    await self.db.execute(statement)
+                await self.db.execute("INSERT INTO schema_version VALUES (?, ?, ?)", (version, name, time.time()))
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            applied.append(version)
+        return applied
+
+    async def schema_versions(self) -> list[int]:
+        async with self.db.execute("SELECT version FROM schema_version ORDER BY version") as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def _write(self, sql: str, params: tuple = ()) -> int:
+        try:
+            cur = await self.db.execute(sql, params)
+            return cur.rowcount
+        except sqlite3.OperationalError as exc:
+            raise StorageError(_explain(exc)) from exc
+
+    async def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            async with self.db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.OperationalError as exc:
+            raise StorageError(_explain(exc)) from exc
+
+    # --- members and consent ------------------------------------------------------------
+
+    async def ensure_member(self, guild_id: int, user_id: int) -> None:
+        await self._write("INSERT OR IGNORE INTO members (guild_id, user_id, created_at) VALUES (?, ?, ?)",
+                          (guild_id, user_id, time.time()))
+
+    async def set_share(self, guild_id: int, user_id: int, share: bool) -> None:
+        await self.ensure_member(guild_id, user_id)
+        await self._write("UPDATE members SET share = ? WHERE guild_id = ? AND user_id = ?", (int(share), guild_id, user_id))
+
+    async def shares(self, guild_id: int, user_id: int) -> bool:
+        rows = await self._rows("SELECT share FROM members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+        return bool(rows and rows[0][0])
+
+    # --- latents ------------------------------------------------------------------------
+
+    async def save_latent(self, guild_id: int, user_id: int, model_id: str, ws: np.ndarray, source: str,
+                          noise: np.ndarray | None = None) -> None:
+        ws = np.ascontiguousarray(ws, dtype="<f4")
+        await self.ensure_member(guild_id, user_id)
+        await self._write(
+            "INSERT INTO latents (guild_id, user_id, model_id, num_ws, w_dim, ws, source, created_at, noise) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, user_id, model_id) DO UPDATE SET "
+            "num_ws = excluded.num_ws, w_dim = excluded.w_dim, ws = excluded.ws, source = excluded.source, "
+            "created_at = excluded.created_at, noise = excluded.noise",
+            (guild_id, user_id, model_id, ws.shape[0], ws.shape[1], ws.tobytes(), source, time.time(), _noise_blob(noise)))
+
+    async def latent(self, guild_id: int, user_id: int, model_id: str) -> StoredLatent | None:
+        rows = await self._rows("SELECT num_ws, w_dim, ws, source, created_at, noise FROM latents "
+                                "WHERE guild_id = ? AND user_id = ? AND model_id = ?", (guild_id, user_id, model_id))
+        if not rows:
+            return None
+        num_ws, w_dim, blob, source, created, noise = rows[0]
+        return StoredLatent(np.frombuffer(blob, dtype="<f4").reshape(num_ws, w_dim).copy(), model_id, source, created,
+                            _noise_of(noise))
+
+    async def sharing_members_with_latents(self, guild_id: int, model_id: str) -> list[int]:
+        rows = await self._rows("SELECT l.user_id FROM latents l JOIN members m USING (guild_id, user_id) "
+                                "WHERE l.guild_id = ? AND l.model_id = ? AND m.share = 1 ORDER BY l.created_at",
+                                (guild_id, model_id))
+        return [r[0] for r in rows]
+
+    async def save_pending(self, guild_id: int, user_id: int, model_id: str, ws: np.ndarray,
+                           noise: np.ndarray | None = None) -> None:
+        await self.ensure_member(guild_id, user_id)
+        await self._write("INSERT OR REPLACE INTO pending_latents (guild_id, user_id, model_id, ws, created_at, noise) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", (guild_id, user_id, model_id,
+                                                        np.ascontiguousarray(ws, dtype="<f4").tobytes(), time.time(),
+                                                        _noise_blob(noise)))
+
+    async def adopt_pending(self, guild_id: int, user_id: int, model_id: str, num_ws: int, w_dim: int) -> bool:
+        rows = await self._rows("SELECT ws, noise FROM pending_latents WHERE guild_id = ? AND user_id = ? AND model_id = ?",
+                                (guild_id, user_id, model_id))
+        if not rows:
+            return False
+        ws = np.frombuffer(rows[0][0], dtype="<f4").reshape(num_ws, w_dim)
+        await self.save_latent(guild_id, user_id, model_id, ws, "adopt", _noise_of(rows[0][1]))
+        await self._write("DELETE FROM pending_latents WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+        return True
+
+    async def forget(self, guild_id: int, user_id: int) -> int:
+        """Delete every row about a member in this server; returns how many went."""
+        total = 0
+        await self._write("BEGIN IMMEDIATE")
+        try:
+            for table in ("latents", "pending_latents", "jobs", "members"):
+                total += await self._write(f"DELETE FROM {table} WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+            await self._write("COMMIT")
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+        return total
+
+    async def rows_about(self, guild_id: int, user_id: int) -> int:
+        total = 0
+        for table in ("latents", "pending_latents", "jobs", "members"):
+            rows = await self._rows(f"SELECT COUNT(*) FROM {table} WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+            total += rows[0][0]
+        return total
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    async def job_queued(self, job_id: str, guild_id: int, user_id: int, kind: str) -> None:
+        await self._write("INSERT INTO jobs (id, guild_id, user_id, kind, status, created_at) VALUES (?, ?, ?, ?, 'queued', ?)",
+                          (job_id, guild_id, user_id, kind, time.time()))
+
+    async def job_started(self, job_id: str) -> None:
+        await self._write("UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?", (time.time(), job_id))
+
+    async def job_finished(self, job_id: str, error: str | None = None) -> None:
+        await self._write("UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+                          ("failed" if error else "done", time.time(), error, job_id))
+
+    async def fail_unfinished_jobs(self, reason: str = "the bot restarted") -> int:
+        """At start-up: no job stays queued or running forever."""
+        return await self._write("UPDATE jobs SET status = 'failed', finished_at = ?, error = ? "
+                                 "WHERE status IN ('queued', 'running')", (time.time(), reason))
+
+    async def job_status(self, job_id: str) -> str | None:
+        rows = await self._rows("SELECT status FROM jobs WHERE id = ?", (job_id,))
+        return rows[0][0] if rows else None
+
+    # --- figures ----------------------------------------------------------------------------
+
+    async def stats(self, guild_id: int | None = None) -> dict:
+        where, params = ("WHERE guild_id = ?", (guild_id,)) if guild_id is not None else ("", ())
+        out = {}
+        for table in ("members", "latents"):
+            out[table] = (await self._rows(f"SELECT COUNT(*) FROM {table} {where}", params))[0][0]
+        rows = await self._rows(f"SELECT status, COUNT(*), AVG(finished_at - started_at) FROM jobs {where} GROUP BY status", params)
+        out["jobs"] = {status: count for status, count, _ in rows}
+        done = [avg for status, _, avg in rows if status == "done" and avg is not None]
+        out["mean_job_seconds"] = round(done[0], 2) if done else None
+        out["database_bytes"] = self.path.stat().st_size if self.path.exists() else 0
+        return out
+
+    async def integrity_ok(self) -> bool:
+        rows = await self._rows("PRAGMA integrity_check")
+        return rows == [("ok",)]
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (sqlite3.complete_statement knows about quotes)."""
+    out, buf = [], ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip() and not all(ln.strip().startswith("--") for ln in buf.strip().splitlines()):
+        raise StorageError("a migration ends with an incomplete statement")
+    return out
+
+
+def _explain(exc: sqlite3.OperationalError) -> str:
+    msg = str(exc).lower()
+    if "locked" in msg or "busy" in msg:
+        return "the database is busy (locked by another process); try again in a moment"
+    if "disk" in msg and ("full" in msg or "i/o" in msg):
+        return "the database disk is full"
+    return f"database error: {exc}"

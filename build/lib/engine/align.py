@@ -1,0 +1,284 @@
+"""Decode a member's photo, find the face with dlib, and align it the way FFHQ was aligned.
+
+Alignment follows the FFHQ procedure as published with the dataset: an oriented square
+("quad") built from the eye centres and the eye-to-eye and eye-to-mouth vectors; shrink
+very large photos first; crop with a border; where the quad leaves the photo, pad by
+reflection and blur the padding towards the photo's median colour; sample the quad;
+Lanczos-resize to the model's resolution.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy.ndimage import gaussian_filter
+
+from engine.errors import ImageTooLarge, NoFaceFound, NotAnImage
+
+MAX_BYTES = 10 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+DETECT_MAX_SIDE = 1024  # faces are searched on a copy no larger than this
+TRANSFORM_MIN = 256  # the quad is sampled at least this large before the final resize
+
+
+def dlib_model_path(name: str) -> Path:
+    """A ``.dat`` file of ``face-recognition-models``, found without importing the package
+    (its ``__init__`` imports ``pkg_resources``, which current setuptools removed)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("face alignment needs `pip install face-recognition-models`")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from face-recognition-models")
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _dlib():
+    import dlib
+
+    return (dlib, dlib.get_frontal_face_detector(),
+            dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat"))))
+
+
+@functools.lru_cache(maxsize=None)
+def _face_encoder():
+    import dlib
+
+    return dlib.face_recognition_model_v1(str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")))
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+
+def decode_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Any photo a member may send -> ``[H, W, 3]`` uint8 RGB, upright (EXIF applied)."""
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"That file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
+    if not data:
+        raise NotAnImage("That file is empty, not an image.")
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size  # header only: nothing decoded yet
+        if w * h > max_pixels:
+            raise ImageTooLarge(f"That image is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.")
+        img.seek(0)  # first frame of an animation
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        arr = _to_rgb(img)
+    except ImageTooLarge:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"That image has too many pixels; the limit is {max_pixels / 1e6:.0f} megapixels.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise NotAnImage("That file is not an image I can read (PNG, JPEG, WebP or GIF).", reason=str(exc)) from None
+    if min(arr.shape[:2]) < 8:
+        raise NoFaceFound("That image is too small to hold a face.")
+    return arr
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        a = (a / max(a.max(), 1) * 255) if a.max() > 255 else a
+        return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(img.convert("RGB"))
+
+
+# --- detection -----------------------------------------------------------------------------
+
+
+@dataclass
+class Face:
+    box: tuple[int, int, int, int]  # left, top, right, bottom in photo pixels
+    landmarks: np.ndarray  # [68, 2] float, photo pixels
+
+
+def detect_faces(img: np.ndarray, upsample: int = 1) -> list[Face]:
+    """All faces, largest first (dlib HOG detector, 68-point landmarks)."""
+    dlib, detector, predictor = _dlib()
+    scale = min(1.0, DETECT_MAX_SIDE / max(img.shape[:2]))
+    small = np.asarray(Image.fromarray(img).resize(
+        (round(img.shape[1] * scale), round(img.shape[0] * scale)), Image.Resampling.BILINEAR)) if scale < 1 else img
+    faces = []
+    for r in detector(np.ascontiguousarray(small), upsample):
+        rect = dlib.rectangle(round(r.left() / scale), round(r.top() / scale), round(r.right() / scale), round(r.bottom() / scale))
+        shape = predictor(img, rect)
+        lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+        faces.append(Face((rect.left(), rect.top(), rect.right(), rect.bottom()), lm))
+    faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+    return faces
+
+
+# --- alignment -----------------------------------------------------------------------------
+
+
+def ffhq_quad(lm: np.ndarray) -> tuple[np.ndarray, float]:
+    """The oriented crop square of FFHQ: 4 corners ``[4, 2]`` and its side length."""
+    eye_left, eye_right = lm[36:42].mean(0), lm[42:48].mean(0)
+    eye_avg, eye_to_eye = (eye_left + eye_right) / 2, eye_right - eye_left
+    mouth_avg = (lm[48] + lm[54]) / 2
+    eye_to_mouth = mouth_avg - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x /= np.hypot(*x)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    quad = np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+    return quad, float(np.hypot(*x) * 2)
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Where a model draws faces, relative to FFHQ's crop: FFHQ's quad spans ``scale`` of
+    the model's frame and its centre sits at ``(0.5 + dx, 0.5 + dy)`` of the frame.
+    FFHQ-trained models have the identity framing."""
+
+    scale: float = 1.0
+    dx: float = 0.0
+    dy: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Framing":
+        return cls(**{k: float(v) for k, v in (d or {}).items() if k in ("scale", "dx", "dy")})
+
+
+FFHQ_FRAMING = Framing()
+
+
+def reframe(quad: np.ndarray, framing: Framing) -> np.ndarray:
+    """The crop quad that puts a face where ``framing`` says the model draws it."""
+    c = quad.mean(0)
+    x = (quad[3] - quad[0]) / 2  # half the top edge: along the face's horizontal
+    y = (quad[1] - quad[0]) / 2  # half the left edge: along the face's vertical
+    c = c - (framing.dx / framing.scale) * 2 * x - (framing.dy / framing.scale) * 2 * y
+    x, y = x / framing.scale, y / framing.scale
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def measure_framing(faces: list[np.ndarray], min_faces: int = 20) -> Framing:
+    """Calibrate a model's framing from faces it (or its teacher) draws: the mean FFHQ
+    quad of the faces dlib finds, relative to the frame."""
+    scales, dxs, dys = [], [], []
+    for img in faces:
+        lm, detected = aligned_landmarks(img)
+        if not detected:
+            continue
+        quad, qsize = ffhq_quad(lm)
+        c = quad.mean(0) / DESCRIPTOR_SIZE
+        scales.append(qsize / DESCRIPTOR_SIZE)
+        dxs.append(c[0] - 0.5)
+        dys.append(c[1] - 0.5)
+    if len(scales) < min_faces:
+        raise ValueError(f"only {len(scales)} faces found; cannot calibrate the framing")
+    return Framing(float(np.median(scales)), float(np.median(dxs)), float(np.median(dys)))
+
+
+def align_from_landmarks(img: np.ndarray, lm: np.ndarray, size: int, framing: Framing = FFHQ_FRAMING) -> np.ndarray:
+    quad, qsize = ffhq_quad(lm)
+    if framing != FFHQ_FRAMING:
+        quad = reframe(quad, framing)
+        qsize = qsize / framing.scale
+    pil = Image.fromarray(img)
+    shrink = int(np.floor(qsize / size * 0.5))
+    if shrink > 1:
+        pil = pil.resize((round(pil.width / shrink), round(pil.height / shrink)), Image.Resampling.LANCZOS)
+        quad, qsize = quad / shrink, qsize / shrink
+    border = max(int(round(qsize * 0.1)), 3)
+    crop = (int(np.floor(quad[:, 0].min())), int(np.floor(quad[:, 1].min())),
+            int(np.ceil(quad[:, 0].max())), int(np.ceil(quad[:, 1].max())))
+    crop = (max(crop[0] - border, 0), max(crop[1] - border, 0),
+            min(crop[2] + border, pil.width), min(crop[3] + border, pil.height))
+    if crop[2] - crop[0] < pil.width or crop[3] - crop[1] < pil.height:
+        pil = pil.crop(crop)
+        quad = quad - crop[0:2]
+    pad = (int(np.floor(quad[:, 0].min())), int(np.floor(quad[:, 1].min())),
+           int(np.ceil(quad[:, 0].max())), int(np.ceil(quad[:, 1].max())))
+    pad = (max(-pad[0] + border, 0), max(-pad[1] + border, 0),
+           max(pad[2] - pil.width + border, 0), max(pad[3] - pil.height + border, 0))
+    if max(pad) > border - 4:
+        pil, quad = _pad_reflect_blurred(pil, quad, qsize, pad)
+    transform = max(size * 4, TRANSFORM_MIN)
+    pil = pil.transform((transform, transform), Image.Transform.QUAD, (quad + 0.5).flatten().tolist(),
+                        Image.Resampling.BILINEAR)
+    return np.asarray(pil.resize((size, size), Image.Resampling.LANCZOS))
+
+
+def _pad_reflect_blurred(pil: Image.Image, quad: np.ndarray, qsize: float, pad) -> tuple[Image.Image, np.ndarray]:
+    pad = np.maximum(pad, int(round(qsize * 0.3)))
+    img = np.pad(np.float32(pil), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
+    h, w, _ = img.shape
+    y, x, _ = np.ogrid[:h, :w, :1]
+    mask = np.maximum(1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
+                      1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]))
+    blur = qsize * 0.02
+    img += (gaussian_filter(img, [blur, blur, 0]) - img) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+    img += (np.median(img, axis=(0, 1)) - img) * np.clip(mask, 0.0, 1.0)
+    return Image.fromarray(np.uint8(np.clip(np.rint(img), 0, 255))), quad + pad[:2]
+
+
+@dataclass
+class AlignedFace:
+    image: np.ndarray  # [size, size, 3] uint8
+    faces_found: int
+    box: tuple[int, int, int, int]
+
+
+def align_face(img: np.ndarray, size: int, framing: Framing = FFHQ_FRAMING) -> AlignedFace:
+    """The largest face of a photo, FFHQ-aligned (then reframed for the model) at ``size``×``size``."""
+    faces = detect_faces(img)
+    if not faces:
+        raise NoFaceFound("I could not find a face in that photo; try a well-lit, front-facing one.")
+    face = faces[0]
+    return AlignedFace(align_from_landmarks(img, face.landmarks, size, framing), len(faces), face.box)
+
+
+# --- likeness ------------------------------------------------------------------------------
+
+SAME_PERSON = 0.6  # dlib's convention: descriptor distance below this = same person
+DESCRIPTOR_SIZE = 256  # small aligned faces are upsampled to this before description
+
+
+def aligned_shape(aligned: np.ndarray):
+    """Upsample an aligned face and fit dlib's 68 landmarks: ``(big image, shape, detected)``.
+
+    The detector runs first; when it finds nothing (tiny or odd faces) the landmarks are
+    fitted inside the central box where alignment puts the face.
+    """
+    dlib, detector, predictor = _dlib()
+    big = np.asarray(Image.fromarray(aligned).resize((DESCRIPTOR_SIZE, DESCRIPTOR_SIZE), Image.Resampling.LANCZOS))
+    dets = detector(big, 1)
+    if dets:
+        rect = max(dets, key=lambda r: r.area())
+    else:
+        m = DESCRIPTOR_SIZE
+        rect = dlib.rectangle(int(0.2 * m), int(0.25 * m), int(0.8 * m), int(0.85 * m))
+    return big, predictor(big, rect), bool(dets)
+
+
+def aligned_landmarks(aligned: np.ndarray) -> tuple[np.ndarray, bool]:
+    """68 landmarks ``[68, 2]`` in the upsampled (``DESCRIPTOR_SIZE``) frame, and whether
+    the detector found the face."""
+    _, shape, detected = aligned_shape(aligned)
+    return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64), detected
+
+
+def face_descriptor(aligned: np.ndarray) -> np.ndarray:
+    """dlib's 128-d descriptor of an aligned face."""
+    big, shape, _ = aligned_shape(aligned)
+    return np.array(_face_encoder().compute_face_descriptor(big, shape))
+
+
+def likeness(a: np.ndarray, b: np.ndarray) -> float:
+    """dlib descriptor distance between two aligned faces (below 0.6: same person)."""
+    return float(np.linalg.norm(face_descriptor(a) - face_descriptor(b)))

@@ -1,0 +1,226 @@
+"""Generator checkpoints: the native safetensors format and importers for
+rosinality/stylegan2-pytorch ``.pt`` and NVIDIA stylegan2-ada-pytorch ``.pkl`` files.
+
+Native format: one ``.safetensors`` file whose header metadata ``wspace`` holds a JSON
+document ``{"config": GeneratorConfig, "model_id": str, "provenance": {...}}``; the
+tensors are the generator's state dict (``mapping.w_avg`` included).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from engine.networks import Generator, GeneratorConfig, fir_filter
+from engine.safe_pickle import PersistentRecord, UnsafePickle, load_snapshot
+
+MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "wspace64.safetensors"
+FORMAT_KEY = "wspace"
+
+
+class CheckpointError(ValueError):
+    """The file is not a generator this engine can load."""
+
+
+def model_id_for(state: dict[str, torch.Tensor], config: GeneratorConfig) -> str:
+    """A content hash: the same weights always get the same id."""
+    h = hashlib.sha256(json.dumps(config.to_json(), sort_keys=True).encode())
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().to(torch.float32).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_native(G: Generator, path: str | Path, provenance: dict | None = None,
+                model_id: str | None = None, dtype: torch.dtype = torch.float32) -> str:
+    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in G.state_dict().items()}
+    model_id = model_id or model_id_for(state, G.config)
+    meta = {"config": G.config.to_json(), "model_id": model_id, "provenance": provenance or {}}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={FORMAT_KEY: json.dumps(meta)})
+    return model_id
+
+
+def read_native(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(FORMAT_KEY, "null"))
+            if not meta:
+                raise CheckpointError(f"{path} is a safetensors file but not a wspace generator")
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+    return state, meta
+
+
+def build_generator(state: dict[str, torch.Tensor], config: GeneratorConfig, model_id: str,
+                    provenance: dict | None = None, device: str | torch.device = "cpu") -> Generator:
+    G = Generator(config)
+    state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
+    missing, unexpected = G.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint does not match its architecture (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    G.model_id = model_id
+    G.provenance = provenance or {}
+    return G.eval().requires_grad_(False).to(device)
+
+
+def load_generator(path: str | Path | None = None, device: str | torch.device = "cpu") -> Generator:
+    """Load any supported generator; ``None`` means the embedded default model."""
+    path = Path(path) if path is not None else DEFAULT_MODEL
+    if not path.exists():
+        raise CheckpointError(f"no model file at {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        state, meta = read_native(path)
+        config = GeneratorConfig.from_json(meta["config"])
+        return build_generator(state, config, meta["model_id"], meta.get("provenance"), device)
+    if suffix == ".pt":
+        state, config = import_rosinality(path)
+    elif suffix == ".pkl":
+        state, config = import_ada_pickle(path)
+    else:
+        raise CheckpointError(f"unknown model format {suffix!r}: expected .safetensors, .pt or .pkl")
+    provenance = {"imported_from": path.name, "format": suffix[1:]}
+    return build_generator(state, config, model_id_for(state, config), provenance, device)
+
+
+# --- rosinality/stylegan2-pytorch -----------------------------------------------------------
+
+
+def import_rosinality(path: str | Path) -> tuple[dict[str, torch.Tensor], GeneratorConfig]:
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{Path(path).name} is not a readable rosinality checkpoint ({exc})") from None
+    if not isinstance(ckpt, dict) or "g_ema" not in ckpt:
+        raise CheckpointError(f"{Path(path).name} has no 'g_ema' generator")
+    sd = ckpt["g_ema"]
+    n_mlp = len({m.group(1) for k in sd if (m := re.match(r"style\.(\d+)\.weight$", k))})
+    if n_mlp == 0 or "input.input" not in sd:
+        raise CheckpointError(f"{Path(path).name} is not a rosinality StyleGAN2 generator")
+    n_up = len([k for k in sd if re.match(r"to_rgbs\.\d+\.bias$", k)])
+    resolution = 4 * 2**n_up
+    channels = {4: sd["input.input"].shape[1]}
+    for i in range(n_up):
+        channels[8 * 2**i] = sd[f"convs.{2 * i}.conv.weight"].shape[1]
+    fc0 = sd["style.1.weight"]
+    config = GeneratorConfig(resolution=resolution, z_dim=fc0.shape[1], w_dim=fc0.shape[0],
+                             mapping_layers=n_mlp, mapping_lr_mul=0.01,
+                             img_channels=sd["to_rgb1.conv.weight"].shape[1], channels=channels)
+    out: dict[str, torch.Tensor] = {}
+    for i in range(n_mlp):
+        out[f"mapping.fc{i}.weight"] = sd[f"style.{i + 1}.weight"]
+        out[f"mapping.fc{i}.bias"] = sd[f"style.{i + 1}.bias"]
+    latent_avg = ckpt.get("latent_avg")
+    out["mapping.w_avg"] = latent_avg.reshape(-1, config.w_dim)[0] if latent_avg is not None else torch.zeros(config.w_dim)
+
+    def styled(dst: str, src: str, noise_idx: int) -> None:
+        out[f"{dst}.weight"] = sd[f"{src}.conv.weight"][0]
+        out[f"{dst}.affine.weight"] = sd[f"{src}.conv.modulation.weight"]
+        out[f"{dst}.affine.bias"] = sd[f"{src}.conv.modulation.bias"]
+        out[f"{dst}.bias"] = sd[f"{src}.activate.bias"]
+        out[f"{dst}.noise_strength"] = sd[f"{src}.noise.weight"].reshape([])
+        out[f"{dst}.noise_const"] = sd[f"noises.noise_{noise_idx}"][0, 0]
+
+    def torgb(dst: str, src: str) -> None:
+        out[f"{dst}.weight"] = sd[f"{src}.conv.weight"][0]
+        out[f"{dst}.affine.weight"] = sd[f"{src}.conv.modulation.weight"]
+        out[f"{dst}.affine.bias"] = sd[f"{src}.conv.modulation.bias"]
+        out[f"{dst}.bias"] = sd[f"{src}.bias"].reshape(-1)
+
+    try:
+        out["synthesis.b4.const"] = sd["input.input"][0]
+        styled("synthesis.b4.conv1", "conv1", 0)
+        torgb("synthesis.b4.torgb", "to_rgb1")
+        for i in range(n_up):
+            res = 8 * 2**i
+            styled(f"synthesis.b{res}.conv0", f"convs.{2 * i}", 2 * i + 1)
+            styled(f"synthesis.b{res}.conv1", f"convs.{2 * i + 1}", 2 * i + 2)
+            torgb(f"synthesis.b{res}.torgb", f"to_rgbs.{i}")
+    except KeyError as exc:
+        raise CheckpointError(f"{Path(path).name} lacks tensor {exc}") from None
+    return out, config
+
+
+# --- NVIDIA stylegan2-ada-pytorch ------------------------------------------------------------
+
+
+def _flatten_record(rec: PersistentRecord, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    for kind in ("_parameters", "_buffers"):
+        for name, t in (rec.state.get(kind) or {}).items():
+            if t is not None:
+                if not isinstance(t, torch.Tensor):
+                    raise UnsafePickle(f"{prefix}{name} is not a tensor")
+                out[prefix + name] = t
+    for name, child in (rec.state.get("_modules") or {}).items():
+        if child is None:
+            continue
+        if not isinstance(child, PersistentRecord):
+            raise UnsafePickle(f"module {prefix}{name} is not a persistent network object")
+        _flatten_record(child, f"{prefix}{name}.", out)
+
+
+def _find(rec: PersistentRecord, dotted: str) -> PersistentRecord:
+    for part in dotted.split("."):
+        rec = rec.state["_modules"][part]
+    return rec
+
+
+def import_ada_pickle(path: str | Path) -> tuple[dict[str, torch.Tensor], GeneratorConfig]:
+    name = Path(path).name
+    try:
+        snapshot = load_snapshot(Path(path).read_bytes())
+    except UnsafePickle as exc:
+        raise CheckpointError(f"{name} was refused: {exc}") from None
+    G = snapshot.get("G_ema")
+    if not isinstance(G, PersistentRecord) or G.class_name != "Generator":
+        raise CheckpointError(f"{name} holds no G_ema generator")
+    st = G.state
+    try:
+        if st.get("c_dim", 0) != 0:
+            raise CheckpointError(f"{name} is a class-conditional generator, which is not supported")
+        syn, mapping = _find(G, "synthesis"), _find(G, "mapping")
+        flat: dict[str, torch.Tensor] = {}
+        _flatten_record(G, "", flat)
+        resolution = int(st["img_resolution"])
+        channels, conv_clamp = {}, None
+        for res in syn.state["block_resolutions"]:
+            block = _find(syn, f"b{res}")
+            if block.state.get("architecture", "skip") != "skip":
+                raise CheckpointError(f"{name} uses the {block.state['architecture']!r} architecture; only 'skip' is supported")
+            channels[int(res)] = int(flat[f"synthesis.b{res}.conv1.weight"].shape[0])
+            conv_clamp = _find(block, "conv1").state.get("conv_clamp")
+        fc0 = _find(mapping, "fc0")
+        config = GeneratorConfig(resolution=resolution, z_dim=int(st["z_dim"]), w_dim=int(st["w_dim"]),
+                                 mapping_layers=int(mapping.state["num_layers"]),
+                                 mapping_lr_mul=float(fc0.state["bias_gain"]),
+                                 img_channels=int(st["img_channels"]), channels=channels,
+                                 conv_clamp=float(conv_clamp) if conv_clamp is not None else None)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{name} does not have the structure of a StyleGAN2-ADA generator ({exc!r})") from None
+    state = {k: v for k, v in flat.items() if not k.endswith("resample_filter")}
+    for k, f in flat.items():
+        if k.endswith("resample_filter") and not _is_standard_fir(f):
+            raise CheckpointError(f"{name} uses a resampling filter other than [1,3,3,1] ({k})")
+    return state, config
+
+
+def _is_standard_fir(f: torch.Tensor) -> bool:
+    return f.shape == (4, 4) and torch.allclose(f.float(), fir_filter(), atol=1e-6)
+
+
+def describe(G: Generator) -> dict:
+    return {"model_id": G.model_id, "resolution": G.resolution, "z_dim": G.z_dim, "w_dim": G.w_dim,
+            "num_ws": G.num_ws, "parameters": sum(p.numel() for p in G.parameters()),
+            "provenance": getattr(G, "provenance", {})}

@@ -1,0 +1,41 @@
+"""Errors a member can cause. Each carries one human sentence for Discord and the CLI.
+
+Anything that is not a :class:`UserError` is a bug: logged with its traceback, and
+the member gets an apology with the job id.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Base class; ``str(err)`` is the sentence shown to the member."""
+
+    code = "user_error"
+
+    def __init__(self, message: str, **details) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class NotAnImage(UserError):
+    code = "not_an_image"
+
+
+class ImageTooLarge(UserError):
+    code = "image_too_large"
+
+
+class NoFaceFound(UserError):
+    code = "no_face"
+
+
+class BadArgument(UserError):
+    code = "bad_argument"
+
+
+class UnknownDirection(UserError):
+    code = "unknown_direction"
+
+
+class ModelMismatch(UserError):
+    code = "model_mismatch"

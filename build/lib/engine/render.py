@@ -1,0 +1,89 @@
+"""Tensors to pictures: PNG bytes, montages, GIF and MP4 bytes."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """``[N, 3, H, W]`` (or ``[3, H, W]``) in [-1, 1] -> ``[N, H, W, 3]`` uint8."""
+    if img.ndim == 3:
+        img = img[None]
+    x = (img.detach().float().cpu().clamp(-1, 1) + 1) * 127.5
+    return x.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def from_uint8(arr: np.ndarray) -> torch.Tensor:
+    """``[H, W, 3]`` or ``[N, H, W, 3]`` uint8 -> ``[N, 3, H, W]`` float in [-1, 1]."""
+    if arr.ndim == 3:
+        arr = arr[None]
+    return torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def resize(arr: np.ndarray, size: int) -> np.ndarray:
+    """Lanczos resize of one square ``[H, W, 3]`` image (for display or to fit a size cap)."""
+    if arr.shape[0] == size:
+        return arr
+    return np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.LANCZOS))
+
+
+def montage(images: np.ndarray, cols: int | None = None, pad: int = 2, fill: int = 255) -> np.ndarray:
+    """Lay ``[N, H, W, 3]`` images out on a grid with ``pad`` pixels between them."""
+    n, h, w, c = images.shape
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    out = np.full((rows * h + (rows + 1) * pad, cols * w + (cols + 1) * pad, c), fill, np.uint8)
+    for i, im in enumerate(images):
+        r, q = divmod(i, cols)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        out[y:y + h, x:x + w] = im
+    return out
+
+
+def gif_bytes(frames: list[np.ndarray] | np.ndarray, fps: float = 12.0, loop: bool = True,
+              max_bytes: int | None = None, min_size: int = 32) -> bytes:
+    """A GIF of ``[H, W, 3]`` uint8 frames; when ``max_bytes`` is given, fewer colours,
+    then every other frame, then half the size, until it fits."""
+    import imageio.v3 as iio
+
+    frames = list(frames)
+    colors, step = 256, 1
+    while True:
+        picked = frames[::step]
+        duration = 1000.0 / fps * step
+        data = iio.imwrite("<bytes>", np.stack(picked), extension=".gif", duration=duration,
+                           loop=0 if loop else 1, palettesize=colors)
+        if max_bytes is None or len(data) <= max_bytes:
+            return data
+        if colors > 64:
+            colors //= 2
+        elif len(picked) > 8:
+            step *= 2
+        elif frames[0].shape[0] // 2 >= min_size:
+            frames = [resize(f, f.shape[0] // 2) for f in frames]
+        else:
+            raise ValueError(f"cannot fit the animation in {max_bytes} bytes")
+
+
+def mp4_bytes(frames: list[np.ndarray] | np.ndarray, fps: float = 24.0, max_bytes: int | None = None) -> bytes:
+    """H.264 MP4 (imageio-ffmpeg); the quality drops until it fits ``max_bytes``."""
+    import imageio.v3 as iio
+
+    frames = [f if f.shape[0] % 16 == 0 else resize(f, -(-f.shape[0] // 16) * 16) for f in frames]
+    for quality in (8, 6, 4, 2, 1):
+        data = iio.imwrite("<bytes>", np.stack(frames), extension=".mp4", fps=fps, codec="libx264",
+                           quality=quality, macro_block_size=16)
+        if max_bytes is None or len(data) <= max_bytes:
+            return data
+    raise ValueError(f"cannot fit the video in {max_bytes} bytes")

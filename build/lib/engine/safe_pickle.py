@@ -1,0 +1,116 @@
+"""A restricted unpickler for NVIDIA stylegan2-ada-pytorch network pickles.
+
+Those pickles rebuild each network through
+``torch_utils.persistence._reconstruct_persistent_obj(meta)``, where ``meta`` carries
+the module's *source code*. Loading them naively imports and executes that source:
+a pickle from the internet could run anything. Here nothing is imported or executed:
+``find_class`` answers from a short allowlist of pure data constructors, persistent
+objects come back as inert :class:`PersistentRecord` values holding their pickled
+state, and tensor storages are decoded with ``torch.load(weights_only=True)``.
+Anything else in the file is refused with :class:`UnsafePickle`.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+class UnsafePickle(ValueError):
+    """The pickle holds something outside the structure of a network snapshot."""
+
+
+@dataclass
+class PersistentRecord:
+    """What ``_reconstruct_persistent_obj`` would have built, kept as data."""
+
+    class_name: str
+    state: dict
+    module_src_len: int
+
+
+def _reconstruct_persistent_obj(meta) -> PersistentRecord:
+    if not isinstance(meta, dict) or not isinstance(meta.get("state"), dict):
+        raise UnsafePickle("persistent object without a state dictionary")
+    if meta.get("type") != "class" or not isinstance(meta.get("class_name"), str):
+        raise UnsafePickle("persistent object of an unexpected type")
+    src = meta.get("module_src", "")
+    return PersistentRecord(meta["class_name"], meta["state"], len(src) if isinstance(src, str) else -1)
+
+
+def _load_storage_from_bytes(data):
+    if not isinstance(data, (bytes, bytearray)):
+        raise UnsafePickle("tensor storage that is not bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as exc:  # torch's own unpickler refused it
+        raise UnsafePickle(f"tensor storage refused: {exc}") from None
+
+
+def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, collections.OrderedDict())
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    if not isinstance(data, torch.Tensor):
+        raise UnsafePickle("parameter without tensor data")
+    return data
+
+
+def _numpy_scalar(dtype, data=None):
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
+        raise UnsafePickle("numpy scalar of an unexpected type")
+    return np.frombuffer(data, dtype=dtype, count=1)[0]
+
+
+def _numpy_dtype(name, align=False, copy=False):
+    if not isinstance(name, str) or name.lstrip("<>=|") not in {"f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "b1", "?"}:
+        raise UnsafePickle(f"numpy dtype {name!r} is not allowed")
+    return np.dtype(name)
+
+
+_ALLOWED = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy", "dtype"): _numpy_dtype,
+    ("builtins", "set"): set,
+}
+
+
+class SnapshotUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise UnsafePickle(f"the pickle asks for {module}.{name}, which a network snapshot never needs") from None
+
+    def persistent_load(self, pid):
+        raise UnsafePickle("the pickle uses persistent ids, which a network snapshot never needs")
+
+
+def load_snapshot(data: bytes) -> dict:
+    """Decode an ada network pickle into plain data, never running code from it."""
+    try:
+        obj = SnapshotUnpickler(io.BytesIO(data)).load()
+    except UnsafePickle:
+        raise
+    except RecursionError:
+        raise UnsafePickle("the pickle nests too deeply") from None
+    except Exception as exc:
+        raise UnsafePickle(f"not a readable network pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict):
+        raise UnsafePickle("the pickle does not hold a snapshot dictionary")
+    return obj
