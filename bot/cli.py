@@ -117,6 +117,8 @@ def _engine(model: Path | None, device: str):
 
 def _run(engine, kind: str, args: dict, latents: dict, out: Path, label: str = ""):
     """Run one job locally with a progress bar; write its files into ``out``."""
+    import time
+
     from tqdm import tqdm
 
     from engine.errors import UserError
@@ -124,14 +126,16 @@ def _run(engine, kind: str, args: dict, latents: dict, out: Path, label: str = "
 
     out.mkdir(parents=True, exist_ok=True)
     bars = []
+    started = time.perf_counter()
 
     def progress(p) -> None:
         if not p.total:
             return
-        if not bars:
-            bars.append(tqdm(total=p.total, desc=label or kind, unit="step", leave=False))
-        bars[0].n = p.step
-        bars[0].refresh()
+        if not bars:  # the clock starts with the job, not with its first report (else "729444 step/s")
+            unit = "frame" if p.message.startswith("frame") else "step"
+            bars.append(tqdm(total=p.total, desc=label or kind, unit=unit, leave=False))
+            bars[0].start_t = started
+        bars[0].update(p.step - bars[0].n)
 
     try:
         result = engine.run(Job(kind, args, latents, engine.model_id, max_bytes=50 * 2**20), progress)
