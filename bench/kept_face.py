@@ -158,6 +158,27 @@ def timing(engine: Engine, targets: list, steps: int, rounds: int, names: list[s
     return out
 
 
+def seam_with_independent_maps(engine: Engine, seed: int = 0) -> dict:
+    """Projected faces' maps stay near their shared start (the model's constant maps), so
+    the rules differ little on them; with independent maps (the general case: other
+    models, longer projections) this is how each rule's morph steps look."""
+    rng = np.random.default_rng(seed)
+    faces = [[rng.standard_normal(m.shape).astype(np.float32) for m in engine.const_noise] for _ in range(2)]
+    ws = engine.G.mapping(torch.randn(2, engine.G.z_dim, generator=torch.Generator().manual_seed(seed))).detach().numpy()
+    weights = edits.morph_weights(2, 24, loop=True)
+    seq = np.einsum("fk,kij->fij", weights, ws).astype(np.float32)
+    out, old = {}, engine.noise_rule
+    try:
+        for rule in ("mix", "nearest"):
+            engine.noise_rule = rule
+            frames = engine.draw(seq, faces, weights).astype(np.float32)
+            steps = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
+            out[rule] = round(float(steps.max() / np.median(steps)), 2)
+    finally:
+        engine.noise_rule = old
+    return {"morph_seam_max_over_median_step": out}
+
+
 def summarise(rows: dict, names: list[str]) -> dict:
     sel = [rows[n] for n in names]
     return {"n": len(sel),
@@ -199,6 +220,7 @@ def main() -> None:
         res["blends"] = {rule: blend_checks(engine, faces, pairs, rule) for rule in rules}
         out["settings"][name] = res
         print(json.dumps({name: res}), file=sys.stderr, flush=True)
+    out["independent_maps"] = seam_with_independent_maps(engine)
     if args.timing_rounds:
         out["timing"] = timing(engine, list(targets.values())[:3], args.steps, args.timing_rounds,
                                [n for n in ("today", args.ship) if n in SETTINGS])

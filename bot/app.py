@@ -40,6 +40,9 @@ class GatedTree(app_commands.CommandTree):
     """Answers only in the servers and channels the config allows."""
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if self.client.draining:
+            await reply_now(interaction, "The bot is restarting; try again in a minute.")
+            return False
         d = self.client.settings.discord
         if d.allowed_guilds and interaction.guild_id not in d.allowed_guilds:
             await reply_now(interaction, "wspace is not enabled in this server.")
@@ -51,6 +54,7 @@ class GatedTree(app_commands.CommandTree):
 
 
 HEARTBEAT_SECONDS = 10.0
+DRAIN_SECONDS = 3.0  # at SIGTERM/SIGINT: time for members' messages to say the bot is restarting
 HEALTHY_WITHIN = 60.0  # `wspace health` fails when the heartbeat is older than this
 
 
@@ -66,6 +70,7 @@ class WspaceBot(discord.Client):
         self.tree = GatedTree(self)
         self.tree.on_error = self.on_command_error
         self.services: Services | None = None
+        self.draining = False
 
     async def login(self, token: str) -> None:
         # discord.py's default pool is unbounded (TCPConnector(limit=0)): a burst of 500
@@ -138,10 +143,19 @@ class WspaceBot(discord.Client):
             pass
 
     async def close(self) -> None:
+        """Drain, then stop: refuse new commands, stop the engine (queued and running jobs
+        end with "the bot is restarting"), give those members' messages up to
+        DRAIN_SECONDS to be edited, then close storage and the gateway."""
+        if self.draining:
+            return await super().close()
+        self.draining = True
         if getattr(self, "_heartbeat", None):
             self._heartbeat.cancel()
         if self.services is not None:
             await self.services.engine.close()
+            deadline = time.monotonic() + DRAIN_SECONDS
+            while self.services.queued and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             await self.services.storage.close()
         await super().close()
 
@@ -166,11 +180,27 @@ class ServeError(RuntimeError):
     """The bot cannot start; ``str`` is one sentence for the operator."""
 
 
+async def serve_until_stopped(bot: WspaceBot, token: str) -> None:
+    """Run the bot until Discord closes or SIGTERM/SIGINT arrives; either signal drains
+    (:meth:`WspaceBot.close`): the engine stops and the process exits 0 within about
+    DRAIN_SECONDS + the engine's 5-second join."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, lambda s=sig: (log.info("%s: draining", s.name), loop.create_task(bot.close())))
+        except (NotImplementedError, RuntimeError):  # not the main thread, or not Unix
+            pass
+    async with bot:
+        await bot.start(token)
+
+
 def run(settings: Settings, config_path: Path | None = None) -> None:
     configure_api_base(settings)
     bot = make_bot(settings, config_path)
     try:
-        bot.run(settings.token(), log_handler=None)
+        asyncio.run(serve_until_stopped(bot, settings.token()))
     except discord.LoginFailure:
         raise ServeError("Discord refused the bot token; check discord.token or the WSPACE_TOKEN variable.") from None
     except discord.PrivilegedIntentsRequired:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import multiprocessing as mp
 import queue
 import threading
@@ -31,7 +32,11 @@ class QueueFull(Exception):
 
 
 class EngineUnavailable(Exception):
-    pass
+    """No engine can take the job now."""
+
+
+class ShuttingDown(EngineUnavailable):
+    """The bot is stopping (SIGTERM, SIGINT, a deploy): the member should simply retry soon."""
 
 
 @dataclass
@@ -153,7 +158,7 @@ class EngineClient(JobBook):
         self.job_q, self.event_q = self.ctx.Queue(), self.ctx.Queue()
         self.process = self.ctx.Process(
             target=engine_worker.serve, name="wspace-engine", daemon=True,
-            args=(self.job_q, self.event_q, self.model, self.device, self.directions, self.threads))
+            args=(self.job_q, self.event_q, self.model, self.device, self.directions, self.threads, None, os.getpid()))
         self.process.start()
         gen, event_q = self._generation, self.event_q
         threading.Thread(target=self._read_events, args=(event_q, gen), daemon=True, name="engine-events").start()
@@ -175,7 +180,7 @@ class EngineClient(JobBook):
                 self.process.kill()
         for p in list(self.pending.values()):
             if not p.future.done():
-                p.future.set_exception(EngineUnavailable("the bot is shutting down"))
+                p.future.set_exception(ShuttingDown("the bot is shutting down"))
         self.pending.clear()
 
     def _read_events(self, event_q, generation: int) -> None:

@@ -29,7 +29,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, TimeoutError as RedisTimeout
 
-from bot.engine_client import EngineUnavailable, JobBook, ProgressCallback
+from bot.engine_client import EngineUnavailable, JobBook, ProgressCallback, ShuttingDown
 from engine import wire
 from engine.jobs import Job, JobFailed, Result, WorkerReady
 from engine.redis_worker import JOBS_MAXLEN, STALE_RETRIES, keys
@@ -81,7 +81,7 @@ class RedisEngineClient(JobBook):
         for job_id in list(self.pending):
             p = self.pending.pop(job_id)
             if not p.future.done():
-                p.future.set_exception(EngineUnavailable("the bot is shutting down"))
+                p.future.set_exception(ShuttingDown("the bot is shutting down"))
         if self.r is not None:
             try:
                 await asyncio.wait_for(self.r.delete(self.reply_stream, self.epoch_key), 3)

@@ -43,6 +43,29 @@ def tune_allocator() -> bool:
     return ok
 
 
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies, however the parent died
+    (``kill -9`` included), and exit now if the parent is already gone. Returns whether
+    the kernel took the request (not on macOS/Windows, where the engine relies on its
+    queue's end-of-file and the bot's own shutdown instead)."""
+    import signal
+
+    ok = False
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            prctl = ctypes.CDLL(name, use_errno=True).prctl
+            ok = prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            ok = False
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(0)
+    return ok
+
+
 def available_cores() -> int:
     """CPUs this process may run on (its affinity mask, which containers and taskset narrow),
     not the machine's count that torch would otherwise assume."""

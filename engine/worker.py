@@ -34,10 +34,17 @@ def run_job(engine, job: Job, emit) -> None:
 
 
 def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directions_path=None,
-          threads: int | None = None, worker_id: str | None = None) -> None:
-    """Process entry point (spawned by the bot's engine client)."""
+          threads: int | None = None, worker_id: str | None = None, parent_pid: int | None = None) -> None:
+    """Process entry point (spawned by the bot's engine client). With ``parent_pid`` the
+    process dies with the bot, whatever kills the bot."""
+    import signal
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
-    from engine.runtime import prepare_process
+    from engine.runtime import die_with_parent, prepare_process
+
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the bot decides, then stops us
 
     prepare_process(threads)
     from engine.ops import Engine

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import discord
 
 from bot.config import Settings
-from bot.engine_client import EngineClient, EngineUnavailable, QueueFull
+from bot.engine_client import EngineClient, EngineUnavailable, QueueFull, ShuttingDown
 from bot.limits import Limits, RateLimited
 from bot.storage import Storage, StorageError
 from engine.jobs import Job, JobFailed, Progress, Result
@@ -230,6 +230,8 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
     except RateLimited as exc:
         await msg.finish(f"You're going a little fast; try again in {exc.seconds} s." if exc.scope == "member"
                          else f"This server is busy with faces; try again in {exc.seconds} s.")
+    except ShuttingDown:
+        await msg.finish("The bot is restarting, so this stopped; run the command again in a minute.")
     except EngineUnavailable:
         await msg.finish("The face engine is not available right now; try again in a minute.")
     except StorageError as exc:

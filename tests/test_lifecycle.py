@@ -1,0 +1,116 @@
+"""The bot's life cycle as an operator sees it: `wspace serve` as a real process against
+the simulator, killed the ways processes get killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.bot_harness import engine_model
+from tests.discord_sim import DiscordSimulator
+from tests.photos import encode, grace_hopper
+
+pytestmark = pytest.mark.asyncio
+ALICE = 800000000000000001
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def start_bot(tmp: Path, sim: DiscordSimulator) -> subprocess.Popen:
+    model = engine_model(tmp)
+    cfg = tmp / "config.toml"
+    cfg.write_text(
+        f'[discord]\ntoken = "sim-token"\napi_base = "{sim.api_base}"\ngateway_url = "{sim.gateway_url}"\n'
+        f'[engine]\nthreads = 1\n' + (f'model = "{model}"\n' if model else "")
+        + '[limits]\nproject_steps = 2000\nmax_project_steps = 2000\nprogress_interval = 0.5\n'
+        f'[storage]\ndatabase = "{tmp / "db.sqlite3"}"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("WSPACE_CONFIG", "WSPACE_DEVICE")}
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--config", str(cfg)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    await asyncio.wait_for(sim.identified.wait(), 60)
+    await sim.wait_for(lambda: sim.commands, 60)
+    return proc
+
+
+async def running_projection(sim: DiscordSimulator):
+    att = sim.add_attachment(encode(grace_hopper(), "JPEG"), "me.jpg", "image/jpeg")
+    inter = await sim.invoke(ALICE, "project", [{"name": "image", "type": 11, "value": att["id"]},
+                                                {"name": "steps", "type": 4, "value": 2000}],
+                             resolved={"attachments": {att["id"]: att}})
+    await sim.wait_for(lambda: any("step" in (m.content or "") for m in inter.messages), 120)
+    return inter
+
+
+@pytest.fixture
+async def sim():
+    s = DiscordSimulator()
+    await s.start()
+    yield s
+    await s.stop()
+
+
+async def test_sigkill_of_the_bot_leaves_no_engine_behind(tmp_path, sim):
+    proc = await start_bot(tmp_path, sim)
+    try:
+        await running_projection(sim)  # the engine is busy computing
+        tree = descendants(proc.pid)
+        assert tree, "the engine runs in a child process"
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in tree) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not any(alive(p) for p in tree), "an engine outlived the bot that was kill -9ed"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def test_sigterm_drains_tells_the_member_and_exits_zero(tmp_path, sim):
+    proc = await start_bot(tmp_path, sim)
+    try:
+        inter = await running_projection(sim)
+        tree = descendants(proc.pid)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 20)
+        took = time.monotonic() - t0
+        assert code == 0, proc.stdout.read().decode()[-2000:]
+        assert took < 12, f"drained in {took:.1f} s"
+        assert "restarting" in inter.last_content(), inter.last_content()
+        assert not any(alive(p) for p in tree), "nothing of the bot's tree is left"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
