@@ -20,7 +20,7 @@ from bot.commands.views import EditButton
 from bot.config import Settings, heartbeat_path
 from bot.engine_client import JobBook, make_engine_client
 from bot.limits import Limits
-from bot.storage import Storage
+from bot.storage import Interrupted, Storage
 
 log = logging.getLogger("wspace.bot")
 
@@ -54,6 +54,7 @@ class GatedTree(app_commands.CommandTree):
 
 
 HEARTBEAT_SECONDS = 10.0
+TOKEN_LIFETIME = 14 * 60.0  # Discord's interaction tokens last 15 minutes; leave a margin
 DRAIN_SECONDS = 3.0  # at SIGTERM/SIGINT: time for members' messages to say the bot is restarting
 HEALTHY_WITHIN = 60.0  # `wspace health` fails when the heartbeat is older than this
 
@@ -83,9 +84,10 @@ class WspaceBot(discord.Client):
 
     async def setup_hook(self) -> None:
         storage = await Storage.open(self.settings.storage.database)
-        stale = await storage.fail_unfinished_jobs()
-        if stale:
-            log.warning("marked %d unfinished jobs from a previous run as failed", stale)
+        interrupted = await storage.fail_unfinished_jobs()
+        if interrupted:
+            log.warning("marked %d unfinished jobs from a previous run as failed; telling their members", len(interrupted))
+            self._told = asyncio.create_task(self.tell_interrupted(interrupted), name="tell-interrupted")
         engine = make_engine(self.settings)
         await engine.start(wait=False)  # the bot answers while the model loads
         self.services = Services(self.settings, storage, engine, make_limits(self.settings), config_path=self.config_path)
@@ -96,6 +98,26 @@ class WspaceBot(discord.Client):
             synced = await self.tree.sync()
             log.info("synced %d application commands", len(synced))
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+
+    async def tell_interrupted(self, jobs: list[Interrupted]) -> None:
+        """After a crash or kill: each member whose job was cut off gets one sentence, in the
+        job's own message while its interaction token is valid, else in the channel."""
+        for job in jobs:
+            sentence = f"I restarted while working on your /{job.kind}, so it stopped; please run it again."
+            reach = job.reach
+            if reach.token and reach.application_id and time.time() - job.created_at < TOKEN_LIFETIME:
+                try:
+                    hook = discord.Webhook.partial(reach.application_id, reach.token, client=self)
+                    await hook.edit_message("@original", content=sentence, attachments=[], view=None)
+                    continue
+                except (discord.NotFound, discord.HTTPException) as exc:
+                    log.info("cannot edit the message of job %s (%s); posting in the channel", job.job_id, exc)
+            if reach.channel_id:
+                try:
+                    await self.get_partial_messageable(reach.channel_id).send(
+                        f"<@{job.user_id}> {sentence}", allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]))
+                except discord.HTTPException as exc:
+                    log.warning("could not tell the member of job %s: %s", job.job_id, exc)
 
     async def _beat(self) -> None:
         """Touch the heartbeat file (``wspace health``, the Docker HEALTHCHECK) while the

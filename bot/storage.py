@@ -45,6 +45,25 @@ class StoredLatent:
         return Face(self.ws, self.noise)
 
 
+@dataclass
+class Reach:
+    """Where a job's member can be told something later: the interaction (application id
+    and token, valid for 15 minutes) and, after that, the channel."""
+
+    application_id: int | None
+    token: str | None
+    channel_id: int | None
+
+
+@dataclass
+class Interrupted:
+    job_id: str
+    user_id: int
+    kind: str
+    created_at: float
+    reach: Reach
+
+
 def _noise_blob(noise: np.ndarray | None) -> bytes | None:
     if noise is None:
         return None
@@ -220,21 +239,30 @@ class Storage:
 
     # --- jobs -----------------------------------------------------------------------------
 
-    async def job_queued(self, job_id: str, guild_id: int, user_id: int, kind: str) -> None:
-        await self._write("INSERT INTO jobs (id, guild_id, user_id, kind, status, created_at) VALUES (?, ?, ?, ?, 'queued', ?)",
-                          (job_id, guild_id, user_id, kind, time.time()))
+    async def job_queued(self, job_id: str, guild_id: int, user_id: int, kind: str,
+                         reach: "Reach | None" = None) -> None:
+        reach = reach or Reach(None, None, None)
+        await self._write("INSERT INTO jobs (id, guild_id, user_id, kind, status, created_at, application_id, "
+                          "interaction_token, channel_id) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                          (job_id, guild_id, user_id, kind, time.time(), reach.application_id, reach.token,
+                           reach.channel_id))
 
     async def job_started(self, job_id: str) -> None:
         await self._write("UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?", (time.time(), job_id))
 
     async def job_finished(self, job_id: str, error: str | None = None) -> None:
-        await self._write("UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+        """The job is over; the member's interaction token is no longer kept."""
+        await self._write("UPDATE jobs SET status = ?, finished_at = ?, error = ?, interaction_token = NULL WHERE id = ?",
                           ("failed" if error else "done", time.time(), error, job_id))
 
-    async def fail_unfinished_jobs(self, reason: str = "the bot restarted") -> int:
-        """At start-up: no job stays queued or running forever."""
-        return await self._write("UPDATE jobs SET status = 'failed', finished_at = ?, error = ? "
-                                 "WHERE status IN ('queued', 'running')", (time.time(), reason))
+    async def fail_unfinished_jobs(self, reason: str = "the bot restarted") -> list["Interrupted"]:
+        """At start-up: no job stays queued or running forever. Returns how to reach each
+        member whose job was cut off (the tokens are forgotten here; the caller uses them now)."""
+        rows = await self._rows("SELECT id, user_id, kind, created_at, application_id, interaction_token, channel_id "
+                                "FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at")
+        await self._write("UPDATE jobs SET status = 'failed', finished_at = ?, error = ?, interaction_token = NULL "
+                          "WHERE status IN ('queued', 'running')", (time.time(), reason))
+        return [Interrupted(r[0], r[1], r[2], r[3], Reach(r[4], r[5], r[6])) for r in rows]
 
     async def job_status(self, job_id: str) -> str | None:
         rows = await self._rows("SELECT status FROM jobs WHERE id = ?", (job_id,))

@@ -48,6 +48,12 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+async def gone(pids: set[int], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+
+
 async def start_bot(tmp: Path, sim: DiscordSimulator) -> subprocess.Popen:
     model = engine_model(tmp)
     cfg = tmp / "config.toml"
@@ -89,9 +95,7 @@ async def test_sigkill_of_the_bot_leaves_no_engine_behind(tmp_path, sim):
         assert tree, "the engine runs in a child process"
         proc.kill()
         proc.wait(10)
-        deadline = time.monotonic() + 5
-        while any(alive(p) for p in tree) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await gone(tree)
         assert not any(alive(p) for p in tree), "an engine outlived the bot that was kill -9ed"
     finally:
         if proc.poll() is None:
@@ -110,7 +114,35 @@ async def test_sigterm_drains_tells_the_member_and_exits_zero(tmp_path, sim):
         assert code == 0, proc.stdout.read().decode()[-2000:]
         assert took < 12, f"drained in {took:.1f} s"
         assert "restarting" in inter.last_content(), inter.last_content()
-        assert not any(alive(p) for p in tree), "nothing of the bot's tree is left"
+        await gone(tree)
+        assert not any(alive(p) for p in tree), "nothing of the bot's tree is left within 5 s"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def test_after_a_kill_the_restarted_bot_tells_every_interrupted_member(tmp_path, sim):
+    """Alice's projection was running and Bob's waiting when the bot was kill -9ed. The
+    next bot edits Alice's message; Bob's token has expired, so he is told in the channel."""
+    bob = 800000000000000002
+    proc = await start_bot(tmp_path, sim)
+    try:
+        alice = await running_projection(sim)
+        att = sim.add_attachment(encode(grace_hopper(), "JPEG"), "b.jpg", "image/jpeg")
+        bobs = await sim.invoke(bob, "project", [{"name": "image", "type": 11, "value": att["id"]}],
+                                resolved={"attachments": {att["id"]: att}})
+        await sim.wait_for(lambda: "queued" in (bobs.last_content() or ""), 60)
+        proc.kill()
+        proc.wait(10)
+        bobs.expired = True  # as if the restart came more than 15 minutes later for him
+        sim.identified.clear()
+        sim.commands.clear()
+        proc = await start_bot(tmp_path, sim)
+        await sim.wait_for(lambda: "restarted" in (alice.last_content() or ""), 30)
+        assert alice.last_content() == "I restarted while working on your /project, so it stopped; please run it again."
+        await sim.wait_for(lambda: any("restarted" in (m.content or "") for m in sim.channel_messages), 30)
+        notice = next(m for m in sim.channel_messages if "restarted" in (m.content or ""))
+        assert f"<@{bob}>" in notice.content
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

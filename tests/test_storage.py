@@ -71,13 +71,18 @@ async def test_forget_removes_every_row_and_touches_no_one_else(tmp_path):
 
 async def test_unfinished_jobs_are_failed_at_start(tmp_path):
     s = await Storage.open(tmp_path / "db.sqlite3")
-    await s.job_queued("a", G, U, "project")
+    from bot.storage import Reach
+
+    await s.job_queued("a", G, U, "project", Reach(5, "tok-a", 77))
     await s.job_queued("b", G, U, "project")
     await s.job_started("b")
-    await s.job_queued("c", G, U, "render")
+    await s.job_queued("c", G, U, "render", Reach(5, "tok-c", 77))
     await s.job_finished("c")
-    assert await s.fail_unfinished_jobs() == 2
+    cut = await s.fail_unfinished_jobs()
+    assert [(j.job_id, j.reach.token, j.reach.channel_id) for j in cut] == [("a", "tok-a", 77), ("b", None, None)]
     assert [await s.job_status(j) for j in "abc"] == ["failed", "failed", "done"]
+    tokens = await s._rows("SELECT interaction_token FROM jobs")
+    assert tokens == [(None,)] * 3, "no interaction token is kept once its job is over"
     await s.close()
 
 
@@ -154,7 +159,7 @@ async def test_database_survives_sigkill_in_a_loop_of_writes(tmp_path):
     assert await s._migrate(Path(__file__).resolve().parents[1] / "migrations") == []
     running = await s._rows("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')")
     assert running[0][0] > 0
-    assert await s.fail_unfinished_jobs() == running[0][0]
+    assert len(await s.fail_unfinished_jobs()) == running[0][0]
     assert (await s._rows("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"))[0][0] == 0
     latent = await s.latent(1, 0, "m")
     assert latent is not None and np.all(latent.ws == latent.ws[0, 0]), "no torn latent"

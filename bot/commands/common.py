@@ -12,6 +12,7 @@ the channel instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import time
@@ -23,7 +24,7 @@ import discord
 from bot.config import Settings
 from bot.engine_client import EngineClient, EngineUnavailable, QueueFull, ShuttingDown
 from bot.limits import Limits, RateLimited
-from bot.storage import Storage, StorageError
+from bot.storage import Reach, Storage, StorageError
 from engine.jobs import Job, JobFailed, Progress, Result
 
 log = logging.getLogger("wspace.bot")
@@ -171,6 +172,7 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
     guild_id, user_id = interaction.guild_id or 0, interaction.user.id
     key = (guild_id, user_id)
     reserved = False
+    recorded = None  # the id of a job row this command must still close
     try:
         svc.limits.check(guild_id, user_id)
         if svc.queued[key] >= svc.settings.limits.per_member_queued:
@@ -193,11 +195,14 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
             # A step-0 preview is the encoder's first guess: shown at once, the rest as paced.
             await msg.edit(f"{title}{p.message or f'{p.step}/{p.total}'}", files, force=p.step == 0)
 
-        await svc.storage.job_queued(job.id, guild_id, user_id, kind)  # recorded before any work starts
+        reach = Reach(interaction.application_id, interaction.token, interaction.channel_id)
+        await svc.storage.job_queued(job.id, guild_id, user_id, kind, reach)  # recorded before any work starts
+        recorded = job.id
         try:
             future = svc.engine.submit(job, on_progress)
         except QueueFull:
             await svc.storage.job_finished(job.id, "queue_full")
+            recorded = None
             raise Reply("The queue is full right now; try again in a minute.") from None
         position = svc.engine.position(job.id)
         if position and position > 1:
@@ -209,11 +214,13 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
             del svc.queued[key]
         if isinstance(outcome, JobFailed):
             await svc.storage.job_finished(job.id, outcome.code)
+            recorded = None
             if outcome.user_error:
                 raise Reply(outcome.message)
             log.error("job %s (%s) failed in the engine:\n%s", job.id, kind, outcome.detail)
             raise Reply(f"Sorry, something went wrong on my side (job {job.id}); it has been logged.")
         await svc.storage.job_finished(job.id)
+        recorded = None
         text = describe(kind, outcome)
         if keep_latent and outcome.latent is not None:
             if svc.forget_epoch[key] != epoch:
@@ -240,6 +247,9 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
     except asyncio.TimeoutError:
         await msg.finish("That took far too long and was stopped; try again with fewer steps or frames.")
     finally:
+        if recorded is not None:  # ended here (timeout, engine gone, shutdown): not "interrupted" at the next start
+            with contextlib.suppress(StorageError, ValueError):
+                await svc.storage.job_finished(recorded, "stopped")
         if reserved:
             svc.queued[key] -= 1
             if svc.queued[key] <= 0:
