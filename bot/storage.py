@@ -279,7 +279,9 @@ class Storage:
         out["jobs"] = {status: count for status, count, _ in rows}
         done = [avg for status, _, avg in rows if status == "done" and avg is not None]
         out["mean_job_seconds"] = round(done[0], 2) if done else None
-        out["database_bytes"] = self.path.stat().st_size if self.path.exists() else 0
+        # The write-ahead log holds recent writes until a checkpoint: count it (and its index) too.
+        out["database_bytes"] = sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal"),
+                                                               self.path.with_name(self.path.name + "-shm")) if p.exists())
         return out
 
     async def integrity_ok(self) -> bool:

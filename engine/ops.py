@@ -34,6 +34,7 @@ MAX_FRAMES = 240
 MAX_MORPH_LATENTS = 64
 AMOUNT_LIMIT = 10.0
 RATIO_LIMIT = 5.0
+MORPH_FPS = 20  # GIF and MP4 alike, so a morph lasts as long in either (a GIF frame lasts whole 10 ms: 50 ms here)
 
 ProgressFn = Callable[[Progress], None]
 
@@ -259,9 +260,9 @@ class Engine:
         seq = np.einsum("fk,kij->fij", weights, np.stack(latents)).astype(np.float32)
         imgs = self._render_with_progress(job, seq, faces, weights, progress)
         if fmt == "mp4":
-            data, name = mp4_bytes([self.display(i) for i in imgs], fps=24, max_bytes=job.max_bytes), "morph.mp4"
+            data, name = mp4_bytes([self.display(i) for i in imgs], fps=MORPH_FPS, max_bytes=job.max_bytes), "morph.mp4"
         else:
-            data, name = gif_bytes([self.display(i) for i in imgs], fps=15, max_bytes=job.max_bytes), "morph.gif"
+            data, name = gif_bytes([self.display(i) for i in imgs], fps=MORPH_FPS, max_bytes=job.max_bytes), "morph.gif"
         return Result(job.id, [File(name, data, f"a morph through {len(latents)} faces")])
 
     def op_loop(self, job: Job, progress: ProgressFn) -> Result:
@@ -307,8 +308,13 @@ def _number(value, name: str, lo: float, hi: float) -> float:
     if not math.isfinite(x):
         raise BadArgument(f"{name} must be a finite number.")
     if not lo <= x <= hi:
-        raise BadArgument(f"{name} must lie between {lo:g} and {hi:g}.")
+        raise BadArgument(f"{name} must lie between {_plain(lo)} and {_plain(hi)}.")
     return x
+
+
+def _plain(x: float) -> str:
+    """A bound as a member reads it: whole numbers in full (4294967295, not 4.29497e+09)."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _int(value, name: str, lo: int, hi: int) -> int:

@@ -10,6 +10,7 @@ from discord import app_commands
 from bot.commands.common import Reply, Services, defer, latent_of, name_of, run_job
 
 LAYER_CHOICES = [app_commands.Choice(name=n, value=n) for n in ("all", "coarse", "middle", "fine")]
+LAYER_MEANING = {"coarse": "pose and face shape", "middle": "features and expression", "fine": "colours and skin"}
 MENTION = re.compile(r"<@!?(\d{1,20})>")
 
 
@@ -32,7 +33,8 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         got = await gather(interaction, [a, b])
         if got is not None:
             await run_job(svc, interaction, "blend", {"ratio": ratio, "layers": layers}, {"a": got["0"], "b": got["1"]},
-                          title=f"**{name_of(a)} ⟷ {name_of(b)}** at {ratio:g} ")
+                          title=f"**{name_of(a)} ⟷ {name_of(b)}** at {ratio:g}"
+                                + ("" if layers == "all" else f", {layers} styles only ({LAYER_MEANING[layers]})") + " ")
 
     @tree.command(name="average", description="The mean face of several members.")
     @app_commands.describe(users="Mention two or more members, e.g. @ana @bo @cy")
