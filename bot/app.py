@@ -33,7 +33,7 @@ def make_engine(settings: Settings) -> JobBook:
 
 def make_limits(settings: Settings) -> Limits:
     lim = settings.limits
-    return Limits(lim.member_rate, lim.member_period, lim.server_rate, lim.server_period)
+    return Limits(lim.member_rate, lim.member_period, lim.server_rate, lim.server_period, lim.costs)
 
 
 class GatedTree(app_commands.CommandTree):

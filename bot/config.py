@@ -69,11 +69,25 @@ class EngineSettings(_Strict):
 
 
 class LimitSettings(_Strict):
+    @field_validator("costs")
+    @classmethod
+    def _known_costs(cls, value: dict[str, float]) -> dict[str, float]:
+        from bot.limits import DEFAULT_COSTS
+
+        for kind, cost in value.items():
+            if kind not in DEFAULT_COSTS:
+                raise ValueError(f"unknown job kind {kind!r}; costs can be set for {', '.join(DEFAULT_COSTS)}")
+            if not 0 <= cost <= 1000:
+                raise ValueError(f"the cost of {kind} must lie between 0 and 1000")
+        return value
+
     queue_size: int = Field(32, ge=1, le=10_000)
     per_member_queued: int = Field(2, ge=1, le=100)
-    member_rate: int = Field(6, ge=1, description="jobs a member may start per member_period")
+    member_rate: float = Field(6, gt=0, description="projection-equivalents a member may start per member_period")
     member_period: float = Field(60.0, gt=0)
-    server_rate: int = Field(60, ge=1)
+    server_rate: float = Field(60, gt=0)
+    costs: dict[str, float] = Field(default_factory=dict,
+                                    description="cost of a job kind in projection-equivalents (defaults: bot/limits.py)")
     server_period: float = Field(60.0, gt=0)
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     project_steps: int = Field(300, ge=1, le=2000)

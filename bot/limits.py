@@ -1,17 +1,25 @@
-"""Per-member and per-server rate limits on top of asyncio-throttle.
+"""Fair per-member and per-server limits: each job costs what it asks of the engine.
 
-``asyncio_throttle.Throttler`` keeps the sliding window of start times; a Discord
-command cannot wait in line for its turn (the member would stare at "thinking…"), so
-``check`` asks the throttler's window whether a slot is free and, if not, how many
-seconds until one is, and only then takes the slot.
+A budget per sliding window, in *projection-equivalents*: a projection costs 1, a morph or
+loop a quarter, an edit, blend or /random a tenth, and drawing a face that is already kept
+(/me) nothing (``limits.costs`` in the config). Only jobs that start are charged: a command
+refused for any reason (its own limit, "a job waiting", a full queue) costs nothing, so a
+member doing a normal session (a projection, ten /me, five edits, two morphs in five
+minutes) is never refused at the default budget of 6 a minute.
+
+Written by hand (a weighted window is a deque and a sum): asyncio-throttle, used before,
+counts unweighted calls and only offers a blocking acquire, so the old code read its
+private ``_task_logs``; a Discord command cannot wait in line for a slot anyway.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 
-from asyncio_throttle import Throttler
+DEFAULT_COSTS = {"project": 1.0, "morph": 0.25, "loop": 0.25, "grid": 0.2, "average": 0.2, "blend": 0.1,
+                 "mix": 0.1, "edit": 0.1, "random": 0.1, "render": 0.0}
 
 
 class RateLimited(Exception):
@@ -24,49 +32,89 @@ class RateLimited(Exception):
         return max(1, math.ceil(self.retry_after))
 
 
-class RateLimiter:
-    def __init__(self, rate: int, period: float, max_keys: int = 100_000) -> None:
-        self.rate, self.period, self.max_keys = rate, period, max_keys
-        self.throttlers: dict[object, Throttler] = {}
+class Budget:
+    """At most ``capacity`` cost units per ``period`` seconds for each key (sliding window)."""
 
-    def retry_after(self, key) -> float:
-        t = self.throttlers.get(key)
-        if t is None:
+    def __init__(self, capacity: float, period: float, max_keys: int = 100_000) -> None:
+        self.capacity, self.period, self.max_keys = capacity, period, max_keys
+        self.spent: dict[object, deque[tuple[float, float]]] = {}
+
+    def _window(self, key, now: float) -> deque[tuple[float, float]]:
+        log = self.spent.get(key)
+        if log is None:
+            return deque()
+        while log and log[0][0] <= now - self.period:
+            log.popleft()
+        return log
+
+    def retry_after(self, key, cost: float, now: float | None = None) -> float:
+        """0 when ``cost`` fits now; else seconds until enough of the window has expired."""
+        now = time.monotonic() if now is None else now
+        log = self._window(key, now)
+        excess = sum(c for _, c in log) + cost - self.capacity
+        if excess <= 1e-9:
             return 0.0
-        t.flush()
-        if len(t._task_logs) < t.rate_limit:
-            return 0.0
-        return max(0.0, t._task_logs[0] + t.period - time.monotonic())
+        for t, c in log:  # the oldest charges expire first
+            excess -= c
+            if excess <= 1e-9:
+                return max(0.0, t + self.period - now)
+        return self.period  # a single job dearer than the whole budget: never fits
 
-    def take(self, key) -> None:
-        t = self.throttlers.get(key)
-        if t is None:
-            if len(self.throttlers) >= self.max_keys:
-                self._prune()
-            t = self.throttlers[key] = Throttler(self.rate, self.period)
-        t.flush()
-        t._task_logs.append(time.monotonic())
+    def charge(self, key, cost: float, now: float | None = None) -> None:
+        if cost <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        if key not in self.spent and len(self.spent) >= self.max_keys:
+            self._prune(now)
+        self.spent.setdefault(key, deque()).append((now, cost))
 
-    def _prune(self) -> None:
-        for key, t in list(self.throttlers.items()):
-            t.flush()
-            if not t._task_logs:
-                del self.throttlers[key]
+    def refund(self, key, cost: float) -> None:
+        """Take back the latest charge of ``cost`` (a job that was charged but never started)."""
+        log = self.spent.get(key)
+        if not log or cost <= 0:
+            return
+        for i in range(len(log) - 1, -1, -1):
+            if log[i][1] == cost:
+                del log[i]
+                return
+
+    def _prune(self, now: float) -> None:
+        for key in list(self.spent):
+            if not self._window(key, now):
+                del self.spent[key]
 
 
 class Limits:
-    """The member and server windows checked together: a refused job takes no slot."""
+    """The member and server budgets checked together; a refused job is charged nothing."""
 
-    def __init__(self, member_rate: int, member_period: float, server_rate: int, server_period: float) -> None:
-        self.member = RateLimiter(member_rate, member_period)
-        self.server = RateLimiter(server_rate, server_period)
+    def __init__(self, member_rate: float, member_period: float, server_rate: float, server_period: float,
+                 costs: dict[str, float] | None = None) -> None:
+        self.member = Budget(member_rate, member_period)
+        self.server = Budget(server_rate, server_period)
+        self.costs = {**DEFAULT_COSTS, **(costs or {})}
 
-    def check(self, guild_id: int, user_id: int) -> None:
-        wait = self.member.retry_after((guild_id, user_id))
+    def cost(self, kind: str) -> float:
+        return self.costs.get(kind, 1.0)
+
+    def check(self, guild_id: int, user_id: int, kind: str = "project") -> None:
+        """Raise :class:`RateLimited` if the job would go over a budget; charges nothing."""
+        cost = self.cost(kind)
+        if cost <= 0:
+            return
+        wait = self.member.retry_after((guild_id, user_id), cost)
         if wait > 0:
             raise RateLimited(wait, "member")
-        wait = self.server.retry_after(guild_id)
+        wait = self.server.retry_after(guild_id, cost)
         if wait > 0:
             raise RateLimited(wait, "server")
-        self.member.take((guild_id, user_id))
-        self.server.take(guild_id)
+
+    def charge(self, guild_id: int, user_id: int, kind: str = "project") -> None:
+        """The job is taken: both budgets pay its cost."""
+        cost = self.cost(kind)
+        self.member.charge((guild_id, user_id), cost)
+        self.server.charge(guild_id, cost)
+
+    def refund(self, guild_id: int, user_id: int, kind: str = "project") -> None:
+        cost = self.cost(kind)
+        self.member.refund((guild_id, user_id), cost)
+        self.server.refund(guild_id, cost)

@@ -16,13 +16,20 @@ from tests.test_bot_e2e import ALICE, BOB, CAROL, finished, option, project
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 DAVE, EVE, FRANK = 800000000000000004, 800000000000000005, 800000000000000006  # each test's member stays inside member_rate=2
+GINA = 800000000000000007
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(tmp_path_factory):
     async with running_bot(tmp_path_factory.mktemp("faults"), member_rate=2, per_member_queued=1,
-                           queue_size=2, max_project_steps=2000) as (sim, bot):
+                           queue_size=2, max_project_steps=2000, costs={"random": 1.0}) as (sim, bot):
         yield sim, bot
+
+
+def private(inter) -> bool:
+    """Only the member saw the answer: the public "thinking…" removed, an ephemeral follow-up."""
+    last = inter.messages[-1]
+    return inter.original_deleted and last.kind == "followup" and bool(last.payload.get("flags", 0) & 64)
 
 
 async def test_caps_queue_bound_and_rate_limit(env):
@@ -32,18 +39,24 @@ async def test_caps_queue_bound_and_rate_limit(env):
     await sim.wait_for(lambda: bot.services.engine.position(next(iter(bot.services.engine.pending), "")) == 1, 30)
     capped = await finished(sim, await sim.invoke(ALICE, "random", [option("seed", 1, 4)]))
     assert "already have a job waiting" in capped.last_content()
+    assert private(capped), "a refusal is for the member's eyes only"
     slow_b = await project(sim, BOB, photo, "b.jpg", "image/jpeg", steps=50)
     await sim.wait_for(lambda: len(bot.services.engine.pending) == 2, 30)
     full = await finished(sim, await sim.invoke(CAROL, "random", [option("seed", 2, 4)]))
-    assert "queue is full" in full.last_content()
+    assert "queue is full" in full.last_content() and private(full)
     await sim.wait_for(lambda: any("position 2" in (m.content or "") for m in slow_b.messages), 30)
-    limited = await finished(sim, await sim.invoke(ALICE, "random", [option("seed", 3, 4)]))
-    assert "try again in" in limited.last_content() and " s." in limited.last_content()
-    for inter in (slow_a, slow_b, capped, full, limited):
-        assert inter.ack_seconds is not None and inter.ack_seconds < 3, "every command was acknowledged in time"
     await finished(sim, slow_a, 300)
     await finished(sim, slow_b, 300)
     assert "likeness" in slow_b.last_content()
+    # Refusals cost nothing: Alice's refused /random did not eat into her budget (project 1 + random 1 = 2).
+    ok = await finished(sim, await sim.invoke(ALICE, "random", [option("seed", 3, 4)]))
+    assert "seed3.png" in ok.all_files(), ok.last_content()
+    limited = await finished(sim, await sim.invoke(ALICE, "random", [option("seed", 4, 4)]))
+    assert "try again in" in limited.last_content() and " s." in limited.last_content() and private(limited)
+    me = await finished(sim, await sim.invoke(ALICE, "me"))
+    assert "face.png" in me.all_files(), "drawing one's kept face never hits the budget"
+    for inter in (slow_a, slow_b, capped, full, limited):
+        assert inter.ack_seconds is not None and inter.ack_seconds < 3, "every command was acknowledged in time"
 
 
 async def test_expired_interaction_gets_its_result_in_the_channel(env):

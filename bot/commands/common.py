@@ -36,6 +36,23 @@ class Reply(Exception):
     """Stop the command and tell the member this one sentence."""
 
 
+class Refusal(Reply):
+    """A command that did not start (a limit, a full queue): told to the member alone."""
+
+
+async def refuse(interaction: discord.Interaction, sentence: str) -> None:
+    """Only the member sees a refusal: an ephemeral answer (the public "thinking…" of a
+    deferred command is removed first)."""
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(sentence, ephemeral=True)
+            return
+        await interaction.delete_original_response()
+        await interaction.followup.send(sentence, ephemeral=True)
+    except (discord.NotFound, discord.HTTPException) as exc:
+        log.info("could not refuse interaction %s privately (%s)", interaction.id, exc)
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -171,13 +188,15 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
     msg = JobMessage(interaction, svc.settings.limits.progress_interval)
     guild_id, user_id = interaction.guild_id or 0, interaction.user.id
     key = (guild_id, user_id)
-    reserved = False
+    reserved = charged = False
     recorded = None  # the id of a job row this command must still close
     try:
-        svc.limits.check(guild_id, user_id)
         if svc.queued[key] >= svc.settings.limits.per_member_queued:
             waiting = "a job" if svc.queued[key] == 1 else f"{svc.queued[key]} jobs"
-            raise Reply(f"You already have {waiting} waiting; let it finish first.")
+            raise Refusal(f"You already have {waiting} waiting; let it finish first.")
+        svc.limits.check(guild_id, user_id, kind)
+        svc.limits.charge(guild_id, user_id, kind)  # with no await between: a burst cannot overspend
+        charged = True
         svc.queued[key] += 1  # reserved before anything awaits, so a burst cannot slip past the cap
         reserved = True
         if svc.engine.info is None:
@@ -203,7 +222,7 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
         except QueueFull:
             await svc.storage.job_finished(job.id, "queue_full")
             recorded = None
-            raise Reply("The queue is full right now; try again in a minute.") from None
+            raise Refusal("The queue is full right now; try again in a minute.") from None
         position = svc.engine.position(job.id)
         if position and position > 1:
             await msg.edit(f"{title}queued — position {position}.")
@@ -232,11 +251,15 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
         view = view_factory(interaction.user.id) if view_factory else None
         await msg.finish(f"{title}{text}".strip(), files_of(outcome), view)
         return outcome
+    except Refusal as exc:
+        if charged:  # it never started: a refusal costs nothing
+            svc.limits.refund(guild_id, user_id, kind)
+        await refuse(interaction, str(exc))
     except Reply as exc:
         await msg.finish(str(exc))
     except RateLimited as exc:
-        await msg.finish(f"You're going a little fast; try again in {exc.seconds} s." if exc.scope == "member"
-                         else f"This server is busy with faces; try again in {exc.seconds} s.")
+        await refuse(interaction, f"You're going a little fast; try again in {exc.seconds} s." if exc.scope == "member"
+                     else f"This server is busy with faces; try again in {exc.seconds} s.")
     except ShuttingDown:
         await msg.finish("The bot is restarting, so this stopped; run the command again in a minute.")
     except EngineUnavailable:
