@@ -154,6 +154,16 @@ def discord_globals(monkeypatch):
     monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
 
 
+def serve_against(tmp_path, token: str, api_base: str, gateway_url: str):
+    """`wspace serve` with a config pointing at ``api_base``; it must end with one line and exit 1."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[discord]\ntoken = "{token}"\napi_base = "{api_base}"\ngateway_url = "{gateway_url}"\n'
+                   '[storage]\ndatabase = "db.sqlite3"\n')
+    r = runner.invoke(app, ["serve", "--config", str(cfg)])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    return r
+
+
 def test_serve_without_discord_is_one_sentence_and_a_nonzero_exit(tmp_path, discord_globals):
     """No network (here: nothing listening where Discord should be) ends the bot cleanly."""
     import socket
@@ -161,12 +171,8 @@ def test_serve_without_discord_is_one_sentence_and_a_nonzero_exit(tmp_path, disc
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[discord]\ntoken = "x.y.z"\napi_base = "http://127.0.0.1:{port}/api/v10"\n'
-                   f'gateway_url = "ws://127.0.0.1:{port}/"\n[storage]\ndatabase = "db.sqlite3"\n')
-    r = runner.invoke(app, ["serve", "--config", str(cfg)])
-    assert r.exit_code == 1, r.output
-    assert "Could not reach Discord" in r.output and "Traceback" not in r.output
+    r = serve_against(tmp_path, "x.y.z", f"http://127.0.0.1:{port}/api/v10", f"ws://127.0.0.1:{port}/")
+    assert "Could not reach Discord" in r.output
 
 
 def test_serve_with_a_refused_token_is_one_sentence_and_a_nonzero_exit(tmp_path, discord_globals):
@@ -181,13 +187,8 @@ def test_serve_with_a_refused_token_is_one_sentence_and_a_nonzero_exit(tmp_path,
     threading.Thread(target=loop.run_forever, daemon=True).start()
     asyncio.run_coroutine_threadsafe(sim.start(), loop).result(10)
     try:
-        cfg = tmp_path / "c.toml"
-        cfg.write_text(f'[discord]\ntoken = "a-wrong-token"\napi_base = "{sim.api_base}"\n'
-                       f'gateway_url = "{sim.gateway_url}"\n[storage]\ndatabase = "db.sqlite3"\n')
-        r = runner.invoke(app, ["serve", "--config", str(cfg)])
-        assert r.exit_code == 1, r.output
-        assert "Discord refused the bot token" in r.output and "Traceback" not in r.output
-        assert "a-wrong-token" not in r.output
+        r = serve_against(tmp_path, "a-wrong-token", sim.api_base, sim.gateway_url)
+        assert "Discord refused the bot token" in r.output and "a-wrong-token" not in r.output
     finally:
         asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

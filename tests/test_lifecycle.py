@@ -4,6 +4,7 @@ the simulator, killed the ways processes get killed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -87,9 +88,20 @@ async def sim():
     await s.stop()
 
 
-async def test_sigkill_of_the_bot_leaves_no_engine_behind(tmp_path, sim):
-    proc = await start_bot(tmp_path, sim)
+@contextlib.asynccontextmanager
+async def bot_process(tmp: Path, sim: DiscordSimulator):
+    """``wspace serve`` in its own process group, killed whole if the test leaves it running."""
+    procs = [await start_bot(tmp, sim)]
     try:
+        yield procs  # a test that restarts the bot appends the new process
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def test_sigkill_of_the_bot_leaves_no_engine_behind(tmp_path, sim):
+    async with bot_process(tmp_path, sim) as (proc,):
         await running_projection(sim)  # the engine is busy computing
         tree = descendants(proc.pid)
         assert tree, "the engine runs in a child process"
@@ -97,14 +109,10 @@ async def test_sigkill_of_the_bot_leaves_no_engine_behind(tmp_path, sim):
         proc.wait(10)
         await gone(tree)
         assert not any(alive(p) for p in tree), "an engine outlived the bot that was kill -9ed"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def test_sigterm_drains_tells_the_member_and_exits_zero(tmp_path, sim):
-    proc = await start_bot(tmp_path, sim)
-    try:
+    async with bot_process(tmp_path, sim) as (proc,):
         inter = await running_projection(sim)
         tree = descendants(proc.pid)
         t0 = time.monotonic()
@@ -116,33 +124,26 @@ async def test_sigterm_drains_tells_the_member_and_exits_zero(tmp_path, sim):
         assert "restarting" in inter.last_content(), inter.last_content()
         await gone(tree)
         assert not any(alive(p) for p in tree), "nothing of the bot's tree is left within 5 s"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def test_after_a_kill_the_restarted_bot_tells_every_interrupted_member(tmp_path, sim):
     """Alice's projection was running and Bob's waiting when the bot was kill -9ed. The
     next bot edits Alice's message; Bob's token has expired, so he is told in the channel."""
     bob = 800000000000000002
-    proc = await start_bot(tmp_path, sim)
-    try:
+    async with bot_process(tmp_path, sim) as procs:
         alice = await running_projection(sim)
         att = sim.add_attachment(encode(grace_hopper(), "JPEG"), "b.jpg", "image/jpeg")
         bobs = await sim.invoke(bob, "project", [{"name": "image", "type": 11, "value": att["id"]}],
                                 resolved={"attachments": {att["id"]: att}})
         await sim.wait_for(lambda: "queued" in (bobs.last_content() or ""), 60)
-        proc.kill()
-        proc.wait(10)
+        procs[0].kill()
+        procs[0].wait(10)
         bobs.expired = True  # as if the restart came more than 15 minutes later for him
         sim.identified.clear()
         sim.commands.clear()
-        proc = await start_bot(tmp_path, sim)
+        procs.append(await start_bot(tmp_path, sim))
         await sim.wait_for(lambda: "restarted" in (alice.last_content() or ""), 30)
         assert alice.last_content() == "I restarted while working on your /project, so it stopped; please run it again."
         await sim.wait_for(lambda: any("restarted" in (m.content or "") for m in sim.channel_messages), 30)
         notice = next(m for m in sim.channel_messages if "restarted" in (m.content or ""))
         assert f"<@{bob}>" in notice.content
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
