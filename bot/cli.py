@@ -295,6 +295,30 @@ def directions_learn(attributes: Annotated[Optional[list[str]], typer.Argument(h
     typer.echo(f"wrote {path}")
 
 
+@directions_app.command("layers")
+def directions_layers(name: Annotated[str, typer.Argument(help="a direction of the model, e.g. smile")],
+                      layers: Annotated[str, typer.Argument(help="all, coarse, middle, fine, or a style range like 1-3")],
+                      directions: Annotated[Optional[Path], typer.Option("--directions", help="directions .npz (default: the model's)")] = None,
+                      model: ModelOpt = None) -> None:
+    """Set the styles a direction moves by default (what /edit uses)."""
+    from engine.checkpoints import DEFAULT_MODEL
+    from engine.directions import load_directions, save_directions
+    from engine.edits import parse_layers
+
+    G = load_model(model, "cpu")
+    path = directions or (model or DEFAULT_MODEL).with_name((model or DEFAULT_MODEL).stem + ".directions.npz")
+    keep = load_directions(path, G.model_id)
+    if name not in keep:
+        fail(f"{path.name} has no direction {name!r} for this model (it has {', '.join(keep) or 'none'}).")
+    try:
+        parse_layers(G.num_ws, layers)
+    except ValueError as exc:
+        fail(f"{exc}.")
+    keep[name].layers = layers
+    save_directions(list(keep.values()), path)
+    typer.echo(f"{name} now moves styles {layers} by default ({path})")
+
+
 @directions_app.command("import")
 def directions_import(npy: Path, name: Annotated[str, typer.Option(help="name members will use")],
                       layers: Annotated[str, typer.Option(help="all, coarse, middle or fine")] = "all",

@@ -24,14 +24,23 @@ def layer_ranges(num_ws: int) -> dict[str, range]:
             "middle": range(middle_start, fine_start), "fine": range(fine_start, num_ws)}
 
 
+def parse_layers(num_ws: int, layers: str) -> range:
+    """A group name (``all``, ``coarse``, ``middle``, ``fine``) or an inclusive style range
+    ``"A-B"`` (e.g. ``"1-3"``, as a direction's default layers may be stored)."""
+    if layers in LAYER_GROUPS:
+        return layer_ranges(num_ws)[layers]
+    first, sep, last = layers.partition("-")
+    if sep and first.isdigit() and last.isdigit() and int(first) <= int(last) < num_ws:
+        return range(int(first), int(last) + 1)
+    raise ValueError(f"layers must be one of {', '.join(LAYER_GROUPS)} or a style range A-B below {num_ws}")
+
+
 def layer_mask(num_ws: int, layers: str | range | None) -> np.ndarray:
-    """``[num_ws, 1]`` float mask of a group name or an index range."""
+    """``[num_ws, 1]`` float mask of a group name, an ``"A-B"`` style range or an index range."""
     if layers is None:
         layers = "all"
     if isinstance(layers, str):
-        if layers not in LAYER_GROUPS:
-            raise ValueError(f"layers must be one of {', '.join(LAYER_GROUPS)}")
-        layers = layer_ranges(num_ws)[layers]
+        layers = parse_layers(num_ws, layers)
     mask = np.zeros((num_ws, 1), np.float32)
     mask[list(layers)] = 1
     return mask

@@ -15,7 +15,10 @@ from engine.labels import ATTRIBUTES, label_face
 from engine.networks import Generator
 from engine.render import to_uint8
 
-DEFAULT_LAYERS = {"age": "all", "gender": "all", "smile": "all", "yaw": "coarse"}
+# Where each attribute lives in the styles, from a layer scan on kept real faces
+# (docs/benchmarks.md, "Kept face"): expression in the middle styles, head turn in styles
+# 1-3; age and gender everywhere.
+DEFAULT_LAYERS = {"age": "all", "gender": "all", "smile": "middle", "yaw": "1-3"}
 AMOUNT_SPAN = 1.5  # one unit of a member's "amount" = 1.5 σ of W's spread along the normal
 
 

@@ -192,3 +192,23 @@ def test_serve_with_a_refused_token_is_one_sentence_and_a_nonzero_exit(tmp_path,
     finally:
         asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
+
+
+def test_directions_layers_sets_what_edit_moves(tmp_path):
+    import shutil
+
+    from engine.checkpoints import DEFAULT_MODEL
+    from engine.directions import load_directions
+
+    src = DEFAULT_MODEL.with_name(DEFAULT_MODEL.stem + ".directions.npz")
+    path = tmp_path / "d.npz"
+    shutil.copy(src, path)
+    r = runner.invoke(app, ["directions", "layers", "smile", "2-5", "--directions", str(path)])
+    assert r.exit_code == 0, r.output
+    from engine.checkpoints import load_generator
+
+    assert load_directions(path, load_generator(None).model_id)["smile"].layers == "2-5"
+    r = runner.invoke(app, ["directions", "layers", "smile", "9-40", "--directions", str(path)])
+    assert r.exit_code == 1 and "style range" in r.output
+    r = runner.invoke(app, ["directions", "layers", "frown", "all", "--directions", str(path)])
+    assert r.exit_code == 1 and "no direction 'frown'" in r.output

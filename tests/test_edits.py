@@ -80,3 +80,14 @@ def test_plane_grid_corners_are_the_three_faces():
     assert grid.shape == (9, 10, 16)
     assert np.allclose(grid[0], A) and np.allclose(grid[2], B) and np.allclose(grid[6], C)
     assert np.allclose(grid[8], B + C - A)
+
+
+def test_a_style_range_names_the_styles_it_moves():
+    from engine.edits import layer_mask, parse_layers
+
+    assert parse_layers(10, "1-3") == range(1, 4)
+    assert layer_mask(10, "1-3")[:, 0].tolist() == [0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert parse_layers(10, "middle") == range(4, 8)
+    for bad in ("3-1", "0-10", "a-b", "-", "1-", "everything"):
+        with pytest.raises(ValueError, match="style range A-B below 10"):
+            parse_layers(10, bad)
