@@ -126,7 +126,7 @@ def _run(engine, kind: str, args: dict, latents: dict, out: Path, label: str = "
 
     out.mkdir(parents=True, exist_ok=True)
     bars = []
-    started = time.perf_counter()
+    started = time.time()  # tqdm's own clock
 
     def progress(p) -> None:
         if not p.total:
