@@ -37,8 +37,9 @@ def test_a_schedule_sets_its_ramp_down_and_the_noise_maps_lr(G):
     frozen = project(G, target, steps=20, loss_kind="pixel", schedule=Schedule(noise_lr_mul=0.0))
     moving = project(G, target, steps=20, loss_kind="pixel", schedule=Schedule())
     normalised = [(c - c.mean()) / c.std() for c in const]
-    assert all(np.allclose(n, c, atol=1e-4) for n, c in zip(frozen.noise, normalised))
-    assert not all(np.allclose(n, c, atol=1e-4) for n, c in zip(moving.noise, normalised))
+    fp16 = 4e-3  # the kept maps are rounded to float16 at the end (half an ulp below |4|)
+    assert all(np.allclose(n, c, atol=fp16) for n, c in zip(frozen.noise, normalised))
+    assert not all(np.allclose(n, c, atol=fp16) for n, c in zip(moving.noise, normalised))
     assert not np.allclose(frozen.ws, G.w_avg.expand(G.num_ws, -1).numpy()), "the latents still move"
 
 
