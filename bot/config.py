@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No coercion ("32" is not 32, true is not 1), no unknown keys, no infinite or NaN numbers.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class DiscordSettings(_Strict):
@@ -50,15 +51,15 @@ class DiscordSettings(_Strict):
 
 
 class EngineSettings(_Strict):
-    model: Path | None = Field(None, description="Generator file; empty = the embedded model")
-    directions: Path | None = None
+    model: Path | None = Field(None, strict=False, description="Generator file; empty = the embedded model")
+    directions: Path | None = Field(None, strict=False)
     device: str = Field("cpu", description="torch device of the engine: cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, le=256)
     transport: Literal["local", "redis"] = Field(
         "local", description="local: one engine process here; redis: workers anywhere (`wspace worker --redis URL`)")
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field("wspace", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
-    job_timeout_seconds: float = Field(900.0, gt=0)
+    job_timeout_seconds: float = Field(900.0, gt=0, le=86_400)
 
     @field_validator("device")
     @classmethod
@@ -84,22 +85,22 @@ class LimitSettings(_Strict):
     queue_size: int = Field(32, ge=1, le=10_000)
     per_member_queued: int = Field(2, ge=1, le=100)
     member_rate: float = Field(6, gt=0, description="projection-equivalents a member may start per member_period")
-    member_period: float = Field(60.0, gt=0)
+    member_period: float = Field(60.0, ge=1, le=86_400)
     server_rate: float = Field(60, gt=0)
     costs: dict[str, float] = Field(default_factory=dict,
                                     description="cost of a job kind in projection-equivalents (defaults: bot/limits.py)")
-    server_period: float = Field(60.0, gt=0)
+    server_period: float = Field(60.0, ge=1, le=86_400)
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     project_steps: int = Field(300, ge=1, le=2000)
     max_project_steps: int = Field(1000, ge=1, le=2000)
     morph_max_members: int = Field(24, ge=2, le=64)
     max_frames: int = Field(120, ge=8, le=240)
     max_gif_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
-    progress_interval: float = Field(1.5, ge=0.5)
+    progress_interval: float = Field(1.5, ge=0.5, le=60)
 
 
 class StorageSettings(_Strict):
-    database: Path = Path("wspace.sqlite3")
+    database: Path = Field(Path("wspace.sqlite3"), strict=False)
 
 
 class LoggingSettings(_Strict):

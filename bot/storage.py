@@ -9,6 +9,7 @@ of one model is never handed out for another.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import re
 import sqlite3
@@ -104,7 +105,7 @@ class Storage:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, timeout=10.0, isolation_level=None)
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
+            await _switch_to_wal(db)
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=5000")
@@ -119,24 +120,27 @@ class Storage:
         await self.db.close()
 
     async def _migrate(self, directory) -> list[int]:
+        """Apply what is missing, each migration under a write lock with the version
+        rechecked inside it: several processes opening a fresh database at once apply each
+        migration exactly once."""
         await self.db.execute("CREATE TABLE IF NOT EXISTS schema_version ("
                               "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
-        async with self.db.execute("SELECT version FROM schema_version") as cur:
-            done = {row[0] for row in await cur.fetchall()}
         applied = []
         for version, name, sql in migrations(directory):
-            if version in done:
-                continue
             await self.db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _statements(sql):
-                    await self.db.execute(statement)
-                await self.db.execute("INSERT INTO schema_version VALUES (?, ?, ?)", (version, name, time.time()))
+                async with self.db.execute("SELECT 1 FROM schema_version WHERE version = ?", (version,)) as cur:
+                    done = await cur.fetchone() is not None
+                if not done:
+                    for statement in _statements(sql):
+                        await self.db.execute(statement)
+                    await self.db.execute("INSERT INTO schema_version VALUES (?, ?, ?)", (version, name, time.time()))
                 await self.db.execute("COMMIT")
             except BaseException:
                 await self.db.execute("ROLLBACK")
                 raise
-            applied.append(version)
+            if not done:
+                applied.append(version)
         return applied
 
     async def schema_versions(self) -> list[int]:
@@ -287,6 +291,20 @@ class Storage:
     async def integrity_ok(self) -> bool:
         rows = await self._rows("PRAGMA integrity_check")
         return rows == [("ok",)]
+
+
+async def _switch_to_wal(db: aiosqlite.Connection, patience: float = 10.0) -> None:
+    """``journal_mode=WAL``, retried: on a brand-new file several processes switching at
+    once get SQLITE_BUSY at once, without SQLite's busy handler being asked."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
 
 
 def _statements(sql: str) -> list[str]:

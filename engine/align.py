@@ -57,14 +57,74 @@ def _face_encoder():
 # --- decoding ------------------------------------------------------------------------------
 
 
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # what members send; nothing else reaches a decoder
+MAX_JPEG_SCANS = 64  # progressive JPEGs use ~10; a scan bomb uses thousands of tiny ones
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The accepted format these bytes say they are (by their magic bytes), or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    return None
+
+
+def jpeg_scan_count(data: bytes) -> int:
+    """How many start-of-scan (SOS) markers a JPEG holds, counted by walking its segments
+    (entropy-coded data is skipped by its stuffing rules) without decoding anything."""
+    n, i, size = 0, 2, len(data)
+    while i + 4 <= size:
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        i += 2 + length
+        if marker == 0xDA:  # a scan: skip its entropy-coded data to the next real marker
+            n += 1
+            if n > MAX_JPEG_SCANS:
+                return n
+            i = _next_marker(data, i)
+    return n
+
+
+def _next_marker(data: bytes, i: int) -> int:
+    """Index of the next marker after entropy-coded data (0xFF00 is a stuffed byte, 0xFFD0-D7
+    restart markers belong to the scan, 0xFFFF is fill)."""
+    while (j := data.find(b"\xff", i)) >= 0 and j + 1 < len(data):
+        nxt = data[j + 1]
+        if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
+            i = j + 1
+            continue
+        return j
+    return len(data)
+
+
 def decode_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Any photo a member may send -> ``[H, W, 3]`` uint8 RGB, upright (EXIF applied)."""
     if len(data) > max_bytes:
         raise ImageTooLarge(f"That file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
     if not data:
         raise NotAnImage("That file is empty, not an image.")
+    if (fmt := sniff_format(data)) is None:
+        raise NotAnImage("That file is not an image I can read (PNG, JPEG, WebP or GIF).")
+    if fmt == "JPEG" and (scans := jpeg_scan_count(data)) > MAX_JPEG_SCANS:
+        raise NotAnImage(f"That JPEG has {scans} scans; a photo has at most {MAX_JPEG_SCANS}, so I won't decode it.")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=[fmt])  # only the decoder its magic bytes name
         w, h = img.size  # header only: nothing decoded yet
         if w * h > max_pixels:
             raise ImageTooLarge(f"That image is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.")

@@ -111,3 +111,46 @@ def test_bad_options_fail_alone_with_one_sentence(engine):
     ok = []
     run_job(engine, Job("random", {"seed": 1}), ok.append)
     assert isinstance(ok[-1], Result)
+
+
+def test_only_the_formats_members_send_reach_a_decoder():
+    from PIL import Image
+
+    from engine.align import decode_image
+    from engine.errors import NotAnImage
+    from tests.photos import grace_hopper
+
+    img = Image.fromarray(grace_hopper()).resize((128, 128))
+    for fmt in ("TIFF", "BMP", "ICO", "PPM", "TGA", "PCX", "QOI", "DDS", "JPEG2000", "EPS"):
+        buf = io.BytesIO()
+        try:
+            img.save(buf, fmt)
+        except (KeyError, OSError, ValueError):  # Pillow here cannot write it: the magic bytes will do
+            buf = io.BytesIO({"QOI": b"qoif", "DDS": b"DDS ", "EPS": b"%!PS-Adobe-3.0 EPSF-3.0\n"}.get(fmt, b"??") + bytes(200))
+        with pytest.raises(NotAnImage, match=r"^That file is not an image I can read \(PNG, JPEG, WebP or GIF\)\.$"):
+            decode_image(buf.getvalue())
+    for fmt in ("JPEG", "PNG", "WEBP", "GIF"):
+        buf = io.BytesIO()
+        img.save(buf, fmt)
+        assert decode_image(buf.getvalue()).shape == (128, 128, 3), fmt
+
+
+def test_a_progressive_jpeg_scan_bomb_is_refused_before_decoding():
+    import time
+
+    from PIL import Image
+
+    from engine.align import MAX_JPEG_SCANS, decode_image, jpeg_scan_count
+    from engine.errors import NotAnImage
+    from tests.photos import grace_hopper
+
+    buf = io.BytesIO()
+    Image.fromarray(grace_hopper()).save(buf, "JPEG", progressive=True, quality=90)
+    good = buf.getvalue()
+    assert 1 < jpeg_scan_count(good) <= MAX_JPEG_SCANS, "a real progressive photo passes"
+    empty_scan = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"  # one component, no coded data
+    bomb = good[:-2] + empty_scan * 100_000 + b"\xff\xd9"
+    t0 = time.perf_counter()
+    with pytest.raises(NotAnImage, match="scans"):
+        decode_image(bomb)
+    assert time.perf_counter() - t0 < 5, "refused from the markers, not after decoding"

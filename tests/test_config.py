@@ -25,6 +25,10 @@ def test_example_config_is_valid_and_matches_the_defaults():
     ({"discord": {"shard_count": -1}}, "discord.shard_count"),
     ({"engine": {"device": "tpu"}}, "engine.device: .*device must be cpu, cuda, cuda:N or mps"),
     ({"engine": {"restart_seconds": 5}}, "engine.restart_seconds"),
+    ({"limits": {"queue_size": "32"}}, "limits.queue_size: Input should be a valid integer"),
+    ({"discord": {"sync_commands": 1}}, "discord.sync_commands: Input should be a valid boolean"),
+    ({"engine": {"job_timeout_seconds": float("inf")}}, "engine.job_timeout_seconds: Input should be a finite number"),
+    ({"limits": {"member_period": 1e-300}}, "limits.member_period"),
     ({"discord": {"shard_count": 4}}, "discord: .*shard_count is set but sharded is false"),
 ])
 def test_a_bad_key_is_named(data, key):

@@ -200,3 +200,20 @@ async def test_rows_written_before_noise_was_kept_survive_the_migration(tmp_path
     got = await s.latent(G, U, "m")
     assert np.array_equal(got.ws, ws) and got.noise is None
     await s.close()
+
+
+def test_processes_opening_a_fresh_database_at_once_migrate_it_once(tmp_path):
+    """Three processes race to open the same new file, ten times over: none fails, and
+    every migration is recorded once."""
+    code = ("import asyncio, sys, time\nfrom bot.storage import Storage\n"
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all three start together\n"
+            "async def main():\n    s = await Storage.open(sys.argv[1]); await s.close()\nasyncio.run(main())\n")
+    for round_ in range(10):
+        db = tmp_path / f"race{round_}.sqlite3"
+        start = str(time.time() + 1.0)
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(db), start], stderr=subprocess.PIPE) for _ in range(3)]
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err.decode()[-800:]
+        rows = sqlite3.connect(db).execute("SELECT version, COUNT(*) FROM schema_version GROUP BY version").fetchall()
+        assert [v for v, _ in rows] == [v for v, _, _ in migrations()] and all(c == 1 for _, c in rows)
