@@ -25,7 +25,7 @@ from engine.jobs import Face, File, Job, Progress, Result
 from engine.kept import KEPT_NOISE_MAX_RES, KeptFaceError, mix_noise, pack_noise, unpack_noise
 from engine.projector import project, psnr, w_stats
 from engine.render import gif_bytes, montage, mp4_bytes, png_bytes, resize, to_uint8
-from engine.sampling import MAX_SEED, synthesize, ws_from_seeds
+from engine.sampling import MAX_SEED, ws_from_seeds
 
 DISPLAY = 256  # faces are shown at least this large
 PREVIEW = 128
@@ -61,7 +61,6 @@ class Engine:
         self.const_noise = [layer.noise_const.detach().cpu().numpy().astype(np.float32) for layer in layers]
         self.kept_noise_max_res = kept_noise_max_res
         self.kept_layers = [i for i, r in enumerate(self.noise_res) if r <= kept_noise_max_res]  # the rest stay constant
-        self.schedule = None  # the projector picks from the encoder guess's fit (bench/kept_face.py may override)
         self.noise_rule = "mix"  # how noise maps pass between faces (engine/kept.py); bench/kept_face.py compares
 
     # --- helpers -------------------------------------------------------------------------
@@ -134,9 +133,6 @@ class Engine:
         noise = self.pack(mix_noise(faces, weights, self.noise_rule)) if has_noise else None
         return {"latent": np.asarray(ws, np.float32), "noise": noise}
 
-    def latent(self, job: Job, key: str) -> np.ndarray:
-        return self.face(job, key)[0]
-
     def check_model(self, job: Job) -> None:
         if job.latents and job.model_id and job.model_id != self.model_id:
             raise ModelMismatch("Those faces were made with a different model than the one loaded now; project them again.")
@@ -172,7 +168,7 @@ class Engine:
             init = encode(self.encoder, target)  # a face in milliseconds; the projector refines it
             progress(Progress(job.id, 0, steps, "first guess", preview_png(self.render(init[None])[0])))
         proj = project(self.G, target, steps, init_ws=init, progress=on_step, every=max(1, steps // 20),
-                       schedule=self.schedule, kept_noise_max_res=self.kept_noise_max_res)
+                       kept_noise_max_res=self.kept_noise_max_res)
         # The face shown is the kept face, drawn from exactly what the member keeps.
         kept_img = self.render(proj.ws[None], proj.noise)[0]
         score = likeness(target, kept_img)
