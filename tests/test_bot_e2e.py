@@ -288,3 +288,21 @@ async def test_the_running_bot_keeps_a_fresh_heartbeat_for_health_checks(env, mo
     path.write_text(_json.dumps({"time": time.time() - 3600}))
     r = CliRunner().invoke(app, ["health"])
     assert r.exit_code == 1 and "unhealthy" in r.output
+
+
+async def test_queue_positions_move_while_members_wait(env):
+    """Two members wait behind a projection; the second (behind another projection) sees
+    "position 3" become "position 2" while the one ahead of them runs."""
+    sim, _ = env
+    dan, erin, fay = 800000000000000011, 800000000000000012, 800000000000000013
+    slow = await project(sim, dan, encode(grace_hopper(), "JPEG"), "d.jpg", "image/jpeg", steps=400)
+    await sim.wait_for(lambda: any("step" in (m.content or "") for m in slow.messages), 60)
+    first = await project(sim, erin, encode(grace_hopper(), "JPEG"), "e.jpg", "image/jpeg", steps=120)
+    second = await sim.invoke(fay, "random", [option("seed", 12, 4)])
+    await sim.wait_for(lambda: any("position 3" in (m.content or "") for m in second.messages), 30)
+    await finished(sim, second, 120)
+    contents = [m.content or "" for m in second.messages]
+    assert any("position 2" in c for c in contents), contents
+    assert "seed12.png" in second.all_files()
+    await finished(sim, first, 60)
+    await finished(sim, slow, 120)

@@ -169,6 +169,19 @@ class JobMessage:
                 log.exception("could not deliver the result of interaction %s", self.interaction.id)
 
 
+async def follow_position(svc: Services, job_id: str, msg: JobMessage, title: str, shown: int) -> None:
+    """Keep a waiting member's "position N" true as the line moves (at most one edit per
+    progress interval); stops once the job is next or running, when progress takes over."""
+    while True:
+        await asyncio.sleep(svc.settings.limits.progress_interval)
+        position = svc.engine.position(job_id)
+        if position is None or position <= 1:
+            return
+        if position != shown:
+            shown = position
+            await msg.edit(f"{title}queued — position {position}.", force=False)
+
+
 async def defer(interaction: discord.Interaction) -> bool:
     if interaction.response.is_done():
         return True
@@ -226,6 +239,8 @@ async def run_job(svc: Services, interaction: discord.Interaction, kind: str, ar
         position = svc.engine.position(job.id)
         if position and position > 1:
             await msg.edit(f"{title}queued — position {position}.")
+            watcher = asyncio.create_task(follow_position(svc, job.id, msg, title, position))
+            future.add_done_callback(lambda _: watcher.cancel())
         outcome = await asyncio.wait_for(future, svc.settings.engine.job_timeout_seconds + 60)
         svc.queued[key] -= 1  # the job is over; storing its result does not hold the member's slot
         reserved = False
