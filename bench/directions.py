@@ -104,8 +104,9 @@ def effects(engine: Engine, r: dict, age, smile, yaw) -> dict[str, str]:
                f"({age[0]:.0f} to {age[1]:.0f}, mean of {n} faces); it reads as faint shading more than ageing.",
         "gender": f"On this model, gender -3 to +3 flips the labeller's verdict on {r['gender_flip_rate']:.0%} "
                   f"of {n} faces.",
-        "smile": f"On this model, smile -3 to +3 widens the mouth by {100 * (smile[1] / smile[0] - 1):.0f}% "
-                 f"of its width-to-eyes ratio (it moves the right way on {r['smile_moves_with_sign']:.0%} of {n} faces).",
+        "smile": f"On this model, smile -3 to +3 raises the smile measure (mouth width and corner lift over eye "
+                 f"distance) by {100 * (smile[1] / smile[0] - 1):.0f}% (the right way on {r['smile_moves_with_sign']:.0%} "
+                 f"of {n} faces).",
         "yaw": f"On this model, yaw -3 to +3 turns the head: the nose moves {100 * (yaw[1] - yaw[0]):.0f}% "
                f"of the face width (the right way on {r['yaw_moves_with_sign']:.0%} of {n} faces).",
     }
