@@ -47,11 +47,6 @@ def pack_noise(maps: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(m, dtype=np.float32).reshape(-1) for m in maps]).astype(NOISE_DTYPE)
 
 
-def round_noise(maps: list[np.ndarray]) -> list[np.ndarray]:
-    """The maps as the kept face will hold them (float16 values, as float32)."""
-    return [np.asarray(m, dtype=np.float32).astype(NOISE_DTYPE).astype(np.float32) for m in maps]
-
-
 def unpack_noise(flat, resolutions: list[int]) -> list[np.ndarray]:
     """One flat array -> per-layer float32 maps; refuses a wrong size or non-numbers."""
     try:
