@@ -28,7 +28,8 @@ from engine.align import face_descriptor  # noqa: E402
 from engine.edits import apply_direction, morph_sequence  # noqa: E402
 from engine.labels import label_face  # noqa: E402
 from engine.directions import save_directions  # noqa: E402
-from engine.ops import Engine, default_directions_path  # noqa: E402
+from engine.bundle import directions_path_for  # noqa: E402
+from engine.ops import Engine  # noqa: E402
 from engine.render import gif_bytes, resize  # noqa: E402
 from engine.sampling import ws_from_seeds  # noqa: E402
 
@@ -90,7 +91,7 @@ def main() -> None:
     if args.write_effects:
         for name, text in result["effects"].items():
             engine.directions[name].meta["effect"] = text
-        path = args.directions or default_directions_path(args.model)
+        path = args.directions or directions_path_for(args.model)
         save_directions(list(engine.directions.values()), path)
     result["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(result, indent=2))

@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bot.engine_client import EngineClient  # noqa: E402
-from engine.jobs import Job, JobFailed, Result  # noqa: E402
+from bot.transport.local import LocalTransport  # noqa: E402
+from engine.protocol import JobFailed, ProjectRequest, RandomRequest, Result  # noqa: E402
 from tests.photos import encode, grace_hopper  # noqa: E402
 
 
-async def once(client: EngineClient) -> dict:
+async def once(client: LocalTransport) -> dict:
     seen = []
-    fut = client.submit(Job("project", {"image": encode(grace_hopper(), "JPEG"), "steps": 2000}), lambda p: seen.append(p.step))
+    fut = client.submit(ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=2000), lambda p: seen.append(p.step))
     while not any(s > 0 for s in seen):
         await asyncio.sleep(0.02)
     os.kill(client.process.pid, signal.SIGKILL)
@@ -37,14 +37,14 @@ async def once(client: EngineClient) -> dict:
     await client.wait_ready(60)
     ready = time.monotonic() - t0
     t1 = time.monotonic()
-    result = await asyncio.wait_for(client.run(Job("random", {"seed": 1})), 60)
+    result = await asyncio.wait_for(client.run(RandomRequest(seed=1)), 60)
     assert isinstance(result, Result)
     return {"member_told_s": round(told, 2), "engine_ready_s": round(ready, 2),
             "next_job_s": round(time.monotonic() - t1, 2)}
 
 
 async def main(repeats: int) -> dict:
-    client = EngineClient(None, threads=1, queue_size=4)
+    client = LocalTransport(None, threads=1, queue_size=4)
     await client.start(timeout=120)
     try:
         runs = [await once(client) for _ in range(repeats)]

@@ -38,7 +38,7 @@ from bench.photos import real_faces  # noqa: E402
 from engine import edits  # noqa: E402
 from engine.align import aligned_landmarks, face_descriptor  # noqa: E402
 from engine.encoder import encode  # noqa: E402
-from engine.jobs import Face, Job  # noqa: E402
+from engine.protocol import as_face  # noqa: E402
 from engine.kept import load_npz, save_npz  # noqa: E402
 from engine.labels import label_face  # noqa: E402
 from engine.ops import Engine  # noqa: E402
@@ -94,8 +94,8 @@ def project_one(engine: Engine, target: np.ndarray, steps: int, setting) -> tupl
     with tempfile.TemporaryDirectory() as tmp:  # what `wspace project` writes and `wspace render` reads
         save_npz(Path(tmp) / "latent.npz", proj.ws, noise, engine.model_id)
         ws, noise, _ = load_npz(Path(tmp) / "latent.npz")
-    face = Face(ws, noise)
-    redraw = engine.render(ws[None], engine.face(Job("render", latents={"a": face}), "a")[1])[0]
+    face = as_face(ws, noise)
+    redraw = engine.render(ws[None], engine.face(face)[1])[0]
     return face, redraw, proj.image, seconds
 
 
@@ -106,7 +106,7 @@ def evaluate(engine: Engine, targets: dict, steps: int, setting) -> tuple[dict, 
         faces[name] = face
         t_desc = face_descriptor(target)
         k_desc = face_descriptor(redraw)
-        maps = engine.face(Job("render", latents={"a": face}), "a")[1]
+        maps = engine.face(face)[1]
         ident, signs = {}, {}
         for d in EDIT_NAMES:
             ends = engine.render(np.stack([edit_ws(engine, face.ws, d, a) for a in (-2, 2)]), maps)
@@ -126,8 +126,7 @@ def blend_checks(engine: Engine, faces: dict, pairs: list[tuple[str, str]], rule
     try:
         detected, seams, mid_identity = [], [], []
         for a, b in pairs:
-            job = Job("blend", latents={"a": faces[a], "b": faces[b]})
-            (wa, wb), maps, _ = engine.faces(job, ("a", "b"))
+            (wa, wb), maps, _ = engine.faces((faces[a], faces[b]))
             mid = edits.blend(wa, wb, 0.5)
             ws = [mid] + [edit_ws(engine, mid, d, s) for d in ("smile", "yaw") for s in (-2, 2)]
             imgs = engine.draw(np.stack(ws), maps, np.full((len(ws), 2), 0.5, np.float32))

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.projection_speed import reach_seconds  # noqa: E402
 from bench.projector import target_sets  # noqa: E402
 from engine.checkpoints import load_generator  # noqa: E402
-from engine.encoder import encode, encoder_path_for, load_encoder  # noqa: E402
+from engine.encoder import encode, load_encoder  # noqa: E402
+from engine.bundle import encoder_path_for  # noqa: E402
 from engine.projector import REFINE_FAR, Schedule, project  # noqa: E402
 
 KEYS = {"lr": "initial_lr", "noise": "noise_factor", "rampdown": "rampdown", "noise_lr": "noise_lr_mul"}

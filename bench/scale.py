@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bot.engine_client import EngineClient  # noqa: E402
-from bot.redis_client import RedisEngineClient  # noqa: E402
-from engine.jobs import Job, Result  # noqa: E402
-from tests.redis_helpers import RedisServer, start_worker  # noqa: E402
+from bot.transport.local import LocalTransport  # noqa: E402
+from bot.transport.redis_streams import RedisTransport  # noqa: E402
+from engine.protocol import RandomRequest, Result  # noqa: E402
+from tests.redis_helpers import SECRET, RedisServer, start_worker  # noqa: E402
 
 
 def note(*a) -> None:
@@ -36,21 +36,21 @@ def note(*a) -> None:
 async def throughput(client, jobs: int, seed0: int) -> float:
     t0 = time.perf_counter()
     outcomes = await asyncio.wait_for(
-        asyncio.gather(*[client.submit(Job("random", {"seed": seed0 + i})) for i in range(jobs)]), 300)
+        asyncio.gather(*[client.submit(RandomRequest(seed=seed0 + i)) for i in range(jobs)]), 300)
     assert all(isinstance(o, Result) for o in outcomes), [o for o in outcomes if not isinstance(o, Result)][:1]
     return jobs / (time.perf_counter() - t0)
 
 
 async def latency_ms(client, n: int) -> float:
-    await client.run(Job("random", {"seed": 0}))  # warm
+    await client.run(RandomRequest(seed=0))  # warm
     t0 = time.perf_counter()
     for i in range(n):
-        assert isinstance(await client.run(Job("random", {"seed": i})), Result)
+        assert isinstance(await client.run(RandomRequest(seed=i)), Result)
     return 1000 * (time.perf_counter() - t0) / n
 
 
 async def main(jobs: int, serial: int, worker_counts: list[int]) -> dict:
-    local = EngineClient(None, threads=1, queue_size=jobs + 8)
+    local = LocalTransport(None, threads=1, queue_size=jobs + 8)
     await local.start()
     try:
         await throughput(local, 8, 0)  # warm
@@ -64,7 +64,7 @@ async def main(jobs: int, serial: int, worker_counts: list[int]) -> dict:
         server.start()
         procs = []
         try:
-            client = RedisEngineClient(server.url, queue_size=jobs + 8, poll_seconds=0.2)
+            client = RedisTransport(server.url, SECRET.encode(), queue_size=jobs + 8, poll_seconds=0.2)
             await client.start(wait=False)
             out["redis"] = {}
             for n in sorted(worker_counts):

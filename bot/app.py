@@ -15,10 +15,10 @@ import yarl
 from discord import app_commands
 
 from bot.commands import admin, blend, edit, morph, privacy, project
-from bot.commands.common import Services, reply_now
+from bot.commands.common import Refusal, Reply, Services, answer, refuse, reply_now
 from bot.commands.views import EditButton
 from bot.config import Settings, heartbeat_path
-from bot.engine_client import JobBook, make_engine_client
+from bot.transport import Transport, make_transport
 from bot.limits import Limits
 from bot.storage import Interrupted, Storage
 
@@ -27,8 +27,8 @@ log = logging.getLogger("wspace.bot")
 COMMAND_MODULES = (project, edit, blend, morph, privacy, admin)
 
 
-def make_engine(settings: Settings) -> JobBook:
-    return make_engine_client(settings.engine, settings.limits)
+def make_engine(settings: Settings) -> Transport:
+    return make_transport(settings)
 
 
 def make_limits(settings: Settings) -> Limits:
@@ -152,6 +152,13 @@ class WspaceBot(discord.Client):
         await self.services.engine.start(wait=False)
 
     async def on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        original = getattr(error, "original", None)  # what the command raised (CommandInvokeError)
+        if isinstance(original, Refusal):
+            await refuse(interaction, str(original))
+            return
+        if isinstance(original, Reply):  # one sentence for the member: the command's answer
+            await answer(interaction, str(original))
+            return
         if isinstance(error, app_commands.MissingPermissions):
             await reply_now(interaction, "Only members with Manage Server can use this.")
             return

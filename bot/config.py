@@ -59,6 +59,9 @@ class EngineSettings(_Strict):
         "local", description="local: one engine process here; redis: workers anywhere (`wspace worker --redis URL`)")
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field("wspace", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    redis_secret: SecretStr | None = Field(
+        None, strict=False, description="shared with the workers: every job and result is signed with it (HMAC-SHA256)")
+    redis_secret_env: str = Field("WSPACE_REDIS_SECRET", description="read the secret from this variable when redis_secret is empty")
     job_timeout_seconds: float = Field(900.0, gt=0, le=86_400)
 
     @field_validator("device")
@@ -114,6 +117,15 @@ class Settings(_Strict):
     limits: LimitSettings = LimitSettings()
     storage: StorageSettings = StorageSettings()
 
+    def redis_secret(self) -> bytes:
+        """The Redis transport's signing secret (config, else its environment variable)."""
+        engine = self.engine
+        secret = engine.redis_secret.get_secret_value() if engine.redis_secret else os.environ.get(engine.redis_secret_env, "")
+        if len(secret) < MIN_SECRET:
+            raise ConfigError(f"the redis transport needs a shared secret of at least {MIN_SECRET} characters: "
+                              f"set engine.redis_secret or {engine.redis_secret_env}")
+        return secret.encode()
+
     def token(self) -> str:
         if self.discord.token is not None:
             return self.discord.token.get_secret_value()
@@ -133,6 +145,9 @@ def parse_settings(data: dict, source: str = "config") -> Settings:
             key = ".".join(str(p) for p in err["loc"])
             lines.append(f"{key}: {err['msg']}")  # the message, never the offending input
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
+
+
+MIN_SECRET = 16
 
 
 def environment_device() -> str | None:

@@ -20,8 +20,8 @@ from pathlib import Path
 import aiosqlite
 import numpy as np
 
-from engine.jobs import Face
-from engine.kept import NOISE_DTYPE
+from engine.protocol import Face, as_face
+from engine.protocol.events import NOISE_DTYPE
 
 MAX_NOISE_BYTES = 64 * 2**20  # a 1024-px model's maps are ~5.6 MB; anything far larger is not a face
 
@@ -43,7 +43,7 @@ class StoredLatent:
 
     @property
     def face(self) -> Face:
-        return Face(self.ws, self.noise)
+        return as_face(self.ws, self.noise)
 
 
 @dataclass

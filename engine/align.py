@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.ndimage import gaussian_filter
 
-from engine.errors import ImageTooLarge, NoFaceFound, NotAnImage
+from engine.protocol.errors import ImageTooLarge, NoFaceFound, NotAnImage
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000

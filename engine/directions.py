@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.errors import ModelMismatch, UnknownDirection
+from engine.protocol.errors import ModelMismatch, UnknownDirection
 from engine.networks import Generator
 
 

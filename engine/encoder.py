@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from engine.checkpoints import DEFAULT_MODEL
 
 FORMAT_KEY = "wspace-encoder"
 
@@ -86,11 +85,6 @@ class Encoder(nn.Module):
         feats = torch.cat([x.flatten(1)] + pooled, dim=1)
         offsets = self.head(feats).reshape(-1, c.num_ws, c.w_dim)
         return self.w_avg + self.w_scale * offsets
-
-
-def encoder_path_for(model_path: str | Path | None) -> Path:
-    path = Path(model_path) if model_path else DEFAULT_MODEL
-    return path.with_name(path.stem + ".encoder.safetensors")
 
 
 def save_encoder(E: Encoder, path: str | Path, model_id: str, provenance: dict | None = None,

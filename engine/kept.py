@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-NOISE_DTYPE = np.dtype("<f2")
-WS_DTYPE = np.dtype("<f4")
+from engine.protocol.events import NOISE_DTYPE, WS_DTYPE  # noqa: E402  (the protocol's Face holds these)
+
 NOISE_RULES = ("mix", "nearest", "const")
 # Noise maps above this resolution are not kept: the projector leaves them at the model's
 # constant maps. A 1024-px model's maps would cost 5.6 MB a face (2 796 176 values), ~150×

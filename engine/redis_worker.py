@@ -1,22 +1,17 @@
 """An engine worker on any host, fed through Redis Streams (``wspace worker --redis URL``).
 
-Keys (``prefix`` defaults to ``wspace``):
-
-- ``{prefix}:jobs:{model_id}`` — the job stream of one model, read by the consumer group
-  ``engines``. A worker reads only its own model's stream, so a job is never run by a
-  worker whose model differs from the one its latents were made with.
-- ``{prefix}:worker:{id}`` — the worker's heartbeat (JSON, expires after a few missed
-  beats), listed in the set ``{prefix}:workers``.
-- The reply stream named in each job entry receives its events; a result larger than
-  ``inline_max`` bytes is stored under ``{prefix}:result:{job_id}`` (expiring) and the
-  stream carries only a reference, so big GIFs never bloat a stream.
-- ``{prefix}:done:{job_id}`` — set when a job finished, so a redelivered job is not run
-  twice.
+The key layout and limits live with the protocol (``engine/protocol/redis_keys.py``).
+Every payload is sealed with the shared secret; what this worker takes from Redis is
+checked before use: the job id and reply stream fields, the seal, then the data-only
+decoding, and the decoded job's id against the entry's. An entry that fails a check is
+moved to the dead-letter stream and its job (when it names a valid reply stream) fails
+once with one sentence.
 
 Delivery is at least once: while a job runs, the heartbeat thread keeps its pending
 entry fresh (``XCLAIM … JUSTID``); a worker that dies stops doing so, and after
-``claim_idle`` seconds another worker takes the job over with ``XAUTOCLAIM``. The bot
-resolves each job id once and ignores a second answer.
+``claim_idle`` seconds another worker takes the job over with ``XAUTOCLAIM``. An entry
+delivered ``MAX_DELIVERIES`` times (it killed every worker that took it) goes to the
+dead-letter stream instead of running again. The bot resolves each job id once.
 """
 
 from __future__ import annotations
@@ -24,34 +19,28 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
 import uuid
 
-from engine import wire
-
-STALE_RETRIES = 3  # per command, after a connection error (a stale connection after a Redis restart)
-from engine.jobs import JobFailed, Result
+from engine.protocol import JobFailed, Request, Result, wire
+from engine.protocol.redis_keys import (DEAD_MAXLEN, DONE_TTL, EVENTS_MAXLEN, GROUP, MAX_AGE, MAX_DELIVERIES,
+                                        RESULT_TTL, STALE_RETRIES, is_reply_stream, keys)
 from engine.worker import run_job
 
 log = logging.getLogger("wspace.engine")
-
-GROUP = "engines"
-EVENTS_MAXLEN = 10_000
-JOBS_MAXLEN = 10_000
-DONE_TTL = 3600
-RESULT_TTL = 900
-
-
-def keys(prefix: str) -> dict:
-    return {"workers": f"{prefix}:workers", "worker": f"{prefix}:worker:" + "{}", "jobs": f"{prefix}:jobs:" + "{}",
-            "done": f"{prefix}:done:" + "{}", "result": f"{prefix}:result:" + "{}"}
+JOB_ID = re.compile(r"[0-9a-f]{12}")
+UNREADABLE = "That request could not be read."
+POISON = "That request stopped the face engine several times, so it was set aside; please try something else."
 
 
 class RedisWorker:
-    def __init__(self, url: str, engine, worker_id: str | None = None, claim_idle: float = 30.0,
+    def __init__(self, url: str, engine, secret: bytes, worker_id: str | None = None, claim_idle: float = 30.0,
                  inline_max: int = 256 * 1024, prefix: str = "wspace", heartbeat: float = 1.0) -> None:
+        if not secret:
+            raise ValueError("a Redis worker needs the shared secret")
         import redis
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
@@ -62,13 +51,14 @@ class RedisWorker:
         self.r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
                                       retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), STALE_RETRIES),
                                       retry_on_error=[redis.ConnectionError, redis.TimeoutError])
-        self.engine, self.claim_idle, self.inline_max = engine, claim_idle, inline_max
+        self.engine, self.claim_idle, self.inline_max, self.secret = engine, claim_idle, inline_max, secret
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.k = keys(prefix)
         self.stream = self.k["jobs"].format(engine.model_id)
         self.heartbeat = heartbeat
         self.current: bytes | None = None  # the stream entry being worked on
         self.done = 0
+        self.dead = 0
         self.busy_seconds = 0.0
         self.started = time.time()
         self.stopping = threading.Event()
@@ -118,15 +108,22 @@ class RedisWorker:
                                     start_id="0-0", count=1)
         for entry_id, fields in claimed[1]:
             if fields:
-                log.warning("worker %s reclaimed job entry %s", self.id, entry_id)
-                return entry_id, fields
+                pending = self.r.xpending_range(self.stream, GROUP, min=entry_id, max=entry_id, count=1)
+                deliveries = pending[0]["times_delivered"] if pending else MAX_DELIVERIES + 1
+                log.warning("worker %s reclaimed job entry %s (delivery %d)", self.id, entry_id, deliveries)
+                return entry_id, fields, deliveries
         got = self.r.xreadgroup(GROUP, self.id, {self.stream: ">"}, count=1, block=1000)
         if got and got[0][1]:
-            return got[0][1][0]
+            entry_id, fields = got[0][1][0]
+            return entry_id, fields, 1
         return None
 
     def emit(self, reply: str, event) -> None:
-        data = wire.dumps(event)
+        try:
+            data = wire.dumps(event)
+        except wire.WireError as exc:  # e.g. a result over the size cap: the member still gets an answer
+            data = wire.dumps(JobFailed(event.job_id, "internal", "The answer was too large to send.", str(exc)))
+        data = wire.seal(data, self.secret)
         fields = {"worker": self.id, "job_id": event.job_id}
         if isinstance(event, Result) and len(data) > self.inline_max:
             key = self.k["result"].format(event.job_id)
@@ -136,9 +133,44 @@ class RedisWorker:
             fields["event"] = data
         self.r.xadd(reply, fields, maxlen=EVENTS_MAXLEN, approximate=True)
 
-    def handle(self, entry_id, fields: dict) -> None:
-        job_id = fields.get(b"job_id", b"?").decode(errors="replace")
-        reply = fields.get(b"reply", b"").decode(errors="replace")
+    def read(self, fields: dict) -> tuple[str, str, Request]:
+        """The job id, reply stream and request of an entry; :class:`wire.WireError` (one
+        sentence) when any part fails its check."""
+        job_id = _text(fields.get(b"job_id"))
+        reply = _text(fields.get(b"reply"))
+        if not JOB_ID.fullmatch(job_id):
+            raise wire.WireError("The entry has no valid job id.")
+        if not is_reply_stream(self.k, reply):
+            raise wire.WireError("The entry's reply stream is not a bot's.")
+        data = fields.get(b"job")
+        request = wire.loads(wire.unseal(data if isinstance(data, bytes) else b"", self.secret, MAX_AGE), expect=Request)
+        if request.id != job_id:
+            raise wire.WireError("The entry's job id is not its request's.")
+        return job_id, reply, request
+
+    def bury(self, entry_id, fields: dict, reason: str, sentence: str) -> None:
+        """Move an entry to the dead-letter stream; fail its job once when it names a reply stream."""
+        log.error("job entry %s set aside: %s", entry_id, reason)
+        job_id, reply = _text(fields.get(b"job_id")), _text(fields.get(b"reply"))
+        pipe = self.r.pipeline()
+        pipe.xadd(self.k["dead"], {"entry": str(entry_id), "job_id": job_id[:64], "reason": reason[:500],
+                                   "worker": self.id, "time": str(time.time())}, maxlen=DEAD_MAXLEN, approximate=True)
+        pipe.xack(self.stream, GROUP, entry_id)
+        pipe.xdel(self.stream, entry_id)
+        pipe.execute()
+        self.dead += 1
+        if JOB_ID.fullmatch(job_id) and is_reply_stream(self.k, reply):
+            self.emit(reply, JobFailed(job_id, "bad_argument", sentence, reason))
+
+    def handle(self, entry_id, fields: dict, deliveries: int = 1) -> None:
+        if deliveries > MAX_DELIVERIES:
+            self.bury(entry_id, fields, f"delivered {deliveries} times", POISON)
+            return
+        try:
+            job_id, reply, request = self.read(fields)
+        except wire.WireError as exc:
+            self.bury(entry_id, fields, str(exc), UNREADABLE)
+            return
         done_key = self.k["done"].format(job_id)
         if self.r.exists(done_key):  # redelivered after it finished: answer once only
             self.r.xack(self.stream, GROUP, entry_id)
@@ -147,13 +179,7 @@ class RedisWorker:
         self.current = entry_id
         t0 = time.monotonic()
         try:
-            try:
-                job = wire.loads(fields.get(b"job", b""))
-            except wire.WireError as exc:
-                log.error("job entry %s refused: %s", entry_id, exc)
-                self.emit(reply, JobFailed(job_id, "internal", "That request could not be read.", str(exc)))
-            else:
-                run_job(self.engine, job, lambda event: self.emit(reply, event))
+            run_job(self.engine, request, lambda event: self.emit(reply, event))
             self.r.set(done_key, self.id, ex=DONE_TTL)
             self.r.xack(self.stream, GROUP, entry_id)
             self.r.xdel(self.stream, entry_id)
@@ -199,7 +225,11 @@ class RedisWorker:
             pass
 
 
-def serve_redis(url: str, model=None, device: str = "cpu", directions=None, threads: int | None = None,
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else ""
+
+
+def serve_redis(url: str, secret: bytes, model=None, device: str = "cpu", directions=None, threads: int | None = None,
                 worker_id: str | None = None, claim_idle: float = 30.0, inline_max: int = 256 * 1024,
                 prefix: str = "wspace") -> None:
     """Process entry point of ``wspace worker``."""
@@ -209,7 +239,7 @@ def serve_redis(url: str, model=None, device: str = "cpu", directions=None, thre
     prepare_process(threads)
     from engine.ops import Engine
 
-    worker = RedisWorker(url, Engine(model, device, directions), worker_id, claim_idle, inline_max, prefix)
+    worker = RedisWorker(url, Engine(model, device, directions), secret, worker_id, claim_idle, inline_max, prefix)
     try:
         worker.serve()
     except KeyboardInterrupt:

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+DISPLAY = 256  # faces are shown at least this large
+
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """``[N, 3, H, W]`` (or ``[3, H, W]``) in [-1, 1] -> ``[N, H, W, 3]`` uint8."""

@@ -1,7 +1,8 @@
 """The engine process: load the model once, run jobs, never die on a bad job.
 
-Reads :class:`~engine.jobs.Job` objects from one queue and writes events (ready,
-progress, result, failure) to another. ``None`` on the job queue stops it.
+Reads requests as wire bytes (``engine/protocol/wire.py``: data only, never a pickle)
+from one queue and writes events (ready, progress, result, failure) as wire bytes to
+another. ``None`` on the job queue stops it.
 """
 
 from __future__ import annotations
@@ -11,31 +12,50 @@ import os
 import traceback
 import uuid
 
-from engine.errors import UserError
-from engine.jobs import Job, JobFailed, Progress, WorkerReady
+from engine.protocol import JobFailed, Progress, Request, UserError, WorkerReady, wire
 
 log = logging.getLogger("wspace.engine")
+UNREADABLE = "That request could not be read."
 
 
-def run_job(engine, job: Job, emit) -> None:
-    """Run one job, emitting its events; any failure becomes a :class:`JobFailed`."""
+def run_job(engine, request: Request, emit) -> None:
+    """Run one request, emitting its events; any failure becomes a :class:`JobFailed`."""
     try:
-        if not isinstance(job, Job):
-            raise TypeError(f"not a job: {type(job).__name__}")
-        emit(Progress(job.id, 0, 0, "started"))
-        emit(engine.run(job, emit))
+        emit(Progress(request.id, 0, 0, "started"))
+        emit(engine.run(request, emit))
     except UserError as exc:
-        log.info("job %s (%s) refused: %s %s", getattr(job, "id", "?"), getattr(job, "kind", "?"), exc, exc.details or "")
-        emit(JobFailed(job.id, exc.code, str(exc)))
+        log.info("job %s (%s) refused: %s %s", request.id, request.kind, exc, exc.details or "")
+        emit(JobFailed(request.id, exc.code, str(exc)))
     except Exception as exc:  # a bug, or a hostile input we did not foresee: keep serving
         detail = traceback.format_exc()
-        log.error("job %s failed:\n%s", getattr(job, "id", "?"), detail)
-        emit(JobFailed(getattr(job, "id", "?"), "internal", f"{type(exc).__name__}", detail))
+        log.error("job %s failed:\n%s", request.id, detail)
+        emit(JobFailed(request.id, "internal", f"{type(exc).__name__}", detail[-8000:]))
+
+
+def run_wire_job(engine, data: bytes, emit, job_id: str = "?") -> None:
+    """Decode one request from wire bytes and run it; bytes that are no request fail as ``job_id``."""
+    try:
+        request = wire.loads(data, expect=Request)
+    except wire.WireError as exc:
+        log.error("job %s refused at the wire: %s", job_id, exc)
+        emit(JobFailed(job_id, "bad_argument", UNREADABLE, str(exc)))
+        return
+    run_job(engine, request, emit)
+
+
+def encoded(put):
+    """An ``emit`` that puts each event on a queue as wire bytes."""
+    def emit(event) -> None:
+        try:
+            put(wire.dumps(event))
+        except wire.WireError as exc:  # e.g. a result over the size cap: the member still gets an answer
+            put(wire.dumps(JobFailed(event.job_id, "internal", "The answer was too large to send.", str(exc))))
+    return emit
 
 
 def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directions_path=None,
           threads: int | None = None, worker_id: str | None = None, parent_pid: int | None = None) -> None:
-    """Process entry point (spawned by the bot's engine client). With ``parent_pid`` the
+    """Process entry point (spawned by the bot's local transport). With ``parent_pid`` the
     process dies with the bot, whatever kills the bot."""
     import signal
 
@@ -50,10 +70,12 @@ def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directio
     from engine.ops import Engine
 
     engine = Engine(model_path, device, directions_path)
-    event_queue.put(WorkerReady(worker_id or uuid.uuid4().hex[:8], engine.model_id, engine.G.resolution,
-                                engine.G.num_ws, engine.G.w_dim, sorted(engine.directions), device, os.getpid()))
+    emit = encoded(event_queue.put)
+    emit(WorkerReady(worker_id or uuid.uuid4().hex[:8], engine.model_id, engine.G.resolution, engine.G.num_ws,
+                     engine.G.w_dim, tuple(sorted(engine.directions)), device, os.getpid()))
     while True:
-        job = job_queue.get()
-        if job is None:
+        item = job_queue.get()
+        if item is None:
             break
-        run_job(engine, job, event_queue.put)
+        job_id, data = item  # the id travels beside the bytes, so even unreadable bytes get an answer
+        run_wire_job(engine, data, emit, job_id)

@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.checkpoints import load_generator  # noqa: E402
-from engine.encoder import Encoder, EncoderConfig, encoder_path_for, load_encoder, save_encoder  # noqa: E402
+from engine.encoder import Encoder, EncoderConfig, load_encoder, save_encoder  # noqa: E402
+from engine.bundle import encoder_path_for  # noqa: E402
 from engine.projector import w_stats  # noqa: E402
 from engine.teacher import NZ, load_teacher  # noqa: E402
 from scripts.train_embedded import psnr, pyramid_loss  # noqa: E402

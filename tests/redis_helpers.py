@@ -3,6 +3,7 @@ processes (for tests/test_redis.py and bench/scale.py)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -41,6 +42,10 @@ class RedisServer:
         self.proc.wait(10)
 
 
+SECRET = "test-secret-0123456789"  # shared by the tests' bot and workers
+
+
 def start_worker(url: str, name: str, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "WSPACE_REDIS_SECRET": SECRET}
     return subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--redis", url, "--id", name, "--threads", "1",
-                             *extra], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             *extra], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

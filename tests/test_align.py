@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from engine.align import SAME_PERSON, align_face, decode_image, detect_faces, likeness
-from engine.errors import ImageTooLarge, NoFaceFound, NotAnImage
+from engine.protocol.errors import ImageTooLarge, NoFaceFound, NotAnImage
 from tests.photos import astronaut, encode, grace_hopper
 
 

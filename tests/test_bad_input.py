@@ -15,8 +15,10 @@ from PIL import Image
 
 from engine.align import decode_image
 from engine.checkpoints import save_native
-from engine.errors import UserError
-from engine.jobs import Job, JobFailed, Result
+from engine.protocol.errors import UserError
+from engine.protocol import (AverageRequest, BlendRequest, EditRequest, GridRequest, JobFailed, LoopRequest, MixRequest,
+                             MorphRequest, ProjectRequest, RandomRequest, RenderRequest, Request, Result, SwapRequest,
+                             as_face)
 from engine.networks import Generator, GeneratorConfig
 from engine.ops import Engine
 from engine.worker import run_job
@@ -81,21 +83,23 @@ def engine(tmp_path_factory):
 BAD_NUMBERS = [float("nan"), float("inf"), -float("inf"), 1e308, -1e308, "1e400", "abc", "", [1], {"x": 1}, b"7", -1e-300j]
 
 
-def option_corpus(engine) -> list[Job]:
-    ws = np.zeros((engine.G.num_ws, engine.G.w_dim), np.float32)
+def option_corpus(engine) -> list[Request]:
+    ws = as_face(np.zeros((engine.G.num_ws, engine.G.w_dim)))
     jobs = []
     for x in BAD_NUMBERS:
-        jobs += [Job("blend", {"ratio": x}, {"a": ws, "b": ws}), Job("random", {"seed": x}),
-                 Job("random", {"seed": 1, "truncation": x}), Job("morph", {"frames": x}, {"0": ws, "1": ws}),
-                 Job("loop", {"frames": x}, {"a": ws}), Job("grid", {"size": x}, {"a": ws, "b": ws, "c": ws}),
-                 Job("mix", {"split": x}, {"coarse": ws, "fine": ws}),
-                 Job("project", {"image": b"x", "steps": x})]
-    jobs += [Job("morph", {}, {str(i): ws for i in range(n)}) for n in (0, 1, 65, 500)]
-    jobs += [Job("edit", {"direction": d, "amount": 1}, {"a": ws}) for d in ("", "x" * 10_000, "../../etc/passwd", None)]
-    jobs += [Job("render", {}, {"a": bad}) for bad in (ws[:1], ws.T, np.full_like(ws, np.nan), "text", None)]
-    jobs += [Job("blend", {"layers": bad}, {"a": ws, "b": ws}) for bad in ("toes", "", None, 3)]
-    jobs += [Job("average", {}, {str(i): ws for i in range(n)}) for n in (0, 1)]
-    jobs += [Job(kind) for kind in ("", "op_project", "__init__", "run", "x" * 1000)]
+        jobs += [BlendRequest(a=ws, b=ws, ratio=x), RandomRequest(seed=x), RandomRequest(seed=1, truncation=x),
+                 MorphRequest(faces=(ws, ws), frames=x), LoopRequest(face=ws, frames=x), GridRequest(a=ws, b=ws, c=ws, size=x),
+                 MixRequest(coarse=ws, fine=ws, split=x), SwapRequest(a=ws, b=ws, split=x), ProjectRequest(image=b"x", steps=x),
+                 EditRequest(face=ws, direction="age", amount=x)]
+    jobs += [MorphRequest(faces=(ws,) * n) for n in (0, 1, 65, 500)]
+    jobs += [EditRequest(face=ws, direction=d, amount=1.0) for d in ("", "x" * 10_000, "../../etc/passwd", None)]
+    jobs += [RenderRequest(face=bad) for bad in (as_face(ws.ws[:1]), as_face(ws.ws.T), as_face(np.full_like(ws.ws, np.nan)),
+                                                 "text", None, as_face(ws.ws, np.zeros(7)))]
+    jobs += [BlendRequest(a=ws, b=ws, layers=bad) for bad in ("toes", "", None, 3, "0-99", "5-2")]
+    jobs += [AverageRequest(faces=(ws,) * n) for n in (0, 1)] + [AverageRequest(faces=[ws, ws])]
+    jobs += [RandomRequest(id=bad) for bad in ("", None, "x" * 1000, "../../x")]
+    jobs += [RandomRequest(max_bytes=bad) for bad in (0, -1, 10**12)]
+    jobs += [MixRequest(coarse=ws, fine=ws, split=engine.G.num_ws), LoopRequest(face=ws, layers=f"0-{engine.G.num_ws}")]
     return jobs
 
 
@@ -106,10 +110,10 @@ def test_bad_options_fail_alone_with_one_sentence(engine):
         events = []
         run_job(engine, job, events.append)
         final = events[-1]
-        assert isinstance(final, JobFailed) and final.user_error, (job.kind, job.args, final)
+        assert isinstance(final, JobFailed) and final.user_error, (job, final)
         assert "\n" not in final.message and final.message.endswith(".")
     ok = []
-    run_job(engine, Job("random", {"seed": 1}), ok.append)
+    run_job(engine, RandomRequest(seed=1), ok.append)
     assert isinstance(ok[-1], Result)
 
 
@@ -117,7 +121,7 @@ def test_only_the_formats_members_send_reach_a_decoder():
     from PIL import Image
 
     from engine.align import decode_image
-    from engine.errors import NotAnImage
+    from engine.protocol.errors import NotAnImage
     from tests.photos import grace_hopper
 
     img = Image.fromarray(grace_hopper()).resize((128, 128))
@@ -141,7 +145,7 @@ def test_a_progressive_jpeg_scan_bomb_is_refused_before_decoding():
     from PIL import Image
 
     from engine.align import MAX_JPEG_SCANS, decode_image, jpeg_scan_count
-    from engine.errors import NotAnImage
+    from engine.protocol.errors import NotAnImage
     from tests.photos import grace_hopper
 
     buf = io.BytesIO()

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from bot.cli import app
+from bot.cli import full_app
+from engine.cli import app
 from engine.checkpoints import load_generator, save_native
 
 runner = CliRunner()
@@ -159,7 +160,7 @@ def serve_against(tmp_path, token: str, api_base: str, gateway_url: str):
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[discord]\ntoken = "{token}"\napi_base = "{api_base}"\ngateway_url = "{gateway_url}"\n'
                    '[storage]\ndatabase = "db.sqlite3"\n')
-    r = runner.invoke(app, ["serve", "--config", str(cfg)])
+    r = runner.invoke(full_app(), ["serve", "--config", str(cfg)])
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     return r
 

@@ -9,7 +9,7 @@ import torch
 
 from engine.directions import (DirectionError, condition, fit_boundary, get_direction, import_npy,
                                load_directions, save_directions, sefa, Direction)
-from engine.errors import UnknownDirection
+from engine.protocol.errors import UnknownDirection
 from engine.networks import Generator, GeneratorConfig
 
 

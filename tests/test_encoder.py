@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from engine.checkpoints import DEFAULT_MODEL, load_generator
-from engine.encoder import Encoder, EncoderConfig, encode, encoder_path_for, load_encoder, save_encoder
-from engine.jobs import Job, Progress, Result
+from engine.encoder import Encoder, EncoderConfig, encode, load_encoder, save_encoder
+from engine.bundle import encoder_path_for
+from engine.protocol import Progress, ProjectRequest, Result
 from engine.ops import Engine
 from engine.projector import psnr
 from engine.render import to_uint8
@@ -61,7 +62,7 @@ def test_engine_shows_the_encoder_guess_first_then_refines(tiny, tmp_path):
     engine = Engine(model)
     assert engine.encoder is not None
     events = []
-    run_job(engine, Job("project", {"image": encode_photo(grace_hopper(), "JPEG"), "steps": 10}), events.append)
+    run_job(engine, ProjectRequest(image=encode_photo(grace_hopper(), "JPEG"), steps=10), events.append)
     progress = [e for e in events if isinstance(e, Progress)]
     guess = [p for p in progress if p.step == 0 and p.preview_png]
     assert guess and guess[0].message == "first guess" and guess[0].preview_png[:4] == b"\x89PNG"
@@ -69,8 +70,7 @@ def test_engine_shows_the_encoder_guess_first_then_refines(tiny, tmp_path):
     result = events[-1]
     assert isinstance(result, Result) and result.figures["start"] == "encoder"
     events = []
-    run_job(engine, Job("project", {"image": encode_photo(grace_hopper(), "JPEG"), "steps": 5, "encoder": False}),
-            events.append)
+    run_job(engine, ProjectRequest(image=encode_photo(grace_hopper(), "JPEG"), steps=5, encoder=False), events.append)
     assert events[-1].figures["start"] == "w_avg"
 
 

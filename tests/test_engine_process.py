@@ -10,11 +10,15 @@ import time
 import numpy as np
 import pytest
 
-from bot.engine_client import EngineClient, QueueFull
-from engine.jobs import Job, JobFailed, Progress, Result
+from bot.transport import QueueFull
+from bot.transport.local import LocalTransport
 from engine.ops import Engine
-from engine.worker import run_job
+from engine.protocol import (BlendRequest, EditRequest, JobFailed, MorphRequest, Progress, ProjectRequest, RandomRequest,
+                             RenderRequest, Result, as_face, wire)
+from engine.worker import run_job, run_wire_job
 from tests.photos import encode, grace_hopper
+
+WS = as_face(np.zeros((2, 3)))  # a face of no model here
 
 
 @pytest.fixture(scope="module")
@@ -23,17 +27,15 @@ def engine(tiny_model):
 
 
 @pytest.mark.parametrize("job, code", [
-    ("not a job", "internal"),
-    (Job("summon"), "bad_argument"),
-    (Job("blend", {"ratio": float("nan")}, {}), "bad_argument"),
-    (Job("random", {"seed": -1}), "bad_argument"),
-    (Job("random", {"seed": 2**40}), "bad_argument"),
-    (Job("random", {"truncation": "lots"}), "bad_argument"),
-    (Job("project", {"image": b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "steps": 5}), "not_an_image"),
-    (Job("project", {"image": b"x", "steps": 10**9}), "bad_argument"),
-    (Job("render", {}, {"a": [[1.0, 2.0]]}), "model_mismatch"),
-    (Job("edit", {"direction": "../../etc/passwd", "amount": 1}, {"a": None}), "bad_argument"),
-    (Job("morph", {"frames": 10}, {"0": None}), "bad_argument"),
+    (BlendRequest(a=WS, b=WS, ratio=float("nan")), "bad_argument"),
+    (RandomRequest(seed=-1), "bad_argument"),
+    (RandomRequest(seed=2**40), "bad_argument"),
+    (RandomRequest(truncation="lots"), "bad_argument"),
+    (ProjectRequest(image=b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, steps=5), "not_an_image"),
+    (ProjectRequest(image=b"x", steps=10**9), "bad_argument"),
+    (RenderRequest(face=as_face([[1.0, 2.0]])), "model_mismatch"),
+    (EditRequest(face=None, direction="../../etc/passwd"), "bad_argument"),
+    (MorphRequest(faces=(None,), frames=10), "bad_argument"),
 ])
 def test_a_bad_job_fails_alone_and_the_engine_keeps_serving(engine, job, code):
     events = []
@@ -42,23 +44,32 @@ def test_a_bad_job_fails_alone_and_the_engine_keeps_serving(engine, job, code):
     assert len(failures) == 1 and failures[0].code == code, events
     assert "\n" not in failures[0].message
     good = []
-    run_job(engine, Job("random", {"seed": 3}), good.append)
+    run_job(engine, RandomRequest(seed=3), good.append)
     assert isinstance(good[-1], Result) and good[-1].files[0].name == "seed3.png"
+
+
+@pytest.mark.parametrize("data", [b"not a job", b"", wire.dumps(RandomRequest(seed=1))[:-3],
+                                  wire.dumps(JobFailed("0" * 12, "x", "y"))])
+def test_bytes_that_are_no_request_fail_once_by_their_id(engine, data):
+    events = []
+    run_wire_job(engine, data, events.append, "abcdefabcdef")
+    assert len(events) == 1 and isinstance(events[0], JobFailed) and events[0].job_id == "abcdefabcdef"
+    assert events[0].message == "That request could not be read."
 
 
 def test_latents_of_another_model_are_refused(engine):
     events = []
-    job = Job("render", {}, {"a": np.zeros((engine.G.num_ws, engine.G.w_dim), np.float32)}, model_id="some-other-model")
+    job = RenderRequest(face=as_face(np.zeros((engine.G.num_ws, engine.G.w_dim))), model_id="some-other-model")
     run_job(engine, job, events.append)
     assert isinstance(events[-1], JobFailed) and events[-1].code == "model_mismatch"
 
 
 async def test_engine_killed_mid_projection_is_restarted_and_the_next_job_succeeds(tiny_model):
-    client = EngineClient(str(tiny_model), threads=1, queue_size=4)
+    client = LocalTransport(str(tiny_model), threads=1, queue_size=4)
     await client.start(timeout=120)
     try:
         steps_seen = []
-        fut = client.submit(Job("project", {"image": encode(grace_hopper(), "JPEG"), "steps": 2000}),
+        fut = client.submit(ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=2000),
                             lambda p: steps_seen.append(p.step))
         deadline = time.monotonic() + 60
         while not any(s > 0 for s in steps_seen) and time.monotonic() < deadline:
@@ -73,19 +84,19 @@ async def test_engine_killed_mid_projection_is_restarted_and_the_next_job_succee
         await client.wait_ready(30)
         assert client.process.pid != old_pid and client.restarts == 1
         assert time.monotonic() - killed_at < 5 + 10, "noticed within the watchdog period (model load on top)"
-        result = await asyncio.wait_for(client.run(Job("random", {"seed": 1})), 60)
+        result = await asyncio.wait_for(client.run(RandomRequest(seed=1)), 60)
         assert isinstance(result, Result)
     finally:
         await client.close()
 
 
 async def test_the_queue_is_bounded(tiny_model):
-    client = EngineClient(str(tiny_model), threads=1, queue_size=2)
+    client = LocalTransport(str(tiny_model), threads=1, queue_size=2)
     await client.start(timeout=120)
     try:
-        futs = [client.submit(Job("random", {"seed": i})) for i in range(2)]
+        futs = [client.submit(RandomRequest(seed=i)) for i in range(2)]
         with pytest.raises(QueueFull):
-            client.submit(Job("random", {"seed": 9}))
+            client.submit(RandomRequest(seed=9))
         assert client.position(list(client.pending)[1]) == 2
         results = await asyncio.wait_for(asyncio.gather(*futs), 60)
         assert all(isinstance(r, Result) for r in results)
@@ -96,8 +107,8 @@ async def test_the_queue_is_bounded(tiny_model):
 
 def test_progress_events_carry_previews(engine):
     events = []
-    run_job(engine, Job("project", {"image": encode(grace_hopper(), "JPEG"), "steps": 20}), events.append)
+    run_job(engine, ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=20), events.append)
     progress = [e for e in events if isinstance(e, Progress)]
     assert progress[0].step == 0, "the worker says when it starts"
     assert any(p.preview_png and p.preview_png[:4] == b"\x89PNG" for p in progress)
-    assert isinstance(events[-1], Result) and events[-1].latent.shape == (engine.G.num_ws, engine.G.w_dim)
+    assert isinstance(events[-1], Result) and events[-1].face.ws.shape == (engine.G.num_ws, engine.G.w_dim)

@@ -89,7 +89,7 @@ def test_fetch_ffhq_pins_then_checks_and_imports(tmp_path, server, ada_pkl):
 def test_cli_model_fetch_writes_a_native_model(tmp_path, server, ada_pkl):
     from typer.testing import CliRunner
 
-    from bot.cli import app
+    from engine.cli import app
 
     _, base = server
     RangeHandler.files["/ffhq.pkl"] = ada_pkl.read_bytes()

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from engine.jobs import Face, Job
+from engine.protocol import BlendRequest, EditRequest, RenderRequest, as_face
 from engine.kept import KeptFaceError, load_npz, mix_noise, noise_size, pack_noise, save_npz, unpack_noise
 from engine.ops import Engine
 from engine.projector import project, psnr
@@ -89,9 +89,9 @@ def projected(engine):
 
 def test_the_kept_face_redraws_what_the_projection_showed(engine, projected):
     target, proj = projected
-    face = Face(proj.ws, engine.pack(proj.noise))
-    redraw = engine.run(Job("render", latents={"a": face}, model_id=engine.model_id)).files[0]
-    drawn = engine.render(proj.ws[None], engine.face(Job("render", latents={"a": face}), "a")[1])[0]
+    face = as_face(proj.ws, engine.pack(proj.noise))
+    redraw = engine.run(RenderRequest(face=face, model_id=engine.model_id)).files[0]
+    drawn = engine.render(proj.ws[None], engine.face(face)[1])[0]
     assert psnr(drawn, proj.image) >= 40, "what the member saw is what they keep"
     assert np.array_equal(drawn, proj.image)
     assert redraw.name == "face.png"
@@ -100,24 +100,24 @@ def test_the_kept_face_redraws_what_the_projection_showed(engine, projected):
 
 def test_every_command_starts_from_the_kept_face(engine, projected):
     _, proj = projected
-    face = Face(proj.ws, engine.pack(proj.noise))
-    ws, kept_maps = engine.face(Job("x", latents={"a": face}), "a")
+    face = as_face(proj.ws, engine.pack(proj.noise))
+    ws, kept_maps = engine.face(face)
     shown = engine.render(ws[None], kept_maps)[0]
-    blend = engine.run(Job("blend", {"ratio": 0.0}, {"a": face, "b": Face(proj.ws * 0 + engine.G.w_avg.numpy())}))
-    assert np.array_equal(blend.latent, proj.ws) and np.array_equal(blend.noise, face.noise), \
+    blend = engine.run(BlendRequest(a=face, b=as_face(proj.ws * 0 + engine.G.w_avg.numpy()), ratio=0.0)).face
+    assert np.array_equal(blend.ws, proj.ws) and np.array_equal(blend.noise, face.noise), \
         "a blend at ratio 0 is the first face, noise and all"
-    edit = engine.run(Job("edit", {"direction": "age", "amount": 0.0}, {"a": face}))
-    again = engine.render(edit.latent[None], engine.face(Job("x", latents={"a": Face(edit.latent, edit.noise)}), "a")[1])[0]
+    result = engine.run(EditRequest(face=face, direction="age", amount=0.0))
+    edit = result.face
+    again = engine.render(edit.ws[None], engine.face(edit)[1])[0]
     assert np.array_equal(again, shown), "an edit by 0 keeps the member's face exactly"
-    assert edit.text, "an edit says what its direction measurably does on this model"
+    assert result.text, "an edit says what its direction measurably does on this model"
 
 def test_old_latents_without_noise_still_render_with_the_constant_maps(engine):
     ws = engine.G.mapping(__import__("torch").zeros(1, engine.G.z_dim))[0].detach().numpy()
-    old = engine.run(Job("render", latents={"a": ws}))
-    also = engine.run(Job("render", latents={"a": Face(ws, None)}))
-    assert old.files[0].data == also.files[0].data
+    old = engine.run(RenderRequest(face=as_face(ws)))
+    assert old.files[0].data == engine.png(engine.render(ws[None])[0], "x").data
     with pytest.raises(Exception, match="different model"):
-        engine.run(Job("render", latents={"a": Face(ws, np.zeros(7, np.float16))}))
+        engine.run(RenderRequest(face=as_face(ws, np.zeros(7, np.float16))))
 
 def test_a_large_model_keeps_only_its_coarser_noise_maps(tiny_model):
     """Above the kept resolution the projector leaves the model's constant maps, so the
@@ -131,7 +131,7 @@ def test_a_large_model_keeps_only_its_coarser_noise_maps(tiny_model):
     for i, layer in enumerate(small.G.synthesis.noise_layers()):
         if layer.resolution > 16:
             assert np.array_equal(proj.noise[i], small.const_noise[i]), "finer maps stay the model's own"
-    face = Face(proj.ws, small.pack(proj.noise))
+    face = as_face(proj.ws, small.pack(proj.noise))
     assert face.noise.size == 16 + 2 * (64 + 256)
-    drawn = small.render(proj.ws[None], small.face(Job("x", latents={"a": face}), "a")[1])[0]
+    drawn = small.render(proj.ws[None], small.face(face)[1])[0]
     assert np.array_equal(drawn, proj.image)

@@ -13,10 +13,9 @@ import time
 import pytest
 import pytest_asyncio
 
-from engine import wire
-from engine.jobs import Job, JobFailed, Result
+from engine.protocol import JobFailed, ProjectRequest, RandomRequest, RenderRequest, Result, as_face
 from tests.photos import encode, grace_hopper
-from tests.redis_helpers import RedisServer, start_worker
+from tests.redis_helpers import SECRET, RedisServer, start_worker
 
 WORKER_FLAGS = ("--claim-idle", "3", "--inline-max", "65536")
 pytestmark = [pytest.mark.asyncio(loop_scope="module"),
@@ -34,10 +33,10 @@ def redis_server(tmp_path_factory):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster(redis_server):
-    from bot.redis_client import RedisEngineClient
+    from bot.transport.redis_streams import RedisTransport
 
     workers = {name: start_worker(redis_server.url, name, *WORKER_FLAGS) for name in ("w1", "w2")}
-    client = RedisEngineClient(redis_server.url, queue_size=64, poll_seconds=0.2)
+    client = RedisTransport(redis_server.url, SECRET.encode(), queue_size=64, poll_seconds=0.2)
     await client.start(wait=False)
     deadline = time.monotonic() + 120
     while len(client.workers) < 2 and time.monotonic() < deadline:
@@ -50,18 +49,9 @@ async def cluster(redis_server):
         w.wait()
 
 
-async def test_the_wire_refuses_anything_but_protocol_objects():
-    job = Job("random", {"seed": 3})
-    assert wire.loads(wire.dumps(job)) == job
-    with pytest.raises(wire.WireError, match="posix.system|os.system"):
-        wire.loads(b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR.")
-    with pytest.raises(wire.WireError, match="not a protocol message"):
-        wire.loads(wire.dumps({"a": 1}))
-
-
 async def test_jobs_spread_across_both_workers(cluster):
     client, _, _ = cluster
-    jobs = [Job("random", {"seed": i}) for i in range(16)]
+    jobs = [RandomRequest(seed=i) for i in range(16)]
     outcomes = await asyncio.wait_for(asyncio.gather(*[client.submit(j) for j in jobs]), 120)
     assert all(isinstance(o, Result) for o in outcomes), outcomes
     assert {client.answered_by[j.id] for j in jobs} == {"w1", "w2"}
@@ -72,7 +62,7 @@ async def test_jobs_spread_across_both_workers(cluster):
 
 async def test_latents_of_another_model_are_never_dispatched(cluster):
     client, _, _ = cluster
-    outcome = await asyncio.wait_for(client.submit(Job("render", {}, {"a": None}, model_id="0123456789abcdef")), 10)
+    outcome = await asyncio.wait_for(client.submit(RenderRequest(face=as_face([[0.0]]), model_id="0123456789abcdef")), 10)
     assert isinstance(outcome, JobFailed) and outcome.code == "model_mismatch"
     assert "No engine here has the model" in outcome.message
 
@@ -80,7 +70,7 @@ async def test_latents_of_another_model_are_never_dispatched(cluster):
 async def test_a_worker_killed_mid_projection_hands_its_job_over_and_answers_once(cluster):
     client, workers, _ = cluster
     steps = []
-    fut = client.submit(Job("project", {"image": encode(grace_hopper(), "JPEG"), "steps": 150}),
+    fut = client.submit(ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=150),
                         lambda p: steps.append(p.step))
     deadline = time.monotonic() + 60
     while not (any(s > 0 for s in steps) and any(w["busy"] for w in client.workers.values())):
@@ -103,7 +93,7 @@ async def test_a_worker_killed_mid_projection_hands_its_job_over_and_answers_onc
 
 async def test_streams_are_trimmed_and_parked_results_collected(cluster):
     client, _, _ = cluster
-    await asyncio.wait_for(asyncio.gather(*[client.submit(Job("random", {"seed": i})) for i in range(8)]), 60)
+    await asyncio.wait_for(asyncio.gather(*[client.submit(RandomRequest(seed=i)) for i in range(8)]), 60)
     await asyncio.sleep(1.5)
     assert await client.r.xlen(client.k["jobs"].format(client.info.model_id)) == 0, "finished jobs leave the stream"
     assert await client.r.xlen(client.reply_stream) <= 1, "read events are trimmed"
@@ -112,7 +102,7 @@ async def test_streams_are_trimmed_and_parked_results_collected(cluster):
 
 async def test_redis_restarted_mid_burst_is_reported_and_recovered(cluster):
     client, _, server = cluster
-    futures = [client.submit(Job("random", {"seed": 100 + i})) for i in range(12)]
+    futures = [client.submit(RandomRequest(seed=100 + i)) for i in range(12)]
     await asyncio.sleep(0.3)
     server.kill()
     server.start()  # the same port, and none of its data
@@ -124,7 +114,7 @@ async def test_redis_restarted_mid_burst_is_reported_and_recovered(cluster):
     while len(client.workers) < 2 and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     assert len(client.workers) == 2, "the workers came back on their own"
-    again = await asyncio.wait_for(client.submit(Job("random", {"seed": 7})), 60)
+    again = await asyncio.wait_for(client.submit(RandomRequest(seed=7)), 60)
     assert isinstance(again, Result)
 
 
@@ -147,7 +137,7 @@ async def test_stale_connections_after_a_redis_restart_are_reconnected_quietly(c
         samples.append((client.redis_up, len(client.workers)))
         await asyncio.sleep(0.05)
     assert all(up and n == 2 for up, n in samples), f"once back, Redis stays up: {samples}"
-    again = await asyncio.wait_for(client.submit(Job("random", {"seed": 8})), 60)
+    again = await asyncio.wait_for(client.submit(RandomRequest(seed=8)), 60)
     assert isinstance(again, Result)
 
 
@@ -156,7 +146,8 @@ async def test_the_bot_over_redis_keeps_every_stored_latent_through_a_redis_rest
     from tests.test_bot_e2e import ALICE, MANAGE_GUILD, finished, option, project
 
     _, _, server = cluster
-    async with running_bot(tmp_path, engine={"transport": "redis", "redis_url": server.url}) as (sim, bot):
+    async with running_bot(tmp_path, engine={"transport": "redis", "redis_url": server.url,
+                                                            "redis_secret": SECRET}) as (sim, bot):
         assert bot.services.engine.transport == "redis"
         inter = await finished(sim, await project(sim, ALICE, encode(grace_hopper(), "JPEG"), "g.jpg", "image/jpeg"), 180)
         assert "likeness" in inter.last_content(), inter.last_content()

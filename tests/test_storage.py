@@ -175,7 +175,7 @@ async def test_a_kept_face_keeps_its_noise_maps_and_old_rows_still_read(tmp_path
     await s.save_latent(G, U, "m", ws, "project", noise)
     got = await s.latent(G, U, "m")
     assert np.array_equal(got.noise, noise) and got.noise.dtype == np.float16
-    assert np.array_equal(got.face.ws, ws) and got.face.noise is got.noise
+    assert np.array_equal(got.face.ws, ws) and np.array_equal(got.face.noise, got.noise)
     await s.save_latent(G, V, "m", ws, "adopt")  # a /random face: the model's constant maps
     assert (await s.latent(G, V, "m")).noise is None
     await s.save_pending(G, U, "m", ws * 3, noise)

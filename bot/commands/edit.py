@@ -5,31 +5,32 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import Services, latent_or_answer, name_of, run_job
+from bot.commands.common import Services, faces_of, name_of
+from bot.commands.running import run_job
 from bot.commands.views import after_project_view
+from engine.protocol import EditRequest, LoopRequest
+
+AMOUNT = app_commands.Range[float, EditRequest.AMOUNT[0], EditRequest.AMOUNT[1]]
 
 
 def register(tree: app_commands.CommandTree, svc: Services) -> None:
     async def edit_job(interaction, attribute: str, amount: float, user, strip: bool) -> None:
-        ws = await latent_or_answer(svc, interaction, user)
-        if ws is None:
-            return
+        (face,) = await faces_of(svc, interaction, [user])
         whose = "" if user is None or user.id == interaction.user.id else f"{name_of(user)}, "
-        await run_job(svc, interaction, "edit", {"direction": attribute, "amount": amount, "strip": strip},
-                      {"a": ws}, title=f"**{whose}{attribute} {amount:+g}** ",
-                      view_factory=None if strip else after_project_view)
+        await run_job(svc, interaction, EditRequest(face=face, direction=attribute, amount=amount, strip=strip),
+                      title=f"**{whose}{attribute} {amount:+g}** ", view_factory=None if strip else after_project_view)
 
     @tree.command(name="age", description="Make a face older (+) or younger (-).")
     @app_commands.describe(amount="-5 (much younger) to 5 (much older)", user="Whose face (default: yours)",
                            strip="Show a strip from -amount to +amount instead")
-    async def age(interaction: discord.Interaction, amount: app_commands.Range[float, -5.0, 5.0],
-                  user: discord.User | None = None, strip: bool = False) -> None:
+    async def age(interaction: discord.Interaction, amount: AMOUNT, user: discord.User | None = None,
+                  strip: bool = False) -> None:
         await edit_job(interaction, "age", amount, user, strip)
 
     @tree.command(name="edit", description="Move a face along a learned direction (smile, gender, pose, …).")
     @app_commands.describe(attribute="Which direction", amount="-5 to 5", user="Whose face (default: yours)",
                            strip="Show a strip from -amount to +amount instead")
-    async def edit(interaction: discord.Interaction, attribute: str, amount: app_commands.Range[float, -5.0, 5.0],
+    async def edit(interaction: discord.Interaction, attribute: str, amount: AMOUNT,
                    user: discord.User | None = None, strip: bool = False) -> None:
         await edit_job(interaction, attribute, amount, user, strip)
 
@@ -42,7 +43,6 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     @app_commands.describe(user="Whose face (default: yours)", layers="Which styles move")
     @app_commands.choices(layers=[app_commands.Choice(name=n, value=n) for n in ("coarse", "middle", "fine", "all")])
     async def loop(interaction: discord.Interaction, user: discord.User | None = None, layers: str = "middle") -> None:
-        ws = await latent_or_answer(svc, interaction, user)
-        if ws is None:
-            return
-        await run_job(svc, interaction, "loop", {"layers": layers, "frames": min(48, svc.settings.limits.max_frames)}, {"a": ws}, title="**/loop** ")
+        (face,) = await faces_of(svc, interaction, [user])
+        frames = max(LoopRequest.FRAMES[0], min(48, svc.settings.limits.max_frames))
+        await run_job(svc, interaction, LoopRequest(face=face, layers=layers, frames=frames), title="**/loop** ")

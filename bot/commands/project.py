@@ -5,8 +5,14 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import Reply, Services, defer, latent_or_answer, name_of, reply_now, run_job
+from bot.commands.common import Reply, Services, defer, faces_of, name_of, reply_now
+from bot.commands.running import run_job
 from bot.commands.views import after_project_view
+from engine.protocol import ProjectRequest, RandomRequest, RenderRequest
+from engine.protocol.requests import MAX_SEED
+
+STEPS = app_commands.Range[int, ProjectRequest.STEPS[0], ProjectRequest.STEPS[1]]
+TRUNCATION = app_commands.Range[float, RandomRequest.TRUNCATION[0], RandomRequest.TRUNCATION[1]]
 
 ALLOWED_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 
@@ -16,47 +22,40 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     @app_commands.describe(image="A photo with your face (PNG, JPEG, WebP or GIF)",
                            steps="Optimisation steps: more is closer but slower")
     async def project(interaction: discord.Interaction, image: discord.Attachment,
-                      steps: app_commands.Range[int, 10, 2000] | None = None) -> None:
+                      steps: STEPS | None = None) -> None:
         await defer(interaction)
-        steps = steps or svc.settings.limits.project_steps
+        limits = svc.settings.limits
+        steps = steps or limits.project_steps
+        if steps > limits.max_project_steps:
+            raise Reply(f"At most {limits.max_project_steps} steps, please.")
+        if image.size > limits.max_image_bytes:
+            raise Reply(f"That file is {image.size / 1e6:.1f} MB; the limit is {limits.max_image_bytes / 1e6:.0f} MB.")
+        ctype = (image.content_type or "").split(";")[0].strip().lower()
+        if ctype and not ctype.startswith("image/"):
+            raise Reply("That attachment is not an image; send a PNG, JPEG, WebP or GIF photo.")
         try:
-            if steps > svc.settings.limits.max_project_steps:
-                raise Reply(f"At most {svc.settings.limits.max_project_steps} steps, please.")
-            if image.size > svc.settings.limits.max_image_bytes:
-                raise Reply(f"That file is {image.size / 1e6:.1f} MB; the limit is "
-                            f"{svc.settings.limits.max_image_bytes / 1e6:.0f} MB.")
-            ctype = (image.content_type or "").split(";")[0].strip().lower()
-            if ctype and not ctype.startswith("image/"):
-                raise Reply("That attachment is not an image; send a PNG, JPEG, WebP or GIF photo.")
-            try:
-                data = await image.read()
-            except discord.HTTPException:
-                raise Reply("I could not download that attachment; try sending it again.") from None
-        except Reply as exc:
-            await interaction.edit_original_response(content=str(exc))
-            return
-        await run_job(svc, interaction, "project", {"image": data, "steps": steps,
-                                                    "max_image_bytes": svc.settings.limits.max_image_bytes},
-                      title="**/project** ", keep_latent="me", view_factory=after_project_view)
+            data = await image.read()
+        except discord.HTTPException:
+            raise Reply("I could not download that attachment; try sending it again.") from None
+        await run_job(svc, interaction, ProjectRequest(image=data, steps=steps, max_image_bytes=limits.max_image_bytes),
+                      title="**/project** ", keep="me", view_factory=after_project_view)
 
     @tree.command(name="me", description="Show your face in latent space, or another member's if they share it.")
     @app_commands.describe(user="Whose face (default: yours)")
     async def me(interaction: discord.Interaction, user: discord.User | None = None) -> None:
-        ws = await latent_or_answer(svc, interaction, user)
-        if ws is None:
-            return
+        (face,) = await faces_of(svc, interaction, [user])
         who = "Your" if user is None or user.id == interaction.user.id else f"{name_of(user)}'s"
-        await run_job(svc, interaction, "render", latents={"a": ws}, title=f"{who} face ")
+        await run_job(svc, interaction, RenderRequest(face=face), title=f"{who} face ")
 
     @tree.command(name="random", description="A person who does not exist; /adopt keeps it as your face.")
     @app_commands.describe(seed="Seed (the same seed draws the same person)",
                            truncation="0 = the average face, 1 = anything goes")
-    async def random_face(interaction: discord.Interaction, seed: app_commands.Range[int, 0, 4294967295] | None = None,
-                          truncation: app_commands.Range[float, 0.0, 1.0] = 0.7) -> None:
+    async def random_face(interaction: discord.Interaction, seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+                          truncation: TRUNCATION = 0.7) -> None:
         import secrets
 
-        seed = secrets.randbelow(2**32) if seed is None else seed
-        await run_job(svc, interaction, "random", {"seed": seed, "truncation": truncation}, keep_latent="pending")
+        seed = secrets.randbelow(MAX_SEED + 1) if seed is None else seed
+        await run_job(svc, interaction, RandomRequest(seed=seed, truncation=truncation), keep="pending")
 
     @tree.command(name="adopt", description="Keep your last /random face as your own.")
     async def adopt(interaction: discord.Interaction) -> None:

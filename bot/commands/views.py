@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import discord
 
-from bot.commands.common import latent_or_answer, run_job
+from bot.commands.common import latent_or_answer
+from bot.commands.running import run_job
+from engine.protocol import EditRequest
 
 NEXT_STEPS = (("age", -2, "Younger"), ("age", 2, "Older"), ("smile", 2, "Smile"))
 
@@ -25,11 +27,11 @@ class EditButton(discord.ui.DynamicItem[discord.ui.Button],
     async def callback(self, interaction: discord.Interaction) -> None:
         svc = interaction.client.services
         owner = None if self.user_id == interaction.user.id else discord.Object(self.user_id)
-        ws = await latent_or_answer(svc, interaction, owner)
-        if ws is None:
+        face = await latent_or_answer(svc, interaction, owner)
+        if face is None:
             return
-        await run_job(svc, interaction, "edit", {"direction": self.direction, "amount": self.amount},
-                      {"a": ws}, title=f"**{self.direction} {self.amount:+d}** ")
+        await run_job(svc, interaction, EditRequest(face=face, direction=self.direction, amount=float(self.amount)),
+                      title=f"**{self.direction} {self.amount:+d}** ")
 
 
 def after_project_view(user_id: int) -> discord.ui.View:

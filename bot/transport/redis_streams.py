@@ -1,8 +1,12 @@
 """The Redis transport: jobs go to engine workers on any host (``wspace worker --redis URL``).
 
-Same interface and objects as the local transport (``bot/engine_client.py``); the command
-layer cannot tell them apart. How the keys are laid out and why delivery is at least
-once is written in ``engine/redis_worker.py``; this side:
+Same interface and objects as the local transport (``bot/transport/local.py``); the
+command layer cannot tell them apart. The key layout lives with the protocol
+(``engine/protocol/redis_keys.py``); why delivery is at least once is written in
+``engine/redis_worker.py``. Every job is sealed with the shared secret and every event is
+checked before use: its seal (forged, unsigned and stale events are dropped and counted,
+they cannot answer or fail a job), its data-only decoding, its job id against the
+entry's, and a parked result may be read only from that job's own result key. This side:
 
 - sends each job to the stream of the model its latents were made with, and refuses at
   once when no live worker serves that model;
@@ -29,10 +33,9 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, TimeoutError as RedisTimeout
 
-from bot.engine_client import EngineUnavailable, JobBook, ProgressCallback, ShuttingDown
-from engine import wire
-from engine.jobs import Job, JobFailed, Result, WorkerReady
-from engine.redis_worker import JOBS_MAXLEN, STALE_RETRIES, keys
+from bot.transport.base import EngineUnavailable, ProgressCallback, ShuttingDown, Transport
+from engine.protocol import BadArgument, JobFailed, Progress, Request, Result, WorkerReady, wire
+from engine.protocol.redis_keys import JOBS_MAXLEN, MAX_AGE, STALE_RETRIES, keys
 
 log = logging.getLogger("wspace.redis")
 
@@ -41,14 +44,17 @@ EPOCH_TTL = 3600  # seconds; refreshed every poll while the bot runs
 NO_WORKER_FOR_MODEL = "No engine here has the model those faces were made with; project them again."
 
 
-class RedisEngineClient(JobBook):
+class RedisTransport(Transport):
     transport = "redis"
 
-    def __init__(self, url: str, queue_size: int = 32, job_timeout: float = 900.0, prefix: str = "wspace",
-                 poll_seconds: float = 0.5) -> None:
+    def __init__(self, url: str, secret: bytes, queue_size: int = 32, job_timeout: float = 900.0,
+                 prefix: str = "wspace", poll_seconds: float = 0.5) -> None:
         super().__init__(queue_size, job_timeout)
-        self.url, self.k, self.poll = url, keys(prefix), poll_seconds
-        self.reply_stream = f"{prefix}:events:{uuid.uuid4().hex[:12]}"
+        if not secret:
+            raise ValueError("the Redis transport needs the shared secret")
+        self.url, self.k, self.poll, self.secret = url, keys(prefix), poll_seconds, secret
+        self.reply_stream = self.k["events"].format(uuid.uuid4().hex[:12])
+        self.refused = 0  # events whose seal, encoding or job id failed the checks
         self.workers: dict[str, dict] = {}
         self.answered_by: dict[str, str] = {}
         self.parked_results = 0  # results that came beside the stream, being large
@@ -133,8 +139,8 @@ class RedisEngineClient(JobBook):
                 for worker_id, beat in zip(ids, beats):
                     if beat is None:
                         await self.r.srem(self.k["workers"], worker_id)  # missed its heartbeats
-                    else:
-                        alive[worker_id] = json.loads(beat)
+                    elif (w := _heartbeat(beat)) is not None:
+                        alive[worker_id] = w
                 if not self.redis_up:
                     log.info("Redis reachable; %d engine workers", len(alive))
                 self.redis_up = True
@@ -159,7 +165,7 @@ class RedisEngineClient(JobBook):
         if self.info is None or self.info.model_id not in models:  # the model most workers serve
             w = next(w for w in self.workers.values() if w["model_id"] == max(set(models), key=models.count))
             self.info = WorkerReady(w["id"], w["model_id"], w["resolution"], w["num_ws"], w["w_dim"],
-                                    w["directions"], w["device"], w["pid"])
+                                    tuple(w["directions"]), w["device"], w["pid"])
             self.device = w["device"]
         self._ready.set()
 
@@ -186,31 +192,44 @@ class RedisEngineClient(JobBook):
                 await asyncio.sleep(self.poll)
 
     async def _on_entry(self, fields: dict) -> None:
-        worker = fields.get(b"worker", b"?").decode(errors="replace")
-        job_id = fields.get(b"job_id", b"?").decode(errors="replace")
+        worker = fields.get(b"worker", b"?").decode(errors="replace")[:80]
+        job_id = fields.get(b"job_id", b"?").decode(errors="replace")[:40]
+        if job_id not in self.pending:
+            if job_id in self.answered_by:
+                self.duplicates += 1
+            return  # not ours (or answered already): nothing to read, nothing to GETDEL
         try:
-            if b"ref" in fields:  # a large result parked beside the stream
-                data = await self.r.getdel(fields[b"ref"].decode())
+            if b"ref" in fields:  # a large result parked beside the stream: only this job's own key
+                if fields[b"ref"] != self.k["result"].format(job_id).encode():
+                    raise wire.WireError("the result key is not this job's")
+                data = await self.r.getdel(self.k["result"].format(job_id))
                 if data is None:
-                    raise wire.WireError("the stored result has expired")
+                    raise LookupError("the stored result has expired")
                 self.parked_results += 1
             else:
-                data = fields[b"event"]
-            event = wire.loads(data)
-        except (wire.WireError, KeyError) as exc:
-            log.error("unreadable event for job %s from %s: %s", job_id, worker, exc)
+                data = fields.get(b"event", b"")
+            event = wire.loads(wire.unseal(data, self.secret, MAX_AGE), expect=(Progress, Result, JobFailed))
+            if event.job_id != job_id:
+                raise wire.WireError("the event's job id is not the entry's")
+            for face in event.faces if isinstance(event, Result) else ():
+                face.validate("returned face")
+        except (wire.WireError, BadArgument) as exc:
+            self.refused += 1
+            log.error("refused an event for job %s from %s: %s", job_id, worker, exc)
+            return
+        except LookupError as exc:
+            log.error("lost event for job %s from %s: %s", job_id, worker, exc)
             self._fail(job_id, "internal", "Sorry, the engine's answer was lost on the way; please try again.")
             return
         if isinstance(event, (Result, JobFailed)):
-            if event.job_id in self.pending:
-                self.answered_by[event.job_id] = worker
-                if len(self.answered_by) > 10_000:
-                    self.answered_by.pop(next(iter(self.answered_by)))
+            self.answered_by[event.job_id] = worker
+            if len(self.answered_by) > 10_000:
+                self.answered_by.pop(next(iter(self.answered_by)))
         self._deliver(event)
 
     # --- jobs ---------------------------------------------------------------------------------
 
-    def submit(self, job: Job, on_progress: ProgressCallback | None = None) -> asyncio.Future:
+    def submit(self, job: Request, on_progress: ProgressCallback | None = None) -> asyncio.Future:
         if not self.redis_up or not self.workers:
             raise EngineUnavailable("no engine worker is connected")
         model = job.model_id or self.info.model_id
@@ -221,10 +240,10 @@ class RedisEngineClient(JobBook):
         asyncio.ensure_future(self._send(job, model))
         return fut
 
-    async def _send(self, job: Job, model: str) -> None:
+    async def _send(self, job: Request, model: str) -> None:
         try:
             stream = self.k["jobs"].format(model)
-            entry = await self.r.xadd(stream, {"job_id": job.id, "reply": self.reply_stream, "job": wire.dumps(job),
+            entry = await self.r.xadd(stream, {"job_id": job.id, "reply": self.reply_stream, "job": wire.seal(wire.dumps(job), self.secret),
                                                "sent": str(time.time())},
                                       maxlen=JOBS_MAXLEN, approximate=True)
             if job.id in self.pending:
@@ -239,4 +258,21 @@ class RedisEngineClient(JobBook):
                     "jobs_per_minute": round(60 * w["jobs_done"] / max(w["up_seconds"], 1.0), 1)}
                    for w in self.workers.values()]
         return {**self._stats(), "alive": bool(self.workers), "pid": None, "device": self.device,
-                "redis": "up" if self.redis_up else "down", "workers": workers}
+                "redis": "up" if self.redis_up else "down", "workers": workers, "refused": self.refused}
+
+
+_BEAT = {"id": str, "model_id": str, "resolution": int, "num_ws": int, "w_dim": int, "directions": list,
+         "device": str, "pid": int, "host": str, "jobs_done": int, "busy": bool, "up_seconds": (int, float)}
+
+
+def _heartbeat(beat: bytes) -> dict | None:
+    """A worker's heartbeat, when it is the JSON a worker writes (else ignored)."""
+    try:
+        w = json.loads(beat)
+    except ValueError:
+        return None
+    if not isinstance(w, dict) or not all(isinstance(w.get(k), t) for k, t in _BEAT.items()):
+        return None
+    if not all(isinstance(d, str) for d in w["directions"]) or len(w["directions"]) > 256:
+        return None
+    return w

@@ -1,0 +1,235 @@
+"""The one path a job takes from a slash command to the engine and back to Discord.
+
+defer at once -> :class:`Slot` (the member's queue cap and budget, given back once; a
+job that never starts costs nothing) -> submit -> "position N", kept true as the line
+moves -> :class:`ProgressReporter` (at most one edit per ``progress_interval``, with a
+preview) -> :func:`deliver` (keep the new face if asked, then the pictures). Anything a
+member caused gets one sentence; anything else an apology with the job id, the traceback
+in the log. If the interaction expired (15 min) or its message was deleted, the result
+goes to the channel instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import logging
+import time
+
+import discord
+
+from bot.commands.common import Refusal, Reply, Services, defer, refuse
+from bot.limits import RateLimited
+from bot.storage import Reach, StorageError
+from bot.transport import EngineUnavailable, QueueFull, ShuttingDown
+from engine.protocol import JobFailed, Progress, Request, Result
+from engine.protocol.requests import MAX_ATTACHMENT_BYTES
+
+log = logging.getLogger("wspace.bot")
+
+READY_TIMEOUT = 120.0
+
+
+class JobMessage:
+    """The member's one message for a job, edited as the job moves; falls back to the
+    channel when the interaction can no longer be edited."""
+
+    def __init__(self, interaction: discord.Interaction, interval: float) -> None:
+        self.interaction, self.interval = interaction, interval
+        self.last_edit = 0.0
+        self.broken = False
+        self.lock = asyncio.Lock()
+
+    async def edit(self, content: str, files: list[discord.File] | None = None, view=None, force: bool = True) -> None:
+        now = time.monotonic()
+        if self.broken or (not force and now - self.last_edit < self.interval):
+            return
+        async with self.lock:
+            self.last_edit = now
+            try:
+                kwargs = {"content": content, "attachments": files or []}
+                if view is not None:
+                    kwargs["view"] = view
+                await self.interaction.edit_original_response(**kwargs)
+            except (discord.NotFound, discord.HTTPException) as exc:
+                log.info("cannot edit the response of interaction %s (%s)", self.interaction.id, exc)
+                self.broken = True
+
+    async def finish(self, content: str, files: list[discord.File] | None = None, view=None) -> None:
+        await self.edit(content, files, view)
+        if self.broken:  # expired token or deleted message: post where the member asked
+            channel = self.interaction.client.get_partial_messageable(self.interaction.channel_id)
+            mention = self.interaction.user.mention
+            for f in files or []:
+                f.reset()
+            kwargs = {"content": f"{mention} {content}", "files": files or [],
+                      "allowed_mentions": discord.AllowedMentions(users=[self.interaction.user])}
+            if view is not None:
+                kwargs["view"] = view
+            try:
+                await channel.send(**kwargs)
+            except discord.HTTPException:
+                log.exception("could not deliver the result of interaction %s", self.interaction.id)
+
+
+class Slot:
+    """A member's place for one job: the per-member cap on waiting jobs and the cost budget,
+    taken together with no await between (a burst cannot slip past either), released once.
+    A job refused before it started is refunded."""
+
+    def __init__(self, svc: Services, guild_id: int, user_id: int, kind: str) -> None:
+        self.svc, self.key, self.kind = svc, (guild_id, user_id), kind
+        self.held = self.started = False
+
+    async def __aenter__(self) -> Slot:
+        svc, key = self.svc, self.key
+        waiting = svc.queued[key]
+        if waiting >= svc.settings.limits.per_member_queued:
+            raise Refusal(f"You already have {'a job' if waiting == 1 else f'{waiting} jobs'} waiting; let it finish first.")
+        svc.limits.check(*key, self.kind)
+        svc.limits.charge(*key, self.kind)
+        svc.queued[key] += 1
+        self.held = True
+        return self
+
+    def release(self) -> None:
+        """The job is over: storing its result does not hold the member's slot."""
+        if self.held:
+            self.held = False
+            self.svc.queued[self.key] -= 1
+            if self.svc.queued[self.key] <= 0:
+                del self.svc.queued[self.key]
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None and issubclass(exc_type, Refusal) and not self.started:
+            self.svc.limits.refund(*self.key, self.kind)
+        self.release()
+        return False
+
+
+class ProgressReporter:
+    """Turns engine progress into paced edits of the member's message."""
+
+    def __init__(self, svc: Services, msg: JobMessage, title: str, job_id: str) -> None:
+        self.svc, self.msg, self.title, self.job_id = svc, msg, title, job_id
+
+    async def __call__(self, p: Progress) -> None:
+        if p.step == 0 and p.preview_png is None:
+            await self.svc.storage.job_started(self.job_id)
+            await self.msg.edit(f"{self.title}working on it…", force=False)
+            return
+        files = [discord.File(io.BytesIO(p.preview_png), "preview.png")] if p.preview_png else None
+        # A step-0 preview is the encoder's first guess: shown at once, the rest as paced.
+        await self.msg.edit(f"{self.title}{p.message or f'{p.step}/{p.total}'}", files, force=p.step == 0)
+
+    async def follow_position(self, shown: int) -> None:
+        """Keep a waiting member's "position N" true as the line moves; stops once the job
+        is next or running, when progress takes over."""
+        while True:
+            await asyncio.sleep(self.svc.settings.limits.progress_interval)
+            position = self.svc.engine.position(self.job_id)
+            if position is None or position <= 1:
+                return
+            if position != shown:
+                shown = position
+                await self.msg.edit(f"{self.title}queued — position {position}.", force=False)
+
+
+def files_of(result: Result) -> list[discord.File]:
+    return [discord.File(io.BytesIO(f.data), filename=f.name, description=f.description[:1000] or None)
+            for f in result.files]
+
+
+def describe(request: Request, result: Result) -> str:
+    """The reply's text: the engine's sentences, with what the bot adds for its members."""
+    if request.kind == "project":
+        return f"Here you are in latent space: {result.text}\nThis face is now yours for /blend, /age, /morph…"
+    if request.kind == "random":
+        return f"{result.text} /adopt keeps it as yours."
+    return result.text
+
+
+async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessage, request: Request,
+                  outcome: Result | JobFailed, *, title: str, keep: str | None, forgot: bool, view_factory) -> None:
+    """Close the job's row, keep the new face if asked (and not forgotten meanwhile), show the pictures."""
+    guild_id, user_id = interaction.guild_id or 0, interaction.user.id
+    if isinstance(outcome, JobFailed):
+        await svc.storage.job_finished(request.id, outcome.code)
+        if outcome.user_error:
+            raise Reply(outcome.message)
+        log.error("job %s (%s) failed in the engine:\n%s", request.id, request.kind, outcome.detail)
+        raise Reply(f"Sorry, something went wrong on my side (job {request.id}); it has been logged.")
+    await svc.storage.job_finished(request.id)
+    text = describe(request, outcome)
+    if keep and outcome.face is not None:
+        if forgot:
+            text += "\nYou ran /forget while this was running, so nothing was kept."
+        elif keep == "me":
+            await svc.storage.save_latent(guild_id, user_id, outcome.model_id, outcome.face.ws, request.kind,
+                                          outcome.face.noise)
+        elif keep == "pending":
+            await svc.storage.save_pending(guild_id, user_id, outcome.model_id, outcome.face.ws, outcome.face.noise)
+    view = view_factory(interaction.user.id) if view_factory else None
+    await msg.finish(f"{title}{text}".strip(), files_of(outcome), view)
+
+
+async def run_job(svc: Services, interaction: discord.Interaction, request: Request, *, title: str = "",
+                  view_factory=None, keep: str | None = None) -> Result | None:
+    """Run one engine request for a slash command; returns the Result (or None on failure).
+    ``keep``: "me" keeps the new face as the member's, "pending" for /adopt."""
+    await defer(interaction)
+    msg = JobMessage(interaction, svc.settings.limits.progress_interval)
+    guild_id, user_id = interaction.guild_id or 0, interaction.user.id
+    recorded = None  # the id of a job row this command must still close
+    try:
+        async with Slot(svc, guild_id, user_id, request.kind) as slot:
+            if svc.engine.info is None:
+                await svc.engine.wait_ready(READY_TIMEOUT)
+            cap = min(interaction.filesize_limit, svc.settings.limits.max_gif_bytes, MAX_ATTACHMENT_BYTES)
+            request = dataclasses.replace(request, model_id=svc.model_id, max_bytes=cap)
+            epoch = svc.forget_epoch[slot.key]
+            reporter = ProgressReporter(svc, msg, title, request.id)
+            reach = Reach(interaction.application_id, interaction.token, interaction.channel_id)
+            await svc.storage.job_queued(request.id, guild_id, user_id, request.kind, reach)  # before any work starts
+            recorded = request.id
+            try:
+                future = svc.engine.submit(request, reporter)
+            except QueueFull:
+                await svc.storage.job_finished(request.id, "queue_full")
+                recorded = None
+                raise Refusal("The queue is full right now; try again in a minute.") from None
+            slot.started = True
+            position = svc.engine.position(request.id)
+            if position and position > 1:
+                await msg.edit(f"{title}queued — position {position}.")
+                watcher = asyncio.create_task(reporter.follow_position(position))
+                future.add_done_callback(lambda _: watcher.cancel())
+            outcome = await asyncio.wait_for(future, svc.settings.engine.job_timeout_seconds + 60)
+            slot.release()
+            recorded = None
+            await deliver(svc, interaction, msg, request, outcome, title=title, keep=keep,
+                          forgot=svc.forget_epoch[slot.key] != epoch, view_factory=view_factory)
+            return outcome if isinstance(outcome, Result) else None
+    except Refusal as exc:
+        await refuse(interaction, str(exc))
+    except Reply as exc:
+        await msg.finish(str(exc))
+    except RateLimited as exc:
+        await refuse(interaction, f"You're going a little fast; try again in {exc.seconds} s." if exc.scope == "member"
+                     else f"This server is busy with faces; try again in {exc.seconds} s.")
+    except ShuttingDown:
+        await msg.finish("The bot is restarting, so this stopped; run the command again in a minute.")
+    except EngineUnavailable:
+        await msg.finish("The face engine is not available right now; try again in a minute.")
+    except StorageError as exc:
+        log.error("storage error: %s", exc)
+        await msg.finish("My database is having trouble right now; try again in a minute.")
+    except asyncio.TimeoutError:
+        await msg.finish("That took far too long and was stopped; try again with fewer steps or frames.")
+    finally:
+        if recorded is not None:  # ended here (timeout, engine gone, shutdown): not "interrupted" at the next start
+            with contextlib.suppress(StorageError, ValueError):
+                await svc.storage.job_finished(recorded, "stopped")
+    return None

@@ -1,0 +1,142 @@
+"""What every transport shares, and the interface the command layer sees.
+
+A transport carries :mod:`engine.protocol` requests to an engine and brings back its
+events; commands know only :class:`Transport`: ``start``, ``submit``, ``position``,
+``stats``, ``close``. ``local.py`` spawns one engine process here; ``redis_streams.py``
+feeds workers on any host. Both encode with :mod:`engine.protocol.wire` (data only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from engine.protocol import Event, JobFailed, Progress, Request, Result, WorkerReady
+
+ProgressCallback = Callable[[Progress], Awaitable[None] | None]
+
+
+class QueueFull(Exception):
+    pass
+
+
+class EngineUnavailable(Exception):
+    """No engine can take the job now."""
+
+
+class ShuttingDown(EngineUnavailable):
+    """The bot is stopping (SIGTERM, SIGINT, a deploy): the member should simply retry soon."""
+
+
+@dataclass
+class _Pending:
+    job: Request
+    future: asyncio.Future
+    on_progress: ProgressCallback | None
+    submitted: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    crashes_seen: int = 0  # engine deaths while this job was waiting
+
+
+class Transport(ABC):
+    """The bounded book of pending jobs every transport keeps (their futures, progress
+    callbacks and positions; each job id resolves once), and the interface commands use."""
+
+    transport = "?"
+
+    def __init__(self, queue_size: int = 32, job_timeout: float = 900.0) -> None:
+        self.queue_size, self.job_timeout = queue_size, job_timeout
+        self.pending: OrderedDict[str, _Pending] = OrderedDict()
+        self.info: WorkerReady | None = None
+        self.restarts = 0
+        self.duplicates = 0  # answers for a job that already had one (at-least-once delivery)
+        self.completed: deque[float] = deque(maxlen=10_000)
+        self.process = None
+        self._ready = asyncio.Event()
+
+    async def wait_ready(self, timeout: float = 120.0) -> WorkerReady:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise EngineUnavailable("the engine did not start in time") from None
+        return self.info
+
+    def _book(self, job: Request, on_progress: ProgressCallback | None) -> asyncio.Future:
+        if len(self.pending) >= self.queue_size:
+            raise QueueFull()
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[job.id] = _Pending(job, fut, on_progress)
+        return fut
+
+    def _deliver(self, event: Event) -> None:
+        p = self.pending.get(event.job_id)
+        if p is None:
+            if isinstance(event, (Result, JobFailed)):
+                self.duplicates += 1
+            return
+        if isinstance(event, Progress):
+            if event.step == 0 and p.started is None:
+                p.started = time.monotonic()
+            if p.on_progress is not None:
+                outcome = p.on_progress(event)
+                if asyncio.iscoroutine(outcome):
+                    asyncio.ensure_future(outcome)
+        elif isinstance(event, (Result, JobFailed)):
+            del self.pending[event.job_id]
+            self.completed.append(time.monotonic())
+            if not p.future.done():
+                p.future.set_result(event)
+
+    def _fail(self, job_id: str, code: str, message: str) -> None:
+        p = self.pending.pop(job_id, None)
+        if p is not None and not p.future.done():
+            p.future.set_result(JobFailed(job_id, code, message))
+
+    def hung_job(self) -> _Pending | None:
+        running = next((p for p in self.pending.values() if p.started is not None), None)
+        if running is not None and time.monotonic() - running.started > self.job_timeout:
+            return running
+        return None
+
+    def position(self, job_id: str) -> int | None:
+        """1 = being worked on (or next), 2 = one job ahead, …; None when not queued."""
+        for i, job_id_ in enumerate(self.pending):
+            if job_id_ == job_id:
+                return i + 1
+        return None
+
+    async def run(self, job: Request, on_progress: ProgressCallback | None = None) -> Result | JobFailed:
+        return await self.submit(job, on_progress)
+
+    # --- the interface ---------------------------------------------------------------------------
+
+    @abstractmethod
+    async def start(self, wait: bool = True, timeout: float = 120.0) -> None:
+        """Connect (or spawn) and, with ``wait``, return once an engine is ready."""
+
+    @abstractmethod
+    def submit(self, job: Request, on_progress: ProgressCallback | None = None) -> asyncio.Future:
+        """Queue a job; the future resolves to a ``Result`` or a ``JobFailed``. Raises
+        :class:`QueueFull` or :class:`EngineUnavailable` when it cannot be queued."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop; every job still pending ends with :class:`ShuttingDown`."""
+
+    @abstractmethod
+    def stats(self) -> dict:
+        """Figures for /wspace stats."""
+
+    def _stats(self) -> dict:
+        now = time.monotonic()
+        return {"transport": self.transport, "queued": len(self.pending), "queue_size": self.queue_size,
+                "jobs_last_hour": sum(1 for t in self.completed if now - t < 3600), "restarts": self.restarts,
+                "duplicates": self.duplicates, "model_id": self.info.model_id if self.info else None,
+                "resolution": self.info.resolution if self.info else None,
+                "directions": list(self.info.directions) if self.info else []}
+
+

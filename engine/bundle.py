@@ -1,0 +1,49 @@
+"""What an engine loads for one model, found by one rule: the generator file and its
+siblings ``<stem>.directions.npz`` and ``<stem>.encoder.safetensors``.
+
+The CLI, the local worker, the Redis worker and the benches all load a model through
+:func:`load_bundle`, so a model, its directions and its encoder never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.checkpoints import DEFAULT_MODEL, load_generator
+from engine.directions import Direction, load_directions
+from engine.encoder import Encoder, load_encoder
+
+
+def model_path_or_default(model_path: str | Path | None) -> Path:
+    return Path(model_path) if model_path else DEFAULT_MODEL
+
+
+def directions_path_for(model_path: str | Path | None) -> Path:
+    path = model_path_or_default(model_path)
+    return path.with_name(path.stem + ".directions.npz")
+
+
+def encoder_path_for(model_path: str | Path | None) -> Path:
+    path = model_path_or_default(model_path)
+    return path.with_name(path.stem + ".encoder.safetensors")
+
+
+@dataclass
+class Bundle:
+    G: object  # engine.networks.Generator
+    model_id: str
+    provenance: dict
+    directions: dict[str, Direction] = field(default_factory=dict)
+    encoder: Encoder | None = None  # a first guess for projections, when this model has one
+    directions_path: Path | None = None
+
+
+def load_bundle(model_path: str | Path | None = None, device: str = "cpu",
+                directions_path: str | Path | None = None) -> Bundle:
+    """The generator at ``model_path`` (default: the embedded model), the directions learned
+    for it (``directions_path``, default: its sibling file) and its encoder."""
+    G = load_generator(model_path, device)
+    directions_path = Path(directions_path) if directions_path else directions_path_for(model_path)
+    return Bundle(G, G.model_id, getattr(G, "provenance", {}), load_directions(directions_path, G.model_id),
+                  load_encoder(encoder_path_for(model_path), G.model_id, device), directions_path)

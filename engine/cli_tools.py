@@ -1,0 +1,173 @@
+"""The engine's model tools: ``wspace generate``, ``wspace model …`` and ``wspace directions …``
+(mounted on the ``wspace`` command by ``engine/cli.py``), and the options every engine
+command shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+model_app = typer.Typer(help="Import, fetch and inspect generator checkpoints.", no_args_is_help=True)
+directions_app = typer.Typer(help="Learn or import attribute directions for a model.", no_args_is_help=True)
+
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="Generator file (.safetensors, rosinality .pt, NVIDIA .pkl); default: the embedded model.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder")]
+
+
+def fail(message: str) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def load_model(model: Path | None, device: str):
+    from engine.checkpoints import CheckpointError, load_generator
+    from engine.runtime import device_problem, prepare_process
+
+    if problem := device_problem(device):
+        fail(problem)
+    prepare_process()
+    try:
+        return load_generator(model, device)
+    except CheckpointError as exc:
+        fail(str(exc))
+
+
+def generate(seed: Annotated[int, typer.Option(help="First seed")] = 1,
+             count: Annotated[int, typer.Option(min=1, max=1024, help="How many faces")] = 16,
+             truncation: Annotated[float, typer.Option("--truncation", "--psi", help="Truncation ψ (1 = none)")] = 1.0,
+             out: OutOpt = Path("out"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """Draw faces from seeds: one PNG per seed and a grid."""
+    from engine.render import montage, png_bytes, to_uint8
+    from engine.sampling import MAX_SEED, synthesize, ws_from_seeds
+
+    if seed < 0 or seed + count - 1 > MAX_SEED:
+        fail(f"seeds must lie between 0 and {MAX_SEED}.")
+    G = load_model(model, device)
+    seeds = list(range(seed, seed + count))
+    images = to_uint8(synthesize(G, ws_from_seeds(G, seeds, truncation)))
+    out.mkdir(parents=True, exist_ok=True)
+    for s, im in zip(seeds, images):
+        (out / f"seed{s:04d}.png").write_bytes(png_bytes(im))
+    (out / "grid.png").write_bytes(png_bytes(montage(images)))
+    typer.echo(f"wrote {count} faces and grid.png to {out}/ (model {G.model_id}, ψ={truncation})")
+
+
+@model_app.command("import")
+def model_import(src: Annotated[Path, typer.Argument(help="rosinality .pt or NVIDIA .pkl")],
+                 out: Annotated[Path, typer.Option("--out", "-o", help="Native .safetensors to write")]) -> None:
+    """Convert a rosinality or NVIDIA checkpoint to the native format (no code from the file runs)."""
+    from engine.checkpoints import save_native
+
+    G = load_model(src, "cpu")
+    model_id = save_native(G, out, G.provenance, model_id=G.model_id)
+    typer.echo(f"wrote {out} (model id {model_id}, {G.resolution}px, {G.num_ws} ws)")
+
+
+@model_app.command("info")
+def model_info(model: Annotated[Optional[Path], typer.Argument(help="Model file; default: embedded")] = None) -> None:
+    """Print a model's architecture and provenance as JSON."""
+    import json
+
+    from engine.checkpoints import describe
+
+    typer.echo(json.dumps(describe(load_model(model, "cpu")), indent=2))
+
+
+@model_app.command("fetch")
+def model_fetch(name: Annotated[str, typer.Argument(help="Known model name, e.g. ffhq")],
+                models_dir: Annotated[Path, typer.Option("--dir", help="Where models are kept")] = Path("models"),
+                url: Annotated[Optional[str], typer.Option(help="Mirror URL to download from instead")] = None) -> None:
+    """Download a published generator (resumable, SHA-256 checked) and import it."""
+    from engine.checkpoints import save_native
+    from engine.fetch import FetchError, fetch_known
+
+    try:
+        path, digest = fetch_known(name, models_dir, url)
+    except FetchError as exc:
+        fail(str(exc))
+    G = load_model(path, "cpu")
+    native = models_dir / f"{name}.safetensors"
+    save_native(G, native, {**G.provenance, "sha256": digest}, model_id=G.model_id)
+    typer.echo(f"fetched {path.name} (sha256 {digest}) and wrote {native}")
+
+
+@directions_app.command("learn")
+def directions_learn(attributes: Annotated[Optional[list[str]], typer.Argument(help="age, gender, smile, yaw (default: all)")] = None,
+                     samples: Annotated[int, typer.Option(min=100)] = 10_000, seed: int = 7,
+                     out: Annotated[Optional[Path], typer.Option("--out", "-o")] = None, model: ModelOpt = None) -> None:
+    """Learn directions InterFaceGAN-style (offline labellers), plus SeFa factors."""
+    import json
+
+    from tqdm import tqdm
+
+    from engine.bundle import directions_path_for
+    from engine.directions import load_directions, save_directions
+    from engine.labels import ATTRIBUTES
+    from engine.learn import learn_directions
+
+    attributes = tuple(attributes or ATTRIBUTES)
+    unknown = [a for a in attributes if a not in ATTRIBUTES]
+    if unknown:
+        fail(f"unknown attribute {unknown[0]!r}; choose from {', '.join(ATTRIBUTES)}.")
+    G = load_model(model, "cpu")
+    path = out or directions_path_for(model)
+    bar = tqdm(total=samples, desc="render+label", unit="face")
+    learned, report = learn_directions(G, samples, seed=seed, attributes=attributes,
+                                       progress=lambda k, n: bar.update(k - bar.n))
+    bar.close()
+    keep = load_directions(path, G.model_id)
+    keep.update({d.name: d for d in learned})
+    save_directions(list(keep.values()), path)
+    typer.echo(json.dumps(report, indent=2))
+    typer.echo(f"wrote {path}")
+
+
+@directions_app.command("layers")
+def directions_layers(name: Annotated[str, typer.Argument(help="a direction of the model, e.g. smile")],
+                      layers: Annotated[str, typer.Argument(help="all, coarse, middle, fine, or a style range like 1-3")],
+                      directions: Annotated[Optional[Path], typer.Option("--directions", help="directions .npz (default: the model's)")] = None,
+                      model: ModelOpt = None) -> None:
+    """Set the styles a direction moves by default (what /edit uses)."""
+    from engine.bundle import directions_path_for
+    from engine.directions import load_directions, save_directions
+    from engine.edits import parse_layers
+
+    G = load_model(model, "cpu")
+    path = directions or directions_path_for(model)
+    keep = load_directions(path, G.model_id)
+    if name not in keep:
+        fail(f"{path.name} has no direction {name!r} for this model (it has {', '.join(keep) or 'none'}).")
+    try:
+        parse_layers(G.num_ws, layers)
+    except ValueError as exc:
+        fail(f"{exc}.")
+    keep[name].layers = layers
+    save_directions(list(keep.values()), path)
+    typer.echo(f"{name} now moves styles {layers} by default ({path})")
+
+
+@directions_app.command("import")
+def directions_import(npy: Path, name: Annotated[str, typer.Option(help="name members will use")],
+                      layers: Annotated[str, typer.Option(help="all, coarse, middle or fine")] = "all",
+                      out: Annotated[Optional[Path], typer.Option("--out", "-o")] = None, model: ModelOpt = None) -> None:
+    """Import a direction saved by another tool (.npy of shape (w_dim,), (1, w_dim) or (num_ws, w_dim))."""
+    import re
+
+    from engine.bundle import directions_path_for
+    from engine.directions import DirectionError, import_npy, load_directions, save_directions
+
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
+        fail("a direction name is 1-32 lower-case letters, digits or underscores.")
+    G = load_model(model, "cpu")
+    try:
+        d = import_npy(npy, G, name, layers)
+    except DirectionError as exc:
+        fail(str(exc))
+    path = out or directions_path_for(model)
+    keep = load_directions(path, G.model_id)
+    keep[name] = d
+    save_directions(list(keep.values()), path)
+    typer.echo(f"imported {name} into {path}")

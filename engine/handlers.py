@@ -1,0 +1,216 @@
+"""One handler per request type: a validated request in, a typed result out.
+
+``@handles(SomeRequest)`` registers a function ``(engine, request, progress) -> Result``;
+:meth:`engine.ops.Engine.run` validates the request and dispatches here. Every face a
+handler draws uses that member's own noise maps; every new face it returns is a kept face
+(W+ and maps) that redraws exactly what was shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine import edits
+from engine.align import align_face, decode_image, likeness
+from engine.directions import get_direction
+from engine.encoder import encode
+from engine.projector import project, psnr
+from engine.protocol import (AverageRequest, BlendRequest, EditRequest, File, GridRequest, LoopRequest, MixRequest,
+                             MorphRequest, Progress, ProjectRequest, RandomRequest, RenderRequest, Request, Result,
+                             SwapRequest, as_face)
+from engine.render import DISPLAY, gif_bytes, montage, mp4_bytes, png_bytes, resize
+from engine.sampling import ws_from_seeds
+
+if TYPE_CHECKING:
+    from engine.ops import Engine
+
+PREVIEW = 128
+MORPH_FPS = 20  # GIF and MP4 alike, so a morph lasts as long in either (a GIF frame lasts whole 10 ms: 50 ms here)
+LOOP_FPS = 20
+
+ProgressFn = Callable[[Progress], None]
+Handler = Callable[["Engine", Request, ProgressFn], Result]
+HANDLERS: dict[type[Request], Handler] = {}
+
+
+def handles(request_type: type[Request]):
+    def register(fn: Handler) -> Handler:
+        HANDLERS[request_type] = fn
+        return fn
+    return register
+
+
+def strip_of(engine: Engine, imgs: np.ndarray, name: str, description: str = "") -> File:
+    return File(name, png_bytes(montage(np.stack([engine.display(i) for i in imgs]), cols=len(imgs))), description)
+
+
+@handles(ProjectRequest)
+def project_photo(engine: Engine, req: ProjectRequest, progress: ProgressFn) -> Result:
+    photo = decode_image(req.image, max_bytes=req.max_image_bytes)
+    aligned = align_face(photo, engine.G.resolution, engine.framing)
+    target = aligned.image
+
+    def pair(face: np.ndarray) -> np.ndarray:
+        return montage(np.stack([resize(target, PREVIEW), resize(face, PREVIEW)]), cols=2)
+
+    def on_step(k: int, n: int, loss: float, preview: np.ndarray | None) -> None:
+        progress(Progress(req.id, k, n, f"step {k}/{n}", png_bytes(pair(preview)) if preview is not None else None))
+
+    init = None
+    if engine.encoder is not None and req.encoder:
+        init = encode(engine.encoder, target)  # a face in milliseconds; the projector refines it
+        progress(Progress(req.id, 0, req.steps, "first guess", png_bytes(pair(engine.render(init[None])[0]))))
+    proj = project(engine.G, target, req.steps, init_ws=init, progress=on_step, every=max(1, req.steps // 20),
+                   kept_noise_max_res=engine.kept_noise_max_res)
+    # The face shown is the kept face, drawn from exactly what the member keeps.
+    kept_img = engine.render(proj.ws[None], proj.noise)[0]
+    score = likeness(target, kept_img)
+    side = montage(np.stack([engine.display(target), engine.display(kept_img)]), cols=2)
+    frames = [pair(f) for f in proj.frames[:-1]] + [pair(kept_img)]
+    files = (File("side_by_side.png", png_bytes(side), "your photo, aligned | your kept face"),
+             File("progress.gif", gif_bytes(frames, fps=8, max_bytes=req.max_bytes // 2), "the projector converging"),
+             engine.png(target, "aligned.png"), engine.png(kept_img, "projected.png"))
+    figures = {"likeness": round(score, 3), "same_person": score < 0.6, "psnr": round(psnr(kept_img, target), 2),
+               "faces_found": aligned.faces_found, "face_used": "the largest", "steps": req.steps,
+               "seconds": round(proj.seconds, 1), "loss": proj.loss_kind,
+               "start": "encoder" if init is not None else "w_avg", "schedule": proj.figures.get("schedule")}
+    verdict = "same person" if score < 0.6 else "a resemblance"
+    text = (f"likeness {score:.2f} ({verdict}; below 0.60 is the same person to dlib), "
+            f"PSNR {figures['psnr']:.1f} dB after {req.steps} steps ({proj.loss_kind} loss)."
+            + (f" I saw {aligned.faces_found} faces and used the largest." if aligned.faces_found > 1 else ""))
+    return Result(req.id, files, (as_face(proj.ws, engine.pack(proj.noise)),), figures=figures, text=text)
+
+
+@handles(RenderRequest)
+def render_face(engine: Engine, req: RenderRequest, progress: ProgressFn) -> Result:
+    ws, maps = engine.face(req.face)
+    return Result(req.id, (engine.png(engine.render(ws[None], maps)[0], "face.png"),))
+
+
+@handles(BlendRequest)
+def blend(engine: Engine, req: BlendRequest, progress: ProgressFn) -> Result:
+    (a, b), faces, has_noise = engine.faces((req.a, req.b))
+    layers = engine.layers(req.layers)
+    t = req.ratio * edits.layer_mask(engine.G.num_ws, layers)[:, 0]
+    mixed = edits.blend(a, b, req.ratio, layers)
+    weights = np.stack([[1 + 0 * t, 0 * t], [1 - t, t], [0 * t, 1 + 0 * t]])  # a, the blend, b
+    imgs = engine.draw(np.stack([a, mixed, b]), faces, weights)
+    which = "" if layers == "all" else f" on the {layers} styles"
+    return Result(req.id, (engine.png(imgs[1], "blend.png"), strip_of(engine, imgs, "blend_strip.png")),
+                  (engine.kept(mixed, faces, weights[1], has_noise),), text=f"A blend at {req.ratio:g}{which}.")
+
+
+@handles(AverageRequest)
+def average(engine: Engine, req: AverageRequest, progress: ProgressFn) -> Result:
+    latents, faces, has_noise = engine.faces(req.faces)
+    mean = edits.average(latents)
+    weights = np.full((1, len(latents)), 1 / len(latents), np.float32)
+    img = engine.draw(mean[None], faces, weights)[0]
+    return Result(req.id, (engine.png(img, "average.png"),), (engine.kept(mean, faces, weights[0], has_noise),),
+                  text=f"The average of {len(latents)} faces.")
+
+
+def _mixed(engine: Engine, coarse: np.ndarray, fine: np.ndarray, split: int):
+    """The mix of two faces and its per-style noise weights (coarse face, fine face)."""
+    from_fine = (np.arange(engine.G.num_ws) >= split).astype(np.float32)
+    return edits.mix(coarse, fine, split), np.stack([1 - from_fine, from_fine])
+
+
+@handles(MixRequest)
+def mix(engine: Engine, req: MixRequest, progress: ProgressFn) -> Result:
+    (coarse, fine), faces, has_noise = engine.faces((req.coarse, req.fine))
+    split = engine.split(req.split)
+    mixed, w = _mixed(engine, coarse, fine, split)
+    ones = np.ones(engine.G.num_ws, np.float32)
+    weights = np.stack([[ones, 0 * ones], [0 * ones, ones], w])
+    imgs = engine.draw(np.stack([coarse, fine, mixed]), faces, weights)
+    return Result(req.id, (engine.png(imgs[2], "mix.png"), strip_of(engine, imgs, "mix_strip.png", "coarse | fine | mixed")),
+                  (engine.kept(mixed, faces, weights[2], has_noise),),
+                  text=f"Styles 0–{split - 1} from the first face, {split}–{engine.G.num_ws - 1} from the second.")
+
+
+@handles(SwapRequest)
+def swap(engine: Engine, req: SwapRequest, progress: ProgressFn) -> Result:
+    (a, b), faces, has_noise = engine.faces((req.a, req.b))
+    split = engine.split(req.split)
+    ab, w_ab = _mixed(engine, a, b, split)  # a's shape, b's finish
+    ba, w_ba = _mixed(engine, b, a, split)
+    w_ba = w_ba[::-1]  # weights are (a, b) for both
+    imgs = engine.draw(np.stack([a, b, ab, ba]), faces,
+                       np.stack([[np.ones_like(w_ab[0]), 0 * w_ab[0]], [0 * w_ab[0], np.ones_like(w_ab[0])], w_ab, w_ba]))
+    return Result(req.id, (strip_of(engine, imgs, "swap.png", "a | b | a's shape with b's finish | b's shape with a's"),),
+                  (engine.kept(ab, faces, w_ab, has_noise), engine.kept(ba, faces, w_ba, has_noise)),
+                  text=f"Fine styles ({split}–{engine.G.num_ws - 1}) swapped: each keeps their shape and wears the other's finish.")
+
+
+@handles(EditRequest)
+def edit(engine: Engine, req: EditRequest, progress: ProgressFn) -> Result:
+    (ws,), faces, has_noise = engine.faces((req.face,))
+    d = get_direction(engine.directions, req.direction, engine.model_id)
+    scale = float(d.meta.get("scale", engine.w_std / 3))  # one unit of amount, in W
+    effect = str(d.meta.get("effect", ""))
+    if req.strip:
+        imgs = engine.render(edits.strip(ws, d.vector, req.amount * scale, count=5, layers=d.layers), faces[0])
+        return Result(req.id, (strip_of(engine, imgs, f"{d.name}_strip.png", f"{d.name} from {-req.amount:+g} to {req.amount:+g}"),),
+                      text=effect)
+    edited = edits.apply_direction(ws, d.vector, req.amount * scale, d.layers)
+    imgs = engine.render(np.stack([ws, edited]), faces[0])
+    return Result(req.id, (engine.png(imgs[1], f"{d.name}.png"), strip_of(engine, imgs, "before_after.png")),
+                  (engine.kept(edited, faces, np.ones(1), has_noise),), text=effect)
+
+
+@handles(MorphRequest)
+def morph(engine: Engine, req: MorphRequest, progress: ProgressFn) -> Result:
+    latents, faces, _ = engine.faces(req.faces)
+    weights = edits.morph_weights(len(latents), req.frame_count, loop=True)
+    seq = np.einsum("fk,kij->fij", weights, np.stack(latents)).astype(np.float32)
+    imgs = [engine.display(i) for i in draw_with_progress(engine, req, seq, faces, weights, progress)]
+    progress(Progress(req.id, len(seq), len(seq), f"encoding the {req.format.upper()}…"))
+    encode_fn = mp4_bytes if req.format == "mp4" else gif_bytes
+    data = encode_fn(imgs, fps=MORPH_FPS, max_bytes=req.max_bytes)
+    return Result(req.id, (File(f"morph.{req.format}", data, f"a morph through {len(latents)} faces"),),
+                  text=f"A morph of {len(latents)} faces, {len(seq)} frames.")
+
+
+@handles(LoopRequest)
+def loop(engine: Engine, req: LoopRequest, progress: ProgressFn) -> Result:
+    (ws,), faces, _ = engine.faces((req.face,))
+    seq = edits.deform_loop(ws, req.frames, engine.layers(req.layers), w_std=engine.w_std, seed=req.seed)
+    imgs = [engine.display(i) for i in
+            draw_with_progress(engine, req, seq, faces, np.ones((req.frames, 1), np.float32), progress)]
+    progress(Progress(req.id, len(seq), len(seq), "encoding the GIF…"))
+    return Result(req.id, (File("loop.gif", gif_bytes(imgs, fps=LOOP_FPS, max_bytes=req.max_bytes)),),
+                  text=f"A loop that sways the {req.layers} styles.")
+
+
+@handles(RandomRequest)
+def random_face(engine: Engine, req: RandomRequest, progress: ProgressFn) -> Result:
+    ws = ws_from_seeds(engine.G, [req.seed], req.truncation)[0].cpu().numpy()
+    img = engine.render(ws[None])[0]
+    return Result(req.id, (engine.png(img, f"seed{req.seed}.png"),), (as_face(ws),),
+                  figures={"seed": req.seed, "truncation": req.truncation},
+                  text=f"Seed {req.seed}, truncation {req.truncation:g}: a person who does not exist.")
+
+
+@handles(GridRequest)
+def grid(engine: Engine, req: GridRequest, progress: ProgressFn) -> Result:
+    latents, faces, _ = engine.faces((req.a, req.b, req.c))
+    n = req.size
+    weights = edits.plane_weights(n)
+    imgs = engine.draw(np.einsum("gk,kij->gij", weights, np.stack(latents)).astype(np.float32), faces, weights)
+    tile = max(96, DISPLAY * 3 // n)
+    return Result(req.id, (File("grid.png", png_bytes(montage(np.stack([resize(i, tile) for i in imgs]), cols=n))),),
+                  text=f"The plane through three faces, {n}×{n}.")
+
+
+def draw_with_progress(engine: Engine, req: Request, seq: np.ndarray, faces, weights: np.ndarray,
+                       progress: ProgressFn, batch: int = 16) -> np.ndarray:
+    out = []
+    for i in range(0, len(seq), batch):
+        out.append(engine.draw(seq[i:i + batch], faces, weights[i:i + batch]))
+        done = min(i + batch, len(seq))
+        progress(Progress(req.id, done, len(seq), f"frame {done}/{len(seq)}"))
+    return np.concatenate(out)

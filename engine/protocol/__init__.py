@@ -1,0 +1,22 @@
+"""The one contract between the bot and the engine (no torch, no discord).
+
+- ``requests``: a frozen dataclass per request kind, its bounds, one ``validate``;
+- ``events``: kept faces, files, progress, results (several faces allowed), failures, readiness;
+- ``errors``: the typed errors a member can cause, each one sentence;
+- ``wire``: these types as data-only bytes (msgpack + raw arrays), sealed across hosts;
+- ``redis_keys``: the Redis transport's key layout and limits.
+"""
+
+from engine.protocol.errors import (BadArgument, ImageTooLarge, ModelMismatch, NoFaceFound, NotAnImage,
+                                    UnknownDirection, UserError)
+from engine.protocol.events import Event, Face, File, JobFailed, Progress, Result, WorkerReady, as_face
+from engine.protocol.requests import (REQUESTS, AverageRequest, BlendRequest, EditRequest, GridRequest, LoopRequest,
+                                      MixRequest, MorphRequest, ProjectRequest, RandomRequest, RenderRequest, Request,
+                                      SwapRequest)
+
+__all__ = [
+    "BadArgument", "ImageTooLarge", "ModelMismatch", "NoFaceFound", "NotAnImage", "UnknownDirection", "UserError",
+    "Event", "Face", "File", "JobFailed", "Progress", "Result", "WorkerReady", "as_face",
+    "REQUESTS", "Request", "AverageRequest", "BlendRequest", "EditRequest", "GridRequest", "LoopRequest",
+    "MixRequest", "MorphRequest", "ProjectRequest", "RandomRequest", "RenderRequest", "SwapRequest",
+]
