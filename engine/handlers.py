@@ -168,7 +168,7 @@ def morph(engine: Engine, req: MorphRequest, progress: ProgressFn) -> Result:
     weights = edits.morph_weights(len(latents), req.frame_count, loop=True)
     seq = np.einsum("fk,kij->fij", weights, np.stack(latents)).astype(np.float32)
     imgs = [engine.display(i) for i in draw_with_progress(engine, req, seq, faces, weights, progress)]
-    progress(Progress(req.id, len(seq), len(seq), f"encoding the {req.format.upper()}…"))
+    progress(Progress(req.id, len(seq), len(seq), f"frame {len(seq)}/{len(seq)}, encoding the {req.format.upper()}…"))
     encode_fn = mp4_bytes if req.format == "mp4" else gif_bytes
     data = encode_fn(imgs, fps=MORPH_FPS, max_bytes=req.max_bytes)
     return Result(req.id, (File(f"morph.{req.format}", data, f"a morph through {len(latents)} faces"),),
@@ -181,7 +181,7 @@ def loop(engine: Engine, req: LoopRequest, progress: ProgressFn) -> Result:
     seq = edits.deform_loop(ws, req.frames, engine.layers(req.layers), w_std=engine.w_std, seed=req.seed)
     imgs = [engine.display(i) for i in
             draw_with_progress(engine, req, seq, faces, np.ones((req.frames, 1), np.float32), progress)]
-    progress(Progress(req.id, len(seq), len(seq), "encoding the GIF…"))
+    progress(Progress(req.id, len(seq), len(seq), f"frame {len(seq)}/{len(seq)}, encoding the GIF…"))
     return Result(req.id, (File("loop.gif", gif_bytes(imgs, fps=LOOP_FPS, max_bytes=req.max_bytes)),),
                   text=f"A loop that sways the {req.layers} styles.")
 

@@ -63,7 +63,7 @@ async def test_commands_are_registered(env):
     sim, _ = env
     names = {c["name"] for c in sim.commands}
     assert {"project", "me", "blend", "average", "mix", "age", "edit", "morph", "loop", "random", "adopt",
-            "grid", "privacy", "forget", "wspace"} <= names
+            "grid", "swap", "privacy", "forget", "wspace"} <= names
     admin = next(c for c in sim.commands if c["name"] == "wspace")
     assert int(admin["default_member_permissions"]) & MANAGE_GUILD
 
@@ -214,6 +214,12 @@ async def test_average_mix_grid_loop_and_age_answer_with_pictures(env):
     grid = await finished(sim, await sim.invoke(ALICE, "grid", [user_option("a", ALICE), user_option("b", BOB),
                                                                 user_option("c", CAROL)], resolved=everyone))
     assert "grid.png" in grid.all_files(), grid.last_content()
+    swap = await finished(sim, await sim.invoke(ALICE, "swap", [user_option("a", BOB), user_option("b", CAROL)],
+                                                resolved=everyone))
+    assert "swap.png" in swap.all_files() and "swapped" in swap.last_content(), swap.last_content()
+    strip = png_of(swap.all_files(), "swap.png")
+    quarter = strip.shape[1] // 4
+    assert not np.array_equal(strip[:, 2 * quarter:3 * quarter], strip[:, 3 * quarter:]), "the two swapped faces differ"
     loop = await finished(sim, await sim.invoke(ALICE, "loop"))
     gif = Image.open(io.BytesIO(loop.all_files()["loop.gif"]))
     assert gif.n_frames >= 8 and gif.info.get("loop") == 0

@@ -98,6 +98,14 @@ def test_project_then_every_latent_command(tmp_path, native_model):
         r = runner.invoke(app, [*args, "-o", str(out), *m])
         assert r.exit_code == 0, (args, r.output)
         assert (out / produced).exists()
+    other = str(tmp_path / "blend" / "latent.npz")  # a second kept face: the coarse blend at 1.5
+    r = runner.invoke(app, ["swap", me, other, "--split", "3", "-o", str(tmp_path / "swap"), *m])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "swap" / "swap.png").exists() and "swapped" in r.output
+    with np.load(me) as a, np.load(other) as b, np.load(tmp_path / "swap" / "latent_1.npz") as ab, \
+            np.load(tmp_path / "swap" / "latent_2.npz") as ba:
+        assert np.array_equal(ab["ws"][:3], a["ws"][:3]) and np.array_equal(ab["ws"][3:], b["ws"][3:])
+        assert np.array_equal(ba["ws"][:3], b["ws"][:3]) and np.array_equal(ba["ws"][3:], a["ws"][3:])
     r = runner.invoke(app, ["edit", me, "--direction", "age", "-o", str(tmp_path / "e"), *m])
     assert r.exit_code == 1 and "don't know the direction" in r.output
 

@@ -24,7 +24,7 @@ from bot.commands.common import Refusal, Reply, Services, defer, refuse
 from bot.limits import RateLimited
 from bot.storage import Reach, StorageError
 from bot.transport import EngineUnavailable, QueueFull, ShuttingDown
-from engine.protocol import JobFailed, Progress, Request, Result
+from engine.protocol import JobFailed, Progress, Request, Result, UserError
 from engine.protocol.requests import MAX_ATTACHMENT_BYTES
 
 log = logging.getLogger("wspace.bot")
@@ -121,8 +121,9 @@ class ProgressReporter:
             await self.msg.edit(f"{self.title}working on it…", force=False)
             return
         files = [discord.File(io.BytesIO(p.preview_png), "preview.png")] if p.preview_png else None
-        # A step-0 preview is the encoder's first guess: shown at once, the rest as paced.
-        await self.msg.edit(f"{self.title}{p.message or f'{p.step}/{p.total}'}", files, force=p.step == 0)
+        # A step-0 preview is the encoder's first guess, the last step says what comes next (e.g. encoding
+        # the GIF): both shown at once, the steps between as paced.
+        await self.msg.edit(f"{self.title}{p.message or f'{p.step}/{p.total}'}", files, force=p.step in (0, p.total))
 
     async def follow_position(self, shown: int) -> None:
         """Keep a waiting member's "position N" true as the line moves; stops once the job
@@ -151,6 +152,19 @@ def describe(request: Request, result: Result) -> str:
     return result.text
 
 
+def check_kept(svc: Services, request: Request, result: Result) -> None:
+    """A face about to be kept must be one of the loaded model's (whatever the wire brought)."""
+    info, face = svc.engine.info, result.face
+    try:
+        face.validate("new face")
+        fits = info is not None and result.model_id == info.model_id and face.ws.shape == (info.num_ws, info.w_dim)
+    except UserError:
+        fits = False
+    if not fits:
+        log.error("job %s returned a face that does not fit model %s: %r", request.id, info and info.model_id, face)
+        raise Reply(f"Sorry, something went wrong on my side (job {request.id}); it has been logged.")
+
+
 async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessage, request: Request,
                   outcome: Result | JobFailed, *, title: str, keep: str | None, forgot: bool, view_factory) -> None:
     """Close the job's row, keep the new face if asked (and not forgotten meanwhile), show the pictures."""
@@ -164,6 +178,7 @@ async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessa
     await svc.storage.job_finished(request.id)
     text = describe(request, outcome)
     if keep and outcome.face is not None:
+        check_kept(svc, request, outcome)
         if forgot:
             text += "\nYou ran /forget while this was running, so nothing was kept."
         elif keep == "me":
