@@ -21,7 +21,7 @@ from engine.protocol import (BlendRequest, EditRequest, Face, GridRequest, LoopR
                              as_face)
 from engine.protocol.requests import MAX_ATTACHMENT_BYTES, MAX_PHOTO_BYTES
 
-from engine.cli_tools import DeviceOpt, ModelOpt, OutOpt, directions_app, fail, generate, model_app
+from engine.cli_tools import DeviceOpt, ModelOpt, OutOpt, directions_app, fail, generate, loaded, model_app
 
 CLI_MAX_BYTES = MAX_ATTACHMENT_BYTES  # files on disk: the largest the protocol carries
 MIN_SECRET = 16  # as bot/config.py asks of engine.redis_secret
@@ -34,17 +34,9 @@ app.command()(generate)
 
 
 def _engine(model: Path | None, device: str):
-    from engine.checkpoints import CheckpointError
     from engine.ops import Engine
-    from engine.runtime import device_problem, prepare_process
 
-    if problem := device_problem(device):
-        fail(problem)
-    prepare_process()
-    try:
-        return Engine(model, device)
-    except CheckpointError as exc:
-        fail(str(exc))
+    return loaded(Engine, model, device)
 
 
 def _run(engine, request: Request, out: Path, label: str = "") -> Result:

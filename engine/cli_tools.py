@@ -22,17 +22,24 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def load_model(model: Path | None, device: str):
-    from engine.checkpoints import CheckpointError, load_generator
+def loaded(load, model: Path | None, device: str):
+    """``load(model, device)`` on a prepared process; a bad device or model file is one sentence."""
+    from engine.checkpoints import CheckpointError
     from engine.runtime import device_problem, prepare_process
 
     if problem := device_problem(device):
         fail(problem)
     prepare_process()
     try:
-        return load_generator(model, device)
+        return load(model, device)
     except CheckpointError as exc:
         fail(str(exc))
+
+
+def load_model(model: Path | None, device: str):
+    from engine.checkpoints import load_generator
+
+    return loaded(load_generator, model, device)
 
 
 def generate(seed: Annotated[int, typer.Option(help="First seed")] = 1,

@@ -13,16 +13,13 @@ Runs on the CPU; checkpoints every few minutes and resumes from the last one.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
 import sys
-from dataclasses import asdict
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,10 +28,10 @@ from engine.checkpoints import save_native  # noqa: E402
 from engine.render import to_uint8  # noqa: E402
 from engine.networks import Generator, GeneratorConfig  # noqa: E402
 from engine.teacher import NZ, load_teacher  # noqa: E402
+from scripts.training import Run, cosine, psnr, pyramid_loss  # noqa: E402
 
 EMBEDDED_CONFIG = dict(resolution=64, z_dim=NZ, w_dim=256, mapping_layers=8,
                        channels={4: 256, 8: 256, 16: 256, 32: 128, 64: 64})
-PYRAMID_LEVELS = 4
 EMA_BETA = 0.998
 LR_DECAY_FRACTION = 0.3  # cosine decay over the last 30 % of the steps
 CHECKPOINT_SECONDS = 300
@@ -42,26 +39,12 @@ W_AVG_SAMPLES = 10_000
 FRAMING_SAMPLES = 500
 
 
-def pyramid_loss(a: torch.Tensor, b: torch.Tensor, levels: int = PYRAMID_LEVELS, squared: bool = False) -> torch.Tensor:
-    """Mean |a - b| (or (a - b)², ``squared``) over a ``levels``-level image pyramid."""
-    loss = a.new_zeros([])
-    for _ in range(levels):
-        loss = loss + ((a - b).square() if squared else (a - b).abs()).mean()
-        a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
-    return loss / levels
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = ((a - b) / 2).square().mean(dim=[1, 2, 3])
-    return float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
-
-
 def lr_at(step: int, steps: int, base: float) -> float:
     start = int(steps * (1 - LR_DECAY_FRACTION))
     if step < start:
         return base
     t = (step - start) / max(1, steps - start)
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+    return base * cosine(t, 0.05)
 
 
 def main() -> None:
@@ -83,33 +66,24 @@ def main() -> None:
     torch.manual_seed(args.seed)
     teacher = load_teacher()
     G = Generator(GeneratorConfig(**EMBEDDED_CONFIG, mapping_lr_mul=args.mapping_lr_mul)).train()
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(args.beta1, 0.99), eps=1e-8)
-    step, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
-        G.load_state_dict(ck["G"]); G_ema.load_state_dict(ck["G_ema"]); opt.load_state_dict(ck["opt"])
-        step, elapsed = ck["step"], ck["elapsed"]
-        print(f"resumed at step {step}")
-
-    def save_checkpoint() -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"G": G.state_dict(), "G_ema": G_ema.state_dict(), "opt": opt.state_dict(),
-                    "step": step, "elapsed": elapsed, "args": vars(args)}, tmp)
-        tmp.replace(ckpt_path)
+    run = Run(G, opt, ckpt_path, EMA_BETA, "G", ema_buffers=True)
+    if run.resume():
+        print(f"resumed at step {run.step}")
+    G_ema = run.ema
 
     # A fixed probe batch from a seed the training stream never uses.
     probe_z = torch.randn(64, NZ, generator=torch.Generator().manual_seed(10_000 + args.seed))
     with torch.no_grad():
         probe_x = teacher(probe_z)
-    last_ckpt = time.time()
     if args.export_only:
-        export(G_ema, args, step, elapsed)
+        export(G_ema, args, run.step, run.elapsed)
         return
-    bar = tqdm(total=args.steps, initial=step, desc="distil", unit="step")
+    bar = tqdm(total=args.steps, initial=run.step, desc="distil", unit="step")
     with log_path.open("a") as log:
-        while step < args.steps:
+        while run.step < args.steps:
             t0 = time.time()
+            step = run.step
             gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
             z = torch.randn(args.batch, NZ, generator=gen)
             with torch.no_grad():
@@ -118,16 +92,7 @@ def main() -> None:
                 group["lr"] = lr_at(step, args.steps, args.lr)
             img = G.synthesis(G.mapping(z), noise_mode="const")
             loss = pyramid_loss(img, target, squared=args.loss == "l2")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                for pe, p in zip(G_ema.parameters(), G.parameters()):
-                    pe.lerp_(p, 1 - EMA_BETA)
-                for be, b in zip(G_ema.buffers(), G.buffers()):
-                    be.copy_(b)
-            step += 1
-            elapsed += time.time() - t0
+            step = run.learn(loss, t0)
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if step % 100 == 0 or step == args.steps:
@@ -136,14 +101,12 @@ def main() -> None:
                     p_raw = pyramid_loss(G.synthesis(G.mapping(probe_z)), probe_x).item()
                 log.write(json.dumps({"step": step, "loss": round(loss.item(), 5), "probe_psnr": round(p, 3),
                                       "probe_l1_raw": round(p_raw, 4),
-                                      "lr": opt.param_groups[0]["lr"], "elapsed_s": round(elapsed, 1)}) + "\n")
+                                      "lr": opt.param_groups[0]["lr"], "elapsed_s": round(run.elapsed, 1)}) + "\n")
                 log.flush()
-            if time.time() - last_ckpt > CHECKPOINT_SECONDS:
-                save_checkpoint()
-                last_ckpt = time.time()
+            run.checkpoint_every(CHECKPOINT_SECONDS, args)
     bar.close()
-    save_checkpoint()
-    export(G_ema, args, step, elapsed)
+    run.save(args)
+    export(G_ema, args, run.step, run.elapsed)
 
 
 def export(G_ema: Generator, args, step: int, elapsed: float) -> None:

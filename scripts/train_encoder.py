@@ -18,7 +18,6 @@ few minutes and resumes; the EMA copy ships.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import sys
@@ -35,7 +34,7 @@ from engine.encoder import Encoder, EncoderConfig, load_encoder, save_encoder  #
 from engine.bundle import encoder_path_for  # noqa: E402
 from engine.projector import w_stats  # noqa: E402
 from engine.teacher import NZ, load_teacher  # noqa: E402
-from scripts.train_embedded import psnr, pyramid_loss  # noqa: E402
+from scripts.training import Run, cosine, psnr, pyramid_loss  # noqa: E402
 
 EMA_BETA = 0.995
 CHECKPOINT_SECONDS = 300
@@ -118,32 +117,23 @@ def main() -> None:
             sys.exit(f"{args.init} is not an encoder for model {G.model_id}")
         E.load_state_dict(start.state_dict())
         print(f"starting from {args.init} ({start.provenance.get('steps', '?')} steps)")
-    E_ema = copy.deepcopy(E).eval().requires_grad_(False)
     opt = torch.optim.Adam(E.parameters(), lr=args.lr, betas=(0.9, 0.99))
-    step, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
-        E.load_state_dict(ck["E"]); E_ema.load_state_dict(ck["E_ema"]); opt.load_state_dict(ck["opt"])
-        step, elapsed = ck["step"], ck["elapsed"]
-        print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
-
-    def save_checkpoint() -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"E": E.state_dict(), "E_ema": E_ema.state_dict(), "opt": opt.state_dict(),
-                    "step": step, "elapsed": elapsed, "args": {k: str(v) for k, v in vars(args).items()}}, tmp)
-        tmp.replace(ckpt_path)
+    run = Run(E, opt, ckpt_path, EMA_BETA, "E")
+    if run.resume():
+        print(f"resumed at step {run.step} ({run.elapsed / 60:.1f} min)")
+    E_ema = run.ema
 
     probe_in, probe_clean, probe_ws = make_batch(G, teacher, 48, 16, w_dim_std, torch.Generator().manual_seed(99_991))
     budget = args.minutes * 60
     if not args.export_only:
-        bar = tqdm(total=args.steps, initial=step, desc="encoder", unit="step")
-        last_ckpt = time.time()
+        bar = tqdm(total=args.steps, initial=run.step, desc="encoder", unit="step")
         with log_path.open("a") as log:
-            while step < args.steps and elapsed < budget:
+            while run.step < args.steps and run.elapsed < budget:
                 t0 = time.time()
+                step = run.step
                 gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
                 x, clean, target = make_batch(G, teacher, args.gen_batch, args.teacher_batch, w_dim_std, gen)
-                lr = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / budget))))
+                lr = args.lr * cosine(run.elapsed / budget, 0.1)
                 for group in opt.param_groups:
                     group["lr"] = lr
                 pred = E(x)
@@ -157,26 +147,18 @@ def main() -> None:
                 img = G.synthesis(pred[idx], noise_mode="const")
                 image = pyramid_loss(img, clean[idx])
                 loss = latent + args.image_weight * image
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    for pe, p in zip(E_ema.parameters(), E.parameters()):
-                        pe.lerp_(p, 1 - EMA_BETA)
-                step += 1
-                elapsed += time.time() - t0
+                step = run.learn(loss, t0)
                 bar.update(1)
                 bar.set_postfix(latent=f"{latent.item():.3f}", image=f"{image.item():.3f}")
                 if step % 100 == 0:
                     log.write(json.dumps({"step": step, "latent": round(latent.item(), 4), "image": round(image.item(), 4),
                                           **probe(E_ema, G, probe_in, probe_clean, probe_ws, w_dim_std),
-                                          "lr": round(lr, 6), "elapsed_s": round(elapsed, 1)}) + "\n")
+                                          "lr": round(lr, 6), "elapsed_s": round(run.elapsed, 1)}) + "\n")
                     log.flush()
-                if time.time() - last_ckpt > CHECKPOINT_SECONDS:
-                    save_checkpoint()
-                    last_ckpt = time.time()
+                run.checkpoint_every(CHECKPOINT_SECONDS, args)
         bar.close()
-        save_checkpoint()
+        run.save(args)
+    step, elapsed = run.step, run.elapsed
     figures = probe(E_ema, G, probe_in, probe_clean, probe_ws, w_dim_std)
     provenance = {"trained_by": "scripts/train_encoder.py", "steps": step, "train_seconds": round(elapsed),
                   "gen_batch": args.gen_batch, "teacher_batch": args.teacher_batch, "lr": args.lr,

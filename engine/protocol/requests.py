@@ -147,11 +147,9 @@ class SwapRequest(Request):
     SPLIT: ClassVar[tuple[int, int]] = MixRequest.SPLIT
     a: Face
     b: Face
-    split: int | None = None
+    split: int | None = None  # as for MixRequest
 
-    def check(self) -> None:
-        if self.split is not None:
-            integer(self.split, "split", *self.SPLIT)
+    check = MixRequest.check
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
