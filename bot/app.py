@@ -17,8 +17,9 @@ from discord import app_commands
 from bot.commands import admin, blend, edit, morph, privacy, project
 from bot.commands.common import Refusal, Reply, Services, answer, refuse, reply_now
 from bot.commands.views import EditButton
-from bot.config import Settings, heartbeat_path
+from bot.config import Settings, engines_path, heartbeat_path
 from bot.transport import Transport, make_transport
+from bot.transport.pidfile import EngineRegistry
 from bot.limits import Limits
 from bot.storage import Interrupted, Storage
 
@@ -27,8 +28,8 @@ log = logging.getLogger("wspace.bot")
 COMMAND_MODULES = (project, edit, blend, morph, privacy, admin)
 
 
-def make_engine(settings: Settings) -> Transport:
-    return make_transport(settings)
+def make_engine(settings: Settings, registry: EngineRegistry | None = None) -> Transport:
+    return make_transport(settings, registry)
 
 
 def make_limits(settings: Settings) -> Limits:
@@ -56,7 +57,8 @@ class GatedTree(app_commands.CommandTree):
 HEARTBEAT_SECONDS = 10.0
 TOKEN_LIFETIME = 14 * 60.0  # Discord's interaction tokens last 15 minutes; leave a margin
 DRAIN_SECONDS = 3.0  # at SIGTERM/SIGINT: time for members' messages to say the bot is restarting
-HEALTHY_WITHIN = 60.0  # `wspace health` fails when the heartbeat is older than this
+HEALTHY_WITHIN = 60.0
+ENGINE_START_SECONDS = 180.0  # a reload's new engine must be ready within this, else the old one stays  # `wspace health` fails when the heartbeat is older than this
 
 
 class WspaceBot(discord.Client):
@@ -71,7 +73,11 @@ class WspaceBot(discord.Client):
         self.tree = GatedTree(self)
         self.tree.on_error = self.on_command_error
         self.services: Services | None = None
+        self.registry: EngineRegistry | None = None
         self.draining = False
+        self.engine_settings = settings.engine  # what the serving engine was started with
+        self.retiring: set[Transport] = set()  # engines finishing their jobs after a switch
+        self.switching = asyncio.Lock()
 
     async def login(self, token: str) -> None:
         # discord.py's default pool is unbounded (TCPConnector(limit=0)): a burst of 500
@@ -88,7 +94,9 @@ class WspaceBot(discord.Client):
         if interrupted:
             log.warning("marked %d unfinished jobs from a previous run as failed; telling their members", len(interrupted))
             self._told = asyncio.create_task(self.tell_interrupted(interrupted), name="tell-interrupted")
-        engine = make_engine(self.settings)
+        self.registry = EngineRegistry(engines_path(self.settings))
+        self.registry.end_orphans()  # engines a killed predecessor left behind
+        engine = make_engine(self.settings, self.registry)
         await engine.start(wait=False)  # the bot answers while the model loads
         self.services = Services(self.settings, storage, engine, make_limits(self.settings), config_path=self.config_path)
         for module in COMMAND_MODULES:
@@ -145,11 +153,30 @@ class WspaceBot(discord.Client):
         svc.limits = make_limits(settings)
         svc.engine.queue_size = settings.limits.queue_size
 
-    async def restart_engine(self) -> None:
-        old = self.services.engine
-        await old.close()
-        self.services.engine = make_engine(self.settings)
-        await self.services.engine.start(wait=False)
+    async def switch_engine(self) -> None:
+        """Start the engine the settings now describe beside the serving one. Once it is
+        ready, new jobs go to it, and the old one finishes every job it holds (running and
+        queued), then stops: a reload drops nothing. If the new one cannot start, the old
+        one keeps serving and this raises :class:`EngineUnavailable`. Two models are in
+        memory for the length of the switch."""
+        async with self.switching:
+            wanted = self.settings.engine
+            new = make_engine(self.settings, self.registry)
+            try:
+                await new.start(wait=True, timeout=ENGINE_START_SECONDS)
+            except BaseException:
+                await new.close()
+                raise
+            old, self.services.engine, self.engine_settings = self.services.engine, new, wanted
+            log.info("engine switched; the old one finishes its %d jobs", len(old.pending))
+            self.retiring.add(old)
+        try:
+            deadline = time.monotonic() + self.settings.engine.job_timeout_seconds + 60
+            while old.pending and time.monotonic() < deadline and not self.draining:
+                await asyncio.sleep(0.2)
+        finally:
+            self.retiring.discard(old)
+            await old.close()
 
     async def on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         original = getattr(error, "original", None)  # what the command raised (CommandInvokeError)
@@ -181,7 +208,8 @@ class WspaceBot(discord.Client):
         if getattr(self, "_heartbeat", None):
             self._heartbeat.cancel()
         if self.services is not None:
-            await self.services.engine.close()
+            for engine in [self.services.engine, *self.retiring]:
+                await engine.close()
             deadline = time.monotonic() + DRAIN_SECONDS
             while self.services.queued and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)

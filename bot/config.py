@@ -171,6 +171,11 @@ def heartbeat_path(settings: Settings) -> Path:
     return settings.storage.database.with_name(settings.storage.database.name + ".alive")
 
 
+def engines_path(settings: Settings) -> Path:
+    """Where the bot records itself and its engine processes (``bot/transport/pidfile.py``)."""
+    return settings.storage.database.with_name(settings.storage.database.name + ".engines.json")
+
+
 def _load_file(path: Path) -> Settings:
     try:
         data = tomllib.loads(path.read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -147,3 +148,69 @@ async def test_after_a_kill_the_restarted_bot_tells_every_interrupted_member(tmp
         await sim.wait_for(lambda: any("restarted" in (m.content or "") for m in sim.channel_messages), 30)
         notice = next(m for m in sim.channel_messages if "restarted" in (m.content or ""))
         assert f"<@{bob}>" in notice.content
+
+
+async def test_reload_of_the_engine_answers_at_once_and_drops_no_job(tmp_path, sim):
+    """An admin changes [engine] while Alice's projection runs and Bob's job waits: the
+    answer comes within Discord's 3 s, both jobs finish on the old engine, then the new
+    engine serves and the old process is gone."""
+    bob, admin = 800000000000000002, 800000000000000009
+    async with bot_process(tmp_path, sim) as (proc,):
+        att = sim.add_attachment(encode(grace_hopper(), "JPEG"), "me.jpg", "image/jpeg")
+        alice = await sim.invoke(ALICE, "project", [{"name": "image", "type": 11, "value": att["id"]},
+                                                    {"name": "steps", "type": 4, "value": 300}],
+                                 resolved={"attachments": {att["id"]: att}})
+        await sim.wait_for(lambda: any("step" in (m.content or "") for m in alice.messages), 120)
+        bobs = await sim.invoke(bob, "random", [{"name": "seed", "type": 4, "value": 5}])
+        await sim.wait_for(lambda: "queued" in (bobs.last_content() or ""), 30)
+        record = tmp_path / "db.sqlite3.engines.json"  # the bot records its engine processes here
+        old_engines = {e["pid"] for e in json.loads(record.read_text())["engines"]}
+        assert len(old_engines) == 1 and old_engines <= descendants(proc.pid)
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(cfg.read_text().replace("threads = 1", "threads = 2"))
+        t0 = time.monotonic()
+        reload = await sim.invoke(admin, "wspace", subcommand="reload", permissions=1 << 5)
+        await sim.wait_for(lambda: reload.messages, 10)
+        assert time.monotonic() - t0 < 3, "answered within Discord's 3 seconds"
+        assert "starting beside the old one" in reload.last_content(), reload.last_content()
+        await sim.wait_for(lambda: "likeness" in (alice.last_content() or "") or "try again" in (alice.last_content() or ""), 240)
+        assert "likeness" in alice.last_content(), alice.last_content()
+        await sim.wait_for(lambda: bobs.all_files(), 60)
+        assert "seed5.png" in bobs.all_files(), bobs.last_content()
+        await sim.wait_for(lambda: any("serving now" in (m.content or "") for m in reload.messages), 180)
+        await gone(old_engines, 15)
+        assert not any(alive(p) for p in old_engines), "the old engine stopped"
+        new_engines = {e["pid"] for e in json.loads(record.read_text())["engines"]}
+        assert len(new_engines) == 1 and not new_engines & old_engines and all(alive(p) for p in new_engines)
+        again = await sim.invoke(bob, "random", [{"name": "seed", "type": 4, "value": 6}])
+        await sim.wait_for(lambda: again.all_files(), 60)
+        assert "seed6.png" in again.all_files()
+
+
+async def test_engines_of_a_dead_bot_are_ended_and_reused_pids_are_not(tmp_path):
+    from bot.transport.pidfile import EngineRegistry, start_time
+
+    orphan = subprocess.Popen(["sleep", "300"])
+    stranger = subprocess.Popen(["sleep", "300"])  # its pid is recorded with another start time: a reused pid
+    try:
+        path = tmp_path / "db.sqlite3.engines.json"
+        path.write_text(json.dumps({"bot": {"pid": 2**22 + 7, "start": 1},  # long dead
+                                    "engines": [{"pid": orphan.pid, "start": start_time(orphan.pid)},
+                                                {"pid": stranger.pid, "start": 12345}]}))
+        assert EngineRegistry(path).end_orphans() == [orphan.pid]
+        assert orphan.wait(5) == -signal.SIGKILL and stranger.poll() is None
+        living_bot = subprocess.Popen(["sleep", "300"])  # a bot still running on the same database
+        try:
+            again = subprocess.Popen(["sleep", "300"])
+            path.write_text(json.dumps({"bot": {"pid": living_bot.pid, "start": start_time(living_bot.pid)},
+                                        "engines": [{"pid": again.pid, "start": start_time(again.pid)}]}))
+            assert EngineRegistry(path).end_orphans() == [] and again.poll() is None
+            again.kill()
+        finally:
+            living_bot.kill()
+        path.write_text("not json")
+        assert EngineRegistry(path).end_orphans() == []
+    finally:
+        for p in (orphan, stranger):
+            p.kill()
+            p.wait()

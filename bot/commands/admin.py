@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
@@ -9,6 +10,7 @@ from discord import app_commands
 
 from bot.commands.common import Services, reply_now
 from bot.config import ConfigError, load_settings
+from bot.transport import EngineUnavailable
 
 log = logging.getLogger("wspace.admin")
 
@@ -48,10 +50,33 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             log.warning("reload refused: %s", exc)
             await reply_now(interaction, f"The config file has a problem, so I kept the old settings: {str(exc).splitlines()[-1].strip()}")
             return
-        restart = settings.engine != svc.settings.engine
-        interaction.client.apply_settings(settings)
-        if restart:
-            await interaction.client.restart_engine()
-        await reply_now(interaction, "Configuration reloaded" + (" and the engine restarted." if restart else "."))
+        bot = interaction.client
+        restart = settings.engine != bot.engine_settings
+        if restart and bot.switching.locked():
+            await reply_now(interaction, "An engine switch is already under way; reload again once it is done.")
+            return
+        bot.apply_settings(settings)
+        if not restart:
+            await reply_now(interaction, "Configuration reloaded.")
+            return
+        # Answered at once (Discord wants an answer within 3 s); the switch is reported when done.
+        await reply_now(interaction, "Configuration reloaded. The new engine is starting beside the old one; "
+                                     "jobs already queued finish there, and I'll say here when the new one takes over.")
+        asyncio.create_task(report_switch(bot, interaction), name="engine-switch")
+
+    async def report_switch(bot, interaction: discord.Interaction) -> None:
+        try:
+            await bot.switch_engine()
+            text = f"The new engine is serving now (model `{svc.model_id}`)."
+        except EngineUnavailable as exc:
+            log.error("engine switch failed: %s", exc)
+            text = "The new engine did not start in time, so the old one keeps serving; check the [engine] settings."
+        except Exception:
+            log.exception("engine switch failed")
+            text = "The new engine could not start, so the old one keeps serving; the log says why."
+        try:
+            await interaction.followup.send(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.info("could not report the engine switch: %s", exc)
 
     tree.add_command(group)

@@ -23,8 +23,8 @@ import discord
 from bot.commands.common import Refusal, Reply, Services, defer, refuse
 from bot.limits import RateLimited
 from bot.storage import Reach, StorageError
-from bot.transport import EngineUnavailable, QueueFull, ShuttingDown
-from engine.protocol import JobFailed, Progress, Request, Result, UserError
+from bot.transport import EngineUnavailable, QueueFull, ShuttingDown, Transport
+from engine.protocol import JobFailed, Progress, Request, Result, UserError, WorkerReady
 from engine.protocol.requests import MAX_ATTACHMENT_BYTES
 
 log = logging.getLogger("wspace.bot")
@@ -112,8 +112,8 @@ class Slot:
 class ProgressReporter:
     """Turns engine progress into paced edits of the member's message."""
 
-    def __init__(self, svc: Services, msg: JobMessage, title: str, job_id: str) -> None:
-        self.svc, self.msg, self.title, self.job_id = svc, msg, title, job_id
+    def __init__(self, svc: Services, engine: Transport, msg: JobMessage, title: str, job_id: str) -> None:
+        self.svc, self.engine, self.msg, self.title, self.job_id = svc, engine, msg, title, job_id
 
     async def __call__(self, p: Progress) -> None:
         if p.step == 0 and p.preview_png is None:
@@ -130,7 +130,7 @@ class ProgressReporter:
         is next or running, when progress takes over."""
         while True:
             await asyncio.sleep(self.svc.settings.limits.progress_interval)
-            position = self.svc.engine.position(self.job_id)
+            position = self.engine.position(self.job_id)
             if position is None or position <= 1:
                 return
             if position != shown:
@@ -152,9 +152,9 @@ def describe(request: Request, result: Result) -> str:
     return result.text
 
 
-def check_kept(svc: Services, request: Request, result: Result) -> None:
-    """A face about to be kept must be one of the loaded model's (whatever the wire brought)."""
-    info, face = svc.engine.info, result.face
+def check_kept(info: WorkerReady | None, request: Request, result: Result) -> None:
+    """A face about to be kept must be one of the model that ran the job (whatever the wire brought)."""
+    face = result.face
     try:
         face.validate("new face")
         fits = info is not None and result.model_id == info.model_id and face.ws.shape == (info.num_ws, info.w_dim)
@@ -166,7 +166,8 @@ def check_kept(svc: Services, request: Request, result: Result) -> None:
 
 
 async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessage, request: Request,
-                  outcome: Result | JobFailed, *, title: str, keep: str | None, forgot: bool, view_factory) -> None:
+                  outcome: Result | JobFailed, *, title: str, keep: str | None, forgot: bool, view_factory,
+                  info: WorkerReady | None = None) -> None:
     """Close the job's row, keep the new face if asked (and not forgotten meanwhile), show the pictures."""
     guild_id, user_id = interaction.guild_id or 0, interaction.user.id
     if isinstance(outcome, JobFailed):
@@ -178,7 +179,7 @@ async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessa
     await svc.storage.job_finished(request.id)
     text = describe(request, outcome)
     if keep and outcome.face is not None:
-        check_kept(svc, request, outcome)
+        check_kept(info, request, outcome)
         if forgot:
             text += "\nYou ran /forget while this was running, so nothing was kept."
         elif keep == "me":
@@ -200,23 +201,24 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
     recorded = None  # the id of a job row this command must still close
     try:
         async with Slot(svc, guild_id, user_id, request.kind) as slot:
-            if svc.engine.info is None:
-                await svc.engine.wait_ready(READY_TIMEOUT)
+            engine = svc.engine  # the job stays with this engine, even if a reload switches engines meanwhile
+            if engine.info is None:
+                await engine.wait_ready(READY_TIMEOUT)
             cap = min(interaction.filesize_limit, svc.settings.limits.max_gif_bytes, MAX_ATTACHMENT_BYTES)
-            request = dataclasses.replace(request, model_id=svc.model_id, max_bytes=cap)
+            request = dataclasses.replace(request, model_id=engine.info.model_id, max_bytes=cap)
             epoch = svc.forget_epoch[slot.key]
-            reporter = ProgressReporter(svc, msg, title, request.id)
+            reporter = ProgressReporter(svc, engine, msg, title, request.id)
             reach = Reach(interaction.application_id, interaction.token, interaction.channel_id)
             await svc.storage.job_queued(request.id, guild_id, user_id, request.kind, reach)  # before any work starts
             recorded = request.id
             try:
-                future = svc.engine.submit(request, reporter)
+                future = engine.submit(request, reporter)
             except QueueFull:
                 await svc.storage.job_finished(request.id, "queue_full")
                 recorded = None
                 raise Refusal("The queue is full right now; try again in a minute.") from None
             slot.started = True
-            position = svc.engine.position(request.id)
+            position = engine.position(request.id)
             if position and position > 1:
                 await msg.edit(f"{title}queued — position {position}.")
                 watcher = asyncio.create_task(reporter.follow_position(position))
@@ -225,7 +227,7 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
             slot.release()
             recorded = None
             await deliver(svc, interaction, msg, request, outcome, title=title, keep=keep,
-                          forgot=svc.forget_epoch[slot.key] != epoch, view_factory=view_factory)
+                          forgot=svc.forget_epoch[slot.key] != epoch, view_factory=view_factory, info=engine.info)
             return outcome if isinstance(outcome, Result) else None
     except Refusal as exc:
         await refuse(interaction, str(exc))

@@ -12,8 +12,9 @@ from bot.transport.base import EngineUnavailable, ProgressCallback, QueueFull, S
 __all__ = ["EngineUnavailable", "ProgressCallback", "QueueFull", "ShuttingDown", "Transport", "make_transport"]
 
 
-def make_transport(settings) -> Transport:
-    """The transport the config asks for (``settings``: :class:`bot.config.Settings`)."""
+def make_transport(settings, registry=None) -> Transport:
+    """The transport the config asks for (``settings``: :class:`bot.config.Settings`); a local
+    engine's processes are recorded in ``registry`` (:class:`bot.transport.pidfile.EngineRegistry`)."""
     engine, limits = settings.engine, settings.limits
     if engine.transport == "redis":
         from bot.transport.redis_streams import RedisTransport
@@ -24,4 +25,4 @@ def make_transport(settings) -> Transport:
 
     return LocalTransport(str(engine.model) if engine.model else None, engine.device,
                           str(engine.directions) if engine.directions else None, engine.threads,
-                          limits.queue_size, engine.job_timeout_seconds)
+                          limits.queue_size, engine.job_timeout_seconds, registry)

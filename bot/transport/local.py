@@ -17,6 +17,7 @@ import queue
 import threading
 
 from bot.transport.base import ProgressCallback, ShuttingDown, Transport
+from bot.transport.pidfile import EngineRegistry
 from engine.protocol import JobFailed, Progress, Request, Result, WorkerReady, wire
 
 log = logging.getLogger("wspace.transport")
@@ -35,8 +36,9 @@ class LocalTransport(Transport):
     transport = "local"
 
     def __init__(self, model=None, device: str = "cpu", directions=None, threads: int | None = None,
-                 queue_size: int = 32, job_timeout: float = 900.0) -> None:
+                 queue_size: int = 32, job_timeout: float = 900.0, registry: EngineRegistry | None = None) -> None:
         super().__init__(queue_size, job_timeout)
+        self.registry = registry  # records each engine process, so a later bot can end what we leave
         self.model, self.device, self.directions, self.threads = model, device, directions, threads
         self.ctx = mp.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -61,6 +63,8 @@ class LocalTransport(Transport):
             target=_engine_main, name="wspace-engine", daemon=True,
             args=(self.job_q, self.event_q, self.model, self.device, self.directions, self.threads, None, os.getpid()))
         self.process.start()
+        if self.registry is not None:
+            self.registry.add(self.process.pid)
         gen, event_q = self._generation, self.event_q
         threading.Thread(target=self._read_events, args=(event_q, gen), daemon=True, name="engine-events").start()
         for p in self.pending.values():  # jobs still waiting go to the new process
@@ -79,6 +83,8 @@ class LocalTransport(Transport):
             await asyncio.to_thread(self.process.join, 5)
             if self.process.is_alive():
                 self.process.kill()
+        if self.registry is not None and self.process is not None:
+            self.registry.remove(self.process.pid)
         for p in list(self.pending.values()):
             if not p.future.done():
                 p.future.set_exception(ShuttingDown("the bot is shutting down"))
@@ -123,6 +129,8 @@ class LocalTransport(Transport):
                 self.process.kill()
             await asyncio.to_thread(self.process.join, 2)
             log.error("engine process died (exit code %s); restarting", self.process.exitcode)
+            if self.registry is not None:
+                self.registry.remove(self.process.pid)
             self._fail_running("The engine stopped while working on your request; it has restarted, please try again.")
             self.restarts += 1
             self._spawn()
