@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickletools
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -23,6 +25,16 @@ from engine.safe_pickle import PersistentRecord, UnsafePickle, load_snapshot
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "wspace64.safetensors"
 FORMAT_KEY = "wspace"
+MAX_MODEL_BYTES = 2 * 2**30  # NVIDIA's FFHQ 1024 pickle is 364 MB
+MAX_PICKLE_BYTES = 64 * 2**20  # the pickled structure inside a .pt (the tensors are beside it)
+# What a rosinality .pt's pickle may name: checked before torch.load reads it (weights_only is
+# the second line, not the only one).
+TORCH_PT_GLOBALS = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
+                    ("torch._utils", "_rebuild_parameter")} | {
+    ("torch", f"{kind}Storage") for kind in ("Float", "Half", "BFloat16", "Double", "Long", "Int", "Short", "Char",
+                                              "Byte", "Bool")}
+_LOAD_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError, UnsafePickle, OSError,
+                EOFError, RecursionError, zipfile.BadZipFile)
 
 
 class CheckpointError(ValueError):
@@ -50,36 +62,72 @@ def save_native(G: Generator, path: str | Path, provenance: dict | None = None,
 
 
 def read_native(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    name = Path(path).name
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get(FORMAT_KEY, "null"))
             if not meta:
-                raise CheckpointError(f"{path} is a safetensors file but not a wspace generator")
+                raise CheckpointError(f"{name} is a safetensors file but not a wspace generator.")
+            if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict) and isinstance(meta.get("model_id"), str)
+                    and len(meta["model_id"]) <= 128 and isinstance(meta.get("provenance", {}), dict)):
+                raise CheckpointError(f"{name} has a damaged wspace header.")
+            try:
+                GeneratorConfig.from_json(meta["config"])  # checked before any tensor is read
+            except (ValueError, TypeError) as exc:
+                raise CheckpointError(f"{name} describes an impossible generator: {str(exc).rstrip('.')}.") from None
             state = {k: f.get_tensor(k) for k in f.keys()}
     except CheckpointError:
         raise
     except Exception as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+        raise CheckpointError(f"{name} is not a readable safetensors file ({type(exc).__name__}).") from None
     return state, meta
 
 
 def build_generator(state: dict[str, torch.Tensor], config: GeneratorConfig, model_id: str,
                     provenance: dict | None = None, device: str | torch.device = "cpu") -> Generator:
     G = Generator(config)
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError("The checkpoint holds something other than tensors.")
     state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
-    missing, unexpected = G.load_state_dict(state, strict=False)
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"The checkpoint's weights are damaged ({bad} holds NaN or infinite values).")
+    try:
+        missing, unexpected = G.load_state_dict(state, strict=False)
+    except RuntimeError:
+        raise CheckpointError("The checkpoint's tensors do not have the shapes its architecture needs.") from None
     if missing or unexpected:
-        raise CheckpointError(f"checkpoint does not match its architecture (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise CheckpointError(f"The checkpoint does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]}).")
     G.model_id = model_id
     G.provenance = provenance or {}
     return G.eval().requires_grad_(False).to(device)
 
 
 def load_generator(path: str | Path | None = None, device: str | torch.device = "cpu") -> Generator:
-    """Load any supported generator; ``None`` means the embedded default model."""
+    """Load any supported generator; ``None`` means the embedded default model. Anything
+    wrong with the file is one sentence (:class:`CheckpointError`)."""
     path = Path(path) if path is not None else DEFAULT_MODEL
-    if not path.exists():
+    if not path.is_file():
         raise CheckpointError(f"no model file at {path}")
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise CheckpointError(f"{path.name} is larger than any generator this engine loads ({MAX_MODEL_BYTES // 2**30} GiB).")
+    try:
+        return _load(path, device)
+    except CheckpointError as exc:
+        raise CheckpointError(_one_line(str(exc))) from None
+    except _LOAD_ERRORS as exc:
+        raise CheckpointError(f"{path.name} is not a generator this engine can load ({type(exc).__name__}).") from None
+
+
+def _one_line(text: str, most: int = 240) -> str:
+    """The first line of an error, short enough to read, ending with a full stop."""
+    line = (text.strip().splitlines() or ["The model file could not be read"])[0].strip()
+    if len(line) > most:
+        line = line[:most].rsplit(" ", 1)[0] + " …"
+    return line if line.endswith((".", "…")) else line + "."
+
+
+def _load(path: Path, device) -> Generator:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         state, meta = read_native(path)
@@ -98,14 +146,43 @@ def load_generator(path: str | Path | None = None, device: str | torch.device = 
 # --- rosinality/stylegan2-pytorch -----------------------------------------------------------
 
 
+def check_torch_zip(path: str | Path) -> None:
+    """Refuse a torch ``.pt`` whose pickle names anything but tensors and ordered dicts, or
+    uses persistent ids other than storages, before torch reads it."""
+    name = Path(path).name
+    try:
+        with zipfile.ZipFile(path) as z:
+            pickles = [i for i in z.infolist() if i.filename.endswith("/data.pkl") or i.filename == "data.pkl"]
+            if len(pickles) != 1 or pickles[0].file_size > MAX_PICKLE_BYTES:
+                raise CheckpointError(f"{name} is not a torch checkpoint of the expected layout.")
+            data = z.read(pickles[0])
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(arg)
+            elif op.name in ("GLOBAL", "STACK_GLOBAL", "INST"):
+                named = tuple(arg.split(" ", 1)) if op.name != "STACK_GLOBAL" else tuple(strings[-2:])
+                if named not in TORCH_PT_GLOBALS:
+                    raise CheckpointError(f"{name} was refused: its pickle names {'.'.join(named)[:80]}, which is not a tensor.")
+            elif op.name == "EXT1" or op.name == "EXT2" or op.name == "EXT4" or op.name == "PERSID":
+                raise CheckpointError(f"{name} was refused: its pickle uses {op.name}.")
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, IndexError) as exc:
+        raise CheckpointError(f"{name} is not a readable torch checkpoint ({type(exc).__name__}).") from None
+
+
 def import_rosinality(path: str | Path) -> tuple[dict[str, torch.Tensor], GeneratorConfig]:
+    check_torch_zip(path)
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{Path(path).name} is not a readable rosinality checkpoint ({exc})") from None
-    if not isinstance(ckpt, dict) or "g_ema" not in ckpt:
-        raise CheckpointError(f"{Path(path).name} has no 'g_ema' generator")
+        raise CheckpointError(f"{Path(path).name} is not a readable rosinality checkpoint ({type(exc).__name__}).") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
+        raise CheckpointError(f"{Path(path).name} has no 'g_ema' generator.")
     sd = ckpt["g_ema"]
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise CheckpointError(f"{Path(path).name}'s generator holds something other than named tensors.")
     n_mlp = len({m.group(1) for k in sd if (m := re.match(r"style\.(\d+)\.weight$", k))})
     if n_mlp == 0 or "input.input" not in sd:
         raise CheckpointError(f"{Path(path).name} is not a rosinality StyleGAN2 generator")
@@ -182,7 +259,7 @@ def import_ada_pickle(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
     try:
         snapshot = load_snapshot(Path(path).read_bytes())
     except UnsafePickle as exc:
-        raise CheckpointError(f"{name} was refused: {exc}") from None
+        raise CheckpointError(f"{name} was refused: {str(exc).rstrip('.')}.") from None
     G = snapshot.get("G_ema")
     if not isinstance(G, PersistentRecord) or G.class_name != "Generator":
         raise CheckpointError(f"{name} holds no G_ema generator")
@@ -207,8 +284,10 @@ def import_ada_pickle(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
                                  mapping_lr_mul=float(fc0.state["bias_gain"]),
                                  img_channels=int(st["img_channels"]), channels=channels,
                                  conv_clamp=float(conv_clamp) if conv_clamp is not None else None)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{name} does not have the structure of a StyleGAN2-ADA generator ({exc!r})") from None
+    except UnsafePickle as exc:
+        raise CheckpointError(f"{name} was refused: {str(exc).rstrip('.')}.") from None
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        raise CheckpointError(f"{name} does not have the structure of a StyleGAN2-ADA generator ({type(exc).__name__}).") from None
     state = {k: v for k, v in flat.items() if not k.endswith("resample_filter")}
     for k, f in flat.items():
         if k.endswith("resample_filter") and not _is_standard_fir(f):

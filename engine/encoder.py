@@ -98,19 +98,34 @@ def save_encoder(E: Encoder, path: str | Path, model_id: str, provenance: dict |
 
 def load_encoder(path: str | Path, model_id: str | None = None, device: str | torch.device = "cpu") -> Encoder | None:
     """The encoder at ``path`` if it exists and belongs to ``model_id``; otherwise ``None``
-    (the projector then starts from ``w_avg`` as it always did)."""
+    (the projector then starts from ``w_avg`` as it always did). A damaged or hostile file
+    is one sentence (:class:`~engine.checkpoints.CheckpointError`)."""
+    from engine.checkpoints import MAX_MODEL_BYTES, CheckpointError
+
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         return None
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads((f.metadata() or {}).get(FORMAT_KEY, "null") or "null")
-        if not meta:
-            return None
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    if model_id is not None and meta["model_id"] != model_id:
-        return None
-    E = Encoder(EncoderConfig(**meta["config"]))
-    E.load_state_dict({k: v.float() for k, v in state.items()})
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise CheckpointError(f"{path.name} is larger than any encoder this engine loads.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(FORMAT_KEY, "null") or "null")
+            if not meta:
+                return None
+            if model_id is not None and meta["model_id"] != model_id:
+                return None
+            config = EncoderConfig(**meta["config"])
+            if not (config.resolution <= 1024 and config.num_ws <= 32 and config.w_dim <= 2048 and config.hidden <= 8192
+                    and len(config.channels) <= 10 and all(0 < c <= 2048 for c in config.channels)):
+                raise ValueError("an impossible architecture")
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+            raise ValueError("NaN or infinite weights")
+        E = Encoder(config)
+        E.load_state_dict({k: v.float() for k, v in state.items()})
+    except Exception as exc:
+        raise CheckpointError(f"{path.name} is not an encoder this engine can load ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:120] if str(exc) else 'unreadable'}).") from None
     E.model_id, E.provenance = meta["model_id"], meta.get("provenance", {})
     return E.eval().requires_grad_(False).to(device)
 

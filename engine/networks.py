@@ -31,6 +31,10 @@ FIR_TAPS = (1.0, 3.0, 3.0, 1.0)
 NOISE_MODES = ("const", "random", "none")
 
 
+MAX_DIM = 2048
+MAX_PARAMETERS = 200 * 10**6  # NVIDIA's FFHQ 1024 generator has about 30 million
+
+
 @dataclass
 class GeneratorConfig:
     """Architecture of one generator; stored as JSON beside its weights."""
@@ -45,15 +49,42 @@ class GeneratorConfig:
     conv_clamp: float | None = None
 
     def __post_init__(self) -> None:
-        res = int(self.resolution)
+        """Checked before anything is allocated: a model file's config comes from its author."""
+        for name in ("resolution", "z_dim", "w_dim", "mapping_layers", "img_channels"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
+                raise ValueError(f"{name} must be a whole number")
+        res = self.resolution
         if res < 4 or res > 1024 or res & (res - 1):
             raise ValueError(f"resolution must be a power of two in 4..1024, not {res}")
+        if not (1 <= self.z_dim <= MAX_DIM and 1 <= self.w_dim <= MAX_DIM and 1 <= self.mapping_layers <= 16
+                and 1 <= self.img_channels <= 4):
+            raise ValueError("z_dim, w_dim, mapping_layers or img_channels is out of range")
+        for name in ("mapping_lr_mul", "conv_clamp"):
+            x = getattr(self, name)
+            if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1e6):
+                raise ValueError(f"{name} must be a positive finite number")
+        if not isinstance(self.channels, dict) or len(self.channels) > 16:
+            raise ValueError("channels must map each resolution to a channel count")
         self.channels = {int(k): int(v) for k, v in self.channels.items()}
         if not self.channels:
             self.channels = channel_schedule(res)
         missing = [r for r in block_resolutions(res) if r not in self.channels]
         if missing:
             raise ValueError(f"channels has no entry for resolutions {missing}")
+        if any(not 1 <= c <= MAX_DIM for c in self.channels.values()):
+            raise ValueError(f"channel counts must lie in 1..{MAX_DIM}")
+        if self.parameter_estimate() > MAX_PARAMETERS:
+            raise ValueError(f"the architecture would hold over {MAX_PARAMETERS // 10**6} million parameters")
+
+    def parameter_estimate(self) -> int:
+        """Roughly how many weights the generator has (the convolutions and their style affines)."""
+        total = self.z_dim * self.w_dim + self.mapping_layers * self.w_dim * self.w_dim
+        prev = self.channels[4]
+        for r in block_resolutions(self.resolution):
+            c = self.channels[r]
+            total += 9 * (prev * c + c * c) + self.w_dim * (prev + 2 * c) + c * self.img_channels
+            prev = c
+        return total
 
     def to_json(self) -> dict:
         d = asdict(self)

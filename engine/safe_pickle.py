@@ -110,7 +110,7 @@ def load_snapshot(data: bytes) -> dict:
     except RecursionError:
         raise UnsafePickle("the pickle nests too deeply") from None
     except Exception as exc:
-        raise UnsafePickle(f"not a readable network pickle ({type(exc).__name__}: {exc})") from None
+        raise UnsafePickle(f"not a readable network pickle ({type(exc).__name__})") from None
     if not isinstance(obj, dict):
         raise UnsafePickle("the pickle does not hold a snapshot dictionary")
     return obj

@@ -1,0 +1,232 @@
+"""Hostile model files, generated here: every one is refused with one sentence (or, for a
+harmless mutation, loads), in a child whose memory and CPU are capped, with nothing from
+any file executed; NaN weights and absurd architectures are refused before allocation."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.checkpoints import save_native
+from engine.networks import Generator, GeneratorConfig
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "stylegan2"
+CONFIG = dict(resolution=16, z_dim=8, w_dim=8, mapping_layers=1, channels={4: 8, 8: 8, 16: 8})
+
+
+class Boom:
+    """Pickles as a call to os.system: a file built from it must never run it."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def native_cases(d: Path) -> dict[str, Path]:
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(**CONFIG))
+    good = d / "good.safetensors"
+    save_native(G, good)
+    raw = good.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = json.loads(header["__metadata__"]["wspace"])
+    cases: dict[str, bytes] = {f"truncated at {k}": raw[:k] for k in (0, 4, 8, 20, 8 + n // 2, 8 + n, len(raw) // 2, len(raw) - 1)}
+    cases["header length 2**60"] = struct.pack("<Q", 2**60) + raw[8:]
+    cases["header not json"] = struct.pack("<Q", 5) + b"{{{{{" + raw[8 + n:]
+
+    def with_meta(m) -> bytes:
+        h = dict(header, __metadata__={"wspace": m if isinstance(m, str) else json.dumps(m)})
+        body = json.dumps(h).encode()
+        body += b" " * (-len(body) % 8)
+        return struct.pack("<Q", len(body)) + body + raw[8 + n:]
+
+    for label, change in {
+        "meta not json": "{", "meta a list": [1, 2], "no config": {"model_id": "x"},
+        "resolution 2**20": {"resolution": 2**20}, "resolution 48": {"resolution": 48},
+        "channels of a billion": {"channels": {str(r): 10**9 for r in (4, 8, 16)}},
+        "z_dim as text": {"z_dim": "big"}, "mapping layers 1000": {"mapping_layers": 1000},
+        "w_dim 0": {"w_dim": 0}, "negative channels": {"channels": {"4": -8, "8": 8, "16": 8}},
+        "too many parameters": {"resolution": 1024, "channels": {}, "w_dim": 2048, "mapping_layers": 16},
+        "nan lr mul": {"mapping_lr_mul": float("nan")}, "unknown key": {"evil": 1},
+    }.items():
+        m = change if not isinstance(change, dict) or "model_id" in change else {**meta, "config": {**meta["config"], **change}}
+        cases[f"meta: {label}"] = with_meta(json.dumps(m, allow_nan=True) if isinstance(m, dict) else m)
+    cases["meta: model id of 10 000 characters"] = with_meta({**meta, "model_id": "a" * 10_000})
+    cases["meta: provenance a list"] = with_meta({**meta, "provenance": [1]})
+    out = {}
+    for label, data in cases.items():
+        p = d / f"native_{len(out)}.safetensors"
+        p.write_bytes(data)
+        out[label] = p
+    state = {k: v.clone() for k, v in G.state_dict().items()}
+    for label, edit in {
+        "NaN weights": lambda s: s["synthesis.b8.conv0.weight"].fill_(float("nan")),
+        "infinite w_avg": lambda s: s["mapping.w_avg"].fill_(float("inf")),
+        "a missing tensor": lambda s: s.pop("synthesis.b16.torgb.bias"),
+        "an extra tensor": lambda s: s.__setitem__("evil", torch.zeros(3)),
+        "a wrongly shaped tensor": lambda s: s.__setitem__("synthesis.b8.conv0.weight", torch.zeros(8, 8, 5, 5)),
+    }.items():
+        s = {k: v.clone() for k, v in state.items()}
+        edit(s)
+        p = d / f"native_{len(out)}.safetensors"
+        from safetensors.torch import save_file
+
+        save_file(s, str(p), metadata={"wspace": json.dumps(meta)})
+        out[label] = p
+    out["a directory"] = d / "dir.safetensors"
+    out["a directory"].mkdir()
+    big = d / "huge.safetensors"
+    with big.open("wb") as f:
+        f.truncate(3 * 2**30)  # sparse: nothing is written
+    out["3 GiB"] = big
+    (d / "empty.pt").write_bytes(b"")
+    out["empty .pt"] = d / "empty.pt"
+    (d / "x.onnx").write_bytes(b"x")
+    out["unknown suffix"] = d / "x.onnx"
+    return out
+
+
+def torch_zip(d: Path, label: str, obj) -> Path:
+    p = d / f"pt_{abs(hash(label)) % 10**8}.pt"
+    torch.save(obj, p)
+    return p
+
+
+def rosinality_cases(d: Path) -> dict[str, Path]:
+    import argparse
+
+    out = {"code in the pickle": torch_zip(d, "boom", {"g_ema": {"x": torch.zeros(1)}, "evil": Boom()}),
+           "an argparse namespace": torch_zip(d, "ns", {"g_ema": {}, "args": argparse.Namespace(a=1)}),
+           "no g_ema": torch_zip(d, "none", {"g": {}}), "g_ema a list": torch_zip(d, "list", {"g_ema": [1, 2]}),
+           "g_ema of numbers": torch_zip(d, "nums", {"g_ema": {"style.1.weight": 3}}),
+           "a bare tensor": torch_zip(d, "t", torch.zeros(3))}
+    (d / "notzip.pt").write_bytes(b"PK\x03\x04" + bytes(200))
+    out["not a zip"] = d / "notzip.pt"
+    fixture = FIXTURES / "rosinality_tiny.pt"
+    if fixture.exists():
+        raw = fixture.read_bytes()
+        for k in (100, len(raw) // 3, len(raw) - 10):
+            (d / f"rt{k}.pt").write_bytes(raw[:k])
+            out[f"fixture truncated at {k}"] = d / f"rt{k}.pt"
+        ck = torch.load(fixture, weights_only=True)
+        nan = {**ck, "g_ema": {k: (v.clone().fill_(float("nan")) if k == "style.1.weight" else v) for k, v in ck["g_ema"].items()}}
+        out["fixture with NaN"] = torch_zip(d, "nan", nan)
+        shapes = {**ck, "g_ema": {k: (torch.zeros(3, 3) if k == "convs.0.conv.weight" else v) for k, v in ck["g_ema"].items()}}
+        out["fixture with a wrong shape"] = torch_zip(d, "shape", shapes)
+        dropped = {**ck, "g_ema": {k: v for k, v in ck["g_ema"].items() if k != "to_rgbs.0.bias"}}
+        out["fixture missing a tensor"] = torch_zip(d, "drop", dropped)
+    return out
+
+
+def ada_cases(d: Path) -> dict[str, Path]:
+    out = {}
+    (d / "boom.pkl").write_bytes(pickle.dumps({"G_ema": Boom()}))
+    out["code in the pickle"] = d / "boom.pkl"
+    (d / "dict.pkl").write_bytes(pickle.dumps({"G_ema": {"a": 1}}))
+    out["G_ema a dict"] = d / "dict.pkl"
+    (d / "deep.pkl").write_bytes(b"\x80\x02" + b"]" * 100_000 + b".")
+    out["deep nesting"] = d / "deep.pkl"
+    fixture = FIXTURES / "ada_tiny.pkl"
+    if fixture.exists():
+        raw = fixture.read_bytes()
+        rng = random.Random(3)
+        for k in (10, len(raw) // 2, len(raw) - 2):
+            (d / f"at{k}.pkl").write_bytes(raw[:k])
+            out[f"fixture truncated at {k}"] = d / f"at{k}.pkl"
+        for i in range(40):
+            flipped = bytearray(raw)
+            for _ in range(rng.randint(1, 6)):
+                flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+            (d / f"af{i}.pkl").write_bytes(bytes(flipped))
+            out[f"fixture with flipped bytes #{i}"] = d / f"af{i}.pkl"
+    return out
+
+
+CHILD = r"""
+import json, os, resource, subprocess, sys
+resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
+resource.setrlimit(resource.RLIMIT_CPU, (300, 300))
+called = []
+def sentinel(*a, **k):
+    called.append(repr(a)[:80])
+    raise RuntimeError("sentinel")
+os.system = os.popen = os.execv = subprocess.Popen = sentinel
+from engine.checkpoints import CheckpointError, load_generator
+out = {}
+for label, path in json.load(sys.stdin).items():
+    try:
+        G = load_generator(path)
+        out[label] = ["loaded", G.model_id]
+    except CheckpointError as exc:
+        out[label] = ["refused", str(exc)]
+    except Exception as exc:
+        out[label] = ["crash", f"{type(exc).__name__}: {exc}"[:300]]
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"outcomes": out, "called": called, "peak_mb": peak / 1024}))
+"""
+
+
+def test_hostile_model_files_are_refused_with_one_sentence(tmp_path):
+    cases = {f"{kind}: {label}": path for kind, made in (("native", native_cases(tmp_path)),
+                                                         ("rosinality", rosinality_cases(tmp_path)),
+                                                         ("ada", ada_cases(tmp_path))) for label, path in made.items()}
+    assert len(cases) >= 45
+    done = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps({k: str(v) for k, v in cases.items()}),
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    outcomes = report["outcomes"]
+    assert not report["called"] and not (tmp_path / "PWNED").exists(), "nothing in a file ran"
+    crashes = {k: v for k, v in outcomes.items() if v[0] == "crash"}
+    assert not crashes, crashes
+    for label, (kind, text) in outcomes.items():
+        if kind == "refused":
+            assert "\n" not in text and len(text) < 300 and "Traceback" not in text, (label, text)
+        elif not label.startswith("ada: fixture with flipped bytes"):
+            pytest.fail(f"{label} loaded: {text}")
+    assert report["peak_mb"] < 3000, report["peak_mb"]
+
+
+def test_a_model_with_nan_weights_is_refused_not_drawn_black(tmp_path):
+    from engine.checkpoints import CheckpointError, load_generator
+
+    G = Generator(GeneratorConfig(**CONFIG))
+    with torch.no_grad():
+        G.synthesis.b8.conv0.weight.fill_(float("nan"))
+    save_native(G, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_generator(tmp_path / "nan.safetensors")
+
+
+def test_an_absurd_architecture_is_refused_before_allocation():
+    with pytest.raises(ValueError, match="million parameters"):
+        GeneratorConfig(resolution=1024, w_dim=2048, channels={r: 2048 for r in (4, 8, 16, 32, 64, 128, 256, 512, 1024)})
+    assert GeneratorConfig(resolution=1024).parameter_estimate() < 40 * 10**6, "FFHQ 1024 still fits"
+
+
+def test_a_damaged_encoder_beside_a_model_is_one_sentence(tmp_path):
+    from safetensors.torch import save_file
+
+    from engine.checkpoints import CheckpointError
+    from engine.encoder import load_encoder
+
+    meta = {"config": {"resolution": 64, "num_ws": 10, "w_dim": 256, "channels": [10**6] * 5, "hidden": 512},
+            "model_id": "m"}
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "e.safetensors"), metadata={"wspace-encoder": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="impossible architecture"):
+        load_encoder(tmp_path / "e.safetensors", "m")
+    (tmp_path / "t.safetensors").write_bytes(b"\x08" + bytes(20))
+    with pytest.raises(CheckpointError, match="not an encoder"):
+        load_encoder(tmp_path / "t.safetensors", "m")
+    assert load_encoder(tmp_path / "absent.safetensors", "m") is None
