@@ -151,14 +151,14 @@ class Storage:
         try:
             cur = await self.db.execute(sql, params)
             return cur.rowcount
-        except sqlite3.OperationalError as exc:
+        except _ODD_VALUES as exc:
             raise StorageError(_explain(exc)) from exc
 
     async def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:
             async with self.db.execute(sql, params) as cur:
                 return list(await cur.fetchall())
-        except sqlite3.OperationalError as exc:
+        except _ODD_VALUES as exc:
             raise StorageError(_explain(exc)) from exc
 
     # --- members and consent ------------------------------------------------------------
@@ -321,7 +321,14 @@ def _statements(sql: str) -> list[str]:
     return out
 
 
-def _explain(exc: sqlite3.OperationalError) -> str:
+# What SQLite and its driver raise for a locked or full database and for values it cannot
+# bind (an id past 2**63, a list): each becomes the storage error type, one sentence.
+_ODD_VALUES = (sqlite3.Error, OverflowError, ValueError, TypeError)
+
+
+def _explain(exc: Exception) -> str:
+    if not isinstance(exc, sqlite3.Error):
+        return f"a value could not be stored ({type(exc).__name__})"
     msg = str(exc).lower()
     if "locked" in msg or "busy" in msg:
         return "the database is busy (locked by another process); try again in a moment"

@@ -217,3 +217,15 @@ def test_processes_opening_a_fresh_database_at_once_migrate_it_once(tmp_path):
             assert p.returncode == 0, err.decode()[-800:]
         rows = sqlite3.connect(db).execute("SELECT version, COUNT(*) FROM schema_version GROUP BY version").fetchall()
         assert [v for v, _ in rows] == [v for v, _, _ in migrations()] and all(c == 1 for _, c in rows)
+
+
+async def test_odd_values_are_the_storage_error_not_a_raw_exception(tmp_path):
+    storage = await Storage.open(tmp_path / "db.sqlite3")
+    try:
+        for guild, user in ((2**70, 1), ("x", [1]), (1, object())):
+            with pytest.raises(StorageError):
+                await storage.set_share(guild, user, True)
+        await storage.set_share(1, 2, True)
+        assert await storage.shares(1, 2), "the database still works"
+    finally:
+        await storage.close()
