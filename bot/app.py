@@ -14,18 +14,18 @@ import discord
 import yarl
 from discord import app_commands
 
-from bot.commands import admin, blend, edit, morph, privacy, project
+from bot.commands import admin, blend, edit, morph, privacy, project, team
 from bot.commands.common import Refusal, Reply, Services, answer, refuse, reply_now
 from bot.commands.views import EditButton
 from bot.config import Settings, engines_path, heartbeat_path
 from bot.transport import Transport, make_transport
 from bot.transport.pidfile import EngineRegistry
 from bot.limits import Limits
-from bot.storage import Interrupted, Storage
+from bot.storage import Interrupted, Storage, StorageError
 
 log = logging.getLogger("wspace.bot")
 
-COMMAND_MODULES = (project, edit, blend, morph, privacy, admin)
+COMMAND_MODULES = (project, edit, blend, morph, team, privacy, admin)
 
 
 def make_engine(settings: Settings, registry: EngineRegistry | None = None) -> Transport:
@@ -133,6 +133,12 @@ class WspaceBot(discord.Client):
         path = heartbeat_path(self.settings)
         wrote = False
         while True:
+            if self.services is not None:  # unclaimed /team faces past their time go
+                try:
+                    if gone := await self.services.storage.purge_team_faces():
+                        log.info("deleted %d expired team faces", gone)
+                except StorageError as exc:
+                    log.warning("could not delete expired team faces: %s", exc)
             if not self.is_closed() and self.is_ready():
                 wrote = True
                 engine = self.services.engine if self.services else None

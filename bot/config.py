@@ -100,6 +100,9 @@ class LimitSettings(_Strict):
     max_frames: int = Field(120, ge=8, le=240)
     max_gif_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
     progress_interval: float = Field(1.5, ge=0.5, le=60)
+    team_steps: int = Field(100, ge=1, le=2000, description="projection steps per face of a /team photo")
+    team_face_hours: float = Field(24.0, gt=0, le=24 * 30, description="unclaimed /team faces are deleted after this")
+    stranger_seconds: float = Field(45.0, ge=5, le=300, description="time budget of /lookalike's stranger search")
 
 
 class StorageSettings(_Strict):

@@ -19,7 +19,8 @@ import time
 from collections import deque
 
 DEFAULT_COSTS = {"project": 1.0, "morph": 0.25, "loop": 0.25, "grid": 0.2, "average": 0.2, "blend": 0.1,
-                 "mix": 0.1, "swap": 0.1, "edit": 0.1, "random": 0.1, "render": 0.0}
+                 "mix": 0.1, "swap": 0.1, "edit": 0.1, "random": 0.1, "render": 0.0, "faces": 0.0, "team": 3.0,
+                 "lookalike": 0.1, "stranger": 1.0}
 
 
 class RateLimited(Exception):

@@ -197,6 +197,50 @@ class Storage:
         return StoredLatent(np.frombuffer(blob, dtype="<f4").reshape(num_ws, w_dim).copy(), model_id, source, created,
                             _noise_of(noise))
 
+    async def faces_of_members(self, guild_id: int, model_id: str, user_ids: list[int]) -> dict[int, Face]:
+        """The kept faces of several members (those who have one)."""
+        out = {}
+        for user_id in user_ids:
+            stored = await self.latent(guild_id, user_id, model_id)
+            if stored is not None:
+                out[user_id] = stored.face
+        return out
+
+    # --- team faces (/team, /claim) -----------------------------------------------------
+
+    async def save_team(self, team_id: str, guild_id: int, channel_id: int, owner_id: int, model_id: str,
+                        faces: list[Face], lifetime: float) -> None:
+        now = time.time()
+        for number, face in enumerate(faces, 1):
+            ws = np.ascontiguousarray(face.ws, dtype="<f4")
+            await self._write("INSERT INTO team_faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              (team_id, number, guild_id, channel_id, owner_id, model_id, ws.shape[0], ws.shape[1],
+                               ws.tobytes(), _noise_blob(face.noise), now, now + lifetime))
+
+    async def claim_team_face(self, guild_id: int, channel_id: int, user_id: int, number: int, model_id: str) -> str:
+        """Make face ``number`` of this channel's latest team the member's own ("claimed"); else
+        "no_team", "no_face" (no such number, or already claimed) or "other_model"."""
+        now = time.time()
+        teams = await self._rows("SELECT team_id FROM team_faces WHERE guild_id = ? AND channel_id = ? AND expires_at > ? "
+                                 "ORDER BY created_at DESC LIMIT 1", (guild_id, channel_id, now))
+        if not teams:
+            return "no_team"
+        rows = await self._rows("SELECT model_id, num_ws, w_dim, ws, noise FROM team_faces WHERE team_id = ? AND number = ?",
+                                (teams[0][0], number))
+        if not rows:
+            return "no_face"
+        face_model, num_ws, w_dim, blob, noise = rows[0]
+        if face_model != model_id:
+            return "other_model"
+        ws = np.frombuffer(blob, dtype="<f4").reshape(num_ws, w_dim)
+        await self.save_latent(guild_id, user_id, model_id, ws, "team", _noise_of(noise))
+        await self._write("DELETE FROM team_faces WHERE team_id = ? AND number = ?", (teams[0][0], number))
+        return "claimed"
+
+    async def purge_team_faces(self, now: float | None = None) -> int:
+        """Delete unclaimed team faces past their expiry; returns how many went."""
+        return await self._write("DELETE FROM team_faces WHERE expires_at <= ?", (time.time() if now is None else now,))
+
     async def sharing_members_with_latents(self, guild_id: int, model_id: str) -> list[int]:
         rows = await self._rows("SELECT l.user_id FROM latents l JOIN members m USING (guild_id, user_id) "
                                 "WHERE l.guild_id = ? AND l.model_id = ? AND m.share = 1 ORDER BY l.created_at",
@@ -228,6 +272,7 @@ class Storage:
         try:
             for table in ("latents", "pending_latents", "jobs", "members"):
                 total += await self._write(f"DELETE FROM {table} WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+            total += await self._write("DELETE FROM team_faces WHERE guild_id = ? AND owner_id = ?", (guild_id, user_id))
             await self._write("COMMIT")
         except BaseException:
             await self.db.execute("ROLLBACK")
@@ -239,7 +284,8 @@ class Storage:
         for table in ("latents", "pending_latents", "jobs", "members"):
             rows = await self._rows(f"SELECT COUNT(*) FROM {table} WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
             total += rows[0][0]
-        return total
+        rows = await self._rows("SELECT COUNT(*) FROM team_faces WHERE guild_id = ? AND owner_id = ?", (guild_id, user_id))
+        return total + rows[0][0]
 
     # --- jobs -----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.ndimage import gaussian_filter
 
-from engine.protocol.errors import ImageTooLarge, NoFaceFound, NotAnImage
+from engine.protocol.errors import BadArgument, ImageTooLarge, NoFaceFound, NotAnImage
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -294,13 +294,53 @@ class AlignedFace:
     box: tuple[int, int, int, int]
 
 
-def align_face(img: np.ndarray, size: int, framing: Framing = FFHQ_FRAMING) -> AlignedFace:
-    """The largest face of a photo, FFHQ-aligned (then reframed for the model) at ``size``×``size``."""
-    faces = detect_faces(img)
-    if not faces:
-        raise NoFaceFound("I could not find a face in that photo; try a well-lit, front-facing one.")
-    face = faces[0]
-    return AlignedFace(align_from_landmarks(img, face.landmarks, size, framing), len(faces), face.box)
+MIN_FACE_SIDE = 40  # pixels across (the detector's box); smaller faces are too small to align well
+NO_FACE = "I could not find a face in that photo; try a well-lit, front-facing one."
+
+
+@dataclass
+class FacesInPhoto:
+    """Every face of a photo large enough to align, largest first (numbered from 1), and
+    the ones skipped, each with its reason."""
+
+    faces: list[Face]
+    skipped: list[str]
+
+
+def faces_in(img: np.ndarray) -> FacesInPhoto:
+    found, skipped = [], []
+    for face in detect_faces(img):
+        side = min(face.box[2] - face.box[0], face.box[3] - face.box[1])
+        if side < MIN_FACE_SIDE:
+            skipped.append(f"a face {side} px across at ({face.box[0]}, {face.box[1]}) is too small to align "
+                           f"(at least {MIN_FACE_SIDE} px)")
+        else:
+            found.append(face)
+    return FacesInPhoto(found, skipped)
+
+
+def align_face(img: np.ndarray, size: int, framing: Framing = FFHQ_FRAMING, number: int | None = None) -> AlignedFace:
+    """Face ``number`` (1 = the largest, the default) of a photo, FFHQ-aligned (then reframed
+    for the model) at ``size``×``size``."""
+    found = faces_in(img)
+    if not found.faces:
+        raise NoFaceFound(NO_FACE if not found.skipped else
+                          "The faces in that photo are too small to align; send one where the face is larger.")
+    if number is not None and not 1 <= number <= len(found.faces):
+        raise BadArgument(f"That photo has {len(found.faces)} face{'s' if len(found.faces) != 1 else ''}; "
+                          f"choose a number from 1 to {len(found.faces)}.")
+    face = found.faces[(number or 1) - 1]
+    return AlignedFace(align_from_landmarks(img, face.landmarks, size, framing), len(found.faces), face.box)
+
+
+def align_all(img: np.ndarray, size: int, framing: Framing = FFHQ_FRAMING) -> tuple[list[AlignedFace], list[str]]:
+    """Every face large enough, aligned, largest first; and what was skipped, with reasons."""
+    found = faces_in(img)
+    if not found.faces:
+        raise NoFaceFound(NO_FACE if not found.skipped else
+                          "The faces in that photo are too small to align; send one where the faces are larger.")
+    n = len(found.faces)
+    return [AlignedFace(align_from_landmarks(img, f.landmarks, size, framing), n, f.box) for f in found.faces], found.skipped
 
 
 # --- likeness ------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from typing import Annotated, Optional
 import typer
 
 from engine.kept import KeptFaceError, load_npz, save_npz
-from engine.protocol import (BlendRequest, EditRequest, Face, GridRequest, LoopRequest, MixRequest, MorphRequest,
-                             ProjectRequest, RandomRequest, RenderRequest, Request, Result, SwapRequest, UserError,
-                             as_face)
+from engine.protocol import (BlendRequest, EditRequest, Face, FacesRequest, GridRequest, LoopRequest, MixRequest,
+                             MorphRequest, ProjectRequest, RandomRequest, RenderRequest, Request, Result, StrangerRequest,
+                             SwapRequest, TeamRequest, UserError, as_face)
 from engine.protocol.requests import MAX_ATTACHMENT_BYTES, MAX_PHOTO_BYTES
 
 from engine.cli_tools import DeviceOpt, ModelOpt, OutOpt, directions_app, fail, generate, loaded, model_app
@@ -87,23 +87,70 @@ def read_latent(path: Path, engine) -> Face:
     return as_face(ws, noise)
 
 
+def read_photo(photo: Path) -> bytes:
+    if not photo.is_file():
+        fail(f"no file at {photo}.")
+    if photo.stat().st_size > MAX_PHOTO_BYTES:
+        fail(f"{photo} is larger than {MAX_PHOTO_BYTES // 2**20} MiB.")
+    return photo.read_bytes()
+
+
+@app.command()
+def faces(photo: Annotated[Path, typer.Argument(help="A photo with one or more faces")],
+          out: OutOpt = Path("out/faces"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """Every face of a photo, numbered from the largest: faces.png (the montage) and face_N.png (aligned crops)."""
+    engine = _engine(model, device)
+    r = _run(engine, FacesRequest(image=read_photo(photo), max_image_bytes=MAX_PHOTO_BYTES), out)
+    typer.echo(f"{r.text} Wrote {out}/faces.png and face_1.png … face_{r.figures['faces']}.png; "
+               "`wspace project PHOTO --face N` projects face N.")
+
+
 @app.command()
 def project(photo: Annotated[Path, typer.Argument(help="A photo with a face")],
             steps: Annotated[int, typer.Option(min=ProjectRequest.STEPS[0], max=ProjectRequest.STEPS[1])] = ProjectRequest.DEFAULT_STEPS,
+            face: Annotated[Optional[int], typer.Option(min=ProjectRequest.FACE[0], max=ProjectRequest.FACE[1],
+                                                        help="which face, as numbered by `wspace faces` (default: the largest)")] = None,
             encoder: Annotated[bool, typer.Option(help="Start from the model's encoder guess when it has one")] = True,
             out: OutOpt = Path("out/project"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
     """Find the face, align it, project it into W+: aligned.png, projected.png, side_by_side.png, progress.gif, latent.npz."""
     engine = _engine(model, device)
-    if not photo.is_file():
-        fail(f"no file at {photo}.")
-    r = _run(engine, ProjectRequest(image=photo.read_bytes(), steps=steps, encoder=encoder, max_image_bytes=MAX_PHOTO_BYTES),
-             out, "projecting")
+    r = _run(engine, ProjectRequest(image=read_photo(photo), steps=steps, encoder=encoder, face=face,
+                                    max_image_bytes=MAX_PHOTO_BYTES), out, "projecting")
     f = r.figures
     seen = f["faces_found"]
-    typer.echo(f"saw {seen} face{'s' if seen != 1 else ''}; used {'it' if seen == 1 else f['face_used']}.")
+    typer.echo(f"saw {seen} face{'s' if seen != 1 else ''}; used {'it' if seen == 1 else f['face_used']}"
+               + (" (choose another with --face N; `wspace faces` numbers them)." if seen > 1 and face is None else "."))
     typer.echo(f"likeness {f['likeness']:.3f} (same person below 0.6), PSNR {f['psnr']:.2f} dB, "
                f"{f['steps']} steps from {f['start']} in {f['seconds']:.1f} s, loss {f['loss']}; wrote {out}/ "
                "(projected.png is the kept face latent.npz redraws)")
+
+
+@app.command()
+def team(photo: Annotated[Path, typer.Argument(help="A group photo")],
+         steps: Annotated[int, typer.Option(min=TeamRequest.STEPS[0], max=TeamRequest.STEPS[1], help="steps per face")] = 150,
+         frames: Annotated[Optional[int], typer.Option(min=TeamRequest.FRAMES[0], max=TeamRequest.FRAMES[1])] = None,
+         fmt: Annotated[str, typer.Option("--format", help=" or ".join(TeamRequest.FORMATS))] = "gif",
+         out: OutOpt = Path("out/team"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """Every face of a group photo projected, and a looping morph through them all: team.gif, team_faces.png, latent_N.npz."""
+    engine = _engine(model, device)
+    r = _run(engine, TeamRequest(image=read_photo(photo), steps=steps, frames=frames, format=fmt,
+                                 max_image_bytes=MAX_PHOTO_BYTES), out, "projecting the team")
+    typer.echo(f"{r.text} Wrote {out}/team.{fmt}, team_faces.png and a latent file per face.")
+
+
+@app.command()
+def lookalike(target: Annotated[Path, typer.Argument(help="a latent .npz (a kept face) or a photo")],
+              seconds: Annotated[float, typer.Option(min=StrangerRequest.SECONDS[0], max=StrangerRequest.SECONDS[1],
+                                                     help="time budget of the search")] = 45.0,
+              seed: int = 0, out: OutOpt = Path("out/lookalike"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+    """Search the generator for a stranger who looks like a face: stranger.png, search_curve.png, latent.npz."""
+    engine = _engine(model, device)
+    if target.suffix.lower() == ".npz":
+        request = StrangerRequest(face=read_latent(target, engine), seconds=seconds, seed=seed)
+    else:
+        request = StrangerRequest(image=read_photo(target), seconds=seconds, seed=seed, max_image_bytes=MAX_PHOTO_BYTES)
+    r = _run(engine, request, out, "searching")
+    typer.echo(f"{r.text} Wrote {out}/stranger.png and search_curve.png.")
 
 
 @app.command()

@@ -9,16 +9,17 @@ handler draws uses that member's own noise maps; every new face it returns is a 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine import edits
-from engine.align import align_face, decode_image, likeness
+from engine.align import SAME_PERSON, align_face, decode_image, likeness
 from engine.directions import get_direction
 from engine.encoder import encode
 from engine.projector import project, psnr
-from engine.protocol import (AverageRequest, BlendRequest, EditRequest, File, GridRequest, LoopRequest, MixRequest,
+from engine.protocol import (AverageRequest, BlendRequest, EditRequest, Face, File, GridRequest, LoopRequest, MixRequest,
                              MorphRequest, Progress, ProjectRequest, RandomRequest, RenderRequest, Request, Result,
                              SwapRequest, as_face)
 from engine.render import DISPLAY, gif_bytes, montage, mp4_bytes, png_bytes, resize
@@ -47,41 +48,63 @@ def strip_of(engine: Engine, imgs: np.ndarray, name: str, description: str = "")
     return File(name, png_bytes(montage(np.stack([engine.display(i) for i in imgs]), cols=len(imgs))), description)
 
 
-@handles(ProjectRequest)
-def project_photo(engine: Engine, req: ProjectRequest, progress: ProgressFn) -> Result:
-    photo = decode_image(req.image, max_bytes=req.max_image_bytes)
-    aligned = align_face(photo, engine.G.resolution, engine.framing)
-    target = aligned.image
+@dataclass
+class Projected:
+    """One aligned face projected: its kept face, the image it draws, and the figures."""
+
+    target: np.ndarray
+    kept_img: np.ndarray
+    face: Face
+    frames: list[np.ndarray]
+    likeness: float
+    figures: dict
+
+
+def project_aligned(engine: Engine, job_id: str, target: np.ndarray, steps: int, use_encoder: bool,
+                    progress: ProgressFn, label: str = "", offset: int = 0, total: int | None = None) -> Projected:
+    """Project one aligned face, reporting progress as ``label`` steps ``offset + k`` of ``total``."""
+    total = total or steps
 
     def pair(face: np.ndarray) -> np.ndarray:
         return montage(np.stack([resize(target, PREVIEW), resize(face, PREVIEW)]), cols=2)
 
     def on_step(k: int, n: int, loss: float, preview: np.ndarray | None) -> None:
-        progress(Progress(req.id, k, n, f"step {k}/{n}", png_bytes(pair(preview)) if preview is not None else None))
+        progress(Progress(job_id, offset + k, total, f"{label}step {k}/{n}",
+                          png_bytes(pair(preview)) if preview is not None else None))
 
     init = None
-    if engine.encoder is not None and req.encoder:
+    if engine.encoder is not None and use_encoder:
         init = encode(engine.encoder, target)  # a face in milliseconds; the projector refines it
-        progress(Progress(req.id, 0, req.steps, "first guess", png_bytes(pair(engine.render(init[None])[0]))))
-    proj = project(engine.G, target, req.steps, init_ws=init, progress=on_step, every=max(1, req.steps // 20),
+        progress(Progress(job_id, offset, total, f"{label}first guess", png_bytes(pair(engine.render(init[None])[0]))))
+    proj = project(engine.G, target, steps, init_ws=init, progress=on_step, every=max(1, steps // 20),
                    kept_noise_max_res=engine.kept_noise_max_res)
     # The face shown is the kept face, drawn from exactly what the member keeps.
     kept_img = engine.render(proj.ws[None], proj.noise)[0]
     score = likeness(target, kept_img)
-    side = montage(np.stack([engine.display(target), engine.display(kept_img)]), cols=2)
     frames = [pair(f) for f in proj.frames[:-1]] + [pair(kept_img)]
-    files = (File("side_by_side.png", png_bytes(side), "your photo, aligned | your kept face"),
-             File("progress.gif", gif_bytes(frames, fps=8, max_bytes=req.max_bytes // 2), "the projector converging"),
-             engine.png(target, "aligned.png"), engine.png(kept_img, "projected.png"))
-    figures = {"likeness": round(score, 3), "same_person": score < 0.6, "psnr": round(psnr(kept_img, target), 2),
-               "faces_found": aligned.faces_found, "face_used": "the largest", "steps": req.steps,
-               "seconds": round(proj.seconds, 1), "loss": proj.loss_kind,
+    figures = {"likeness": round(score, 3), "same_person": score < SAME_PERSON, "psnr": round(psnr(kept_img, target), 2),
+               "steps": steps, "seconds": round(proj.seconds, 1), "loss": proj.loss_kind,
                "start": "encoder" if init is not None else "w_avg", "schedule": proj.figures.get("schedule")}
-    verdict = "same person" if score < 0.6 else "a resemblance"
-    text = (f"likeness {score:.2f} ({verdict}; below 0.60 is the same person to dlib), "
-            f"PSNR {figures['psnr']:.1f} dB after {req.steps} steps ({proj.loss_kind} loss)."
-            + (f" I saw {aligned.faces_found} faces and used the largest." if aligned.faces_found > 1 else ""))
-    return Result(req.id, files, (as_face(proj.ws, engine.pack(proj.noise)),), figures=figures, text=text)
+    return Projected(target, kept_img, as_face(proj.ws, engine.pack(proj.noise)), frames, score, figures)
+
+
+@handles(ProjectRequest)
+def project_photo(engine: Engine, req: ProjectRequest, progress: ProgressFn) -> Result:
+    photo = decode_image(req.image, max_bytes=req.max_image_bytes)
+    aligned = align_face(photo, engine.G.resolution, engine.framing, req.face)
+    p = project_aligned(engine, req.id, aligned.image, req.steps, req.encoder, progress)
+    side = montage(np.stack([engine.display(p.target), engine.display(p.kept_img)]), cols=2)
+    files = (File("side_by_side.png", png_bytes(side), "your photo, aligned | your kept face"),
+             File("progress.gif", gif_bytes(p.frames, fps=8, max_bytes=req.max_bytes // 2), "the projector converging"),
+             engine.png(p.target, "aligned.png"), engine.png(p.kept_img, "projected.png"))
+    number = req.face or 1
+    used = "the largest" if number == 1 else f"number {number}"
+    figures = {**p.figures, "faces_found": aligned.faces_found, "face_used": used, "face_number": number}
+    verdict = "same person" if p.likeness < SAME_PERSON else "a resemblance"
+    text = (f"likeness {p.likeness:.2f} ({verdict}; below 0.60 is the same person to dlib), "
+            f"PSNR {figures['psnr']:.1f} dB after {req.steps} steps ({figures['loss']} loss)."
+            + (f" I saw {aligned.faces_found} faces and used {used}." if aligned.faces_found > 1 else ""))
+    return Result(req.id, files, (p.face,), figures=figures, text=text)
 
 
 @handles(RenderRequest)

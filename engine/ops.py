@@ -20,6 +20,7 @@ from engine.bundle import load_bundle
 from engine.kept import KEPT_NOISE_MAX_RES, KeptFaceError, mix_noise, pack_noise, unpack_noise
 from engine.projector import w_stats
 from engine.protocol import BadArgument, Face, File, ModelMismatch, Request, Result, as_face
+from engine import team  # noqa: F401  (registers the handlers for photos of several people and look-alikes)
 from engine.handlers import HANDLERS, ProgressFn
 from engine.render import DISPLAY, png_bytes, resize, to_uint8
 
@@ -38,6 +39,15 @@ class Engine:
         self.kept_noise_max_res = kept_noise_max_res
         self.kept_layers = [i for i, r in enumerate(self.noise_res) if r <= kept_noise_max_res]  # the rest stay constant
         self.noise_rule = "mix"  # how noise maps pass between faces (engine/kept.py); bench/kept_face.py compares
+        self._subspace = None
+
+    def subspace(self):
+        """The principal directions of W the look-alike search moves in (computed once)."""
+        if self._subspace is None:
+            from engine.lookalike import Subspace
+
+            self._subspace = Subspace.of(self.G)
+        return self._subspace
 
     # --- running a request -------------------------------------------------------------------
 

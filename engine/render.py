@@ -53,6 +53,26 @@ def montage(images: np.ndarray, cols: int | None = None, pad: int = 2, fill: int
     return out
 
 
+def numbered(images: np.ndarray, first: int = 1) -> np.ndarray:
+    """``[N, H, W, 3]`` faces with their number (from ``first``) in the top-left corner, as a
+    member reads them on a montage and picks one."""
+    from PIL import ImageDraw, ImageFont
+
+    out = []
+    for i, im in enumerate(images):
+        pil = Image.fromarray(np.ascontiguousarray(im))
+        size = max(12, im.shape[0] // 6)
+        font = ImageFont.load_default(size=size)
+        draw = ImageDraw.Draw(pil)
+        text = str(first + i)
+        box = draw.textbbox((0, 0), text, font=font)
+        w, h = box[2] - box[0], box[3] - box[1]
+        draw.rectangle([0, 0, w + size // 2, h + size // 2], fill=(0, 0, 0))
+        draw.text((size // 4 - box[0], size // 4 - box[1]), text, font=font, fill=(255, 255, 255))
+        out.append(np.asarray(pil))
+    return np.stack(out)
+
+
 def gif_bytes(frames: list[np.ndarray] | np.ndarray, fps: float = 12.0, loop: bool = True,
               max_bytes: int | None = None, min_size: int = 32) -> bytes:
     """A GIF of ``[H, W, 3]`` uint8 frames; when ``max_bytes`` is given, fewer colours,

@@ -270,8 +270,10 @@ class DiscordSimulator:
                 await self._dispatch(ws, "INTERACTION_CREATE", payload)
         return inter
 
-    async def click(self, user_id: int, custom_id: str, source: SimInteraction) -> SimInteraction:
-        """A member presses a button under the bot's message for ``source``."""
+    async def click(self, user_id: int, custom_id: str, source: SimInteraction,
+                    values: list[str] | None = None) -> SimInteraction:
+        """A member presses a button under the bot's message for ``source`` (or, with
+        ``values``, chooses in a select menu)."""
         iid, token = snowflake(), f"tok{snowflake()}"
         inter = SimInteraction(iid, token, user_id, self.guild_id, self.channel_id, f"button:{custom_id}")
         self.interactions[iid] = inter
@@ -282,7 +284,8 @@ class DiscordSimulator:
         payload = {
             "id": iid, "application_id": str(APP_ID), "type": 3, "guild_id": str(self.guild_id),
             "channel_id": str(self.channel_id), "message": message,
-            "data": {"custom_id": custom_id, "component_type": 2},
+            "data": {"custom_id": custom_id, "component_type": 2} if values is None else
+                    {"custom_id": custom_id, "component_type": 3, "values": values},
             "channel": {"id": str(self.channel_id), "type": 0, "name": "general", "guild_id": str(self.guild_id),
                         "position": 0, "permission_overwrites": []},
             "member": {"user": user_payload(user_id), "roles": [], "joined_at": "2024-01-01T00:00:00+00:00",

@@ -133,6 +133,30 @@ async def reply_now(interaction: discord.Interaction, content: str, ephemeral: b
         await interaction.response.send_message(content, ephemeral=ephemeral)
 
 
+async def read_photo(svc: Services, image: discord.Attachment) -> bytes:
+    """An attached photo's bytes, after the checks that need no download; a Reply otherwise."""
+    limit = svc.settings.limits.max_image_bytes
+    if image.size > limit:
+        raise Reply(f"That file is {image.size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.")
+    ctype = (image.content_type or "").split(";")[0].strip().lower()
+    if ctype and not ctype.startswith("image/"):
+        raise Reply("That attachment is not an image; send a PNG, JPEG, WebP or GIF photo.")
+    try:
+        return await image.read()
+    except discord.HTTPException:
+        raise Reply("I could not download that attachment; try sending it again.") from None
+
+
+async def display_name(interaction: discord.Interaction, user_id: int) -> str:
+    """A member's name as the server shows it (asked of Discord: the bot keeps no member list)."""
+    try:
+        data = await interaction.client.http.get_member(interaction.guild_id, user_id)
+    except discord.HTTPException:
+        return "a member"
+    name = data.get("nick") or data["user"].get("global_name") or data["user"].get("username") or "a member"
+    return discord.utils.escape_markdown(discord.utils.escape_mentions(name))
+
+
 async def defer(interaction: discord.Interaction) -> bool:
     """Acknowledge at once (Discord drops what is not acknowledged within 3 s)."""
     if interaction.response.is_done():

@@ -5,16 +5,60 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import Reply, Services, defer, faces_of, name_of, reply_now
-from bot.commands.running import run_job
+from bot.commands.common import Reply, Services, defer, faces_of, name_of, read_photo, reply_now
+from bot.commands.running import files_of, run_job
 from bot.commands.views import after_project_view
-from engine.protocol import ProjectRequest, RandomRequest, RenderRequest
+from engine.protocol import FacesRequest, ProjectRequest, RandomRequest, RenderRequest, Result
 from engine.protocol.requests import MAX_SEED
 
 STEPS = app_commands.Range[int, ProjectRequest.STEPS[0], ProjectRequest.STEPS[1]]
 TRUNCATION = app_commands.Range[float, RandomRequest.TRUNCATION[0], RandomRequest.TRUNCATION[1]]
 
 ALLOWED_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+PICK_SECONDS = 120
+
+
+async def project_face(svc: Services, interaction: discord.Interaction, data: bytes, steps: int, number: int | None) -> None:
+    title = "**/project** " if number is None else f"**/project** face {number}: "
+    await run_job(svc, interaction, ProjectRequest(image=data, steps=steps, face=number,
+                                                   max_image_bytes=svc.settings.limits.max_image_bytes),
+                  title=title, keep="me", view_factory=after_project_view)
+
+
+class FacePicker(discord.ui.View):
+    """A select menu under the numbered montage: the member who sent the photo picks their
+    face (largest first); the choice starts the projection. The photo stays in memory only."""
+
+    def __init__(self, svc: Services, origin: discord.Interaction, data: bytes, steps: int, count: int) -> None:
+        super().__init__(timeout=PICK_SECONDS)
+        self.svc, self.origin, self.data, self.steps = svc, origin, data, steps
+        options = [discord.SelectOption(label=f"Face {i}" + (" (the largest)" if i == 1 else ""), value=str(i))
+                   for i in range(1, min(count, 25) + 1)]
+        self.select = discord.ui.Select(placeholder="Which face is you?", options=options)
+        self.select.callback = self.chosen
+        self.add_item(self.select)
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.user.id != self.origin.user.id:
+            await interaction.response.send_message("Only the member who sent the photo can choose.", ephemeral=True)
+            return False
+        return True
+
+    async def chosen(self, interaction: discord.Interaction) -> None:
+        number = int(self.select.values[0])
+        self.stop()
+        await interaction.response.defer()  # the choice is acknowledged; the original message shows the work
+        self.data, data = b"", self.data
+        await self.origin.edit_original_response(content=f"**/project** face {number}: starting…", attachments=[], view=None)
+        await project_face(self.svc, self.origin, data, self.steps, number)
+
+    async def on_timeout(self) -> None:
+        self.data = b""
+        try:
+            await self.origin.edit_original_response(content="No face was chosen in time, so nothing was projected; "
+                                                              "run /project again.", attachments=[], view=None)
+        except discord.HTTPException:
+            pass
 
 
 def register(tree: app_commands.CommandTree, svc: Services) -> None:
@@ -28,17 +72,19 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         steps = steps or limits.project_steps
         if steps > limits.max_project_steps:
             raise Reply(f"At most {limits.max_project_steps} steps, please.")
-        if image.size > limits.max_image_bytes:
-            raise Reply(f"That file is {image.size / 1e6:.1f} MB; the limit is {limits.max_image_bytes / 1e6:.0f} MB.")
-        ctype = (image.content_type or "").split(";")[0].strip().lower()
-        if ctype and not ctype.startswith("image/"):
-            raise Reply("That attachment is not an image; send a PNG, JPEG, WebP or GIF photo.")
-        try:
-            data = await image.read()
-        except discord.HTTPException:
-            raise Reply("I could not download that attachment; try sending it again.") from None
-        await run_job(svc, interaction, ProjectRequest(image=data, steps=steps, max_image_bytes=limits.max_image_bytes),
-                      title="**/project** ", keep="me", view_factory=after_project_view)
+        data = await read_photo(svc, image)
+        # First the faces of the photo: with several, the member picks theirs from a numbered montage.
+        found = await run_job(svc, interaction, FacesRequest(image=data, max_image_bytes=limits.max_image_bytes),
+                              title="**/project** ", show=False)
+        if found is None:
+            return
+        if found.figures["faces"] > 1:
+            picker = FacePicker(svc, interaction, data, steps, found.figures["faces"])
+            await interaction.edit_original_response(
+                content=f"**/project** {found.text} Which one is you? (choose within {PICK_SECONDS // 60} minutes)",
+                attachments=files_of(Result(found.job_id, found.files[:1])), view=picker)
+            return
+        await project_face(svc, interaction, data, steps, None)
 
     @tree.command(name="me", description="Show your face in latent space, or another member's if they share it.")
     @app_commands.describe(user="Whose face (default: yours)")

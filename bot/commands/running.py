@@ -167,8 +167,10 @@ def check_kept(info: WorkerReady | None, request: Request, result: Result) -> No
 
 async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessage, request: Request,
                   outcome: Result | JobFailed, *, title: str, keep: str | None, forgot: bool, view_factory,
-                  info: WorkerReady | None = None) -> None:
-    """Close the job's row, keep the new face if asked (and not forgotten meanwhile), show the pictures."""
+                  info: WorkerReady | None = None, show: bool = True, after=None) -> None:
+    """Close the job's row, keep the new face if asked (and not forgotten meanwhile), run
+    ``after(result, forgot)`` (its sentence joins the text), show the pictures (unless ``show`` is off:
+    the command goes on in the same message)."""
     guild_id, user_id = interaction.guild_id or 0, interaction.user.id
     if isinstance(outcome, JobFailed):
         await svc.storage.job_finished(request.id, outcome.code)
@@ -187,14 +189,20 @@ async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessa
                                           outcome.face.noise)
         elif keep == "pending":
             await svc.storage.save_pending(guild_id, user_id, outcome.model_id, outcome.face.ws, outcome.face.noise)
+    if after is not None:
+        text += await after(outcome, forgot)
+    if not show:
+        return
     view = view_factory(interaction.user.id) if view_factory else None
     await msg.finish(f"{title}{text}".strip(), files_of(outcome), view)
 
 
 async def run_job(svc: Services, interaction: discord.Interaction, request: Request, *, title: str = "",
-                  view_factory=None, keep: str | None = None) -> Result | None:
-    """Run one engine request for a slash command; returns the Result (or None on failure).
-    ``keep``: "me" keeps the new face as the member's, "pending" for /adopt."""
+                  view_factory=None, keep: str | None = None, show: bool = True, after=None) -> Result | None:
+    """Run one engine request for a slash command; returns the Result (or None on failure,
+    which the member has been told). ``keep``: "me" keeps the new face as the member's,
+    "pending" for /adopt; ``show=False`` leaves the message to the command (it goes on);
+    ``after(result, forgot)`` stores what else the command keeps and returns a sentence to add."""
     await defer(interaction)
     msg = JobMessage(interaction, svc.settings.limits.progress_interval)
     guild_id, user_id = interaction.guild_id or 0, interaction.user.id
@@ -227,7 +235,8 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
             slot.release()
             recorded = None
             await deliver(svc, interaction, msg, request, outcome, title=title, keep=keep,
-                          forgot=svc.forget_epoch[slot.key] != epoch, view_factory=view_factory, info=engine.info)
+                          forgot=svc.forget_epoch[slot.key] != epoch, view_factory=view_factory, info=engine.info,
+                          show=show, after=after)
             return outcome if isinstance(outcome, Result) else None
     except Refusal as exc:
         await refuse(interaction, str(exc))

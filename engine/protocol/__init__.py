@@ -10,13 +10,14 @@
 from engine.protocol.errors import (BadArgument, ImageTooLarge, ModelMismatch, NoFaceFound, NotAnImage,
                                     UnknownDirection, UserError)
 from engine.protocol.events import Event, Face, File, JobFailed, Progress, Result, WorkerReady, as_face
-from engine.protocol.requests import (REQUESTS, AverageRequest, BlendRequest, EditRequest, GridRequest, LoopRequest,
-                                      MixRequest, MorphRequest, ProjectRequest, RandomRequest, RenderRequest, Request,
-                                      SwapRequest)
+from engine.protocol.requests import (REQUESTS, AverageRequest, BlendRequest, EditRequest, FacesRequest, GridRequest,
+                                      LookalikeRequest, LoopRequest, MixRequest, MorphRequest, ProjectRequest,
+                                      RandomRequest, RenderRequest, Request, StrangerRequest, SwapRequest, TeamRequest)
 
 __all__ = [
     "BadArgument", "ImageTooLarge", "ModelMismatch", "NoFaceFound", "NotAnImage", "UnknownDirection", "UserError",
     "Event", "Face", "File", "JobFailed", "Progress", "Result", "WorkerReady", "as_face",
-    "REQUESTS", "Request", "AverageRequest", "BlendRequest", "EditRequest", "GridRequest", "LoopRequest",
-    "MixRequest", "MorphRequest", "ProjectRequest", "RandomRequest", "RenderRequest", "SwapRequest",
+    "REQUESTS", "Request", "AverageRequest", "BlendRequest", "EditRequest", "FacesRequest", "GridRequest",
+    "LookalikeRequest", "LoopRequest", "MixRequest", "MorphRequest", "ProjectRequest", "RandomRequest", "RenderRequest",
+    "StrangerRequest", "SwapRequest", "TeamRequest",
 ]

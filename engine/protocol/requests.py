@@ -76,22 +76,113 @@ class Request:
 # --- the kinds -------------------------------------------------------------------------------
 
 
+MAX_FACES = 32  # faces of one photo a member may choose from (a team)
+
+
+def photo(image, max_image_bytes) -> None:
+    if not isinstance(image, bytes):
+        raise BadArgument("This request needs a photo.")
+    integer(max_image_bytes, "max_image_bytes", 1024, MAX_PHOTO_BYTES)
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class ProjectRequest(Request):
     kind: ClassVar[str] = "project"
     STEPS: ClassVar[tuple[int, int]] = (1, 2000)
     DEFAULT_STEPS: ClassVar[int] = 300
+    FACE: ClassVar[tuple[int, int]] = (1, MAX_FACES)
     image: bytes
     steps: int = DEFAULT_STEPS
     encoder: bool = True  # start from the model's encoder guess when it has one
     max_image_bytes: int = 10 * 2**20
+    face: int | None = None  # which face of the photo, 1 = the largest (the default)
 
     def check(self) -> None:
-        if not isinstance(self.image, bytes):
-            raise BadArgument("This request needs a photo.")
+        photo(self.image, self.max_image_bytes)
         integer(self.steps, "steps", *self.STEPS)
         boolean(self.encoder, "encoder")
-        integer(self.max_image_bytes, "max_image_bytes", 1024, MAX_PHOTO_BYTES)
+        if self.face is not None:
+            integer(self.face, "face", *self.FACE)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class FacesRequest(Request):
+    """Every face of a photo, numbered largest first: a montage and the aligned crops."""
+
+    kind: ClassVar[str] = "faces"
+    image: bytes
+    max_image_bytes: int = 10 * 2**20
+
+    def check(self) -> None:
+        photo(self.image, self.max_image_bytes)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class TeamRequest(Request):
+    """Every face of a group photo projected, and a looping morph through them all."""
+
+    kind: ClassVar[str] = "team"
+    STEPS: ClassVar[tuple[int, int]] = ProjectRequest.STEPS
+    FRAMES: ClassVar[tuple[int, int]] = (8, 240)
+    FORMATS: ClassVar[tuple[str, ...]] = ("gif", "mp4")
+    image: bytes
+    steps: int = 150
+    frames: int | None = None  # default: 12 per face
+    format: str = "gif"
+    max_image_bytes: int = 10 * 2**20
+
+    def check(self) -> None:
+        photo(self.image, self.max_image_bytes)
+        integer(self.steps, "steps", *self.STEPS)
+        if self.frames is not None:
+            integer(self.frames, "frames", *self.FRAMES)
+        if self.format not in self.FORMATS:
+            raise BadArgument(f"format must be one of {', '.join(self.FORMATS)}.")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class LookalikeRequest(Request):
+    """How near each of ``others`` is to ``face`` by dlib descriptor distance."""
+
+    kind: ClassVar[str] = "lookalike"
+    OTHERS: ClassVar[tuple[int, int]] = (1, 256)
+    face: Face
+    others: tuple[Face, ...]
+
+    def check(self) -> None:
+        count(self.others, "A look-alike search", *self.OTHERS)
+
+    def named_faces(self) -> dict[str, object]:
+        out = {"face": self.face}
+        if not isinstance(self.others, tuple):
+            raise BadArgument("This request needs a list of faces.")
+        out.update({f"member {i + 1}": f for i, f in enumerate(self.others)})
+        return out
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class StrangerRequest(Request):
+    """Search the generator for the person (not in any photo) who looks most like ``face``,
+    or like the face in ``image`` when a photo is given instead."""
+
+    kind: ClassVar[str] = "stranger"
+    SECONDS: ClassVar[tuple[float, float]] = (5.0, 300.0)
+    face: Face | None = None
+    image: bytes | None = None
+    seconds: float = 45.0
+    seed: int = 0
+    max_image_bytes: int = 10 * 2**20
+
+    def check(self) -> None:
+        if (self.face is None) == (self.image is None):
+            raise BadArgument("Give either a face or a photo to look for.")
+        if self.image is not None:
+            photo(self.image, self.max_image_bytes)
+        number(self.seconds, "seconds", *self.SECONDS)
+        integer(self.seed, "seed", 0, MAX_SEED)
+
+    def named_faces(self) -> dict[str, object]:
+        return {} if self.face is None else {"face": self.face}
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -239,8 +330,8 @@ class GridRequest(Request):
 
 
 REQUESTS: dict[str, type[Request]] = {cls.kind: cls for cls in (
-    ProjectRequest, RenderRequest, BlendRequest, AverageRequest, MixRequest, SwapRequest, EditRequest,
-    MorphRequest, LoopRequest, RandomRequest, GridRequest)}
+    ProjectRequest, FacesRequest, TeamRequest, RenderRequest, BlendRequest, AverageRequest, MixRequest, SwapRequest,
+    EditRequest, MorphRequest, LoopRequest, RandomRequest, GridRequest, LookalikeRequest, StrangerRequest)}
 
 
 # --- checks, each with its one sentence -----------------------------------------------------------
