@@ -19,9 +19,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from engine.protocol import (REQUESTS, AverageRequest, BlendRequest, EditRequest, File, GridRequest, JobFailed,
-                             LoopRequest, MixRequest, MorphRequest, Progress, ProjectRequest, RandomRequest,
-                             RenderRequest, Result, SwapRequest, WorkerReady, as_face, wire)
+from engine.protocol import (REQUESTS, AverageRequest, BlendRequest, EditRequest, FacesRequest, File, GridRequest,
+                             JobFailed, LookalikeRequest, LoopRequest, MixRequest, MorphRequest, Progress, ProjectRequest,
+                             RandomRequest, RenderRequest, Result, StrangerRequest, SwapRequest, TeamRequest,
+                             WorkerReady, as_face, wire)
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = as_face(np.arange(20, dtype=np.float32).reshape(2, 10) / 7, np.linspace(-1, 1, 33))
@@ -29,11 +30,14 @@ FACE = as_face(np.arange(20, dtype=np.float32).reshape(2, 10) / 7, np.linspace(-
 
 def every_message():
     f = FACE
-    return [ProjectRequest(image=b"\xff\xd8jpeg", steps=12, encoder=False), RenderRequest(face=f),
+    return [ProjectRequest(image=b"\xff\xd8jpeg", steps=12, encoder=False, face=2), RenderRequest(face=f),
             BlendRequest(a=f, b=as_face(f.ws * 2), ratio=-1.5, layers="2-3"), AverageRequest(faces=(f, f, f)),
             MixRequest(coarse=f, fine=f, split=3), SwapRequest(a=f, b=f), EditRequest(face=f, direction="age", amount=-2.5, strip=True),
             MorphRequest(faces=(f, f), frames=30, format="mp4"), LoopRequest(face=f, frames=8, layers="fine", seed=4),
             RandomRequest(seed=2**32 - 1, truncation=0.25), GridRequest(a=f, b=f, c=f, size=3),
+            FacesRequest(image=b"png"), TeamRequest(image=b"jpeg", steps=5, frames=16, format="mp4"),
+            LookalikeRequest(face=f, others=(f, f)), StrangerRequest(face=f, seconds=6.5, seed=3),
+            StrangerRequest(image=b"photo", seconds=10.0),
             Progress("abcdefabcdef", 3, 10, "step 3/10", b"\x89PNG"),
             Result("abcdefabcdef", (File("a.png", b"123", "x"),), (f, as_face(f.ws)), "m1", {"psnr": 30.5, "l": [1, 2.5]}, "hi"),
             JobFailed("abcdefabcdef", "bad_argument", "No.", "trace"),
