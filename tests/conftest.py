@@ -39,3 +39,14 @@ def tiny_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("m") / "tiny.safetensors"
     save_native(G, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A redis-server of the test module's own, on a free port (tests/redis_helpers.py)."""
+    from tests.redis_helpers import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()

@@ -49,3 +49,4 @@ def start_worker(url: str, name: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "WSPACE_REDIS_SECRET": SECRET}
     return subprocess.Popen([sys.executable, "-m", "bot.cli", "worker", "--redis", url, "--id", name, "--threads", "1",
                              *extra], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+

@@ -52,3 +52,29 @@ def test_server_budget_is_shared_by_its_members():
         lim.check(1, 3, "project")
     assert exc.value.scope == "server"
     lim.check(9, 3, "project")  # another server
+
+
+@pytest.mark.asyncio
+async def test_a_normal_session_through_the_real_bot_is_never_refused(tmp_path):
+    """One member at the default limits: a projection, ten /me, five edits and two morphs,
+    as fast as the engine answers (stricter than the five minutes a member would take)."""
+    from tests.bot_harness import running_bot
+    from tests.photos import encode, grace_hopper
+    from tests.test_bot_e2e import ALICE, BOB, finished, option, project
+
+    async with running_bot(tmp_path, member_rate=6, member_period=60, per_member_queued=2) as (sim, bot):
+        other = await finished(sim, await project(sim, BOB, encode(grace_hopper(), "JPEG"), "b.jpg", "image/jpeg"), 180)
+        share = await sim.invoke(BOB, "privacy", [option("share", "on", 3)])
+        await sim.wait_for(lambda: share.messages, 10)
+        answers = [await finished(sim, await project(sim, ALICE, encode(grace_hopper(), "JPEG"), "a.jpg", "image/jpeg"), 180)]
+        answers += [await finished(sim, await sim.invoke(ALICE, "me"), 60) for _ in range(10)]
+        answers += [await finished(sim, await sim.invoke(ALICE, "age", [option("amount", float(a), 10)]), 60)
+                    for a in (1, 2, -1, -2, 3)]
+        answers += [await finished(sim, await sim.invoke(ALICE, "morph", [option("users", f"<@{BOB}>", 3),
+                                                                           option("frames", 8, 4)]), 120)
+                    for _ in range(2)]
+        refused = [a.last_content() for a in answers if "going a little fast" in a.last_content()
+                   or "busy with faces" in a.last_content() or "waiting" in a.last_content()]
+        assert not refused, refused
+        assert all(a.all_files() for a in answers), [a.last_content() for a in answers if not a.all_files()]
+        assert "likeness" in other.last_content()

@@ -15,20 +15,12 @@ import pytest_asyncio
 
 from engine.protocol import JobFailed, ProjectRequest, RandomRequest, RenderRequest, Result, as_face
 from tests.photos import encode, grace_hopper
-from tests.redis_helpers import SECRET, RedisServer, start_worker
+from tests.redis_helpers import SECRET, start_worker
 
 WORKER_FLAGS = ("--claim-idle", "3", "--inline-max", "65536")
 pytestmark = [pytest.mark.asyncio(loop_scope="module"),
               pytest.mark.skipif(shutil.which("redis-server") is None,
                                  reason="redis-server is not installed (.ci/run installs Debian's redis-server)")]
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.kill()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

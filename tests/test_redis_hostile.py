@@ -16,20 +16,12 @@ import pytest_asyncio
 
 from engine.protocol import JobFailed, RandomRequest, Result, as_face, wire
 from engine.protocol.redis_keys import GROUP, MAX_DELIVERIES
-from tests.redis_helpers import SECRET, RedisServer
+from tests.redis_helpers import SECRET
 
 pytestmark = [pytest.mark.skipif(shutil.which("redis-server") is None,
                                  reason="redis-server is not installed (.ci/run installs Debian's redis-server)")]
 KEY = SECRET.encode()
 PREFIX = "hostile"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture(scope="module")
