@@ -70,7 +70,7 @@ async def test_a_normal_session_through_the_real_bot_is_never_refused(tmp_path):
         answers += [await finished(sim, await sim.invoke(ALICE, "me"), 60) for _ in range(10)]
         answers += [await finished(sim, await sim.invoke(ALICE, "age", [option("amount", float(a), 10)]), 60)
                     for a in (1, 2, -1, -2, 3)]
-        answers += [await finished(sim, await sim.invoke(ALICE, "morph", [option("users", f"<@{BOB}>", 3),
+        answers += [await finished(sim, await sim.invoke(ALICE, "morph", [option("users", f"<@{ALICE}> <@{BOB}>", 3),
                                                                            option("frames", 8, 4)]), 120)
                     for _ in range(2)]
         refused = [a.last_content() for a in answers if "going a little fast" in a.last_content()
