@@ -108,9 +108,9 @@ def save_npz(path: Path, ws: np.ndarray, noise: np.ndarray | None, model_id: str
     np.savez(path, **arrays)
 
 
-def load_npz(data: bytes | Path) -> tuple[np.ndarray, np.ndarray | None, str]:
+def load_npz(data: bytes | str | Path) -> tuple[np.ndarray, np.ndarray | None, str]:
     """``(ws, noise or None, model_id)`` of a latent file, sizes checked before anything is read."""
-    raw = Path(data).read_bytes() if isinstance(data, Path) else data
+    raw = Path(data).read_bytes() if isinstance(data, (str, Path)) else data
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as zf:
             for info in zf.infolist():

@@ -4,6 +4,7 @@ and the engine keeps serving the next job."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 import random
 import struct
 import zlib
@@ -158,3 +159,96 @@ def test_a_progressive_jpeg_scan_bomb_is_refused_before_decoding():
     with pytest.raises(NotAnImage, match="scans"):
         decode_image(bomb)
     assert time.perf_counter() - t0 < 5, "refused from the markers, not after decoding"
+
+
+BOUNDED_CHILD = r"""
+import json, resource, sys, time
+import msgpack
+resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+resource.setrlimit(resource.RLIMIT_CPU, (120, 120))
+from engine.align import decode_image
+from engine.kept import KeptFaceError, load_npz
+from engine.protocol.errors import UserError
+images, latents, folder = msgpack.unpackb(sys.stdin.buffer.read(), max_bin_len=2**30)
+out, slowest = [], 0.0
+for name, data in images:
+    t = time.process_time()
+    try:
+        decode_image(data)
+        out.append([name, "decoded", ""])
+    except UserError as exc:
+        out.append([name, "refused", str(exc)])
+    except Exception as exc:
+        out.append([name, "crash", f"{type(exc).__name__}: {exc}"[:200]])
+    slowest = max(slowest, time.process_time() - t)
+for name, data in latents:
+    path = f"{folder}/{len(out)}.npz"
+    open(path, "wb").write(data)
+    try:
+        load_npz(path)
+        out.append([name, "decoded", ""])
+    except KeptFaceError as exc:
+        out.append([name, "refused", str(exc)])
+    except Exception as exc:
+        out.append([name, "crash", f"{type(exc).__name__}: {exc}"[:200]])
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"outcomes": out, "peak_mb": peak / 1024, "slowest_s": slowest}))
+"""
+
+
+def latent_corpus() -> list[tuple[str, bytes]]:
+    """Latent files an attacker might hand the CLI (or a future upload), and one good one."""
+    import zipfile
+
+    def npz(**arrays) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    ws = np.zeros((10, 256), np.float32)
+    good = npz(ws=ws, model_id=np.array("m"))
+    cases = [("npy", encode_npy(ws)), ("empty", b""), ("not a zip", b"PK" + bytes(100))]
+    cases += [(f"truncated at {n}", good[:n]) for n in (10, len(good) // 2, len(good) - 5)]
+    flipped = bytearray(good)
+    flipped[good.find(b"NUMPY") + 200] ^= 0xFF
+    cases.append(("CRC error", bytes(flipped)))
+    cases += [(label, npz(ws=arr, model_id=np.array("m"))) for label, arr in (
+        ("complex", ws.astype(np.complex64)), ("datetime", np.zeros((10, 256), "datetime64[s]")),
+        ("objects", np.array([1, "x"], dtype=object)))]
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:  # 0.4 MB that declares 400 MB
+        header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (100000000,), }".ljust(117) + b"\n"
+        z.writestr("ws.npy", b"\x93NUMPY\x01\x00v\x00" + header + bytes(400_000_000))
+    return cases + [("zip bomb", bomb.getvalue()), ("a good latent", good)]
+
+
+def encode_npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def test_uploads_and_latent_files_stay_bounded_in_a_capped_child(tmp_path):
+    """The image and latent corpora again, in a child under RLIMIT_AS 2 GiB and RLIMIT_CPU:
+    no crash, one sentence each, bombs refused before they cost memory or time."""
+    import json
+    import subprocess
+    import sys
+
+    import msgpack
+
+    latents = latent_corpus()
+    done = subprocess.run([sys.executable, "-c", BOUNDED_CHILD], capture_output=True, timeout=600,
+                          input=msgpack.packb([CORPUS, latents, str(tmp_path)], use_bin_type=True),
+                          env={"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin", "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    report = json.loads(done.stdout)
+    crashes = [o for o in report["outcomes"] if o[1] == "crash"]
+    assert not crashes, crashes[:5]
+    for name, kind, text in report["outcomes"]:
+        if kind == "refused":
+            assert "\n" not in text and text.endswith("."), (name, text)
+    by_name = {name: kind for name, kind, _ in report["outcomes"]}
+    assert by_name["bomb 30000x30000"] == by_name["zip bomb"] == by_name["objects"] == "refused"
+    assert by_name["a good latent"] == "decoded"
+    assert report["peak_mb"] < 1024 and report["slowest_s"] < 5, report
