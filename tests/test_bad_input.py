@@ -171,26 +171,27 @@ from engine.kept import KeptFaceError, load_npz
 from engine.protocol.errors import UserError
 images, latents, folder = msgpack.unpackb(sys.stdin.buffer.read(), max_bin_len=2**30)
 out, slowest = [], 0.0
-for name, data in images:
+
+
+def attempt(name, read, arg, refusal):
+    global slowest
     t = time.process_time()
     try:
-        decode_image(data)
+        read(arg)
         out.append([name, "decoded", ""])
-    except UserError as exc:
+    except refusal as exc:
         out.append([name, "refused", str(exc)])
     except Exception as exc:
         out.append([name, "crash", f"{type(exc).__name__}: {exc}"[:200]])
     slowest = max(slowest, time.process_time() - t)
-for name, data in latents:
-    path = f"{folder}/{len(out)}.npz"
+
+
+for name, data in images:
+    attempt(name, decode_image, data, UserError)
+for i, (name, data) in enumerate(latents):
+    path = f"{folder}/{i}.npz"
     open(path, "wb").write(data)
-    try:
-        load_npz(path)
-        out.append([name, "decoded", ""])
-    except KeptFaceError as exc:
-        out.append([name, "refused", str(exc)])
-    except Exception as exc:
-        out.append([name, "crash", f"{type(exc).__name__}: {exc}"[:200]])
+    attempt(name, load_npz, path, KeptFaceError)
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"outcomes": out, "peak_mb": peak / 1024, "slowest_s": slowest}))
 """
