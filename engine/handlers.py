@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine import edits
-from engine.align import SAME_PERSON, align_face, decode_image, likeness
+from engine.align import SAME_PERSON, align_all, align_face, decode_image, likeness
 from engine.directions import get_direction
 from engine.encoder import encode
 from engine.projector import project, psnr
 from engine.protocol import (AverageRequest, BlendRequest, EditRequest, Face, File, GridRequest, LoopRequest, MixRequest,
                              MorphRequest, Progress, ProjectRequest, RandomRequest, RenderRequest, Request, Result,
                              SwapRequest, as_face)
-from engine.render import DISPLAY, gif_bytes, montage, mp4_bytes, png_bytes, resize
+from engine.render import DISPLAY, gif_bytes, montage, mp4_bytes, numbered, png_bytes, resize
 from engine.sampling import ws_from_seeds
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ LOOP_FPS = 20
 
 ProgressFn = Callable[[Progress], None]
 Handler = Callable[["Engine", Request, ProgressFn], Result]
+TILE = 128  # a face on a numbered montage
 HANDLERS: dict[type[Request], Handler] = {}
 
 
@@ -88,9 +89,34 @@ def project_aligned(engine: Engine, job_id: str, target: np.ndarray, steps: int,
     return Projected(target, kept_img, as_face(proj.ws, engine.pack(proj.noise)), frames, score, figures)
 
 
+def faces_montage(images: list[np.ndarray]) -> bytes:
+    tiles = numbered(np.stack([resize(im, TILE) for im in images]))
+    return png_bytes(montage(tiles, cols=min(6, len(tiles))))
+
+
+def skipped_text(skipped: list[str]) -> str:
+    if not skipped:
+        return ""
+    return f" Skipped {len(skipped)}: " + "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else "") + "."
+
+
+def faces_result(engine: Engine, job_id: str, aligned, skipped: list[str], crops: bool) -> Result:
+    """The faces of a photo, numbered from the largest: the montage (and, with ``crops``, each aligned face)."""
+    n = len(aligned)
+    files = [File("faces.png", faces_montage([a.image for a in aligned]), "the faces I found, numbered from the largest")]
+    if crops:
+        files += [engine.png(a.image, f"face_{i}.png") for i, a in enumerate(aligned, 1)]
+    text = f"I found {n} face{'s' if n != 1 else ''}, numbered from the largest." + skipped_text(skipped)
+    return Result(job_id, tuple(files), figures={"faces": n, "skipped": skipped[:64], "choose": not crops}, text=text)
+
+
 @handles(ProjectRequest)
 def project_photo(engine: Engine, req: ProjectRequest, progress: ProgressFn) -> Result:
     photo = decode_image(req.image, max_bytes=req.max_image_bytes)
+    if req.face is None and req.ask_if_several:  # the member picks from the montage, then asks again with face=N
+        aligned_all, skipped = align_all(photo, engine.G.resolution, engine.framing)
+        if len(aligned_all) > 1:
+            return faces_result(engine, req.id, aligned_all, skipped, crops=False)
     aligned = align_face(photo, engine.G.resolution, engine.framing, req.face)
     p = project_aligned(engine, req.id, aligned.image, req.steps, req.encoder, progress)
     side = montage(np.stack([engine.display(p.target), engine.display(p.kept_img)]), cols=2)

@@ -9,39 +9,21 @@ import numpy as np
 
 from engine import edits
 from engine.align import align_all, align_face, decode_image
-from engine.handlers import MORPH_FPS, ProgressFn, handles, project_aligned
+from engine.handlers import MORPH_FPS, TILE, ProgressFn, faces_montage, faces_result, handles, project_aligned, skipped_text
 from engine.lookalike import descriptors, distance_in_words, search_stranger
 from engine.protocol import (FacesRequest, File, LookalikeRequest, Progress, Result, StrangerRequest, TeamRequest,
                              as_face)
 from engine.protocol.requests import MAX_FACES
-from engine.render import gif_bytes, montage, mp4_bytes, numbered, png_bytes, resize
+from engine.render import gif_bytes, montage, mp4_bytes, png_bytes, resize
 
 if TYPE_CHECKING:
     from engine.ops import Engine
-
-TILE = 128  # a face on a numbered montage
-
-
-def faces_montage(images: list[np.ndarray]) -> bytes:
-    tiles = numbered(np.stack([resize(im, TILE) for im in images]))
-    return png_bytes(montage(tiles, cols=min(6, len(tiles))))
-
-
-def skipped_text(skipped: list[str]) -> str:
-    if not skipped:
-        return ""
-    return f" Skipped {len(skipped)}: " + "; ".join(skipped[:3]) + ("; …" if len(skipped) > 3 else "") + "."
-
 
 @handles(FacesRequest)
 def faces_of_photo(engine: Engine, req: FacesRequest, progress: ProgressFn) -> Result:
     photo = decode_image(req.image, max_bytes=req.max_image_bytes)
     aligned, skipped = align_all(photo, engine.G.resolution, engine.framing)
-    n = len(aligned)
-    files = (File("faces.png", faces_montage([a.image for a in aligned]), "the faces I found, numbered from the largest"),
-             *[engine.png(a.image, f"face_{i}.png") for i, a in enumerate(aligned, 1)])
-    text = f"I found {n} face{'s' if n != 1 else ''}, numbered from the largest." + skipped_text(skipped)
-    return Result(req.id, files, figures={"faces": n, "skipped": skipped[:64]}, text=text)
+    return faces_result(engine, req.id, aligned, skipped, crops=True)
 
 
 @handles(TeamRequest)

@@ -8,7 +8,7 @@ from discord import app_commands
 from bot.commands.common import Reply, Services, defer, faces_of, name_of, read_photo, reply_now
 from bot.commands.running import files_of, run_job
 from bot.commands.views import after_project_view
-from engine.protocol import FacesRequest, ProjectRequest, RandomRequest, RenderRequest, Result
+from engine.protocol import ProjectRequest, RandomRequest, RenderRequest, Result
 from engine.protocol.requests import MAX_SEED
 
 STEPS = app_commands.Range[int, ProjectRequest.STEPS[0], ProjectRequest.STEPS[1]]
@@ -18,11 +18,15 @@ ALLOWED_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 PICK_SECONDS = 120
 
 
-async def project_face(svc: Services, interaction: discord.Interaction, data: bytes, steps: int, number: int | None) -> None:
+async def project_face(svc: Services, interaction: discord.Interaction, data: bytes, steps: int,
+                       number: int | None) -> Result | None:
+    """Project face ``number`` of the photo; with none given and several found, the result is
+    the numbered faces (``figures["choose"]``), left for the caller to show."""
     title = "**/project** " if number is None else f"**/project** face {number}: "
-    await run_job(svc, interaction, ProjectRequest(image=data, steps=steps, face=number,
-                                                   max_image_bytes=svc.settings.limits.max_image_bytes),
-                  title=title, keep="me", view_factory=after_project_view)
+    return await run_job(svc, interaction, ProjectRequest(image=data, steps=steps, face=number, ask_if_several=number is None,
+                                                          max_image_bytes=svc.settings.limits.max_image_bytes),
+                         title=title, keep="me", view_factory=after_project_view,
+                         show=lambda result: not result.figures.get("choose"))
 
 
 class FacePicker(discord.ui.View):
@@ -73,18 +77,15 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         if steps > limits.max_project_steps:
             raise Reply(f"At most {limits.max_project_steps} steps, please.")
         data = await read_photo(svc, image)
-        # First the faces of the photo: with several, the member picks theirs from a numbered montage.
-        found = await run_job(svc, interaction, FacesRequest(image=data, max_image_bytes=limits.max_image_bytes),
-                              title="**/project** ", show=False)
-        if found is None:
-            return
-        if found.figures["faces"] > 1:
+        # One job: a photo of one face is projected at once; with several, the engine answers with
+        # the numbered faces instead, and the member picks theirs (the choice is a second job).
+        found = await project_face(svc, interaction, data, steps, None)
+        if found is not None and found.figures.get("choose"):
+            svc.limits.refund(interaction.guild_id or 0, interaction.user.id, "project")  # nothing was projected yet
             picker = FacePicker(svc, interaction, data, steps, found.figures["faces"])
             await interaction.edit_original_response(
                 content=f"**/project** {found.text} Which one is you? (choose within {PICK_SECONDS // 60} minutes)",
-                attachments=files_of(Result(found.job_id, found.files[:1])), view=picker)
-            return
-        await project_face(svc, interaction, data, steps, None)
+                attachments=files_of(found), view=picker)
 
     @tree.command(name="me", description="Show your face in latent space, or another member's if they share it.")
     @app_commands.describe(user="Whose face (default: yours)")

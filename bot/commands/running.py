@@ -167,7 +167,7 @@ def check_kept(info: WorkerReady | None, request: Request, result: Result) -> No
 
 async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessage, request: Request,
                   outcome: Result | JobFailed, *, title: str, keep: str | None, forgot: bool, view_factory,
-                  info: WorkerReady | None = None, show: bool = True, after=None) -> None:
+                  info: WorkerReady | None = None, show=True, after=None) -> None:
     """Close the job's row, keep the new face if asked (and not forgotten meanwhile), run
     ``after(result, forgot)`` (its sentence joins the text), show the pictures (unless ``show`` is off:
     the command goes on in the same message)."""
@@ -191,17 +191,18 @@ async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessa
             await svc.storage.save_pending(guild_id, user_id, outcome.model_id, outcome.face.ws, outcome.face.noise)
     if after is not None:
         text += await after(outcome, forgot)
-    if not show:
+    if not (show(outcome) if callable(show) else show):
         return
     view = view_factory(interaction.user.id) if view_factory else None
     await msg.finish(f"{title}{text}".strip(), files_of(outcome), view)
 
 
 async def run_job(svc: Services, interaction: discord.Interaction, request: Request, *, title: str = "",
-                  view_factory=None, keep: str | None = None, show: bool = True, after=None) -> Result | None:
+                  view_factory=None, keep: str | None = None, show=True, after=None) -> Result | None:
     """Run one engine request for a slash command; returns the Result (or None on failure,
     which the member has been told). ``keep``: "me" keeps the new face as the member's,
-    "pending" for /adopt; ``show=False`` leaves the message to the command (it goes on);
+    "pending" for /adopt; ``show=False`` (or a predicate of the result that is false) leaves the
+    message to the command (it goes on);
     ``after(result, forgot)`` stores what else the command keeps and returns a sentence to add."""
     await defer(interaction)
     msg = JobMessage(interaction, svc.settings.limits.progress_interval)

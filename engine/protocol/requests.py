@@ -96,11 +96,13 @@ class ProjectRequest(Request):
     encoder: bool = True  # start from the model's encoder guess when it has one
     max_image_bytes: int = 10 * 2**20
     face: int | None = None  # which face of the photo, 1 = the largest (the default)
+    ask_if_several: bool = False  # with no face given and several found: answer with the numbered faces instead
 
     def check(self) -> None:
         photo(self.image, self.max_image_bytes)
         integer(self.steps, "steps", *self.STEPS)
         boolean(self.encoder, "encoder")
+        boolean(self.ask_if_several, "ask_if_several")
         if self.face is not None:
             integer(self.face, "face", *self.FACE)
 
