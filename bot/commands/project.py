@@ -14,7 +14,6 @@ from engine.protocol.requests import MAX_SEED
 STEPS = app_commands.Range[int, ProjectRequest.STEPS[0], ProjectRequest.STEPS[1]]
 TRUNCATION = app_commands.Range[float, RandomRequest.TRUNCATION[0], RandomRequest.TRUNCATION[1]]
 
-ALLOWED_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 PICK_SECONDS = 120
 
 
