@@ -117,7 +117,9 @@ def project_photo(engine: Engine, req: ProjectRequest, progress: ProgressFn) -> 
         aligned_all, skipped = align_all(photo, engine.G.resolution, engine.framing)
         if len(aligned_all) > 1:
             return faces_result(engine, req.id, aligned_all, skipped, crops=False)
-    aligned = align_face(photo, engine.G.resolution, engine.framing, req.face)
+        aligned = aligned_all[0]  # one face: already found and aligned, no second detection
+    else:
+        aligned = align_face(photo, engine.G.resolution, engine.framing, req.face)
     p = project_aligned(engine, req.id, aligned.image, req.steps, req.encoder, progress)
     side = montage(np.stack([engine.display(p.target), engine.display(p.kept_img)]), cols=2)
     files = (File("side_by_side.png", png_bytes(side), "your photo, aligned | your kept face"),

@@ -57,8 +57,8 @@ def team(engine: Engine, req: TeamRequest, progress: ProgressFn) -> Result:
 
 @handles(LookalikeRequest)
 def lookalike(engine: Engine, req: LookalikeRequest, progress: ProgressFn) -> Result:
-    (ws, *others), maps, _ = engine.faces((req.face, *req.others))
-    imgs = [engine.draw(w[None], [m], np.ones((1, 1), np.float32))[0] for w, m in zip([ws, *others], maps)]
+    latents, maps, _ = engine.faces((req.face, *req.others))
+    imgs = engine.draw(np.stack(latents), maps, np.eye(len(latents), dtype=np.float32))  # each with its own maps, one batch
     d = descriptors(imgs)
     distances = [round(float(np.linalg.norm(x - d[0])), 3) for x in d[1:]]
     best = int(np.argmin(distances))
