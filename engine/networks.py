@@ -138,6 +138,31 @@ def blur_upsample(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int], up: in
     return F.conv2d(F.pad(x, [pad[0], pad[1], pad[0], pad[1]]), k, groups=c)
 
 
+def rows_times(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``x [N, K] @ m [K, M]`` with every row computed by the same kernel whatever ``N``.
+
+    A plain matrix product picks its kernel by the number of rows, so a style (and with it
+    a member's projection) would change in the 6th digit with who else is in the batch;
+    a batched product of single rows does not (bench/throughput.py checks it).
+    """
+    return torch.bmm(x.unsqueeze(1), m.expand(x.shape[0], -1, -1)).squeeze(1)
+
+
+# ATen runs a *single* CPU image of at most this many values through its own convolution
+# instead of oneDNN's (ConvUtils ``use_mkldnn``); any batch of two or more goes to oneDNN,
+# which computes each image the same way whatever the batch size. So a lone small image is
+# convolved as a pair of itself, and a member's projection is bit-identical alone or in a
+# batch (tests/test_batch.py).
+LONE_IMAGE_NUMEL = 20480
+
+
+def as_in_a_batch(conv, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """``conv(x, …)`` computed exactly as it would be for ``x`` inside a larger batch."""
+    if x.shape[0] == 1 and x.device.type == "cpu" and x.numel() <= LONE_IMAGE_NUMEL:
+        return conv(torch.cat([x, x]), *args, **kwargs)[:1]
+    return conv(x, *args, **kwargs)
+
+
 class FullyConnected(nn.Module):
     """Dense layer with equalised learning rate (weight stored scaled by 1/lr_mul)."""
 
@@ -153,8 +178,8 @@ class FullyConnected(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight * self.weight_gain
         b = self.bias * self.bias_gain
-        if self.activation == "linear":
-            return torch.addmm(b.unsqueeze(0), x, w.t())
+        if self.activation == "linear":  # the affines that make styles: per row, batch-invariant
+            return rows_times(x, w.t()) + b
         return lrelu_bias(x.matmul(w.t()), b)
 
 
@@ -234,13 +259,14 @@ def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, 
         dcoefs = None
         if demodulate:
             energy = cache.get(weight, "energy", weight_energy)
-            dcoefs = (styles.square() @ energy.t() + 1e-8).rsqrt()
+            dcoefs = (rows_times(styles.square(), energy.t()) + 1e-8).rsqrt()
         s = styles.reshape(n, -1, 1, 1).to(x.dtype)
         x = x.mul_(s) if inference_only(x, styles) else x * s
         if up == 1:
-            x = F.conv2d(x, weight.to(x.dtype), padding=pad)
+            x = as_in_a_batch(F.conv2d, x, weight.to(x.dtype), padding=pad)
         else:
-            x = F.conv_transpose2d(x, cache.get(weight, "transposed", transposed_weight).to(x.dtype), stride=up)
+            weight_t = cache.get(weight, "transposed", transposed_weight).to(x.dtype)
+            x = as_in_a_batch(F.conv_transpose2d, x, weight_t, stride=up)
         return x, dcoefs
     w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
     if demodulate:

@@ -14,7 +14,6 @@ the measurements that chose it). The loss used is reported in every result.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,7 +23,6 @@ import torch.nn.functional as F
 
 from engine.kept import KEPT_NOISE_MAX_RES
 from engine.networks import Generator
-from engine.render import from_uint8, to_uint8
 
 # --- the schedule ------------------------------------------------------------------------
 DEFAULT_STEPS = 300
@@ -117,26 +115,30 @@ def w_stats(G: Generator, samples: int = W_STATS_SAMPLES, seed: int = 123) -> tu
     return G._w_stats
 
 
-def w_plus_regularizer(ws: torch.Tensor, w_avg: torch.Tensor, w_std: float) -> tuple[torch.Tensor, torch.Tensor]:
+def w_plus_regularizer(ws: torch.Tensor, w_avg: torch.Tensor, w_std: float,
+                       per_sample: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean squared offset of each W+ style from the mean style, and of the mean style from
-    ``w_avg``, per dimension and in units of σ_w² (``ws``: ``[1, num_ws, w_dim]``)."""
+    ``w_avg``, per dimension and in units of σ_w² (``ws``: ``[N, num_ws, w_dim]``; with
+    ``per_sample`` each ``[N]``, else averaged over the batch)."""
     mean = ws.mean(dim=1, keepdim=True)
     scale = ws.shape[-1] / (w_std * w_std)
-    spread = (ws - mean).square().mean() * scale
-    centre = (mean[:, 0] - w_avg).square().mean() * scale
-    return spread, centre
+    spread = (ws - mean).square().mean(dim=[1, 2]) * scale
+    centre = (mean[:, 0] - w_avg).square().mean(dim=1) * scale
+    return (spread, centre) if per_sample else (spread.mean(), centre.mean())
 
 
-def noise_regularizer(noises: list[torch.Tensor]) -> torch.Tensor:
-    reg = noises[0].new_zeros([])
+def noise_regularizer(noises: list[torch.Tensor], per_sample: bool = False) -> torch.Tensor:
+    """The multi-scale autocorrelation penalty of the noise maps ``[N, 1, r, r]``: ``[N]``
+    with ``per_sample``, else summed over the batch."""
+    reg = noises[0].new_zeros([noises[0].shape[0]])
     for noise in noises:
         while True:
-            reg = reg + (noise * torch.roll(noise, shifts=1, dims=3)).mean() ** 2
-            reg = reg + (noise * torch.roll(noise, shifts=1, dims=2)).mean() ** 2
+            reg = reg + (noise * torch.roll(noise, shifts=1, dims=3)).mean(dim=[1, 2, 3]) ** 2
+            reg = reg + (noise * torch.roll(noise, shifts=1, dims=2)).mean(dim=[1, 2, 3]) ** 2
             if noise.shape[2] <= 8:
                 break
             noise = F.avg_pool2d(noise, kernel_size=2)
-    return reg
+    return reg if per_sample else reg.sum()
 
 
 def _gaussian_window(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
@@ -144,11 +146,17 @@ def _gaussian_window(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
     return g / g.sum()
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def ssim_window(like: torch.Tensor) -> torch.Tensor:
+    """The SSIM window for images like ``like``, on their device (made once per loss, so a
+    step copies nothing from the host)."""
+    return _gaussian_window(min(7, like.shape[-1])).to(like)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
     """Mean SSIM of images in [-1, 1] (Gaussian window 7, σ 1.5), per sample."""
     c = a.shape[1]
-    win = min(7, a.shape[-1])
-    g = _gaussian_window(win).to(a)
+    g = ssim_window(a) if window is None else window
+    win = g.shape[0]
     kx = g.reshape(1, 1, 1, -1).expand(c, 1, 1, win)
     ky = g.reshape(1, 1, -1, 1).expand(c, 1, win, 1)
 
@@ -174,6 +182,7 @@ class OfflineLoss:
         self.ssim_weight, self.levels = ssim_weight, levels
         self.name = "pixel+ssim" if ssim_weight > 0 else "pixel"
         self.targets = self._pyramid(target)
+        self.windows = [ssim_window(t) for t in self.targets]
 
     def _pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = [x]
@@ -181,13 +190,17 @@ class OfflineLoss:
             out.append(F.avg_pool2d(out[-1], 2))
         return out
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        loss = img.new_zeros([])
-        for x, t in zip(self._pyramid(img), self.targets):
-            loss = loss + F.mse_loss(x, t)
+    def per_sample(self, img: torch.Tensor) -> torch.Tensor:
+        """The loss of each image against its own target, ``[N]``."""
+        loss = img.new_zeros([img.shape[0]])
+        for x, t, window in zip(self._pyramid(img), self.targets, self.windows):
+            loss = loss + (x - t).square().mean(dim=[1, 2, 3])
             if self.ssim_weight > 0 and x.shape[-1] >= 16:
-                loss = loss + self.ssim_weight * (1 - ssim(x, t)).mean()
+                loss = loss + self.ssim_weight * (1 - ssim(x, t, window))
         return loss / len(self.targets)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        return self.per_sample(img).mean()
 
 
 class LPIPSLoss:
@@ -201,8 +214,11 @@ class LPIPSLoss:
     def _prep(x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, size=(256, 256), mode="area") if x.shape[-1] > 256 else x
 
+    def per_sample(self, img: torch.Tensor) -> torch.Tensor:
+        return self.net(self._prep(img), self.target).reshape(-1)
+
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        return self.net(self._prep(img), self.target).mean()
+        return self.per_sample(img).mean()
 
 
 def lpips_available() -> bool:
@@ -250,77 +266,13 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
     ``progress(step, steps, loss, preview)`` is called every ``every`` steps with the
     current render (uint8) and once at the end. Noise maps finer than
     ``kept_noise_max_res`` stay at the model's constant maps (a kept face does not hold them).
+    The noise maps start from the model's own constant maps (what "const" renders use), so
+    a face the model drew is reachable exactly. This is a batch of one
+    (:class:`engine.batch.ProjectionBatch`): alone or beside others, the same steps.
     """
-    if target.shape[:2] != (G.resolution, G.resolution):
-        raise ValueError(f"target must be {G.resolution}×{G.resolution}, not {target.shape[:2]}")
-    steps = max(1, int(steps))
-    device = G.w_avg.device
-    t0 = time.perf_counter()
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    w_avg, w_std = w_stats(G)
-    target_t = from_uint8(target).to(device)
-    loss_fn = make_loss(target_t, loss_kind)
+    from engine.batch import Member, ProjectionBatch
 
-    start = torch.from_numpy(init_ws).to(device) if init_ws is not None else w_avg.expand(G.num_ws, -1)
-    if schedule is None and init_ws is None:
-        schedule = ROLUX
-    elif schedule is None:
-        with torch.no_grad():
-            guess = to_uint8(G.synthesis(start.reshape(1, G.num_ws, G.w_dim).float(), noise_mode="const"))[0]
-        schedule = refine_schedule(psnr(guess, target))
-    w_opt = start.detach().clone().reshape(1, G.num_ws, G.w_dim).requires_grad_(True)
-    # Noise maps start from the model's own constant maps (what "const" renders use), so a
-    # face the model drew is reachable exactly; they are then free and renormalised. Maps
-    # finer than what a kept face holds stay constant.
-    noises = [layer.noise_const.detach().clone().reshape(1, 1, layer.resolution, layer.resolution).float()
-              for layer in G.synthesis.noise_layers()]
-    free = [n for n in noises if n.shape[-1] <= kept_noise_max_res]
-    for n in free:
-        n -= n.mean()
-        n *= n.square().mean().rsqrt()
-        n.requires_grad_(True)
-    opt = torch.optim.Adam([{"params": [w_opt], "lr_mul": 1.0},
-                            {"params": free, "lr_mul": schedule.noise_lr_mul}], lr=INITIAL_LR, betas=ADAM_BETAS)
-
-    losses, frames, timeline = [], [], []
-    img = None
-    for step in range(steps):
-        t = step / steps
-        lr = lr_schedule(t, schedule.initial_lr, schedule.rampdown)
-        for group in opt.param_groups:
-            group["lr"] = lr * group["lr_mul"]
-        w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * latent_noise_scale(t, w_std, schedule.noise_factor)
-        img = G.synthesis(w_opt + w_noise, noise=noises)
-        dist = loss_fn(img)
-        loss = dist + (schedule.noise_reg_weight * noise_regularizer(free) if free else 0.0)
-        if schedule.w_plus_weight or schedule.w_mean_weight:
-            spread, centre = w_plus_regularizer(w_opt, w_avg, w_std)
-            loss = loss + schedule.w_plus_weight * spread + schedule.w_mean_weight * centre
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            for n in free:
-                n -= n.mean()
-                n *= n.square().mean().rsqrt()
-        losses.append(float(dist.detach()))
-        timeline.append(time.perf_counter() - t0)
-        if (step + 1) % every == 0 or step == 0:
-            preview = to_uint8(img)[0]
-            frames.append(preview)
-            if progress is not None:
-                progress(step + 1, steps, losses[-1], preview)
-
-    with torch.no_grad():
-        for n in free:  # the maps as a kept face holds them (float16), so the final render redraws exactly
-            n.copy_(n.half().float())
-        final = to_uint8(G.synthesis(w_opt, noise=noises))[0]
-    frames.append(final)
-    if progress is not None:
-        progress(steps, steps, losses[-1], final)
-    seconds = time.perf_counter() - t0
-    return Projection(ws=w_opt.detach()[0].cpu().numpy().astype(np.float32),
-                      noise=[n.detach()[0, 0].cpu().numpy() for n in noises], image=final, frames=frames,
-                      losses=losses, loss_kind=loss_fn.name, steps=steps, seconds=seconds,
-                      psnr=psnr(final, target), model_id=getattr(G, "model_id", "unknown"),
-                      figures={"schedule": schedule.name}, timeline=timeline)
+    batch = ProjectionBatch(G, loss_kind, kept_noise_max_res)
+    batch.add(Member(target, steps, init_ws, schedule, seed, progress, every))
+    [(_, projection)] = batch.run()
+    return projection
