@@ -63,7 +63,7 @@ class ProjectionBatch:
     """The members being projected now; :meth:`step` advances all of them by one step."""
 
     def __init__(self, G: Generator, loss_kind: str = "auto", kept_noise_max_res: int = KEPT_NOISE_MAX_RES,
-                 graphs: bool = False, autocast: torch.dtype | None = None) -> None:
+                 graphs: bool = False, autocast: torch.dtype | None = None, fused: bool | None = None) -> None:
         self.G, self.loss_kind = G, loss_kind
         self.device = G.w_avg.device
         self.w_avg, self.w_std = w_stats(G)
@@ -72,7 +72,8 @@ class ProjectionBatch:
                       for layer in layers]
         self.free_layers = [i for i, layer in enumerate(layers) if layer.resolution <= kept_noise_max_res]
         self.graphs = graphs and self.device.type == "cuda"
-        self.autocast = autocast
+        self.autocast = autocast  # e.g. torch.bfloat16: the forward pass under autocast (bench/gpu.py measures it)
+        self.fused = fused  # the synthesis path (None: the network's own choice for the device)
         self.members: list[Member] = []
         self._tables: list[dict] = []  # per member: target, lr and latent-noise tables, weights
         self.w: torch.Tensor | None = None  # [n, num_ws, w_dim]; the free noise maps [n, 1, r, r]; Adam moments
@@ -176,10 +177,10 @@ class ProjectionBatch:
             maps[i] = m
         if self.autocast is not None:
             with torch.autocast(self.device.type, dtype=self.autocast):
-                img = self.G.synthesis(w_in, noise=maps)
+                img = self.G.synthesis(w_in, noise=maps, fused=self.fused)
             img = img.float()
         else:
-            img = self.G.synthesis(w_in, noise=maps)
+            img = self.G.synthesis(w_in, noise=maps, fused=self.fused)
         dist = self.loss_fn.per_sample(img)
         total = dist
         if noises:
