@@ -10,8 +10,10 @@ machines: its work is not the bot's, so it does not count against the bot's late
 not acknowledged within 3 s), how the answers split (results, "queue full", per-member
 caps, rate limits, anything else), and the resident memory of the bot and the engine
 process before the bursts and after each of two identical bursts (flat = no leak).
+``--busy N`` first hands the engine N long projections of a real photo, so it is batching
+them (and using every core) all through the bursts.
 
-    python bench/bot_load.py [--members 100] [--burst 500] [--in-process] [--http-connections 0 32]
+    python bench/bot_load.py [--members 100] [--burst 500] [--in-process] [--http-connections 0 32] [--busy 6]
 """
 
 from __future__ import annotations
@@ -140,8 +142,22 @@ def _simulator_process(conn) -> None:
     asyncio.run(serve())
 
 
+def busy_projections(engine, count: int) -> list:
+    """``count`` long /project jobs of a real photo, straight to the bot's engine."""
+    import io
+
+    from PIL import Image
+
+    from engine.protocol import ProjectRequest
+    from tests.photos import astronaut
+
+    buf = io.BytesIO()
+    Image.fromarray(astronaut()).save(buf, format="JPEG")
+    return [engine.submit(ProjectRequest(image=buf.getvalue(), steps=2000)) for _ in range(count)]
+
+
 async def measure(members: int, burst: int, in_process: bool = False, http_connections: int | None = None,
-                  **limits) -> dict:
+                  busy: int = 0, **limits) -> dict:
     remote = None if in_process else RemoteSimulator()
     discord_settings = {} if http_connections is None else {"http_connections": http_connections}
     try:
@@ -149,6 +165,9 @@ async def measure(members: int, burst: int, in_process: bool = False, http_conne
             async with running_bot(Path(tmp), remote, discord_settings=discord_settings, **limits) as (sim, bot):
                 engine_pid = bot.services.engine.process.pid
                 rss = {"before": {"bot": rss_mb(os.getpid()), "engine": rss_mb(engine_pid)}}
+                projections = busy_projections(bot.services.engine, busy)
+                if busy:
+                    await asyncio.sleep(8.0)  # decoded, aligned and stepping together before the burst
                 bursts = []
                 for round_no in (1, 2):
                     bursts.append(await (remote.burst(members, burst, round_no) if remote
@@ -157,8 +176,9 @@ async def measure(members: int, burst: int, in_process: bool = False, http_conne
                     gc.collect()
                     rss[f"after_burst_{round_no}"] = {"bot": rss_mb(os.getpid()), "engine": rss_mb(engine_pid)}
                 stats = bot.services.engine.stats()
+                stats["busy_projections_still_running"] = sum(not f.done() for f in projections)
                 assert bot.services.engine.process.pid == engine_pid, "the engine was not restarted"
-                return {"members": members, "burst": burst, "simulator": "in-process" if in_process else "own process",
+                return {"members": members, "burst": burst, "busy_projections": busy, "simulator": "in-process" if in_process else "own process",
                         "http_connections": bot.settings.discord.http_connections, "limits": limits, "bursts": bursts, "rss_mb": rss, "engine_after": stats}
     finally:
         if remote is not None:
@@ -173,8 +193,9 @@ def main() -> None:
     ap.add_argument("--http-connections", type=int, nargs="+", default=[None],
                     help="discord.http_connections settings to compare, each with a fresh (cold) bot; "
                          "0 = discord.py's unbounded pool; default: the config's")
+    ap.add_argument("--busy", type=int, default=0, help="long projections the engine batches through the bursts")
     args = ap.parse_args()
-    runs = [asyncio.run(measure(args.members, args.burst, args.in_process, n)) for n in args.http_connections]
+    runs = [asyncio.run(measure(args.members, args.burst, args.in_process, n, args.busy)) for n in args.http_connections]
     print(json.dumps(runs[0] if len(runs) == 1 else runs, indent=2))
 
 

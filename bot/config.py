@@ -55,6 +55,8 @@ class EngineSettings(_Strict):
     directions: Path | None = Field(None, strict=False)
     device: str = Field("cpu", description="torch device of the engine: cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, le=256)
+    batch: int = Field(8, ge=1, le=64, description="jobs the local engine works on at once, their projections "
+                       "advancing as one batch; 1 = one job at a time")
     transport: Literal["local", "redis"] = Field(
         "local", description="local: one engine process here; redis: workers anywhere (`wspace worker --redis URL`)")
     redis_url: str = "redis://127.0.0.1:6379/0"

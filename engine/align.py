@@ -10,6 +10,7 @@ Lanczos-resize to the model's resolution.
 from __future__ import annotations
 
 import functools
+import threading
 import importlib.util
 import io
 from dataclasses import dataclass
@@ -37,6 +38,12 @@ def dlib_model_path(name: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing from face-recognition-models")
     return path
+
+
+# dlib's detector, predictor and descriptor network are not safe to call from two threads at
+# once (concurrent calls crash the process or return wrong landmarks); the engine runs
+# several jobs in threads when it batches (engine/scheduler.py), so every call holds this.
+DLIB_LOCK = threading.RLock()
 
 
 @functools.lru_cache(maxsize=None)
@@ -171,11 +178,13 @@ def detect_faces(img: np.ndarray, upsample: int = 1) -> list[Face]:
     small = np.asarray(Image.fromarray(img).resize(
         (round(img.shape[1] * scale), round(img.shape[0] * scale)), Image.Resampling.BILINEAR)) if scale < 1 else img
     faces = []
-    for r in detector(np.ascontiguousarray(small), upsample):
-        rect = dlib.rectangle(round(r.left() / scale), round(r.top() / scale), round(r.right() / scale), round(r.bottom() / scale))
-        shape = predictor(img, rect)
-        lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
-        faces.append(Face((rect.left(), rect.top(), rect.right(), rect.bottom()), lm))
+    with DLIB_LOCK:
+        for r in detector(np.ascontiguousarray(small), upsample):
+            rect = dlib.rectangle(round(r.left() / scale), round(r.top() / scale), round(r.right() / scale),
+                                  round(r.bottom() / scale))
+            shape = predictor(img, rect)
+            lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+            faces.append(Face((rect.left(), rect.top(), rect.right(), rect.bottom()), lm))
     faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
     return faces
 
@@ -357,13 +366,14 @@ def aligned_shape(aligned: np.ndarray):
     """
     dlib, detector, predictor = _dlib()
     big = np.asarray(Image.fromarray(aligned).resize((DESCRIPTOR_SIZE, DESCRIPTOR_SIZE), Image.Resampling.LANCZOS))
-    dets = detector(big, 1)
-    if dets:
-        rect = max(dets, key=lambda r: r.area())
-    else:
-        m = DESCRIPTOR_SIZE
-        rect = dlib.rectangle(int(0.2 * m), int(0.25 * m), int(0.8 * m), int(0.85 * m))
-    return big, predictor(big, rect), bool(dets)
+    with DLIB_LOCK:
+        dets = detector(big, 1)
+        if dets:
+            rect = max(dets, key=lambda r: r.area())
+        else:
+            m = DESCRIPTOR_SIZE
+            rect = dlib.rectangle(int(0.2 * m), int(0.25 * m), int(0.8 * m), int(0.85 * m))
+        return big, predictor(big, rect), bool(dets)
 
 
 def aligned_landmarks(aligned: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -375,8 +385,9 @@ def aligned_landmarks(aligned: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def face_descriptor(aligned: np.ndarray) -> np.ndarray:
     """dlib's 128-d descriptor of an aligned face."""
-    big, shape, _ = aligned_shape(aligned)
-    return np.array(_face_encoder().compute_face_descriptor(big, shape))
+    with DLIB_LOCK:
+        big, shape, _ = aligned_shape(aligned)
+        return np.array(_face_encoder().compute_face_descriptor(big, shape))
 
 
 def likeness(a: np.ndarray, b: np.ndarray) -> float:

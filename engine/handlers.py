@@ -8,7 +8,7 @@ handler draws uses that member's own noise maps; every new face it returns is a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,8 @@ from engine import edits
 from engine.align import SAME_PERSON, align_all, align_face, decode_image, likeness
 from engine.directions import get_direction
 from engine.encoder import encode
-from engine.projector import project, psnr
+from engine.batch import Member
+from engine.projector import Projection, psnr
 from engine.protocol import (AverageRequest, BlendRequest, EditRequest, Face, File, GridRequest, LoopRequest, MixRequest,
                              MorphRequest, Progress, ProjectRequest, RandomRequest, RenderRequest, Request, Result,
                              SwapRequest, as_face)
@@ -33,7 +34,9 @@ MORPH_FPS = 20  # GIF and MP4 alike, so a morph lasts as long in either (a GIF f
 LOOP_FPS = 20
 
 ProgressFn = Callable[[Progress], None]
-Handler = Callable[["Engine", Request, ProgressFn], Result]
+# A handler returns its Result, or (one that projects) is a generator of the projections it
+# needs that returns its Result: see project_aligned.
+Handler = Callable[["Engine", Request, ProgressFn], "Result | Generator[Member, Projection, Result]"]
 TILE = 128  # a face on a numbered montage
 HANDLERS: dict[type[Request], Handler] = {}
 
@@ -62,8 +65,13 @@ class Projected:
 
 
 def project_aligned(engine: Engine, job_id: str, target: np.ndarray, steps: int, use_encoder: bool,
-                    progress: ProgressFn, label: str = "", offset: int = 0, total: int | None = None) -> Projected:
-    """Project one aligned face, reporting progress as ``label`` steps ``offset + k`` of ``total``."""
+                    progress: ProgressFn, label: str = "", offset: int = 0,
+                    total: int | None = None) -> Generator[Member, Projection, Projected]:
+    """Project one aligned face, reporting progress as ``label`` steps ``offset + k`` of ``total``.
+
+    A generator: it yields the projection it needs (a :class:`~engine.batch.Member`) and is
+    sent the finished :class:`~engine.projector.Projection`, so that whoever drives it can
+    run it alone or batched with other members' (engine/scheduler.py); use ``yield from``."""
     total = total or steps
 
     def pair(face: np.ndarray) -> np.ndarray:
@@ -71,14 +79,14 @@ def project_aligned(engine: Engine, job_id: str, target: np.ndarray, steps: int,
 
     def on_step(k: int, n: int, loss: float, preview: np.ndarray | None) -> None:
         progress(Progress(job_id, offset + k, total, f"{label}step {k}/{n}",
-                          png_bytes(pair(preview)) if preview is not None else None))
+                          png_bytes(pair(preview), fast=True) if preview is not None else None))
 
     init = None
     if engine.encoder is not None and use_encoder:
         init = encode(engine.encoder, target)  # a face in milliseconds; the projector refines it
-        progress(Progress(job_id, offset, total, f"{label}first guess", png_bytes(pair(engine.render(init[None])[0]))))
-    proj = project(engine.G, target, steps, init_ws=init, progress=on_step, every=max(1, steps // 20),
-                   kept_noise_max_res=engine.kept_noise_max_res)
+        progress(Progress(job_id, offset, total, f"{label}first guess",
+                          png_bytes(pair(engine.render(init[None])[0]), fast=True)))
+    proj = yield Member(target, steps, init, progress=on_step, every=max(1, steps // 20))
     # The face shown is the kept face, drawn from exactly what the member keeps.
     kept_img = engine.render(proj.ws[None], proj.noise)[0]
     score = likeness(target, kept_img)
@@ -120,7 +128,7 @@ def project_photo(engine: Engine, req: ProjectRequest, progress: ProgressFn) -> 
         aligned = aligned_all[0]  # one face: already found and aligned, no second detection
     else:
         aligned = align_face(photo, engine.G.resolution, engine.framing, req.face)
-    p = project_aligned(engine, req.id, aligned.image, req.steps, req.encoder, progress)
+    p = yield from project_aligned(engine, req.id, aligned.image, req.steps, req.encoder, progress)
     side = montage(np.stack([engine.display(p.target), engine.display(p.kept_img)]), cols=2)
     files = (File("side_by_side.png", png_bytes(side), "your photo, aligned | your kept face"),
              File("progress.gif", gif_bytes(p.frames, fps=8, max_bytes=req.max_bytes // 2), "the projector converging"),

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.align import DESCRIPTOR_SIZE, _dlib, _face_encoder, face_descriptor
+from engine.align import DESCRIPTOR_SIZE, DLIB_LOCK, _dlib, _face_encoder, face_descriptor
 
 SUBSPACE = 16  # principal directions of W searched
 PCA_SAMPLES = 4096
@@ -41,10 +41,12 @@ def quick_descriptor(aligned: np.ndarray) -> np.ndarray:
     alignment puts the face): the search's score, ~2× cheaper than the canonical one."""
     dlib, detector, predictor = _dlib()
     big = np.asarray(Image.fromarray(aligned).resize((DESCRIPTOR_SIZE, DESCRIPTOR_SIZE), Image.Resampling.LANCZOS))
-    dets = detector(big, 0)
     m = DESCRIPTOR_SIZE
-    rect = max(dets, key=lambda r: r.area()) if dets else dlib.rectangle(int(0.2 * m), int(0.25 * m), int(0.8 * m), int(0.85 * m))
-    return np.array(_face_encoder().compute_face_descriptor(big, predictor(big, rect)))
+    with DLIB_LOCK:  # dlib is not safe across threads (engine/align.py)
+        dets = detector(big, 0)
+        rect = max(dets, key=lambda r: r.area()) if dets else dlib.rectangle(int(0.2 * m), int(0.25 * m),
+                                                                             int(0.8 * m), int(0.85 * m))
+        return np.array(_face_encoder().compute_face_descriptor(big, predictor(big, rect)))
 
 
 def distance_in_words(d: float) -> str:

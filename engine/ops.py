@@ -10,6 +10,7 @@ with their own noise maps (``engine/kept.py``).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ import torch
 from engine.align import Framing
 from engine.bundle import load_bundle
 from engine.kept import KEPT_NOISE_MAX_RES, KeptFaceError, mix_noise, pack_noise, unpack_noise
-from engine.projector import w_stats
+from engine.batch import Member, ProjectionBatch
+from engine.projector import Projection, w_stats
 from engine.protocol import BadArgument, Face, File, ModelMismatch, Request, Result, as_face
 from engine import team  # noqa: F401  (registers the handlers for photos of several people and look-alikes)
 from engine.handlers import HANDLERS, ProgressFn
@@ -40,6 +42,7 @@ class Engine:
         self.kept_layers = [i for i, r in enumerate(self.noise_res) if r <= kept_noise_max_res]  # the rest stay constant
         self.noise_rule = "mix"  # how noise maps pass between faces (engine/kept.py); bench/kept_face.py compares
         self._subspace = None
+        self.graphs = torch.device(device).type == "cuda"  # projection steps replayed as CUDA graphs
 
     def subspace(self):
         """The principal directions of W the look-alike search moves in (computed once)."""
@@ -51,15 +54,40 @@ class Engine:
 
     # --- running a request -------------------------------------------------------------------
 
-    def run(self, request: Request, progress: ProgressFn | None = None) -> Result:
+    def start(self, request: Request, progress: ProgressFn | None = None):
+        """Validate and dispatch: the handler's :class:`Result`, or, for a handler that
+        projects, its generator of projections (see :func:`engine.handlers.project_aligned`)."""
         handler = HANDLERS.get(type(request))
         if handler is None:
             raise BadArgument("I don't know how to do that.")
         request.validate()
         if request.named_faces() and request.model_id and request.model_id != self.model_id:
             raise ModelMismatch("Those faces were made with a different model than the one loaded now; project them again.")
-        result = handler(self, request, progress or (lambda p: None))
+        return handler(self, request, progress or (lambda p: None))
+
+    def finish(self, request: Request, result: Result) -> Result:
         return dataclasses.replace(result, job_id=request.id, model_id=self.model_id)
+
+    def run(self, request: Request, progress: ProgressFn | None = None) -> Result:
+        """Run one request alone (its projections one after another, each a batch of one)."""
+        out = self.start(request, progress)
+        if inspect.isgenerator(out):
+            try:
+                ask = next(out)
+                while True:
+                    ask = out.send(self.project_alone(ask))
+            except StopIteration as done:
+                out = done.value
+        return self.finish(request, out)
+
+    def new_batch(self) -> ProjectionBatch:
+        return ProjectionBatch(self.G, kept_noise_max_res=self.kept_noise_max_res, graphs=self.graphs)
+
+    def project_alone(self, member: Member) -> Projection:
+        batch = self.new_batch()
+        batch.add(member)
+        [(_, projection)] = batch.run()
+        return projection
 
     # --- drawing -----------------------------------------------------------------------------
 

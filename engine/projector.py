@@ -256,7 +256,7 @@ ProgressFn = Callable[[int, int, float, np.ndarray | None], None]
 def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, init_ws: np.ndarray | None = None,
             loss_kind: str = "auto", progress: ProgressFn | None = None, every: int = 10,
             seed: int = 0, schedule: Schedule | None = None,
-            kept_noise_max_res: int = KEPT_NOISE_MAX_RES) -> Projection:
+            kept_noise_max_res: int = KEPT_NOISE_MAX_RES, graphs: bool = False) -> Projection:
     """Project an aligned face ``[H, W, 3]`` uint8 (the model's resolution) into W+.
 
     Starts from ``init_ws`` (an encoder's guess) when given, else from ``w_avg``; the
@@ -268,11 +268,12 @@ def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, ini
     ``kept_noise_max_res`` stay at the model's constant maps (a kept face does not hold them).
     The noise maps start from the model's own constant maps (what "const" renders use), so
     a face the model drew is reachable exactly. This is a batch of one
-    (:class:`engine.batch.ProjectionBatch`): alone or beside others, the same steps.
+    (:class:`engine.batch.ProjectionBatch`): alone or beside others, the same steps;
+    ``graphs`` replays the step as a CUDA graph on a CUDA device.
     """
     from engine.batch import Member, ProjectionBatch
 
-    batch = ProjectionBatch(G, loss_kind, kept_noise_max_res)
+    batch = ProjectionBatch(G, loss_kind, kept_noise_max_res, graphs=graphs)
     batch.add(Member(target, steps, init_ws, schedule, seed, progress, every))
     [(_, projection)] = batch.run()
     return projection

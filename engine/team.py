@@ -34,8 +34,10 @@ def team(engine: Engine, req: TeamRequest, progress: ProgressFn) -> Result:
         skipped = [f"{len(aligned) - MAX_FACES} faces beyond the {MAX_FACES} largest"] + skipped
         aligned = aligned[:MAX_FACES]
     n, total = len(aligned), len(aligned) * req.steps
-    projected = [project_aligned(engine, req.id, a.image, req.steps, True, progress, f"face {i}/{n}: ",
-                                 (i - 1) * req.steps, total) for i, a in enumerate(aligned, 1)]
+    projected = []
+    for i, a in enumerate(aligned, 1):
+        projected.append((yield from project_aligned(engine, req.id, a.image, req.steps, True, progress,
+                                                     f"face {i}/{n}: ", (i - 1) * req.steps, total)))
     faces = tuple(p.face for p in projected)
     pairs = [montage(np.stack([resize(p.target, TILE), resize(p.kept_img, TILE)]), cols=2) for p in projected]
     files = [File("team_faces.png", faces_montage(pairs), "each face: the photo, aligned | its kept face")]

@@ -18,29 +18,40 @@ log = logging.getLogger("wspace.engine")
 UNREADABLE = "That request could not be read."
 
 
+def failure(request: Request, exc: Exception) -> JobFailed:
+    """A job's exception as its answer: a user's error in its own words, a bug as "internal"."""
+    if isinstance(exc, UserError):
+        log.info("job %s (%s) refused: %s %s", request.id, request.kind, exc, exc.details or "")
+        return JobFailed(request.id, exc.code, str(exc))
+    detail = "".join(traceback.format_exception(exc))  # a bug, or a hostile input we did not foresee: keep serving
+    log.error("job %s failed:\n%s", request.id, detail)
+    return JobFailed(request.id, "internal", f"{type(exc).__name__}", detail[-8000:])
+
+
 def run_job(engine, request: Request, emit) -> None:
     """Run one request, emitting its events; any failure becomes a :class:`JobFailed`."""
     try:
         emit(Progress(request.id, 0, 0, "started"))
         emit(engine.run(request, emit))
-    except UserError as exc:
-        log.info("job %s (%s) refused: %s %s", request.id, request.kind, exc, exc.details or "")
-        emit(JobFailed(request.id, exc.code, str(exc)))
-    except Exception as exc:  # a bug, or a hostile input we did not foresee: keep serving
-        detail = traceback.format_exc()
-        log.error("job %s failed:\n%s", request.id, detail)
-        emit(JobFailed(request.id, "internal", f"{type(exc).__name__}", detail[-8000:]))
+    except Exception as exc:  # noqa: BLE001
+        emit(failure(request, exc))
 
 
-def run_wire_job(engine, data: bytes, emit, job_id: str = "?") -> None:
-    """Decode one request from wire bytes and run it; bytes that are no request fail as ``job_id``."""
+def read_request(data: bytes, job_id: str, emit) -> Request | None:
+    """The request in wire bytes; bytes that are no request fail as ``job_id`` (and give None)."""
     try:
-        request = wire.loads(data, expect=Request)
+        return wire.loads(data, expect=Request)
     except wire.WireError as exc:
         log.error("job %s refused at the wire: %s", job_id, exc)
         emit(JobFailed(job_id, "bad_argument", UNREADABLE, str(exc)))
-        return
-    run_job(engine, request, emit)
+        return None
+
+
+def run_wire_job(engine, data: bytes, emit, job_id: str = "?") -> None:
+    """Decode one request from wire bytes and run it."""
+    request = read_request(data, job_id, emit)
+    if request is not None:
+        run_job(engine, request, emit)
 
 
 def encoded(put):
@@ -54,9 +65,11 @@ def encoded(put):
 
 
 def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directions_path=None,
-          threads: int | None = None, worker_id: str | None = None, parent_pid: int | None = None) -> None:
+          threads: int | None = None, worker_id: str | None = None, parent_pid: int | None = None,
+          max_jobs: int = 1) -> None:
     """Process entry point (spawned by the bot's local transport). With ``parent_pid`` the
-    process dies with the bot, whatever kills the bot."""
+    process dies with the bot, whatever kills the bot. With ``max_jobs`` above 1, up to that
+    many jobs run at once and their projections advance as one batch (engine/scheduler.py)."""
     import signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
@@ -73,6 +86,11 @@ def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directio
     emit = encoded(event_queue.put)
     emit(WorkerReady(worker_id or uuid.uuid4().hex[:8], engine.model_id, engine.G.resolution, engine.G.num_ws,
                      engine.G.w_dim, tuple(sorted(engine.directions)), device, os.getpid()))
+    if max_jobs > 1:
+        from engine.scheduler import Scheduler
+
+        Scheduler(engine, emit, max_jobs).serve(job_queue)
+        return
     while True:
         item = job_queue.get()
         if item is None:

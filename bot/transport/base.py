@@ -103,10 +103,16 @@ class Transport(ABC):
         return None
 
     def position(self, job_id: str) -> int | None:
-        """1 = being worked on (or next), 2 = one job ahead, …; None when not queued."""
-        for i, job_id_ in enumerate(self.pending):
+        """1 = being worked on (or next), 2 = one job ahead, …; None when not queued. Jobs the
+        engine has started (several at once when it batches) are all at 1."""
+        waiting_ahead, running = 0, False
+        for job_id_, p in self.pending.items():
             if job_id_ == job_id:
-                return i + 1
+                return 1 if p.started is not None else 1 + waiting_ahead + running
+            if p.started is None:
+                waiting_ahead += 1
+            else:
+                running = True
         return None
 
     async def run(self, job: Request, on_progress: ProgressCallback | None = None) -> Result | JobFailed:

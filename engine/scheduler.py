@@ -1,0 +1,134 @@
+"""Several members' jobs at once: their projections advance together in one batch.
+
+A handler that projects is a generator (:func:`engine.handlers.project_aligned`): it
+yields each projection it needs and is sent the result. :meth:`Engine.run` drives one
+alone; the :class:`Scheduler` drives up to ``max_jobs`` of them together, in this one
+thread. Between two steps of the shared :class:`~engine.batch.ProjectionBatch` it takes
+the jobs that arrived: a job that needs no projection (a render, an edit, a blend) runs
+to its result there and then; a projection joins the batch at the next step. When a
+member's projection is done, its job carries on to its next projection or its result.
+
+One thread, not one per job: torch's CPU thread pool is per calling thread, and on a
+machine with as many threads as cores a second pool made every projection 1.8× slower
+(measured); dlib is not thread-safe either. A member's projection is the same alone or in
+a batch (engine/batch.py). A job that fails fails alone: its error becomes its answer, and
+the batch goes on without it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import queue
+import traceback
+
+from engine.batch import Member
+from engine.protocol import Progress, Request
+
+log = logging.getLogger("wspace.engine")
+
+
+class _Job:
+    def __init__(self, request: Request, steps) -> None:
+        self.request, self.steps = request, steps  # steps: the handler's generator
+
+
+class Scheduler:
+    def __init__(self, engine, emit, max_jobs: int) -> None:
+        self.engine, self.emit, self.max_jobs = engine, emit, max_jobs
+        self.batch = engine.new_batch()
+        self.jobs: dict[int, _Job] = {}  # id(member) -> the job waiting for it
+        self.most = 0  # the most members one step has carried
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    def take(self, job_id: str, data: bytes) -> None:
+        """Start one job from its wire bytes: run it to its result, or to its first projection."""
+        from engine.worker import failure, read_request
+
+        request = read_request(data, job_id, self.emit)
+        if request is None:
+            return
+        try:
+            self.emit(Progress(request.id, 0, 0, "started"))
+            out = self.engine.start(request, self.emit)
+        except Exception as exc:  # noqa: BLE001 (its answer, not our crash)
+            self.emit(failure(request, exc))
+            return
+        if inspect.isgenerator(out):
+            self._advance(_Job(request, out), None)
+        else:
+            self.emit(self.engine.finish(request, out))
+
+    def _advance(self, job: _Job, projection) -> None:
+        """Send a finished projection to its job; the job asks for the next one or answers."""
+        from engine.worker import failure
+
+        try:
+            member = job.steps.send(projection) if projection is not None else next(job.steps)
+            member.progress = _guarded(member.progress)
+            self.batch.add(member)
+            self.jobs[id(member)] = job
+        except StopIteration as done:
+            self.emit(self.engine.finish(job.request, done.value))
+        except Exception as exc:  # noqa: BLE001
+            self.emit(failure(job.request, exc))
+
+    def _fail(self, member: Member, exc: BaseException) -> None:
+        from engine.worker import failure
+
+        job = self.jobs.pop(id(member))
+        job.steps.close()
+        self.emit(failure(job.request, exc))
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One step of every waiting projection; finished ones go back to their jobs."""
+        self.most = max(self.most, len(self.batch))
+        try:
+            finished = self.batch.step()
+        except Exception as exc:  # noqa: BLE001 (a bug in a step: its members' jobs are told, we serve on)
+            log.error("projection batch failed:\n%s", traceback.format_exc())
+            for member in list(self.batch.members):
+                self.batch.remove(member)
+                self._fail(member, exc)
+            return
+        for member, projection in finished:
+            if member.progress.failure is not None:
+                self._fail(member, member.progress.failure)
+            else:
+                self._advance(self.jobs.pop(id(member)), projection)
+        for member in [m for m in self.batch.members if m.progress.failure is not None]:
+            self.batch.remove(member)
+            self._fail(member, member.progress.failure)
+
+    def serve(self, job_queue) -> None:
+        """Until ``None`` arrives on the queue (then finish what was started)."""
+        stopping = False
+        while not stopping or len(self.batch):
+            while not stopping and len(self.jobs) < self.max_jobs:
+                try:
+                    item = job_queue.get(block=not len(self.batch))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                self.take(*item)
+            if len(self.batch):
+                self.step()
+
+
+def _guarded(progress):
+    """A progress callback that cannot break the batch: what it raises is kept for its job."""
+    def call(*args):
+        if progress is None or call.failure is not None:
+            return
+        try:
+            progress(*args)
+        except Exception as exc:  # noqa: BLE001 (handed back to the job that owns it)
+            call.failure = exc
+    call.failure = None
+    return call
+

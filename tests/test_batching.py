@@ -1,0 +1,124 @@
+"""A busy engine: several members' /project jobs at once, their projections batched, each
+member getting exactly the face they would have got alone; one bad job fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.transport.local import LocalTransport
+from engine.protocol import JobFailed, Progress, ProjectRequest, RenderRequest, Result, wire
+from engine.scheduler import Scheduler
+from tests.photos import astronaut, encode, grace_hopper
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def photos() -> list[bytes]:
+    return [encode(astronaut(), "JPEG"), encode(grace_hopper(), "JPEG")]
+
+
+async def run_all(engine: LocalTransport, jobs) -> tuple[list, dict[str, list[float]]]:
+    heard: dict[str, list[float]] = {j.id: [] for j in jobs}
+
+    def progress(event):
+        heard[event.job_id].append(time.monotonic())
+
+    results = await asyncio.wait_for(asyncio.gather(*[engine.submit(j, progress) for j in jobs]), 600)
+    return results, heard
+
+
+def test_concurrent_projections_are_batched_and_each_member_gets_their_solo_face():
+    async def main():
+        solo, busy = LocalTransport(threads=2, batch=1), LocalTransport(threads=2, batch=4)
+        await solo.start(timeout=300)
+        await busy.start(timeout=300)
+        try:
+            a, b = photos()
+            asks = [dict(image=a, steps=12), dict(image=b, steps=9), dict(image=a, steps=5, encoder=False)]
+            alone, _ = await run_all(solo, [ProjectRequest(**k) for k in asks])
+            jobs = [ProjectRequest(**k) for k in asks] + [RenderRequest(face=alone[0].faces[0])]
+            together, heard = await run_all(busy, jobs)
+        finally:
+            await solo.close()
+            await busy.close()
+        return alone, together, heard, jobs
+
+    alone, together, heard, jobs = asyncio.run(main())
+    assert all(isinstance(r, Result) for r in alone + together), [r for r in alone + together if isinstance(r, JobFailed)]
+    for x, y in zip(alone, together):  # bit-identical kept faces, whoever else was in the batch
+        assert np.array_equal(x.faces[0].ws, y.faces[0].ws)
+        assert np.array_equal(x.faces[0].noise, y.faces[0].noise)
+        assert x.figures["likeness"] == y.figures["likeness"]
+    projections = [heard[j.id] for j in jobs[:3]]
+    assert max(h[0] for h in projections) < min(h[-1] for h in projections), "the projections did not overlap"
+    assert together[3].files[0].name.endswith(".png")  # a render ran beside the batch
+
+
+def test_a_bad_job_in_a_busy_engine_fails_alone():
+    async def main():
+        engine = LocalTransport(threads=2, batch=4)
+        await engine.start(timeout=300)
+        try:
+            a, _ = photos()
+            no_face = encode(np.full((200, 200, 3), 128, np.uint8), "PNG")
+            jobs = [ProjectRequest(image=a, steps=6), ProjectRequest(image=no_face, steps=6),
+                    ProjectRequest(image=b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, steps=6), ProjectRequest(image=a, steps=4)]
+            results, _ = await run_all(engine, jobs)
+            positions = engine.pending
+        finally:
+            await engine.close()
+        return results, positions
+
+    results, pending = asyncio.run(main())
+    assert [type(r).__name__ for r in results] == ["Result", "JobFailed", "JobFailed", "Result"]
+    assert results[1].code == "no_face" and results[2].code == "not_an_image"
+    assert not pending
+
+
+def test_a_job_whose_progress_fails_leaves_the_batch_and_the_others_finish(tiny_model):
+    from engine.ops import Engine
+
+    engine = Engine(tiny_model)
+    a, b = photos()
+    good, bad = ProjectRequest(image=a, steps=8), ProjectRequest(image=b, steps=8)
+    events: list = []
+
+    def emit(event):
+        if isinstance(event, Progress) and event.job_id == bad.id and event.step >= 3:
+            raise OSError("the event queue is gone")
+        events.append(event)
+
+    jobs = queue.Queue()
+    for job in (good, bad):
+        jobs.put((job.id, wire.dumps(job)))
+    jobs.put(("0" * 12, b"no request"))
+    jobs.put(None)
+    scheduler = Scheduler(engine, emit, max_jobs=4)
+    scheduler.serve(jobs)
+    answers = {e.job_id: e for e in events if isinstance(e, (Result, JobFailed))}
+    assert isinstance(answers[good.id], Result) and answers[good.id].faces[0].ws.shape == (engine.G.num_ws, engine.G.w_dim)
+    assert isinstance(answers[bad.id], JobFailed) and answers[bad.id].code == "internal"
+    assert answers["0" * 12].message == "That request could not be read."
+    assert scheduler.most == 2 and len(scheduler.batch) == 0 and not scheduler.jobs
+
+
+def test_the_gpu_bench_runs_on_the_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench/gpu.py"), "--device", "cpu", "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    failed = {k: v for k, v in figures.items() if isinstance(v, dict) and "error" in v}
+    assert not failed, failed
+    assert figures["alone_vs_batched"]["ws_max_diff"] == 0.0  # on the CPU a batch changes nobody's face
+    assert figures["projection_embedded"]["steps_ms"]["eager_fp32_default_b8"] > 0
+    assert figures["generator_1024"]["gflop_per_image"] > 0
