@@ -165,21 +165,26 @@ def encoder_refine(bundle, device, steps: int) -> dict:
         face = to_uint8(G(torch.randn(1, G.z_dim, device=device, generator=None)))[0]
     sync(device)
     t0 = time.perf_counter()
-    project(G, face, steps, init_ws=encode(E, face) if E is not None else None, every=max(1, steps // 20))
+    project(G, face, steps, init_ws=encode(E, face) if E is not None else None, every=max(1, steps // 20),
+            graphs=device.type == "cuda")  # as the engine runs it
     sync(device)
     return {"steps": steps, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def alone_vs_batched(G, device, steps: int) -> dict:
+    """Member 3 alone vs. among 8 members of different lengths, who leave one by one (so on
+    CUDA the step graph is captured again after each leaves), as the engine runs them."""
+    graphs = device.type == "cuda"
     with torch.no_grad():
         faces = to_uint8(G(torch.randn(8, G.z_dim, device=device)))
-    alone = project(G, faces[3], steps, seed=3, schedule=REFINE_FAR)
-    batch = ProjectionBatch(G)
-    members = [Member(f, steps=steps, seed=i, schedule=REFINE_FAR) for i, f in enumerate(faces)]
+    lengths = [steps + 4 * (i - 3) for i in range(8)]
+    alone = project(G, faces[3], lengths[3], seed=3, schedule=REFINE_FAR, graphs=graphs)
+    batch = ProjectionBatch(G, graphs=graphs)
+    members = [Member(f, steps=lengths[i], seed=i, schedule=REFINE_FAR) for i, f in enumerate(faces)]
     for m in members:
         batch.add(m)
     got = {id(m): p for m, p in batch.run()}[id(members[3])]
-    return {"steps": steps, "ws_max_diff": float(np.abs(got.ws - alone.ws).max()),
+    return {"steps": lengths[3], "ws_max_diff": float(np.abs(got.ws - alone.ws).max()),
             "image_max_diff_levels": int(np.abs(got.image.astype(int) - alone.image).max()),
             "psnr_alone": round(alone.psnr, 2), "psnr_batched": round(got.psnr, 2)}
 
@@ -208,6 +213,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="small sizes and few repeats (the CPU check)")
     ap.add_argument("--out", type=Path, default=Path("gpu.json"))
+    ap.add_argument("--only", nargs="+", default=None, help="run only these sections")
     ap.add_argument("--fixtures", type=Path, default=Path(__file__).resolve().parents[2] / "shared/fixtures/stylegan2")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -219,6 +225,8 @@ def main() -> None:
     t_start = time.perf_counter()
 
     def section(name, fn):
+        if args.only and name not in args.only:
+            return
         t0 = time.perf_counter()
         try:
             result[name] = fn()
@@ -236,7 +244,7 @@ def main() -> None:
     section("projection_embedded", lambda: projection_steps(G, device, quick, "steps_ms"))
     section("encoder_refine_embedded", lambda: encoder_refine(bundle, device, 20 if quick else 300))
     section("bf16_quality_embedded", lambda: bf16_quality(G, device, 20 if quick else 200))
-    big = big_generator(device, quick)
+    big = big_generator(device, quick) if not args.only or any(k.endswith("1024") for k in args.only) else None
     section("generator_1024", lambda: generation(big, device, (1, 2) if quick else (1, 16), 2 if quick else 5))
     section("projection_1024", lambda: projection_steps(big, device, quick, "steps_ms"))
     section("bf16_quality_1024", lambda: bf16_quality(big, device, 5 if quick else 60))

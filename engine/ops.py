@@ -24,12 +24,14 @@ from engine.projector import Projection, w_stats
 from engine.protocol import BadArgument, Face, File, ModelMismatch, Request, Result, as_face
 from engine import team  # noqa: F401  (registers the handlers for photos of several people and look-alikes)
 from engine.handlers import HANDLERS, ProgressFn
+from engine.runtime import prepare_device
 from engine.render import DISPLAY, png_bytes, resize, to_uint8
 
 
 class Engine:
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
                  directions_path: str | Path | None = None, kept_noise_max_res: int = KEPT_NOISE_MAX_RES) -> None:
+        prepare_device(device)
         bundle = load_bundle(model_path, device, directions_path)
         self.device = device
         self.G, self.model_id, self.directions, self.encoder = bundle.G, bundle.model_id, bundle.directions, bundle.encoder
