@@ -75,19 +75,26 @@ def numbered(images: np.ndarray, first: int = 1) -> np.ndarray:
     return np.stack(out)
 
 
+def gif_frames(frames: list[np.ndarray], colors: int) -> list[Image.Image]:
+    """Palette frames sharing one palette, made once from a few frames spread over the
+    sequence: ~10× faster than an adaptive palette per frame, and no colour flicker."""
+    sample = frames[:: max(1, len(frames) // 6)][:6]
+    palette = Image.fromarray(np.concatenate(sample)).quantize(colors, method=Image.Quantize.MEDIANCUT)
+    return [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+
+
 def gif_bytes(frames: list[np.ndarray] | np.ndarray, fps: float = 12.0, loop: bool = True,
               max_bytes: int | None = None, min_size: int = 32) -> bytes:
     """A GIF of ``[H, W, 3]`` uint8 frames; when ``max_bytes`` is given, fewer colours,
     then every other frame, then half the size, until it fits."""
-    import imageio.v3 as iio
-
-    frames = list(frames)
+    frames = [np.ascontiguousarray(f, dtype=np.uint8) for f in frames]
     colors, step = 256, 1
     while True:
-        picked = frames[::step]
-        duration = 1000.0 / fps * step
-        data = iio.imwrite("<bytes>", np.stack(picked), extension=".gif", duration=duration,
-                           loop=0 if loop else 1, palettesize=colors)
+        picked = gif_frames(frames[::step], colors)
+        buf = io.BytesIO()
+        picked[0].save(buf, format="GIF", save_all=True, append_images=picked[1:], duration=round(1000.0 / fps * step),
+                       loop=0 if loop else 1, disposal=1)
+        data = buf.getvalue()
         if max_bytes is None or len(data) <= max_bytes:
             return data
         if colors > 64:
