@@ -16,6 +16,7 @@ from engine.protocol import JobFailed, Progress, Request, UserError, WorkerReady
 
 log = logging.getLogger("wspace.engine")
 UNREADABLE = "That request could not be read."
+ENGINE_NICENESS = 19  # a local engine runs at lower CPU priority than its bot (docs/benchmarks.md)
 
 
 def failure(request: Request, exc: Exception) -> JobFailed:
@@ -77,6 +78,9 @@ def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directio
 
     if parent_pid is not None:
         die_with_parent(parent_pid)
+        # The bot beside us must acknowledge every interaction within 3 s (and in well under
+        # 250 ms); a batching engine keeps every core busy, so it yields to the bot.
+        os.nice(ENGINE_NICENESS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the bot decides, then stops us
 
     prepare_process(threads)

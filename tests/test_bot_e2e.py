@@ -24,7 +24,8 @@ SHOWN: dict[int, np.ndarray] = {}  # the projected.png each member was shown
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(tmp_path_factory):
-    async with running_bot(tmp_path_factory.mktemp("bot"), member_rate=50, per_member_queued=3) as (sim, bot):
+    async with running_bot(tmp_path_factory.mktemp("bot"), engine={"batch": 2}, member_rate=50,
+                           per_member_queued=3) as (sim, bot):
         yield sim, bot
 
 
@@ -297,21 +298,25 @@ async def test_the_running_bot_keeps_a_fresh_heartbeat_for_health_checks(env, mo
 
 
 async def test_queue_positions_move_while_members_wait(env):
-    """Two members wait behind a projection; the second (behind another projection) sees
-    "position 3" become "position 2" while the one ahead of them runs."""
+    """Two projections fill the engine's two slots (this module's engine.batch = 2); of two
+    members waiting behind them, the second sees "position 3" become "position 2" when one
+    ahead of them finishes."""
     sim, _ = env
-    dan, erin, fay = 800000000000000011, 800000000000000012, 800000000000000013
+    dan, erin, fay, gus = 800000000000000011, 800000000000000012, 800000000000000013, 800000000000000014
     slow = await project(sim, dan, encode(grace_hopper(), "JPEG"), "d.jpg", "image/jpeg", steps=400)
     await sim.wait_for(lambda: any("step" in (m.content or "") for m in slow.messages), 60)
     first = await project(sim, erin, encode(grace_hopper(), "JPEG"), "e.jpg", "image/jpeg", steps=120)
-    await sim.wait_for(lambda: any("position" in (m.content or "") for m in first.messages), 30)
-    second = await sim.invoke(fay, "random", [option("seed", 12, 4)])
+    await sim.wait_for(lambda: any("step" in (m.content or "") for m in first.messages), 60)
+    waiting = await project(sim, fay, encode(grace_hopper(), "JPEG"), "f.jpg", "image/jpeg", steps=60)
+    await sim.wait_for(lambda: any("position 2" in (m.content or "") for m in waiting.messages), 30)
+    second = await sim.invoke(gus, "random", [option("seed", 12, 4)])
     await finished(sim, second, 180)
     contents = [m.content or "" for m in second.messages]
     import re
 
     shown = [int(m.group(1)) for c in contents if (m := re.search(r"position (\d+)", c))]
-    assert len(shown) >= 2 and shown == sorted(shown, reverse=True) and shown[-1] == 2, contents
+    assert len(shown) >= 2 and shown == sorted(shown, reverse=True) and shown[0] == 3 and shown[-1] == 2, contents
+    await finished(sim, waiting, 60)
     assert "seed12.png" in second.all_files()
     await finished(sim, first, 60)
     await finished(sim, slow, 120)

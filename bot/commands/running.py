@@ -125,9 +125,11 @@ class ProgressReporter:
         # the GIF): both shown at once, the steps between as paced.
         await self.msg.edit(f"{self.title}{p.message or f'{p.step}/{p.total}'}", files, force=p.step in (0, p.total))
 
-    async def follow_position(self, shown: int) -> None:
-        """Keep a waiting member's "position N" true as the line moves; stops once the job
-        is next or running, when progress takes over."""
+    async def follow_position(self, shown: int | None) -> None:
+        """Show a waiting member's "position N" and keep it true as the line moves; stops once
+        the job is next or running, when progress takes over. The first edit waits one
+        progress interval: in a burst, every member's acknowledgement goes before any
+        position (measured: docs/benchmarks.md), and a job that starts by then needs none."""
         while True:
             await asyncio.sleep(self.svc.settings.limits.progress_interval)
             position = self.engine.position(self.job_id)
@@ -228,9 +230,8 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
                 raise Refusal("The queue is full right now; try again in a minute.") from None
             slot.started = True
             position = engine.position(request.id)
-            if position and position > 1:
-                await msg.edit(f"{title}queued — position {position}.")
-                watcher = asyncio.create_task(reporter.follow_position(position))
+            if position and position > 1:  # shown from the first tick on: a burst's acks go first
+                watcher = asyncio.create_task(reporter.follow_position(None))
                 future.add_done_callback(lambda _: watcher.cancel())
             outcome = await asyncio.wait_for(future, svc.settings.engine.job_timeout_seconds + 60)
             slot.release()
