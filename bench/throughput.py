@@ -5,7 +5,7 @@ encoder's start) sent through the bot's local transport to a real engine process
 engines run the same jobs in the same run, one at a time: ``off`` works on one job at a
 time (``engine.batch = 1``), ``on`` on up to ``--batch`` jobs whose projections advance as
 one batch. For each N: members served per minute (N over the time until the last answer),
-p50/p95 time from submitting to the result, and the ratio on/off. Every member's kept
+p50/p95 time from submitting to the result, and the ratio on/off (which mode goes first alternates). Every member's kept
 face is compared between the two engines (largest difference of the W+ and noise values).
 
     python bench/throughput.py [--n 1 4 8 16] [--steps 300] [--batch 16] [--threads 2]
@@ -95,10 +95,10 @@ async def main_async(args) -> dict:
         warm = [ProjectRequest(image=sources[0][0], steps=2)]
         for e in engines.values():
             await burst(e, warm)
-        for n in args.n:
+        for k, n in enumerate(args.n):
             row = {"n": n}
             results = {}
-            for mode in ("off", "on"):
+            for mode in (("off", "on") if k % 2 == 0 else ("on", "off")):  # neither always goes first
                 jobs = [ProjectRequest(image=sources[i % len(sources)][0], face=sources[i % len(sources)][1],
                                        steps=args.steps) for i in range(n)]
                 wall, times, results[mode] = await burst(engines[mode], jobs)
