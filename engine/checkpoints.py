@@ -19,7 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from engine.networks import Generator, GeneratorConfig, fir_filter
+from engine.modconv import fir_filter
+from engine.networks import Generator, GeneratorConfig
 from engine.safe_pickle import PersistentRecord, UnsafePickle, load_snapshot
 
 MODELS_DIR = Path(__file__).parent / "models"
