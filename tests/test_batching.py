@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from bot.transport.local import LocalTransport
 from engine.protocol import JobFailed, Progress, ProjectRequest, RenderRequest, Result, wire
