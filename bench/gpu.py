@@ -117,6 +117,33 @@ def generation(G: Generator, device, batches, reps: int, paths=(None, False)) ->
     return out
 
 
+def compiled_generation(G: Generator, device, n: int, reps: int) -> dict:
+    """``torch.compile``'d synthesis at batch ``n`` (inductor fuses the elementwise work
+    around each convolution), TF32 and bf16, both paths; compile time reported."""
+    gflop = synthesis_gflop(G)
+    out = {}
+    ws = G.w_avg.expand(n, G.num_ws, -1).contiguous() + 0.1 * torch.randn(n, G.num_ws, G.w_dim, device=device)
+    for fused in (True, False):
+        fn = torch.compile(lambda w, fused=fused: G.synthesis(w, fused=fused))
+        for name, dtype in (("tf32", None), ("bf16", torch.bfloat16)):
+            key = f"{name}_{'fused' if fused else 'shared'}_b{n}"
+            try:
+                def draw():
+                    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                        fn(ws)
+
+                t0 = time.perf_counter()
+                with tf32(True):
+                    draw()
+                    sync(device)
+                    compile_s = time.perf_counter() - t0
+                    ms = median_ms(draw, device, reps) / n
+                out[key] = {"ms_per_image": round(ms, 4), "tflops": round(gflop / ms, 2), "compile_s": round(compile_s, 1)}
+            except Exception as exc:  # noqa: BLE001 (a variant that fails is a figure too)
+                out[key] = f"{type(exc).__name__}: {exc}"[:300]
+    return out
+
+
 def steps_ms(G, targets, device, steps: int, graphs: bool, tf: bool, dtype=None, fused=None) -> float:
     """Median ms of one batched projection step, ``len(targets)`` members."""
     batch = ProjectionBatch(G, loss_kind="pixel+ssim", graphs=graphs, autocast=dtype, fused=fused)
@@ -244,9 +271,11 @@ def main() -> None:
     section("projection_embedded", lambda: projection_steps(G, device, quick, "steps_ms"))
     section("encoder_refine_embedded", lambda: encoder_refine(bundle, device, 20 if quick else 300))
     section("bf16_quality_embedded", lambda: bf16_quality(G, device, 20 if quick else 200))
-    big = big_generator(device, quick) if not args.only or any(k.endswith("1024") for k in args.only) else None
+    big = big_generator(device, quick) if not args.only or any("1024" in k for k in args.only) else None
     section("generator_1024", lambda: generation(big, device, (1, 2) if quick else (1, 16), 2 if quick else 5))
     section("projection_1024", lambda: projection_steps(big, device, quick, "steps_ms"))
+    if device.type == "cuda":
+        section("generator_1024_compiled", lambda: compiled_generation(big, device, 16, 5))
     section("bf16_quality_1024", lambda: bf16_quality(big, device, 5 if quick else 60))
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     args.out.write_text(json.dumps(result, indent=1))
