@@ -40,7 +40,8 @@ from engine.batch import Member, ProjectionBatch  # noqa: E402
 from engine.bundle import load_bundle  # noqa: E402
 from engine.encoder import encode  # noqa: E402
 from engine.networks import Generator, GeneratorConfig, block_resolutions  # noqa: E402
-from engine.projector import REFINE_FAR, project  # noqa: E402
+from engine.batch import project  # noqa: E402
+from engine.projector import REFINE_FAR  # noqa: E402
 from engine.render import to_uint8  # noqa: E402
 
 TODAY = {"gen1024_fp32_b16_tflops": 24.6, "embedded_step_ms": 34.6}  # the H100 figures, PyTorch 2.11

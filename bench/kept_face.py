@@ -42,7 +42,8 @@ from engine.protocol import as_face  # noqa: E402
 from engine.kept import load_npz, save_npz  # noqa: E402
 from engine.labels import label_face  # noqa: E402
 from engine.ops import Engine  # noqa: E402
-from engine.projector import project, psnr, refine_schedule  # noqa: E402
+from engine.batch import project  # noqa: E402
+from engine.projector import psnr, refine_schedule  # noqa: E402
 from engine.render import to_uint8  # noqa: E402
 from engine.teacher import load_teacher  # noqa: E402
 

@@ -31,7 +31,8 @@ from engine.align import Framing, align_face, decode_image, likeness  # noqa: E4
 from engine.checkpoints import load_generator  # noqa: E402
 from engine.encoder import encode, load_encoder  # noqa: E402
 from engine.bundle import encoder_path_for  # noqa: E402
-from engine.projector import project, psnr  # noqa: E402
+from engine.batch import project  # noqa: E402
+from engine.projector import psnr  # noqa: E402
 from engine.render import montage, png_bytes, resize, to_uint8  # noqa: E402
 from tests.photos import astronaut, grace_hopper  # noqa: E402
 

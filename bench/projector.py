@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.align import Framing, align_face, likeness  # noqa: E402
 from engine.checkpoints import load_generator  # noqa: E402
-from engine.projector import project  # noqa: E402
+from engine.batch import project  # noqa: E402
 from engine.render import to_uint8  # noqa: E402
 from engine.teacher import load_teacher  # noqa: E402
 from tests.photos import astronaut, grace_hopper  # noqa: E402

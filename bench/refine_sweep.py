@@ -29,7 +29,8 @@ from bench.projector import target_sets  # noqa: E402
 from engine.checkpoints import load_generator  # noqa: E402
 from engine.encoder import encode, load_encoder  # noqa: E402
 from engine.bundle import encoder_path_for  # noqa: E402
-from engine.projector import REFINE_FAR, Schedule, project  # noqa: E402
+from engine.batch import project  # noqa: E402
+from engine.projector import REFINE_FAR, Schedule  # noqa: E402
 
 KEYS = {"lr": "initial_lr", "noise": "noise_factor", "rampdown": "rampdown", "noise_lr": "noise_lr_mul"}
 

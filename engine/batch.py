@@ -24,8 +24,9 @@ import torch
 
 from engine.kept import KEPT_NOISE_MAX_RES
 from engine.networks import Generator
-from engine.projector import (ADAM_BETAS, ROLUX, Projection, Schedule, latent_noise_scale, lr_schedule, make_loss,
-                              noise_regularizer, ProgressFn, psnr, refine_schedule, w_plus_regularizer, w_stats)
+from engine.projector import (ADAM_BETAS, DEFAULT_STEPS, ROLUX, ProgressFn, Projection, Schedule, latent_noise_scale,
+                              lr_schedule, make_loss, noise_regularizer, psnr, refine_schedule, w_plus_regularizer,
+                              w_stats)
 from engine.render import from_uint8, to_uint8
 
 ADAM_EPS = 1e-8
@@ -294,3 +295,27 @@ class ProjectionBatch:
         while self.members:
             out += self.step()
         return out
+
+
+def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, init_ws: np.ndarray | None = None,
+            loss_kind: str = "auto", progress: ProgressFn | None = None, every: int = 10,
+            seed: int = 0, schedule: Schedule | None = None,
+            kept_noise_max_res: int = KEPT_NOISE_MAX_RES, graphs: bool = False) -> Projection:
+    """Project an aligned face ``[H, W, 3]`` uint8 (the model's resolution) into W+.
+
+    Starts from ``init_ws`` (an encoder's guess) when given, else from ``w_avg``; the
+    schedule defaults to :func:`refine_schedule` of the guess's fit for the former and the
+    published :data:`ROLUX` one for the latter.
+
+    ``progress(step, steps, loss, preview)`` is called every ``every`` steps with the
+    current render (uint8) and once at the end. Noise maps finer than
+    ``kept_noise_max_res`` stay at the model's constant maps (a kept face does not hold them).
+    The noise maps start from the model's own constant maps (what "const" renders use), so
+    a face the model drew is reachable exactly. This is a batch of one
+    (:class:`ProjectionBatch`): alone or beside others, the same steps;
+    ``graphs`` replays the step as a CUDA graph on a CUDA device.
+    """
+    batch = ProjectionBatch(G, loss_kind, kept_noise_max_res, graphs=graphs)
+    batch.add(Member(target, steps, init_ws, schedule, seed, progress, every))
+    [(_, projection)] = batch.run()
+    return projection

@@ -9,6 +9,8 @@ Loss: LPIPS-VGG when its weights are present locally (the ``lpips`` package and 
 torchvision VGG16 checkpoint in the torch hub cache); otherwise an offline loss of
 multi-scale pixel terms plus a multi-scale SSIM term (see ``docs/benchmarks.md`` for
 the measurements that chose it). The loss used is reported in every result.
+
+The loop itself, :func:`engine.batch.project`, runs one member or several together.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.kept import KEPT_NOISE_MAX_RES
 from engine.networks import Generator
 
 # --- the schedule ------------------------------------------------------------------------
@@ -251,29 +252,3 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 ProgressFn = Callable[[int, int, float, np.ndarray | None], None]
-
-
-def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, init_ws: np.ndarray | None = None,
-            loss_kind: str = "auto", progress: ProgressFn | None = None, every: int = 10,
-            seed: int = 0, schedule: Schedule | None = None,
-            kept_noise_max_res: int = KEPT_NOISE_MAX_RES, graphs: bool = False) -> Projection:
-    """Project an aligned face ``[H, W, 3]`` uint8 (the model's resolution) into W+.
-
-    Starts from ``init_ws`` (an encoder's guess) when given, else from ``w_avg``; the
-    schedule defaults to :func:`refine_schedule` of the guess's fit for the former and the
-    published :data:`ROLUX` one for the latter.
-
-    ``progress(step, steps, loss, preview)`` is called every ``every`` steps with the
-    current render (uint8) and once at the end. Noise maps finer than
-    ``kept_noise_max_res`` stay at the model's constant maps (a kept face does not hold them).
-    The noise maps start from the model's own constant maps (what "const" renders use), so
-    a face the model drew is reachable exactly. This is a batch of one
-    (:class:`engine.batch.ProjectionBatch`): alone or beside others, the same steps;
-    ``graphs`` replays the step as a CUDA graph on a CUDA device.
-    """
-    from engine.batch import Member, ProjectionBatch
-
-    batch = ProjectionBatch(G, loss_kind, kept_noise_max_res, graphs=graphs)
-    batch.add(Member(target, steps, init_ws, schedule, seed, progress, every))
-    [(_, projection)] = batch.run()
-    return projection

@@ -28,11 +28,10 @@ import uuid
 from engine.protocol import JobFailed, Request, Result, wire
 from engine.protocol.redis_keys import (DEAD_MAXLEN, DONE_TTL, EVENTS_MAXLEN, GROUP, MAX_AGE, MAX_DELIVERIES,
                                         RESULT_TTL, STALE_RETRIES, is_reply_stream, keys)
-from engine.worker import run_job
+from engine.jobs import UNREADABLE, run_job
 
 log = logging.getLogger("wspace.engine")
 JOB_ID = re.compile(r"[0-9a-f]{12}")
-UNREADABLE = "That request could not be read."
 POISON = "That request stopped the face engine several times, so it was set aside; please try something else."
 
 

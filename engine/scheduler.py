@@ -23,6 +23,7 @@ import queue
 import traceback
 
 from engine.batch import Member
+from engine.jobs import failure, read_request
 from engine.protocol import Progress, Request
 
 log = logging.getLogger("wspace.engine")
@@ -44,8 +45,6 @@ class Scheduler:
 
     def take(self, job_id: str, data: bytes) -> None:
         """Start one job from its wire bytes: run it to its result, or to its first projection."""
-        from engine.worker import failure, read_request
-
         request = read_request(data, job_id, self.emit)
         if request is None:
             return
@@ -62,8 +61,6 @@ class Scheduler:
 
     def _advance(self, job: _Job, projection) -> None:
         """Send a finished projection to its job; the job asks for the next one or answers."""
-        from engine.worker import failure
-
         try:
             member = job.steps.send(projection) if projection is not None else next(job.steps)
             member.progress = _guarded(member.progress)
@@ -75,8 +72,6 @@ class Scheduler:
             self.emit(failure(job.request, exc))
 
     def _fail(self, member: Member, exc: BaseException) -> None:
-        from engine.worker import failure
-
         job = self.jobs.pop(id(member))
         job.steps.close()
         self.emit(failure(job.request, exc))

@@ -9,50 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import traceback
 import uuid
 
-from engine.protocol import JobFailed, Progress, Request, UserError, WorkerReady, wire
+from engine.jobs import run_wire_job
+from engine.protocol import JobFailed, WorkerReady, wire
 
 log = logging.getLogger("wspace.engine")
-UNREADABLE = "That request could not be read."
 ENGINE_NICENESS = 19  # a local engine runs at lower CPU priority than its bot (docs/benchmarks.md)
-
-
-def failure(request: Request, exc: Exception) -> JobFailed:
-    """A job's exception as its answer: a user's error in its own words, a bug as "internal"."""
-    if isinstance(exc, UserError):
-        log.info("job %s (%s) refused: %s %s", request.id, request.kind, exc, exc.details or "")
-        return JobFailed(request.id, exc.code, str(exc))
-    detail = "".join(traceback.format_exception(exc))  # a bug, or a hostile input we did not foresee: keep serving
-    log.error("job %s failed:\n%s", request.id, detail)
-    return JobFailed(request.id, "internal", f"{type(exc).__name__}", detail[-8000:])
-
-
-def run_job(engine, request: Request, emit) -> None:
-    """Run one request, emitting its events; any failure becomes a :class:`JobFailed`."""
-    try:
-        emit(Progress(request.id, 0, 0, "started"))
-        emit(engine.run(request, emit))
-    except Exception as exc:  # noqa: BLE001
-        emit(failure(request, exc))
-
-
-def read_request(data: bytes, job_id: str, emit) -> Request | None:
-    """The request in wire bytes; bytes that are no request fail as ``job_id`` (and give None)."""
-    try:
-        return wire.loads(data, expect=Request)
-    except wire.WireError as exc:
-        log.error("job %s refused at the wire: %s", job_id, exc)
-        emit(JobFailed(job_id, "bad_argument", UNREADABLE, str(exc)))
-        return None
-
-
-def run_wire_job(engine, data: bytes, emit, job_id: str = "?") -> None:
-    """Decode one request from wire bytes and run it."""
-    request = read_request(data, job_id, emit)
-    if request is not None:
-        run_job(engine, request, emit)
 
 
 def encoded(put):

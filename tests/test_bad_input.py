@@ -22,7 +22,7 @@ from engine.protocol import (AverageRequest, BlendRequest, EditRequest, GridRequ
                              as_face)
 from engine.networks import Generator, GeneratorConfig
 from engine.ops import Engine
-from engine.worker import run_job
+from engine.jobs import run_job
 from tests.photos import encode, grace_hopper
 
 rng = random.Random(7)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.batch import Member, ProjectionBatch
+from engine.batch import Member, ProjectionBatch, project
 from engine.bundle import load_bundle
 from engine.encoder import encode
-from engine.projector import REFINE_FAR, project
+from engine.projector import REFINE_FAR
 from engine.render import to_uint8
 
 

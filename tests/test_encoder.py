@@ -15,7 +15,7 @@ from engine.protocol import Progress, ProjectRequest, Result
 from engine.ops import Engine
 from engine.projector import psnr
 from engine.render import to_uint8
-from engine.worker import run_job
+from engine.jobs import run_job
 from tests.photos import encode as encode_photo, grace_hopper
 
 

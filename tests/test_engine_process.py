@@ -15,7 +15,7 @@ from bot.transport.local import LocalTransport
 from engine.ops import Engine
 from engine.protocol import (BlendRequest, EditRequest, JobFailed, MorphRequest, Progress, ProjectRequest, RandomRequest,
                              RenderRequest, Result, as_face, wire)
-from engine.worker import run_job, run_wire_job
+from engine.jobs import run_job, run_wire_job
 from tests.photos import encode, grace_hopper
 
 WS = as_face(np.zeros((2, 3)))  # a face of no model here

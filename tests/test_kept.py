@@ -11,7 +11,8 @@ import pytest
 from engine.protocol import BlendRequest, EditRequest, RenderRequest, as_face
 from engine.kept import KeptFaceError, load_npz, mix_noise, noise_size, pack_noise, save_npz, unpack_noise
 from engine.ops import Engine
-from engine.projector import project, psnr
+from engine.batch import project
+from engine.projector import psnr
 from engine.render import to_uint8
 
 RES = [4, 8, 8, 16, 16]

@@ -61,7 +61,8 @@ async def start_bot(tmp: Path, sim: DiscordSimulator) -> subprocess.Popen:
     cfg = tmp / "config.toml"
     cfg.write_text(
         f'[discord]\ntoken = "sim-token"\napi_base = "{sim.api_base}"\ngateway_url = "{sim.gateway_url}"\n'
-        f'[engine]\nthreads = 1\n' + (f'model = "{model}"\n' if model else "")
+        f'[engine]\nthreads = 1\nbatch = 1\n'  # one job at a time: a second job waits, as these tests need
+        + (f'model = "{model}"\n' if model else "")
         + '[limits]\nproject_steps = 2000\nmax_project_steps = 2000\nprogress_interval = 0.5\n'
         f'[storage]\ndatabase = "{tmp / "db.sqlite3"}"\n')
     env = {k: v for k, v in os.environ.items() if k not in ("WSPACE_CONFIG", "WSPACE_DEVICE")}

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from engine.checkpoints import load_generator
-from engine.projector import (INITIAL_LR, LR_RAMPUP, Schedule, latent_noise_scale, lr_schedule,
-                              noise_regularizer, project, psnr, ssim)
+from engine.batch import project
+from engine.projector import INITIAL_LR, LR_RAMPUP, Schedule, latent_noise_scale, lr_schedule, noise_regularizer, psnr, ssim
 from engine.render import to_uint8
 
 
