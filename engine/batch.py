@@ -33,7 +33,7 @@ ADAM_EPS = 1e-8
 GRAPH_WARMUP = 3  # eager steps before a CUDA graph is captured (each one a real step)
 
 
-@dataclass
+@dataclass(eq=False)  # a member is itself: compared by identity
 class Member:
     """One projection asked for: an aligned face ``[H, W, 3]`` uint8 at the model's size."""
 

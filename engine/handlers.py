@@ -97,6 +97,28 @@ def project_aligned(engine: Engine, job_id: str, target: np.ndarray, steps: int,
     return Projected(target, kept_img, as_face(proj.ws, engine.pack(proj.noise)), frames, score, figures)
 
 
+def together(steps: list[Generator]) -> Generator[list[Member], list[Projection], list]:
+    """Run several projecting generators (e.g. :func:`project_aligned`) side by side: each
+    round yields the list of projections they all ask for next — projected as one batch —
+    and sends each its own. Returns their results, in order. Use ``yield from``."""
+    asks, results = {}, [None] * len(steps)
+    for i, gen in enumerate(steps):
+        try:
+            asks[i] = next(gen)
+        except StopIteration as done:
+            results[i] = done.value
+    while asks:
+        order = list(asks)
+        answers = yield [asks[i] for i in order]
+        asks = {}
+        for i, answer in zip(order, answers):
+            try:
+                asks[i] = steps[i].send(answer)
+            except StopIteration as done:
+                results[i] = done.value
+    return results
+
+
 def faces_montage(images: list[np.ndarray]) -> bytes:
     tiles = numbered(np.stack([resize(im, TILE) for im in images]))
     return png_bytes(montage(tiles, cols=min(6, len(tiles))))

@@ -85,11 +85,15 @@ class Engine:
     def new_batch(self) -> ProjectionBatch:
         return ProjectionBatch(self.G, kept_noise_max_res=self.kept_noise_max_res, graphs=self.graphs)
 
-    def project_alone(self, member: Member) -> Projection:
+    def project_alone(self, ask: Member | list[Member]) -> Projection | list[Projection]:
+        """One job's projection, or its list of projections run as one batch (a /team photo)."""
+        members = ask if isinstance(ask, list) else [ask]
         batch = self.new_batch()
-        batch.add(member)
-        [(_, projection)] = batch.run()
-        return projection
+        for member in members:
+            batch.add(member)
+        done = {id(m): p for m, p in batch.run()}
+        projections = [done[id(m)] for m in members]
+        return projections if isinstance(ask, list) else projections[0]
 
     # --- drawing -----------------------------------------------------------------------------
 

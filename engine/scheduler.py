@@ -32,6 +32,9 @@ log = logging.getLogger("wspace.engine")
 class _Job:
     def __init__(self, request: Request, steps) -> None:
         self.request, self.steps = request, steps  # steps: the handler's generator
+        self.asked: list[Member] = []  # the projections it waits for (several: a /team photo's faces)
+        self.as_list = False
+        self.done: dict[int, object] = {}
 
 
 class Scheduler:
@@ -59,20 +62,33 @@ class Scheduler:
         else:
             self.emit(self.engine.finish(request, out))
 
-    def _advance(self, job: _Job, projection) -> None:
-        """Send a finished projection to its job; the job asks for the next one or answers."""
+    def _advance(self, job: _Job, answer) -> None:
+        """Send a job what it waited for; it asks for its next projection(s) or answers."""
         try:
-            member = job.steps.send(projection) if projection is not None else next(job.steps)
-            member.progress = _guarded(member.progress)
-            self.batch.add(member)
-            self.jobs[id(member)] = job
+            ask = job.steps.send(answer) if answer is not None else next(job.steps)
+            job.as_list, job.done = isinstance(ask, list), {}
+            job.asked = ask if job.as_list else [ask]
+            for member in job.asked:
+                member.progress = _guarded(member.progress)
+                self.batch.add(member)
+                self.jobs[id(member)] = job
         except StopIteration as done:
             self.emit(self.engine.finish(job.request, done.value))
         except Exception as exc:  # noqa: BLE001
-            self.emit(failure(job.request, exc))
+            self._fail(job, exc)
 
-    def _fail(self, member: Member, exc: BaseException) -> None:
+    def _finished(self, member: Member, projection) -> None:
         job = self.jobs.pop(id(member))
+        job.done[id(member)] = projection
+        if len(job.done) == len(job.asked):
+            answers = [job.done[id(m)] for m in job.asked]
+            self._advance(job, answers if job.as_list else answers[0])
+
+    def _fail(self, job: _Job, exc: BaseException) -> None:
+        """The job answers with its error; its other projections leave the batch."""
+        for member in job.asked:
+            if self.jobs.pop(id(member), None) is not None and any(m is member for m in self.batch.members):
+                self.batch.remove(member)
         job.steps.close()
         self.emit(failure(job.request, exc))
 
@@ -85,24 +101,29 @@ class Scheduler:
             finished = self.batch.step()
         except Exception as exc:  # noqa: BLE001 (a bug in a step: its members' jobs are told, we serve on)
             log.error("projection batch failed:\n%s", traceback.format_exc())
-            for member in list(self.batch.members):
-                self.batch.remove(member)
-                self._fail(member, exc)
+            for job in {id(j): j for j in self.jobs.values()}.values():
+                self._fail(job, exc)
             return
         for member, projection in finished:
+            if id(member) not in self.jobs:
+                continue  # its job already failed
             if member.progress.failure is not None:
-                self._fail(member, member.progress.failure)
+                self._fail(self.jobs[id(member)], member.progress.failure)
             else:
-                self._advance(self.jobs.pop(id(member)), projection)
+                self._finished(member, projection)
         for member in [m for m in self.batch.members if m.progress.failure is not None]:
-            self.batch.remove(member)
-            self._fail(member, member.progress.failure)
+            if id(member) in self.jobs:
+                self._fail(self.jobs[id(member)], member.progress.failure)
+
+    def running(self) -> int:
+        """Jobs waiting for projections now."""
+        return len({id(job) for job in self.jobs.values()})
 
     def serve(self, job_queue) -> None:
         """Until ``None`` arrives on the queue (then finish what was started)."""
         stopping = False
         while not stopping or len(self.batch):
-            while not stopping and len(self.jobs) < self.max_jobs:
+            while not stopping and self.running() < self.max_jobs:
                 try:
                     item = job_queue.get(block=not len(self.batch))
                 except queue.Empty:

@@ -9,7 +9,8 @@ import numpy as np
 
 from engine import edits
 from engine.align import align_all, align_face, decode_image
-from engine.handlers import MORPH_FPS, TILE, ProgressFn, faces_montage, faces_result, handles, project_aligned, skipped_text
+from engine.handlers import (MORPH_FPS, TILE, ProgressFn, faces_montage, faces_result, handles, project_aligned,
+                             skipped_text, together)
 from engine.lookalike import descriptors, distance_in_words, search_stranger
 from engine.protocol import (FacesRequest, File, LookalikeRequest, Progress, Result, StrangerRequest, TeamRequest,
                              as_face)
@@ -33,11 +34,13 @@ def team(engine: Engine, req: TeamRequest, progress: ProgressFn) -> Result:
     if len(aligned) > MAX_FACES:
         skipped = [f"{len(aligned) - MAX_FACES} faces beyond the {MAX_FACES} largest"] + skipped
         aligned = aligned[:MAX_FACES]
-    n, total = len(aligned), len(aligned) * req.steps
-    projected = []
-    for i, a in enumerate(aligned, 1):
-        projected.append((yield from project_aligned(engine, req.id, a.image, req.steps, True, progress,
-                                                     f"face {i}/{n}: ", (i - 1) * req.steps, total)))
+    n, total = len(aligned), req.steps
+    # Every face at once, as one batch: the first face's progress stands for all of them.
+    quiet = lambda event: None  # noqa: E731
+    projected = yield from together([
+        project_aligned(engine, req.id, a.image, req.steps, True, progress if i == 1 else quiet,
+                        f"{n} faces together, face 1 shown: " if n > 1 else "", 0, req.steps)
+        for i, a in enumerate(aligned, 1)])
     faces = tuple(p.face for p in projected)
     pairs = [montage(np.stack([resize(p.target, TILE), resize(p.kept_img, TILE)]), cols=2) for p in projected]
     files = [File("team_faces.png", faces_montage(pairs), "each face: the photo, aligned | its kept face")]

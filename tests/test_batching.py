@@ -121,3 +121,28 @@ def test_the_gpu_bench_runs_on_the_cpu(tmp_path):
     assert figures["alone_vs_batched"]["ws_max_diff"] == 0.0  # on the CPU a batch changes nobody's face
     assert figures["projection_embedded"]["steps_ms"]["eager_fp32_default_b8"] > 0
     assert figures["generator_1024"]["gflop_per_image"] > 0
+
+
+def test_a_team_photo_projects_its_faces_as_one_batch_beside_another_job(tiny_model):
+    """/team asks for all its faces at once: one batch, beside a member's /project, and the
+    faces are the ones the team gets when run alone."""
+    from engine.ops import Engine
+    from engine.protocol import TeamRequest
+    from tests.photos import group_photo
+
+    engine = Engine(tiny_model)
+    group = encode(group_photo()[0], "JPEG")
+    team, single = TeamRequest(image=group, steps=4, frames=8), ProjectRequest(image=photos()[0], steps=6)
+    alone = engine.run(team)
+    events: list = []
+    jobs = queue.Queue()
+    for job in (team, single):
+        jobs.put((job.id, wire.dumps(job)))
+    jobs.put(None)
+    scheduler = Scheduler(engine, events.append, max_jobs=4)
+    scheduler.serve(jobs)
+    answers = {e.job_id: e for e in events if isinstance(e, (Result, JobFailed))}
+    assert isinstance(answers[team.id], Result) and isinstance(answers[single.id], Result)
+    assert scheduler.most == len(alone.faces) + 1  # every face of the team and the member, one batch
+    for x, y in zip(alone.faces, answers[team.id].faces):
+        assert np.array_equal(x.ws, y.ws) and np.array_equal(x.noise, y.noise)
