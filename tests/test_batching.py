@@ -146,3 +146,36 @@ def test_a_team_photo_projects_its_faces_as_one_batch_beside_another_job(tiny_mo
     assert scheduler.most == len(alone.faces) + 1  # every face of the team and the member, one batch
     for x, y in zip(alone.faces, answers[team.id].faces):
         assert np.array_equal(x.ws, y.ws) and np.array_equal(x.noise, y.noise)
+
+
+def test_a_step_that_fails_tells_its_members_jobs_and_the_engine_serves_on(tiny_model, monkeypatch):
+    from engine.ops import Engine
+
+    engine = Engine(tiny_model)
+    a, b = photos()
+    first, second, later = (ProjectRequest(image=a, steps=6), ProjectRequest(image=b, steps=6),
+                            ProjectRequest(image=a, steps=3))
+    events: list = []
+    scheduler = Scheduler(engine, events.append, max_jobs=4)
+    real_step, calls = scheduler.batch.step, [0]
+
+    def step_once_broken():
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("a bug in a step")
+        return real_step()
+
+    monkeypatch.setattr(scheduler.batch, "step", step_once_broken)
+    jobs = queue.Queue()
+    for job in (first, second):
+        jobs.put((job.id, wire.dumps(job)))
+    scheduler.take(*jobs.get())
+    scheduler.take(*jobs.get())
+    while len(scheduler.batch):
+        scheduler.step()
+    scheduler.take(later.id, wire.dumps(later))
+    while len(scheduler.batch):
+        scheduler.step()
+    answers = {e.job_id: e for e in events if isinstance(e, (Result, JobFailed))}
+    assert answers[first.id].code == answers[second.id].code == "internal"
+    assert isinstance(answers[later.id], Result) and not scheduler.jobs
