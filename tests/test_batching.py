@@ -179,3 +179,13 @@ def test_a_step_that_fails_tells_its_members_jobs_and_the_engine_serves_on(tiny_
     answers = {e.job_id: e for e in events if isinstance(e, (Result, JobFailed))}
     assert answers[first.id].code == answers[second.id].code == "internal"
     assert isinstance(answers[later.id], Result) and not scheduler.jobs
+
+
+def test_the_gpu_bench_skips_what_does_not_fit_its_time(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench/gpu.py"), "--device", "cpu", "--quick", "--budget", "0",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert "parity" in figures["skipped_for_time"] and "projection_1024" in figures["skipped_for_time"]
+    assert "projection_embedded" not in figures
