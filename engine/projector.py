@@ -15,6 +15,7 @@ The loop itself, :func:`engine.batch.project`, runs one member or several togeth
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -236,11 +237,17 @@ def lpips_available() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=4)
+def lpips_network(device: str):
+    """LPIPS-VGG on ``device``, loaded once: a batch makes a new loss whenever a member joins."""
+    import lpips
+
+    return lpips.LPIPS(net="vgg", verbose=False).to(device).eval().requires_grad_(False)
+
+
 def make_loss(target: torch.Tensor, kind: str = "auto"):
     if kind in ("auto", "lpips") and lpips_available():
-        import lpips
-
-        return LPIPSLoss(target, lpips.LPIPS(net="vgg", verbose=False).to(target.device).eval().requires_grad_(False))
+        return LPIPSLoss(target, lpips_network(str(target.device)))
     if kind == "lpips":
         raise RuntimeError("LPIPS-VGG weights are not available on this machine")
     return OfflineLoss(target, ssim_weight=0.0 if kind == "pixel" else SSIM_WEIGHT)
