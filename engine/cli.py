@@ -277,7 +277,8 @@ def worker(redis: Annotated[str, typer.Option("--redis", help="Redis URL, e.g. r
            claim_idle: Annotated[float, typer.Option(min=1, help="take over a job a dead worker left after this many seconds")] = 30.0,
            inline_max: Annotated[int, typer.Option(min=1024, help="results larger than this many bytes go beside the stream")] = 256 * 1024,
            prefix: Annotated[str, typer.Option(help="key prefix shared with the bot's engine.redis_prefix")] = "wspace",
-           worker_id: Annotated[Optional[str], typer.Option("--id", help="worker name (default: host-pid)")] = None) -> None:
+           worker_id: Annotated[Optional[str], typer.Option("--id", help="worker name (default: host-pid)")] = None,
+           batch: Annotated[int, typer.Option(min=1, max=64, help="jobs at once, their projections as one batch")] = 1) -> None:
     """Run an engine worker that takes jobs from Redis (one per GPU; any number of hosts)."""
     from engine.checkpoints import CheckpointError
     from engine.redis_worker import serve_redis
@@ -289,7 +290,7 @@ def worker(redis: Annotated[str, typer.Option("--redis", help="Redis URL, e.g. r
         fail(problem)
     try:
         serve_redis(redis, secret.encode(), str(model) if model else None, device, str(directions) if directions else None,
-                    threads, worker_id, claim_idle, inline_max, prefix)
+                    threads, worker_id, claim_idle, inline_max, prefix, batch)
     except CheckpointError as exc:
         fail(str(exc))
 

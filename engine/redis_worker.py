@@ -37,7 +37,7 @@ POISON = "That request stopped the face engine several times, so it was set asid
 
 class RedisWorker:
     def __init__(self, url: str, engine, secret: bytes, worker_id: str | None = None, claim_idle: float = 30.0,
-                 inline_max: int = 256 * 1024, prefix: str = "wspace", heartbeat: float = 1.0) -> None:
+                 inline_max: int = 256 * 1024, prefix: str = "wspace", heartbeat: float = 1.0, batch: int = 1) -> None:
         if not secret:
             raise ValueError("a Redis worker needs the shared secret")
         import redis
@@ -55,7 +55,9 @@ class RedisWorker:
         self.k = keys(prefix)
         self.stream = self.k["jobs"].format(engine.model_id)
         self.heartbeat = heartbeat
-        self.current: bytes | None = None  # the stream entry being worked on
+        self.current: set[bytes] = set()  # the stream entries being worked on
+        self.batch = batch  # jobs at once, their projections as one batch (engine/scheduler.py)
+        self.scheduler = None
         self.done = 0
         self.dead = 0
         self.busy_seconds = 0.0
@@ -70,16 +72,16 @@ class RedisWorker:
                 "w_dim": G.w_dim, "directions": sorted(self.engine.directions), "device": self.engine.device,
                 "pid": os.getpid(), "host": socket.gethostname(), "jobs_done": self.done,
                 "busy_seconds": round(self.busy_seconds, 1), "up_seconds": round(time.time() - self.started, 1),
-                "busy": self.current is not None, "last_seen": time.time()}
+                "busy": bool(self.current), "last_seen": time.time()}
 
     def beat(self) -> None:
         ttl = max(3, int(self.heartbeat * 4))
         pipe = self.r.pipeline()
         pipe.set(self.k["worker"].format(self.id), json.dumps(self.describe()), ex=ttl)
         pipe.sadd(self.k["workers"], self.id)
-        current = self.current
-        if current is not None:  # still working on it: keep it from being reclaimed
-            pipe.xclaim(self.stream, GROUP, self.id, min_idle_time=0, message_ids=[current], justid=True)
+        current = list(self.current)
+        if current:  # still working on them: keep them from being reclaimed
+            pipe.xclaim(self.stream, GROUP, self.id, min_idle_time=0, message_ids=current, justid=True)
         pipe.execute()
 
     def _heartbeat_loop(self) -> None:
@@ -101,8 +103,9 @@ class RedisWorker:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def take(self):
-        """A job entry: first one a dead worker left behind, else a new one (blocks ≤ 1 s)."""
+    def take(self, block: int | None = 1000):
+        """A job entry: first one a dead worker left behind, else a new one (waits up to
+        ``block`` ms; ``None``: not at all)."""
         claimed = self.r.xautoclaim(self.stream, GROUP, self.id, min_idle_time=int(self.claim_idle * 1000),
                                     start_id="0-0", count=1)
         for entry_id, fields in claimed[1]:
@@ -111,7 +114,7 @@ class RedisWorker:
                 deliveries = pending[0]["times_delivered"] if pending else MAX_DELIVERIES + 1
                 log.warning("worker %s reclaimed job entry %s (delivery %d)", self.id, entry_id, deliveries)
                 return entry_id, fields, deliveries
-        got = self.r.xreadgroup(GROUP, self.id, {self.stream: ">"}, count=1, block=1000)
+        got = self.r.xreadgroup(GROUP, self.id, {self.stream: ">"}, count=1, block=block)
         if got and got[0][1]:
             entry_id, fields = got[0][1][0]
             return entry_id, fields, 1
@@ -161,31 +164,80 @@ class RedisWorker:
         if JOB_ID.fullmatch(job_id) and is_reply_stream(self.k, reply):
             self.emit(reply, JobFailed(job_id, "bad_argument", sentence, reason))
 
-    def handle(self, entry_id, fields: dict, deliveries: int = 1) -> None:
+    def admit(self, entry_id, fields: dict, deliveries: int = 1):
+        """``(reply stream, request, done key)`` of an entry that is to run now; None when it
+        was set aside (poison, unreadable) or already answered."""
         if deliveries > MAX_DELIVERIES:
             self.bury(entry_id, fields, f"delivered {deliveries} times", POISON)
-            return
+            return None
         try:
             job_id, reply, request = self.read(fields)
         except wire.WireError as exc:
             self.bury(entry_id, fields, str(exc), UNREADABLE)
-            return
+            return None
         done_key = self.k["done"].format(job_id)
         if self.r.exists(done_key):  # redelivered after it finished: answer once only
             self.r.xack(self.stream, GROUP, entry_id)
             self.r.xdel(self.stream, entry_id)
+            return None
+        return reply, request, done_key
+
+    def settle(self, entry_id, done_key: str) -> None:
+        """The entry's job has answered: never run it again."""
+        self.r.set(done_key, self.id, ex=DONE_TTL)
+        self.r.xack(self.stream, GROUP, entry_id)
+        self.r.xdel(self.stream, entry_id)
+        self.done += 1
+
+    def handle(self, entry_id, fields: dict, deliveries: int = 1) -> None:
+        admitted = self.admit(entry_id, fields, deliveries)
+        if admitted is None:
             return
-        self.current = entry_id
+        reply, request, done_key = admitted
+        self.current.add(entry_id)
         t0 = time.monotonic()
         try:
             run_job(self.engine, request, lambda event: self.emit(reply, event))
-            self.r.set(done_key, self.id, ex=DONE_TTL)
-            self.r.xack(self.stream, GROUP, entry_id)
-            self.r.xdel(self.stream, entry_id)
-            self.done += 1
+            self.settle(entry_id, done_key)
         finally:
-            self.current = None
+            self.current.discard(entry_id)
             self.busy_seconds += time.monotonic() - t0
+
+    def begin(self, entry_id, fields: dict, deliveries: int = 1) -> None:
+        """Start an entry's job in the batch; it is settled when it answers."""
+        admitted = self.admit(entry_id, fields, deliveries)
+        if admitted is None:
+            return
+        reply, request, done_key = admitted
+        self.current.add(entry_id)
+
+        def answered() -> None:
+            self.current.discard(entry_id)
+            self.settle(entry_id, done_key)
+
+        self.scheduler.start(request, lambda event: self.emit(reply, event), answered)
+
+    def pump(self) -> None:
+        """Batching: take the entries that are waiting (up to ``batch`` jobs), then one step."""
+        from engine.scheduler import Scheduler
+
+        if self.scheduler is None:
+            self.scheduler = Scheduler(self.engine, None, self.batch)
+        while self.scheduler.running() < self.batch:
+            entry = self.take(block=None if len(self.scheduler.batch) else 1000)
+            if entry is None:
+                break
+            self.begin(*entry)
+        if len(self.scheduler.batch):
+            t0 = time.monotonic()
+            self.scheduler.step()
+            self.busy_seconds += time.monotonic() - t0
+
+    def drop_batch(self) -> None:
+        """Redis failed mid-batch: forget the jobs in hand (their entries stay pending and are
+        taken again, here or by another worker, once they have been idle for claim_idle)."""
+        self.scheduler = None
+        self.current.clear()
 
     def serve(self) -> None:
         import redis
@@ -198,7 +250,11 @@ class RedisWorker:
                 if not grouped:
                     self.ensure_group()
                     grouped = True
-                entry = self.take()
+                if self.batch > 1:
+                    self.pump()
+                    entry = None
+                else:
+                    entry = self.take()
                 if down:
                     log.warning("worker %s: Redis is back", self.id)
                     down = False
@@ -206,6 +262,7 @@ class RedisWorker:
                     self.handle(*entry)
             except redis.ResponseError as exc:
                 grouped = False  # NOGROUP: Redis restarted without its data; make the group again
+                self.drop_batch()
                 if "NOGROUP" not in str(exc):
                     log.error("worker %s: Redis refused: %s", self.id, exc)
                     time.sleep(0.5)
@@ -213,6 +270,7 @@ class RedisWorker:
                 if not down:
                     log.error("worker %s: Redis unreachable (%s); retrying", self.id, exc)
                 down, grouped = True, False
+                self.drop_batch()
                 time.sleep(0.5)
 
     def stop(self) -> None:
@@ -230,7 +288,7 @@ def _text(value) -> str:
 
 def serve_redis(url: str, secret: bytes, model=None, device: str = "cpu", directions=None, threads: int | None = None,
                 worker_id: str | None = None, claim_idle: float = 30.0, inline_max: int = 256 * 1024,
-                prefix: str = "wspace") -> None:
+                prefix: str = "wspace", batch: int = 1) -> None:
     """Process entry point of ``wspace worker``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     from engine.runtime import prepare_process
@@ -238,7 +296,8 @@ def serve_redis(url: str, secret: bytes, model=None, device: str = "cpu", direct
     prepare_process(threads)
     from engine.ops import Engine
 
-    worker = RedisWorker(url, Engine(model, device, directions), secret, worker_id, claim_idle, inline_max, prefix)
+    worker = RedisWorker(url, Engine(model, device, directions), secret, worker_id, claim_idle, inline_max, prefix,
+                         batch=batch)
     try:
         worker.serve()
     except KeyboardInterrupt:

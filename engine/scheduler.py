@@ -30,8 +30,9 @@ log = logging.getLogger("wspace.engine")
 
 
 class _Job:
-    def __init__(self, request: Request, steps) -> None:
+    def __init__(self, request: Request, steps, emit, on_answer) -> None:
         self.request, self.steps = request, steps  # steps: the handler's generator
+        self.emit, self.on_answer = emit, on_answer  # where its events go; called once it has answered
         self.asked: list[Member] = []  # the projections it waits for (several: a /team photo's faces)
         self.as_list = False
         self.done: dict[int, object] = {}
@@ -47,20 +48,31 @@ class Scheduler:
     # --- jobs ----------------------------------------------------------------------------------
 
     def take(self, job_id: str, data: bytes) -> None:
-        """Start one job from its wire bytes: run it to its result, or to its first projection."""
+        """Start one job from its wire bytes (the local engine's queue)."""
         request = read_request(data, job_id, self.emit)
-        if request is None:
-            return
+        if request is not None:
+            self.start(request, self.emit)
+
+    def start(self, request: Request, emit, on_answer=None) -> None:
+        """Start one job: run it to its result, or to its first projection. Its events go to
+        ``emit``; ``on_answer()`` is called once its result or failure has been emitted."""
+        job = _Job(request, None, emit, on_answer)
         try:
-            self.emit(Progress(request.id, 0, 0, "started"))
-            out = self.engine.start(request, self.emit)
+            emit(Progress(request.id, 0, 0, "started"))
+            out = self.engine.start(request, emit)
         except Exception as exc:  # noqa: BLE001 (its answer, not our crash)
-            self.emit(failure(request, exc))
+            self._answer(job, failure(request, exc))
             return
         if inspect.isgenerator(out):
-            self._advance(_Job(request, out), None)
+            job.steps = out
+            self._advance(job, None)
         else:
-            self.emit(self.engine.finish(request, out))
+            self._answer(job, self.engine.finish(request, out))
+
+    def _answer(self, job: _Job, event) -> None:
+        job.emit(event)
+        if job.on_answer is not None:
+            job.on_answer()
 
     def _advance(self, job: _Job, answer) -> None:
         """Send a job what it waited for; it asks for its next projection(s) or answers."""
@@ -73,7 +85,7 @@ class Scheduler:
                 self.batch.add(member)
                 self.jobs[id(member)] = job
         except StopIteration as done:
-            self.emit(self.engine.finish(job.request, done.value))
+            self._answer(job, self.engine.finish(job.request, done.value))
         except Exception as exc:  # noqa: BLE001
             self._fail(job, exc)
 
@@ -90,7 +102,7 @@ class Scheduler:
             if self.jobs.pop(id(member), None) is not None and any(m is member for m in self.batch.members):
                 self.batch.remove(member)
         job.steps.close()
-        self.emit(failure(job.request, exc))
+        self._answer(job, failure(job.request, exc))
 
     # --- the loop ------------------------------------------------------------------------------
 

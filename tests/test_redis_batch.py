@@ -1,0 +1,67 @@
+"""A Redis worker that batches (``wspace worker --batch N``): members' projections sent over
+Redis advance together, each member gets the face they would have got alone, and a bad job
+among them fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from engine.protocol import JobFailed, ProjectRequest, RandomRequest, Result
+from tests.photos import astronaut, encode, grace_hopper
+from tests.redis_helpers import SECRET, start_worker
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server is not installed (.ci/run installs Debian's redis-server)")
+
+
+def test_a_batching_worker_gives_each_member_their_solo_face(redis_server):
+    from bot.transport.redis_streams import RedisTransport
+    from engine.ops import Engine
+
+    photos = [encode(astronaut(), "JPEG"), encode(grace_hopper(), "JPEG")]
+    asks = [dict(image=photos[0], steps=10), dict(image=photos[1], steps=7), dict(image=photos[0], steps=5)]
+    import torch
+
+    engine, threads = Engine(), torch.get_num_threads()
+    torch.set_num_threads(1)  # as the worker runs (tests/redis_helpers.py): the arithmetic depends on it
+    try:
+        alone = [engine.run(ProjectRequest(**k)) for k in asks]
+    finally:
+        torch.set_num_threads(threads)
+    no_face = ProjectRequest(image=encode(np.full((200, 200, 3), 128, np.uint8), "PNG"), steps=5)
+    worker = start_worker(redis_server.url, "batcher", "--batch", "4")
+
+    async def main():
+        client = RedisTransport(redis_server.url, SECRET.encode(), queue_size=64, poll_seconds=0.2)
+        await client.start(wait=False)
+        try:
+            deadline = time.monotonic() + 120
+            while not client.workers and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            jobs = [ProjectRequest(**k) for k in asks] + [no_face, RandomRequest(seed=4)]
+            heard = {j.id: [] for j in jobs}
+            outcomes = await asyncio.wait_for(asyncio.gather(*[
+                client.submit(j, lambda p: heard[p.job_id].append(time.monotonic())) for j in jobs]), 300)
+            by = {client.answered_by.get(j.id) for j in jobs}
+        finally:
+            await client.close()
+        return jobs, outcomes, heard, by
+
+    try:
+        jobs, outcomes, heard, by = asyncio.run(main())
+    finally:
+        worker.kill()
+        worker.wait()
+    for solo, got in zip(alone, outcomes[:3]):
+        assert isinstance(got, Result), got
+        assert np.array_equal(solo.faces[0].ws, got.faces[0].ws) and np.array_equal(solo.faces[0].noise, got.faces[0].noise)
+    assert isinstance(outcomes[3], JobFailed) and outcomes[3].code == "no_face"
+    assert isinstance(outcomes[4], Result)
+    projections = [heard[j.id] for j in jobs[:3]]
+    assert max(h[0] for h in projections) < min(h[-1] for h in projections), "the projections did not overlap"
+    assert by == {"batcher"}
