@@ -65,3 +65,41 @@ def test_a_batching_worker_gives_each_member_their_solo_face(redis_server):
     projections = [heard[j.id] for j in jobs[:3]]
     assert max(h[0] for h in projections) < min(h[-1] for h in projections), "the projections did not overlap"
     assert by == {"batcher"}
+
+
+def test_a_batching_worker_survives_redis_restarting_mid_batch(redis_server):
+    from bot.transport.redis_streams import RedisTransport
+
+    worker = start_worker(redis_server.url, "batcher2", "--batch", "4", "--claim-idle", "3")
+    photo = encode(grace_hopper(), "JPEG")
+
+    async def main():
+        client = RedisTransport(redis_server.url, SECRET.encode(), queue_size=64, poll_seconds=0.2)
+        await client.start(wait=False)
+        try:
+            deadline = time.monotonic() + 120
+            while not client.workers and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            started = asyncio.Event()
+            futures = [client.submit(ProjectRequest(image=photo, steps=400), lambda p: p.step > 0 and started.set())
+                       for _ in range(3)]
+            await asyncio.wait_for(started.wait(), 60)  # the batch is stepping
+            redis_server.kill()
+            redis_server.start()  # the same port, none of its data
+            outcomes = await asyncio.wait_for(asyncio.gather(*futures), 120)
+            deadline = time.monotonic() + 60
+            while not client.workers and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            again = await asyncio.wait_for(client.submit(ProjectRequest(image=photo, steps=5)), 120)
+        finally:
+            await client.close()
+        return outcomes, again
+
+    try:
+        outcomes, again = asyncio.run(main())
+    finally:
+        worker.kill()
+        worker.wait()
+    assert all(isinstance(o, (Result, JobFailed)) for o in outcomes), "every member got an answer"
+    assert all("interrupted" in o.message for o in outcomes if isinstance(o, JobFailed)), outcomes
+    assert isinstance(again, Result), "the worker came back on its own and batches again"
