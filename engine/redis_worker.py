@@ -190,21 +190,8 @@ class RedisWorker:
         self.done += 1
 
     def handle(self, entry_id, fields: dict, deliveries: int = 1) -> None:
-        admitted = self.admit(entry_id, fields, deliveries)
-        if admitted is None:
-            return
-        reply, request, done_key = admitted
-        self.current.add(entry_id)
-        t0 = time.monotonic()
-        try:
-            run_job(self.engine, request, lambda event: self.emit(reply, event))
-            self.settle(entry_id, done_key)
-        finally:
-            self.current.discard(entry_id)
-            self.busy_seconds += time.monotonic() - t0
-
-    def begin(self, entry_id, fields: dict, deliveries: int = 1) -> None:
-        """Start an entry's job in the batch; it is settled when it answers."""
+        """Run an entry's job: here and now, or, when batching, started in the batch and
+        settled when it answers."""
         admitted = self.admit(entry_id, fields, deliveries)
         if admitted is None:
             return
@@ -215,7 +202,16 @@ class RedisWorker:
             self.current.discard(entry_id)
             self.settle(entry_id, done_key)
 
-        self.scheduler.start(request, lambda event: self.emit(reply, event), answered)
+        if self.scheduler is not None:
+            self.scheduler.start(request, lambda event: self.emit(reply, event), answered)
+            return
+        t0 = time.monotonic()
+        try:
+            run_job(self.engine, request, lambda event: self.emit(reply, event))
+            answered()
+        finally:
+            self.current.discard(entry_id)
+            self.busy_seconds += time.monotonic() - t0
 
     def pump(self) -> None:
         """Batching: take the entries that are waiting (up to ``batch`` jobs), then one step."""
@@ -227,7 +223,7 @@ class RedisWorker:
             entry = self.take(block=None if len(self.scheduler.batch) else 1000)
             if entry is None:
                 break
-            self.begin(*entry)
+            self.handle(*entry)
         if len(self.scheduler.batch):
             t0 = time.monotonic()
             self.scheduler.step()

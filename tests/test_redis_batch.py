@@ -15,12 +15,23 @@ from engine.protocol import JobFailed, ProjectRequest, RandomRequest, Result
 from tests.photos import astronaut, encode, grace_hopper
 from tests.redis_helpers import SECRET, start_worker
 
+async def connected(url: str):
+    """The bot's Redis transport, once a worker has announced itself."""
+    from bot.transport.redis_streams import RedisTransport
+
+    client = RedisTransport(url, SECRET.encode(), queue_size=64, poll_seconds=0.2)
+    await client.start(wait=False)
+    deadline = time.monotonic() + 120
+    while not client.workers and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return client
+
+
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (.ci/run installs Debian's redis-server)")
 
 
 def test_a_batching_worker_gives_each_member_their_solo_face(redis_server):
-    from bot.transport.redis_streams import RedisTransport
     from engine.ops import Engine
 
     photos = [encode(astronaut(), "JPEG"), encode(grace_hopper(), "JPEG")]
@@ -37,12 +48,8 @@ def test_a_batching_worker_gives_each_member_their_solo_face(redis_server):
     worker = start_worker(redis_server.url, "batcher", "--batch", "4")
 
     async def main():
-        client = RedisTransport(redis_server.url, SECRET.encode(), queue_size=64, poll_seconds=0.2)
-        await client.start(wait=False)
+        client = await connected(redis_server.url)
         try:
-            deadline = time.monotonic() + 120
-            while not client.workers and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
             jobs = [ProjectRequest(**k) for k in asks] + [no_face, RandomRequest(seed=4)]
             heard = {j.id: [] for j in jobs}
             outcomes = await asyncio.wait_for(asyncio.gather(*[
@@ -68,18 +75,12 @@ def test_a_batching_worker_gives_each_member_their_solo_face(redis_server):
 
 
 def test_a_batching_worker_survives_redis_restarting_mid_batch(redis_server):
-    from bot.transport.redis_streams import RedisTransport
-
     worker = start_worker(redis_server.url, "batcher2", "--batch", "4", "--claim-idle", "3")
     photo = encode(grace_hopper(), "JPEG")
 
     async def main():
-        client = RedisTransport(redis_server.url, SECRET.encode(), queue_size=64, poll_seconds=0.2)
-        await client.start(wait=False)
+        client = await connected(redis_server.url)
         try:
-            deadline = time.monotonic() + 120
-            while not client.workers and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
             started = asyncio.Event()
             futures = [client.submit(ProjectRequest(image=photo, steps=400), lambda p: p.step > 0 and started.set())
                        for _ in range(3)]
