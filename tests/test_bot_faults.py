@@ -27,8 +27,11 @@ async def env(tmp_path_factory):
 
 
 def private(inter) -> bool:
-    """Only the member saw the answer: the public "thinking…" removed, an ephemeral follow-up."""
+    """Only the member saw the answer: an ephemeral reply as the acknowledgement itself, or
+    (refused after deferring) the public "thinking…" removed and an ephemeral follow-up."""
     last = inter.messages[-1]
+    if inter.callback_type == 4:  # answered at once
+        return len(inter.messages) == 1 and bool((last.payload.get("data") or {}).get("flags", 0) & 64)
     return inter.original_deleted and last.kind == "followup" and bool(last.payload.get("flags", 0) & 64)
 
 

@@ -30,6 +30,7 @@ from engine.protocol.requests import MAX_ATTACHMENT_BYTES
 log = logging.getLogger("wspace.bot")
 
 READY_TIMEOUT = 120.0
+QUEUE_FULL = "The queue is full right now; try again in a minute."
 
 
 class JobMessage:
@@ -83,12 +84,19 @@ class Slot:
         self.svc, self.key, self.kind = svc, (guild_id, user_id), kind
         self.held = self.started = False
 
+    def check(self) -> None:
+        """Raise the :class:`Refusal` (or ``RateLimited``) taking the slot would meet now;
+        takes nothing."""
+        waiting = self.svc.queued[self.key]
+        if waiting >= self.svc.settings.limits.per_member_queued:
+            raise Refusal(f"You already have {'a job' if waiting == 1 else f'{waiting} jobs'} waiting; let it finish first.")
+        self.svc.limits.check(*self.key, self.kind)
+        if self.svc.engine.full():
+            raise Refusal(QUEUE_FULL)
+
     async def __aenter__(self) -> Slot:
         svc, key = self.svc, self.key
-        waiting = svc.queued[key]
-        if waiting >= svc.settings.limits.per_member_queued:
-            raise Refusal(f"You already have {'a job' if waiting == 1 else f'{waiting} jobs'} waiting; let it finish first.")
-        svc.limits.check(*key, self.kind)
+        self.check()
         svc.limits.charge(*key, self.kind)
         svc.queued[key] += 1
         self.held = True
@@ -206,12 +214,17 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
     "pending" for /adopt; ``show=False`` (or a predicate of the result that is false) leaves the
     message to the command (it goes on);
     ``after(result, forgot)`` stores what else the command keeps and returns a sentence to add."""
-    await defer(interaction)
     msg = JobMessage(interaction, svc.settings.limits.progress_interval)
     guild_id, user_id = interaction.guild_id or 0, interaction.user.id
     recorded = None  # the id of a job row this command must still close
+    slot = Slot(svc, guild_id, user_id, request.kind)
     try:
-        async with Slot(svc, guild_id, user_id, request.kind) as slot:
+        # A command refused by a cap, a rate limit or a full queue is answered before anything is
+        # shown: its one private message is the acknowledgement (a burst's refusals cost Discord
+        # one request each, not three). Taking the slot checks again after the await.
+        slot.check()
+        await defer(interaction)
+        async with slot:
             engine = svc.engine  # the job stays with this engine, even if a reload switches engines meanwhile
             if engine.info is None:
                 await engine.wait_ready(READY_TIMEOUT)
@@ -227,7 +240,7 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
             except QueueFull:
                 await svc.storage.job_finished(request.id, "queue_full")
                 recorded = None
-                raise Refusal("The queue is full right now; try again in a minute.") from None
+                raise Refusal(QUEUE_FULL) from None
             slot.started = True
             position = engine.position(request.id)
             if position and position > 1:  # shown from the first tick on: a burst's acks go first

@@ -65,8 +65,12 @@ class Transport(ABC):
             raise EngineUnavailable("the engine did not start in time") from None
         return self.info
 
+    def full(self) -> bool:
+        """No room for another job now (``submit`` would raise :class:`QueueFull`)."""
+        return len(self.pending) >= self.queue_size
+
     def _book(self, job: Request, on_progress: ProgressCallback | None) -> asyncio.Future:
-        if len(self.pending) >= self.queue_size:
+        if self.full():
             raise QueueFull()
         fut = asyncio.get_running_loop().create_future()
         self.pending[job.id] = _Pending(job, fut, on_progress)
