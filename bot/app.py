@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from bot.commands import admin, blend, edit, morph, privacy, project, team
 from bot.commands.common import Refusal, Reply, Services, answer, refuse, reply_now
 from bot.commands.views import EditButton
 from bot.config import Settings, engines_path, heartbeat_path
+from bot.http_pool import AcksFirstConnector
 from bot.transport import Transport, make_transport
 from bot.transport.pidfile import EngineRegistry
 from bot.limits import Limits
@@ -83,9 +85,10 @@ class WspaceBot(discord.Client):
         # discord.py's default pool is unbounded (TCPConnector(limit=0)): a burst of 500
         # interactions opened ~500 connections at once, each a TCP (on Discord, TLS)
         # handshake before its acknowledgement could go out. A bounded pool keeps a few
-        # open and reuses them (bench/bot_load.py, docs/reliability.md).
+        # open and reuses them (bench/bot_load.py, docs/reliability.md), and gives free
+        # connections to acknowledgements first (bot/http_pool.py).
         if self.http.connector is discord.utils.MISSING:
-            self.http.connector = aiohttp.TCPConnector(limit=self.settings.discord.http_connections)
+            self.http.connector = AcksFirstConnector(limit=self.settings.discord.http_connections)
         await super().login(token)
 
     async def setup_hook(self) -> None:
@@ -106,6 +109,11 @@ class WspaceBot(discord.Client):
             synced = await self.tree.sync()
             log.info("synced %d application commands", len(synced))
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+        # What startup built (modules, commands, settings) lives as long as the process. A full
+        # collection walked all of it and stopped the event loop for ~170 ms in the middle of a
+        # burst (bench/bot_load.py, the ack split); frozen, later collections skip it.
+        gc.collect()
+        gc.freeze()
 
     async def tell_interrupted(self, jobs: list[Interrupted]) -> None:
         """After a crash or kill: each member whose job was cut off gets one sentence, in the
