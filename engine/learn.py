@@ -67,5 +67,55 @@ def learn_directions(G: Generator, samples: int = 10_000, keep: float = 0.02, se
         scale = AMOUNT_SPAN * float(np.std(spread @ vec))
         out.append(Direction(f"sefa{k}", np.repeat(vec[None], G.num_ws, axis=0), G.model_id, "all",
                              {"method": "sefa", "eigenvalue": round(eigval, 3), "scale": round(scale, 4)}))
+    report["unsupervised_scales"] = match_unsupervised_scales(G, out, seed=seed)
     report["seconds"] = round(time.time() - t0, 1)
     return out, report
+
+
+# --- how far one unit of an unsupervised factor goes ------------------------------------------
+
+CALIBRATION_FACES = 48
+
+
+def image_change(G: Generator, w: torch.Tensor, d: Direction, scale: float) -> float:
+    """Mean absolute change of the model's faces (uint8 levels) when ``w`` ``[N, w_dim]``
+    moves ±``scale`` along ``d`` on its layers."""
+    from engine.edits import apply_direction
+
+    base = w[:, None].expand(-1, G.num_ws, -1).numpy()
+    moved = np.stack([apply_direction(ws, d.vector, a * scale, d.layers) for a in (-1.0, 1.0) for ws in base])
+    with torch.no_grad():
+        ref = to_uint8(G.synthesis(torch.from_numpy(np.ascontiguousarray(base)))).astype(np.float32)
+        out = to_uint8(G.synthesis(torch.from_numpy(moved))).astype(np.float32)
+    return float(np.abs(out - np.concatenate([ref, ref])).mean())
+
+
+def match_unsupervised_scales(G: Generator, directions: list[Direction], faces: int = CALIBRATION_FACES,
+                              seed: int = 7) -> dict:
+    """Give every unsupervised factor (SeFa) the unit the named directions have.
+
+    A named direction's unit is 1.5 σ of W along its normal, which suits a boundary fitted
+    to labels; the same rule made a SeFa factor's unit 3–6× stronger in the image (its
+    axis is one of the model's main ones), and at ±2 dlib found no face in 40–50 % of
+    kept faces (docs/benchmarks.md). So a factor's unit is set to change the model's faces
+    by as much as the named directions' units do (their median mean change, in levels),
+    found by two secant steps from its spread unit. Changes ``meta["scale"]`` in place;
+    returns the figures.
+    """
+    named = [d for d in directions if d.meta.get("method", "").startswith("interfacegan")]
+    factors = [d for d in directions if d.meta.get("method") == "sefa"]
+    if not named or not factors:
+        return {}
+    z = torch.randn(faces, G.z_dim, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        w = G.mapping(z)[:, 0].cpu()
+    target = float(np.median([image_change(G, w, d, float(d.meta["scale"])) for d in named]))
+    report = {"target_levels_per_unit": round(target, 3)}
+    for d in factors:
+        scale = float(d.meta["scale"])
+        for _ in range(2):  # the change grows a little faster than linearly: correct twice
+            scale *= target / max(image_change(G, w, d, scale), 1e-6)
+        d.meta["scale"] = round(scale, 4)
+        d.meta["scale_rule"] = f"one unit changes the model's faces by {target:.2f} levels, as the named directions do"
+        report[d.name] = {"scale": d.meta["scale"], "levels_per_unit": round(image_change(G, w, d, scale), 3)}
+    return report

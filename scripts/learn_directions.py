@@ -8,6 +8,10 @@ gender. SeFa's top factors are added unsupervised. Writes ``<model>.directions.n
 and prints the figures as JSON.
 
     python scripts/learn_directions.py --samples 10000 --seed 7
+    python scripts/learn_directions.py --rescale-only   # only re-derive the SeFa factors' units
+
+Each SeFa factor's unit is matched to the named directions' image change
+(``engine.learn.match_unsupervised_scales``).
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.checkpoints import DEFAULT_MODEL, load_generator  # noqa: E402
-from engine.directions import save_directions  # noqa: E402
-from engine.learn import learn_directions  # noqa: E402
+from engine.directions import load_directions, save_directions  # noqa: E402
+from engine.learn import learn_directions, match_unsupervised_scales  # noqa: E402
 
 
 def main() -> None:
@@ -32,10 +36,18 @@ def main() -> None:
     ap.add_argument("--keep", type=float, default=0.02)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--rescale-only", action="store_true",
+                    help="keep the learned directions, re-derive only the unsupervised factors' units")
     args = ap.parse_args()
     G = load_generator(args.model)
     path = args.model or DEFAULT_MODEL
     out = args.out or path.with_name(path.stem + ".directions.npz")
+    if args.rescale_only:
+        directions = list(load_directions(out, G.model_id).values())
+        report = match_unsupervised_scales(G, directions, seed=args.seed)
+        save_directions(directions, out)
+        print(json.dumps({"out": str(out), "unsupervised_scales": report}, indent=2))
+        return
     bar = tqdm(total=args.samples, desc="render+label", unit="face")
     directions, report = learn_directions(G, args.samples, args.keep, args.seed,
                                           progress=lambda k, n: bar.update(k - bar.n))

@@ -80,3 +80,36 @@ def test_directions_are_kept_with_their_model(tmp_path, G):
     assert get_direction(got, "age", "test-model").name == "age"
     with pytest.raises(UnknownDirection, match="this model has: age"):
         get_direction(got, "age2", "test-model")
+
+
+def test_unsupervised_factors_get_the_named_directions_unit():
+    """The shipped SeFa factors change the model's faces per unit as much as the named
+    directions do, and re-deriving a wrong unit brings it back (engine/learn.py)."""
+    import copy
+
+    import torch as th
+
+    from engine.bundle import load_bundle
+    from engine.learn import image_change, match_unsupervised_scales
+
+    bundle = load_bundle()
+    G, shipped = bundle.G, list(bundle.directions.values())
+    z = th.randn(16, G.z_dim, generator=th.Generator().manual_seed(99))  # faces the calibration did not use
+    with th.no_grad():
+        w = G.mapping(z)[:, 0]
+    change = {d.name: image_change(G, w, d, float(d.meta["scale"])) for d in shipped}
+    named = np.median([change[d.name] for d in shipped if d.meta["method"].startswith("interfacegan")])
+    factors = [d for d in shipped if d.meta["method"] == "sefa"]
+    assert factors, "the embedded model ships SeFa factors"
+    for d in factors:
+        assert abs(change[d.name] / named - 1) < 0.2, (d.name, change[d.name], named)
+    wrong = [copy.deepcopy(d) for d in shipped]
+    for d in wrong:
+        if d.meta["method"] == "sefa":
+            d.meta["scale"] = 5 * float(d.meta["scale"])
+    match_unsupervised_scales(G, wrong, faces=16)
+    for before, after in zip(shipped, wrong):
+        if before.meta["method"] == "sefa":
+            assert abs(after.meta["scale"] / before.meta["scale"] - 1) < 0.2
+        else:
+            assert after.meta["scale"] == before.meta["scale"], "named directions keep their unit"
