@@ -3,7 +3,7 @@
 Discord drops an interaction that is not acknowledged within 3 s, and a burst of
 commands also makes the bot edit messages, upload results and send follow-ups. In one
 pool they queue for connections in arrival order, so a late acknowledgement waited behind
-hundreds of edits (bench/bot_load.py ``ack_split``: ~600 other requests got a connection
+hundreds of edits (``bench/ack_split.py``: ~600 other requests got a connection
 before a 500-interaction burst's last acknowledgement). Here an interaction callback (the
 acknowledgement, or a refusal that is one) never waits behind another request: while any
 callback is waiting for a connection, other requests wait too, for at most
@@ -33,7 +33,6 @@ class AcksFirstConnector(aiohttp.TCPConnector):
         self.callbacks_waiting = 0
         self._no_callbacks = asyncio.Event()
         self._no_callbacks.set()
-        self.held_back = 0  # other requests that waited for acknowledgements (for benches and tests)
 
     async def connect(self, req, traces, timeout):
         if is_callback(req.url):
@@ -46,7 +45,6 @@ class AcksFirstConnector(aiohttp.TCPConnector):
                 if not self.callbacks_waiting:
                     self._no_callbacks.set()
         if not self._no_callbacks.is_set():
-            self.held_back += 1
             try:
                 await asyncio.wait_for(self._no_callbacks.wait(), OTHERS_MAX_WAIT)
             except asyncio.TimeoutError:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from engine.directions import Direction, condition, fit_boundary, sefa
+from engine.edits import apply_direction
 from engine.labels import ATTRIBUTES, label_face
 from engine.networks import Generator
 from engine.render import to_uint8
@@ -80,8 +81,6 @@ CALIBRATION_FACES = 48
 def image_change(G: Generator, w: torch.Tensor, d: Direction, scale: float) -> float:
     """Mean absolute change of the model's faces (uint8 levels) when ``w`` ``[N, w_dim]``
     moves ±``scale`` along ``d`` on its layers."""
-    from engine.edits import apply_direction
-
     base = w[:, None].expand(-1, G.num_ws, -1).numpy()
     moved = np.stack([apply_direction(ws, d.vector, a * scale, d.layers) for a in (-1.0, 1.0) for ws in base])
     with torch.no_grad():
@@ -99,7 +98,7 @@ def match_unsupervised_scales(G: Generator, directions: list[Direction], faces: 
     axis is one of the model's main ones), and at ±2 dlib found no face in 40–50 % of
     kept faces (docs/benchmarks.md). So a factor's unit is set to change the model's faces
     by as much as the named directions' units do (their median mean change, in levels),
-    found by two secant steps from its spread unit. Changes ``meta["scale"]`` in place;
+    found by two proportional corrections from its spread unit. Changes ``meta["scale"]`` in place;
     returns the figures.
     """
     named = [d for d in directions if d.meta.get("method", "").startswith("interfacegan")]
