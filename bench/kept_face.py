@@ -64,7 +64,6 @@ SETTINGS = {
     "kept_upto16": (True, 0.0, 0.0, 1.0, 16, 1e5),
 }
 FIELDS = ("keep_noise", "w_plus_weight", "w_mean_weight", "noise_lr_mul", "kept_noise_max_res", "noise_reg_weight")
-EDIT_NAMES = ("age", "gender", "smile", "yaw")  # the named directions; identity is measured for every shipped one
 
 
 def teacher_faces(count: int, size: int) -> dict[str, np.ndarray]:
