@@ -17,6 +17,7 @@ from discord import app_commands
 
 from bot.commands import admin, blend, edit, morph, privacy, project, team
 from bot.commands.common import Refusal, Reply, Services, answer, refuse, reply_now
+from bot.commands.stop import StopButton
 from bot.commands.views import EditButton
 from bot.config import Settings, engines_path, heartbeat_path
 from bot.http_pool import AcksFirstConnector
@@ -104,7 +105,7 @@ class WspaceBot(discord.Client):
         self.services = Services(self.settings, storage, engine, make_limits(self.settings), config_path=self.config_path)
         for module in COMMAND_MODULES:
             module.register(self.tree, self.services)
-        self.add_dynamic_items(EditButton)
+        self.add_dynamic_items(EditButton, StopButton)
         if self.settings.discord.sync_commands:
             synced = await self.tree.sync()
             log.info("synced %d application commands", len(synced))

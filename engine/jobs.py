@@ -1,7 +1,7 @@
 """One job's answer, however it is run: decode its wire bytes, run it, and turn any
 failure into its :class:`JobFailed` (a member's error in its own words, a bug as
-"internal" with its traceback logged). The worker loop (engine/worker.py), the Redis
-worker and the batching scheduler all answer jobs through these.
+"internal" with its traceback logged). The scheduler (engine/scheduler.py), which both
+worker kinds run, answers jobs through these; ``run_job`` runs one alone, its projections unbatched.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ UNREADABLE = "That request could not be read."
 def failure(request: Request, exc: Exception) -> JobFailed:
     """A job's exception as its answer: a user's error in its own words, a bug as "internal"."""
     if isinstance(exc, UserError):
-        log.info("job %s (%s) refused: %s %s", request.id, request.kind, exc, exc.details or "")
+        log.info("job %s (%s) answered %s: %s %s", request.id, request.kind, exc.code, exc, exc.details or "")
         return JobFailed(request.id, exc.code, str(exc))
     detail = "".join(traceback.format_exception(exc))  # a bug, or a hostile input we did not foresee: keep serving
     log.error("job %s failed:\n%s", request.id, detail)
@@ -43,9 +43,3 @@ def read_request(data: bytes, job_id: str, emit) -> Request | None:
         emit(JobFailed(job_id, "bad_argument", UNREADABLE, str(exc)))
         return None
 
-
-def run_wire_job(engine, data: bytes, emit, job_id: str = "?") -> None:
-    """Decode one request from wire bytes and run it."""
-    request = read_request(data, job_id, emit)
-    if request is not None:
-        run_job(engine, request, emit)

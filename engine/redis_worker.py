@@ -12,6 +12,9 @@ entry fresh (``XCLAIM … JUSTID``); a worker that dies stops doing so, and afte
 ``claim_idle`` seconds another worker takes the job over with ``XAUTOCLAIM``. An entry
 delivered ``MAX_DELIVERIES`` times (it killed every worker that took it) goes to the
 dead-letter stream instead of running again. The bot resolves each job id once.
+
+A job a member stopped has a sealed stop key; the worker looks for its jobs' keys at most
+twice a second (engine/stops.py) and answers a stopped job as stopped.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -28,10 +30,12 @@ import uuid
 from engine.protocol import JobFailed, Request, Result, wire
 from engine.protocol.redis_keys import (DEAD_MAXLEN, DONE_TTL, EVENTS_MAXLEN, GROUP, MAX_AGE, MAX_DELIVERIES,
                                         RESULT_TTL, STALE_RETRIES, is_reply_stream, keys)
-from engine.jobs import UNREADABLE, run_job
+from engine.jobs import UNREADABLE
+from engine.protocol.requests import JOB_ID
+from engine.stops import StopList
 
 log = logging.getLogger("wspace.engine")
-JOB_ID = re.compile(r"[0-9a-f]{12}")
+STOP_POLL = 0.5  # seconds between two looks for stop keys
 POISON = "That request stopped the face engine several times, so it was set aside; please try something else."
 
 
@@ -56,8 +60,9 @@ class RedisWorker:
         self.stream = self.k["jobs"].format(engine.model_id)
         self.heartbeat = heartbeat
         self.current: set[bytes] = set()  # the stream entries being worked on
-        self.batch = batch  # jobs at once, their projections as one batch (engine/scheduler.py)
+        self.batch = batch  # jobs at once, their projections as one batch (engine/scheduler.py); 1: one at a time
         self.scheduler = None
+        self.stops = StopList(self._stopped, every=STOP_POLL)
         self.done = 0
         self.dead = 0
         self.busy_seconds = 0.0
@@ -189,9 +194,25 @@ class RedisWorker:
         self.r.xdel(self.stream, entry_id)
         self.done += 1
 
+    def _stopped(self, job_ids: list[str]) -> list[str]:
+        """Which of ``job_ids`` have a stop key sealed by a bot (a forged key stops nothing)."""
+        try:
+            values = self.r.mget([self.k["stop"].format(job_id) for job_id in job_ids])
+        except self.redis_errors as exc:  # Redis away: the work loop reports it; nothing is stopped meanwhile
+            log.debug("could not read stop keys: %s", exc)
+            return []
+        out = []
+        for job_id, value in zip(job_ids, values):
+            try:
+                if value is not None and wire.unseal(value, self.secret, MAX_AGE) == job_id.encode():
+                    out.append(job_id)
+            except wire.WireError as exc:
+                log.warning("ignored a stop key for job %s: %s", job_id, exc)
+        return out
+
     def handle(self, entry_id, fields: dict, deliveries: int = 1) -> None:
-        """Run an entry's job: here and now, or, when batching, started in the batch and
-        settled when it answers."""
+        """Start an entry's job in the scheduler (a render runs to its result here and now; a
+        projection joins the batch); its entry is settled when it answers."""
         admitted = self.admit(entry_id, fields, deliveries)
         if admitted is None:
             return
@@ -202,23 +223,21 @@ class RedisWorker:
             self.current.discard(entry_id)
             self.settle(entry_id, done_key)
 
-        if self.scheduler is not None:
-            self.scheduler.start(request, lambda event: self.emit(reply, event), answered)
-            return
         t0 = time.monotonic()
-        try:
-            run_job(self.engine, request, lambda event: self.emit(reply, event))
-            answered()
-        finally:
-            self.current.discard(entry_id)
-            self.busy_seconds += time.monotonic() - t0
+        self.jobs().start(request, lambda event: self.emit(reply, event), answered)
+        self.busy_seconds += time.monotonic() - t0
 
-    def pump(self) -> None:
-        """Batching: take the entries that are waiting (up to ``batch`` jobs), then one step."""
+    def jobs(self):
+        """The scheduler of the jobs in hand (a new one after Redis failed mid-batch)."""
         from engine.scheduler import Scheduler
 
         if self.scheduler is None:
-            self.scheduler = Scheduler(self.engine, None, self.batch)
+            self.scheduler = Scheduler(self.engine, None, self.batch, self.stops)
+        return self.scheduler
+
+    def pump(self) -> None:
+        """Take the entries that are waiting (up to ``batch`` jobs), then one step of their projections."""
+        self.jobs()
         while self.scheduler.running() < self.batch:
             entry = self.take(block=None if len(self.scheduler.batch) else 1000)
             if entry is None:
@@ -246,16 +265,10 @@ class RedisWorker:
                 if not grouped:
                     self.ensure_group()
                     grouped = True
-                if self.batch > 1:
-                    self.pump()
-                    entry = None
-                else:
-                    entry = self.take()
+                self.pump()
                 if down:
                     log.warning("worker %s: Redis is back", self.id)
                     down = False
-                if entry is not None:
-                    self.handle(*entry)
             except redis.ResponseError as exc:
                 grouped = False  # NOGROUP: Redis restarted without its data; make the group again
                 self.drop_batch()

@@ -7,6 +7,7 @@ thread. Between two steps of the shared :class:`~engine.batch.ProjectionBatch` i
 the jobs that arrived: a job that needs no projection (a render, an edit, a blend) runs
 to its result there and then; a projection joins the batch at the next step. When a
 member's projection is done, its job carries on to its next projection or its result.
+A job the member stopped (engine/stops.py) is answered as stopped before the next step.
 
 One thread, not one per job: torch's CPU thread pool is per calling thread, and on a
 machine with as many threads as cores a second pool made every projection 1.8× slower
@@ -24,7 +25,8 @@ import traceback
 
 from engine.batch import Member
 from engine.jobs import failure, read_request
-from engine.protocol import Progress, Request
+from engine.protocol import Progress, Request, Stopped
+from engine.stops import STOPPED, StopList
 
 log = logging.getLogger("wspace.engine")
 
@@ -39,8 +41,8 @@ class _Job:
 
 
 class Scheduler:
-    def __init__(self, engine, emit, max_jobs: int) -> None:
-        self.engine, self.emit, self.max_jobs = engine, emit, max_jobs
+    def __init__(self, engine, emit, max_jobs: int, stops: StopList | None = None) -> None:
+        self.engine, self.emit, self.max_jobs, self.stops = engine, emit, max_jobs, stops
         self.batch = engine.new_batch()
         self.jobs: dict[int, _Job] = {}  # id(member) -> the job waiting for it
         self.most = 0  # the most members one step has carried
@@ -58,8 +60,10 @@ class Scheduler:
         ``emit``; ``on_answer()`` is called once its result or failure has been emitted."""
         job = _Job(request, None, emit, on_answer)
         try:
+            if self.stops is not None:
+                self.stops.check(request.id, fresh=True)
             emit(Progress(request.id, 0, 0, "started"))
-            out = self.engine.start(request, emit)
+            out = self.engine.start(request, self._reporter(request.id, emit))
         except Exception as exc:  # noqa: BLE001 (its answer, not our crash)
             self._answer(job, failure(request, exc))
             return
@@ -68,6 +72,17 @@ class Scheduler:
             self._advance(job, None)
         else:
             self._answer(job, self.engine.finish(request, out))
+
+    def _reporter(self, job_id: str, emit):
+        """The job's progress: emitted, then a stopped job stops there (a long job with no
+        projection, e.g. a morph's frames, stops at its next report)."""
+        if self.stops is None:
+            return emit
+
+        def report(event) -> None:
+            emit(event)
+            self.stops.check(job_id)
+        return report
 
     def _answer(self, job: _Job, event) -> None:
         job.emit(event)
@@ -106,8 +121,19 @@ class Scheduler:
 
     # --- the loop ------------------------------------------------------------------------------
 
+    def _stop_stopped(self) -> None:
+        """Jobs their members stopped answer so now; their projections leave the batch."""
+        jobs = list({id(j): j for j in self.jobs.values()}.values())
+        gone = self.stops.which(j.request.id for j in jobs) if self.stops is not None and jobs else ()
+        for job in jobs:
+            if job.request.id in gone:
+                self._fail(job, Stopped(STOPPED))
+
     def step(self) -> None:
         """One step of every waiting projection; finished ones go back to their jobs."""
+        self._stop_stopped()
+        if not len(self.batch):
+            return
         self.most = max(self.most, len(self.batch))
         try:
             finished = self.batch.step()

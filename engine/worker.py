@@ -2,7 +2,8 @@
 
 Reads requests as wire bytes (``engine/protocol/wire.py``: data only, never a pickle)
 from one queue and writes events (ready, progress, result, failure) as wire bytes to
-another. ``None`` on the job queue stops it.
+another. ``None`` on the job queue stops it. The ids of jobs their members stopped come
+on a third queue (engine/stops.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import os
 import uuid
 
-from engine.jobs import run_wire_job
 from engine.protocol import JobFailed, WorkerReady, wire
 
 log = logging.getLogger("wspace.engine")
@@ -30,10 +30,10 @@ def encoded(put):
 
 def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directions_path=None,
           threads: int | None = None, worker_id: str | None = None, parent_pid: int | None = None,
-          max_jobs: int = 1) -> None:
+          max_jobs: int = 1, stop_queue=None) -> None:
     """Process entry point (spawned by the bot's local transport). With ``parent_pid`` the
-    process dies with the bot, whatever kills the bot. With ``max_jobs`` above 1, up to that
-    many jobs run at once and their projections advance as one batch (engine/scheduler.py)."""
+    process dies with the bot, whatever kills the bot. Up to ``max_jobs`` jobs run at once
+    and their projections advance as one batch (engine/scheduler.py); 1 is one at a time."""
     import signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
@@ -53,14 +53,8 @@ def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directio
     emit = encoded(event_queue.put)
     emit(WorkerReady(worker_id or uuid.uuid4().hex[:8], engine.model_id, engine.G.resolution, engine.G.num_ws,
                      engine.G.w_dim, tuple(sorted(engine.directions)), device, os.getpid()))
-    if max_jobs > 1:
-        from engine.scheduler import Scheduler
+    from engine.scheduler import Scheduler
+    from engine.stops import StopList, drain
 
-        Scheduler(engine, emit, max_jobs).serve(job_queue)
-        return
-    while True:
-        item = job_queue.get()
-        if item is None:
-            break
-        job_id, data = item  # the id travels beside the bytes, so even unreadable bytes get an answer
-        run_wire_job(engine, data, emit, job_id)
+    stops = StopList(drain(stop_queue)) if stop_queue is not None else None
+    Scheduler(engine, emit, max(1, max_jobs), stops).serve(job_queue)

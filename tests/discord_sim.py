@@ -65,6 +65,7 @@ class SimInteraction:
     expired: bool = False
     original_deleted: bool = False
     original_id: str = field(default_factory=snowflake)
+    components: list = field(default_factory=list)  # what the original message shows now (an edit without them keeps them)
 
     @property
     def ack_seconds(self) -> float | None:
@@ -271,15 +272,14 @@ class DiscordSimulator:
         return inter
 
     async def click(self, user_id: int, custom_id: str, source: SimInteraction,
-                    values: list[str] | None = None) -> SimInteraction:
+                    values: list[str] | None = None, permissions: int = 0) -> SimInteraction:
         """A member presses a button under the bot's message for ``source`` (or, with
         ``values``, chooses in a select menu)."""
         iid, token = snowflake(), f"tok{snowflake()}"
         inter = SimInteraction(iid, token, user_id, self.guild_id, self.channel_id, f"button:{custom_id}")
         self.interactions[iid] = inter
         self.by_token[token] = inter
-        message = self._message(source, {"content": source.last_content(),
-                                         "components": source.messages[-1].payload.get("components")}, {},
+        message = self._message(source, {"content": source.last_content(), "components": source.components}, {},
                                 source.original_id)
         payload = {
             "id": iid, "application_id": str(APP_ID), "type": 3, "guild_id": str(self.guild_id),
@@ -289,7 +289,7 @@ class DiscordSimulator:
             "channel": {"id": str(self.channel_id), "type": 0, "name": "general", "guild_id": str(self.guild_id),
                         "position": 0, "permission_overwrites": []},
             "member": {"user": user_payload(user_id), "roles": [], "joined_at": "2024-01-01T00:00:00+00:00",
-                       "deaf": False, "mute": False, "flags": 0, "permissions": "0"},
+                       "deaf": False, "mute": False, "flags": 0, "permissions": str(permissions)},
             "token": token, "version": 1, "app_permissions": str((1 << 50) - 1), "locale": "en-US",
             "entitlements": [], "authorizing_integration_owners": {"0": str(self.guild_id)}, "context": 0,
             "attachment_size_limit": 8 * 1024 * 1024}
@@ -354,6 +354,7 @@ class DiscordSimulator:
         inter.callback_type = payload.get("type")
         data = payload.get("data") or {}
         inter.messages.append(Sent("callback", data.get("content"), files, payload))
+        inter.components = data.get("components") or []
         message = self._message(inter, data, files, inter.original_id)
         return json_response({"interaction": {"id": inter.id, "type": 2, "response_message_id": inter.original_id,
                                                   "response_message_loading": inter.callback_type == 5,
@@ -371,7 +372,9 @@ class DiscordSimulator:
         if request.match_info["mid"] == "@original" and inter.original_deleted:
             return self._error(404, 10008, "Unknown Message")
         inter.messages.append(Sent("edit", payload.get("content"), files, payload))
-        return json_response(self._message(inter, payload, files, inter.original_id))
+        if "components" in payload and request.match_info["mid"] == "@original":
+            inter.components = payload["components"] or []
+        return json_response(self._message(inter, {**payload, "components": inter.components}, files, inter.original_id))
 
     async def get_message(self, request):
         inter = self._by_token(request)

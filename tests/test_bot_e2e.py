@@ -320,3 +320,36 @@ async def test_queue_positions_move_while_members_wait(env):
     assert "seed12.png" in second.all_files()
     await finished(sim, first, 60)
     await finished(sim, slow, 120)
+
+
+def stop_button(inter) -> str | None:
+    """The custom id of the Stop button the member's message shows now, if any."""
+    ids = [c.get("custom_id", "") for row in inter.components for c in row.get("components", [])]
+    return next((i for i in ids if i.startswith("wspace:stop:")), None)
+
+
+@pytest.mark.parametrize("who", ["owner", "moderator"])
+async def test_a_running_projection_can_be_stopped_by_its_member_or_a_moderator(env, who):
+    sim, bot = env
+    member = {"owner": 800000000000000021, "moderator": 800000000000000022}[who]
+    svc = bot.services
+    confirmed = svc.engine.stops_confirmed
+    inter = await project(sim, member, encode(grace_hopper(), "JPEG"), "s.jpg", "image/jpeg", steps=1000)
+    custom_id = await sim.wait_for(lambda: stop_button(inter), 60)
+    job_id = custom_id.rsplit(":", 1)[1]
+    intruder = await sim.click(BOB, custom_id, inter)
+    await sim.wait_for(lambda: intruder.messages, 10)
+    assert intruder.messages[0].payload["data"]["flags"] & 64, "the refusal is private"
+    assert "Only the member who started this job" in intruder.last_content()
+    assert job_id in svc.stoppable, "someone else's press stops nothing"
+    press = await sim.click(member if who == "owner" else CAROL, custom_id, inter,
+                            permissions=MANAGE_GUILD if who == "moderator" else 0)
+    await sim.wait_for(lambda: press.acked_at is not None, 10)
+    await sim.wait_for(lambda: "topped" in inter.last_content(), 30)
+    assert inter.last_content() == ("Stopped, as you asked." if who == "owner" else "A moderator stopped this.")
+    assert inter.components == [], "the Stop button is gone with the job"
+    assert await svc.storage.latent(sim.guild_id, member, svc.model_id) is None, "nothing was kept"
+    db = sqlite3.connect(svc.storage.path)
+    assert db.execute("SELECT status, error FROM jobs WHERE id = ?", (job_id,)).fetchone() == ("failed", "cancelled")
+    assert job_id not in svc.stoppable and not svc.queued[(sim.guild_id, member)]
+    await sim.wait_for(lambda: svc.engine.stops_confirmed == confirmed + 1, 30)  # the engine gave up on it

@@ -83,6 +83,27 @@ async def test_a_worker_killed_mid_projection_hands_its_job_over_and_answers_onc
         await asyncio.sleep(0.2)
 
 
+async def test_a_stopped_job_is_answered_at_once_and_its_worker_gives_up(cluster):
+    client, _, _ = cluster
+    steps = []
+    job = ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=2000)
+    fut = client.submit(job, lambda p: steps.append(p.step))
+    deadline = time.monotonic() + 60
+    while not any(s > 0 for s in steps):
+        assert time.monotonic() < deadline, "the projection started"
+        await asyncio.sleep(0.1)
+    confirmed = client.stops_confirmed
+    assert client.cancel(job.id, "Stopped, as you asked.")
+    outcome = fut.result()
+    assert isinstance(outcome, JobFailed) and outcome.code == "cancelled"
+    deadline = time.monotonic() + 30
+    while client.stops_confirmed == confirmed:  # a worker answers "stopped" within a poll, not 2000 steps later
+        assert time.monotonic() < deadline, "the worker gave up on the stopped job"
+        await asyncio.sleep(0.1)
+    assert client.duplicates == 0
+    assert (await asyncio.wait_for(client.submit(RandomRequest(seed=3)), 60)).job_id
+
+
 async def test_streams_are_trimmed_and_parked_results_collected(cluster):
     client, _, _ = cluster
     await asyncio.wait_for(asyncio.gather(*[client.submit(RandomRequest(seed=i)) for i in range(8)]), 60)

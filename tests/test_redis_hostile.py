@@ -120,6 +120,25 @@ def test_a_poison_job_is_set_aside_after_its_deliveries(worker):
     assert len(failed) == 1 and "set aside" in failed[0].message
 
 
+def test_only_a_sealed_stop_key_for_that_very_job_stops_it(worker):
+    job, other = "0123456789ab", "ba9876543210"
+    key = worker.k["stop"].format
+    cases = {b"forged": False, wire.seal(job.encode(), b"not-the-secret-at-all"): False,
+             wire.seal(other.encode(), KEY): False,  # a real stop key, copied onto another job
+             wire.seal(job.encode(), KEY, now=time.time() - 3 * 3600): False,  # stale
+             wire.seal(job.encode(), KEY): True}
+    for value, stops in cases.items():
+        worker.r.set(key(job), value)
+        assert worker._stopped([job, other]) == ([job] if stops else []), value[:20]
+    worker.r.delete(key(job))
+    request = RandomRequest(seed=9)
+    worker.r.set(key(request.id), wire.seal(request.id.encode(), KEY))
+    run_one(worker, job_entry(request))  # stopped before a worker took it: it never runs
+    events = replies(worker)
+    assert [type(e).__name__ for e in events] == ["JobFailed"] and events[0].code == "cancelled"
+    assert worker.r.xlen(worker.stream) == 0
+
+
 @pytest_asyncio.fixture(loop_scope="module")
 async def transport(redis_server):
     from bot.transport.redis_streams import RedisTransport

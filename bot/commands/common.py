@@ -47,6 +47,7 @@ class Services:
     limits: Limits
     queued: Counter = field(default_factory=Counter)  # (guild, user) -> jobs waiting or running
     forget_epoch: Counter = field(default_factory=Counter)  # bumped by /forget
+    stoppable: dict = field(default_factory=dict)  # job id -> (member who started it, its transport) while it runs
     config_path: object = None
 
     @property

@@ -3,7 +3,7 @@
 defer at once -> :class:`Slot` (the member's queue cap and budget, given back once; a
 job that never starts costs nothing) -> submit -> "position N", kept true as the line
 moves -> :class:`ProgressReporter` (at most one edit per ``progress_interval``, with a
-preview) -> :func:`deliver` (keep the new face if asked, then the pictures). Anything a
+preview; a long job's first edit brings its Stop button, ``stop.py``) -> :func:`deliver` (keep the new face if asked, then the pictures). Anything a
 member caused gets one sentence; anything else an apology with the job id, the traceback
 in the log. If the interaction expired (15 min) or its message was deleted, the result
 goes to the channel instead.
@@ -21,6 +21,7 @@ import time
 import discord
 
 from bot.commands.common import Refusal, Reply, Services, defer, refuse
+from bot.commands.stop import STOPPABLE, stop_view
 from bot.limits import RateLimited
 from bot.storage import Reach, StorageError
 from bot.transport import EngineUnavailable, QueueFull, ShuttingDown, Transport
@@ -30,6 +31,7 @@ from engine.protocol.requests import MAX_ATTACHMENT_BYTES
 log = logging.getLogger("wspace.bot")
 
 READY_TIMEOUT = 120.0
+KEEP = object()  # JobMessage.edit: leave the buttons under the message as they are
 QUEUE_FULL = "The queue is full right now; try again in a minute."
 
 
@@ -42,8 +44,11 @@ class JobMessage:
         self.last_edit = 0.0
         self.broken = False
         self.lock = asyncio.Lock()
+        self.stop = None  # the Stop button, shown from the next edit until the job answers
 
-    async def edit(self, content: str, files: list[discord.File] | None = None, view=None, force: bool = True) -> None:
+    async def edit(self, content: str, files: list[discord.File] | None = None, view=KEEP, force: bool = True) -> None:
+        """Edit the message; ``view``: the buttons under it (``None`` removes them, ``KEEP``
+        leaves them, and shows the Stop button when it is not shown yet)."""
         now = time.monotonic()
         if self.broken or (not force and now - self.last_edit < self.interval):
             return
@@ -51,14 +56,18 @@ class JobMessage:
             self.last_edit = now
             try:
                 kwargs = {"content": content, "attachments": files or []}
-                if view is not None:
+                if view is not KEEP:
                     kwargs["view"] = view
+                elif self.stop is not None:
+                    kwargs["view"], self.stop = self.stop, None
                 await self.interaction.edit_original_response(**kwargs)
             except (discord.NotFound, discord.HTTPException) as exc:
                 log.info("cannot edit the response of interaction %s (%s)", self.interaction.id, exc)
                 self.broken = True
 
     async def finish(self, content: str, files: list[discord.File] | None = None, view=None) -> None:
+        """The job's last word: ``content`` with ``view``'s buttons (or none: a Stop button goes)."""
+        self.stop = None
         await self.edit(content, files, view)
         if self.broken:  # expired token or deleted message: post where the member asked
             channel = self.interaction.client.get_partial_messageable(self.interaction.channel_id)
@@ -242,6 +251,9 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
                 recorded = None
                 raise Refusal(QUEUE_FULL) from None
             slot.started = True
+            if request.kind in STOPPABLE:
+                svc.stoppable[request.id] = (user_id, engine)
+                msg.stop = stop_view(request.id)
             position = engine.position(request.id)
             if position and position > 1:  # shown from the first tick on: a burst's acks go first
                 watcher = asyncio.create_task(reporter.follow_position(None))
@@ -270,6 +282,7 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
     except asyncio.TimeoutError:
         await msg.finish("That took far too long and was stopped; try again with fewer steps or frames.")
     finally:
+        svc.stoppable.pop(request.id, None)
         if recorded is not None:  # ended here (timeout, engine gone, shutdown): not "interrupted" at the next start
             with contextlib.suppress(StorageError, ValueError):
                 await svc.storage.job_finished(recorded, "stopped")

@@ -1,8 +1,8 @@
 """What every transport shares, and the interface the command layer sees.
 
 A transport carries :mod:`engine.protocol` requests to an engine and brings back its
-events; commands know only :class:`Transport`: ``start``, ``submit``, ``position``,
-``stats``, ``close``. ``local.py`` spawns one engine process here; ``redis_streams.py``
+events; commands know only :class:`Transport`: ``start``, ``submit``, ``cancel``,
+``position``, ``stats``, ``close``. ``local.py`` spawns one engine process here; ``redis_streams.py``
 feeds workers on any host. Both encode with :mod:`engine.protocol.wire` (data only).
 """
 
@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from engine.protocol import Event, JobFailed, Progress, Request, Result, WorkerReady
+from engine.protocol import Event, JobFailed, Progress, Request, Result, Stopped, WorkerReady
 
 ProgressCallback = Callable[[Progress], Awaitable[None] | None]
 
@@ -55,6 +55,8 @@ class Transport(ABC):
         self.restarts = 0
         self.duplicates = 0  # answers for a job that already had one (at-least-once delivery)
         self.completed: deque[float] = deque(maxlen=10_000)
+        self.stopped: OrderedDict[str, None] = OrderedDict()  # jobs cancelled here (their late events are dropped)
+        self.stops_confirmed = 0  # of those, the ones the engine answered as stopped
         self.process = None
         self._ready = asyncio.Event()
 
@@ -79,7 +81,9 @@ class Transport(ABC):
     def _deliver(self, event: Event) -> None:
         p = self.pending.get(event.job_id)
         if p is None:
-            if isinstance(event, (Result, JobFailed)):
+            if event.job_id in self.stopped:
+                self.stops_confirmed += isinstance(event, JobFailed) and event.code == Stopped.code
+            elif isinstance(event, (Result, JobFailed)):
                 self.duplicates += 1
             return
         if isinstance(event, Progress):
@@ -99,6 +103,24 @@ class Transport(ABC):
         p = self.pending.pop(job_id, None)
         if p is not None and not p.future.done():
             p.future.set_result(JobFailed(job_id, code, message))
+
+    def cancel(self, job_id: str, sentence: str) -> bool:
+        """Stop a pending job: its future resolves now to a ``JobFailed`` ("cancelled",
+        ``sentence``) and the engine is told to drop it (it gives up before its next step).
+        False when the job is not pending here (it has answered already)."""
+        p = self.pending.pop(job_id, None)
+        if p is None:
+            return False
+        self.stopped[job_id] = None
+        while len(self.stopped) > 4096:
+            self.stopped.popitem(last=False)
+        if not p.future.done():
+            p.future.set_result(JobFailed(job_id, Stopped.code, sentence))
+        self._tell_stop(job_id)
+        return True
+
+    def _tell_stop(self, job_id: str) -> None:
+        """Tell the engine(s) that ``job_id`` was stopped (best effort: its answer is dropped anyway)."""
 
     def hung_job(self) -> _Pending | None:
         running = next((p for p in self.pending.values() if p.started is not None), None)

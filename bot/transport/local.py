@@ -60,11 +60,11 @@ class LocalTransport(Transport):
     def _spawn(self) -> None:
         self._generation += 1
         self._ready.clear()
-        self.job_q, self.event_q = self.ctx.Queue(), self.ctx.Queue()
+        self.job_q, self.event_q, self.stop_q = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Queue()
         self.process = self.ctx.Process(
             target=_engine_main, name="wspace-engine", daemon=True,
             args=(self.job_q, self.event_q, self.model, self.device, self.directions, self.threads, None, os.getpid(),
-                  self.batch))
+                  self.batch, self.stop_q))
         self.process.start()
         if self.registry is not None:
             self.registry.add(self.process.pid)
@@ -157,6 +157,12 @@ class LocalTransport(Transport):
         fut = self._book(job, on_progress)
         self.job_q.put((job.id, data))
         return fut
+
+    def _tell_stop(self, job_id: str) -> None:
+        try:
+            self.stop_q.put(job_id)
+        except (OSError, ValueError) as exc:  # the process is being replaced: the job went with it
+            log.info("could not tell the engine to stop job %s: %s", job_id, exc)
 
     def stats(self) -> dict:
         return {**self._stats(), "alive": bool(self.process and self.process.is_alive()),

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError, TimeoutError as RedisTimeout
 
 from bot.transport.base import EngineUnavailable, ProgressCallback, ShuttingDown, Transport
 from engine.protocol import BadArgument, JobFailed, Progress, Request, Result, WorkerReady, wire
-from engine.protocol.redis_keys import JOBS_MAXLEN, MAX_AGE, STALE_RETRIES, keys
+from engine.protocol.redis_keys import DONE_TTL, JOBS_MAXLEN, MAX_AGE, STALE_RETRIES, keys
 
 log = logging.getLogger("wspace.redis")
 
@@ -194,7 +194,7 @@ class RedisTransport(Transport):
     async def _on_entry(self, fields: dict) -> None:
         worker = fields.get(b"worker", b"?").decode(errors="replace")[:80]
         job_id = fields.get(b"job_id", b"?").decode(errors="replace")[:40]
-        if job_id not in self.pending:
+        if job_id not in self.pending and job_id not in self.stopped:
             if job_id in self.answered_by:
                 self.duplicates += 1
             return  # not ours (or answered already): nothing to read, nothing to GETDEL
@@ -251,6 +251,16 @@ class RedisTransport(Transport):
         except (RedisError, OSError) as exc:
             log.error("could not send job %s: %s", job.id, exc)
             self._fail(job.id, "engine_restarted", INTERRUPTED)
+
+    def _tell_stop(self, job_id: str) -> None:
+        asyncio.ensure_future(self._send_stop(job_id))
+
+    async def _send_stop(self, job_id: str) -> None:
+        """The job's stop key, sealed, for the worker that holds it (or takes it later)."""
+        try:
+            await self.r.set(self.k["stop"].format(job_id), wire.seal(job_id.encode(), self.secret), ex=DONE_TTL)
+        except (RedisError, OSError) as exc:  # the member was answered already; the worker finishes it in vain
+            log.warning("could not tell the workers that job %s was stopped: %s", job_id, exc)
 
     def stats(self) -> dict:
         workers = [{"id": w["id"], "model_id": w["model_id"], "device": w["device"], "host": w["host"],

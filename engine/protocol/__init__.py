@@ -7,7 +7,7 @@
 - ``redis_keys``: the Redis transport's key layout and limits.
 """
 
-from engine.protocol.errors import (BadArgument, ImageTooLarge, ModelMismatch, NoFaceFound, NotAnImage,
+from engine.protocol.errors import (BadArgument, ImageTooLarge, ModelMismatch, NoFaceFound, NotAnImage, Stopped,
                                     UnknownDirection, UserError)
 from engine.protocol.events import Event, Face, File, JobFailed, Progress, Result, WorkerReady, as_face
 from engine.protocol.requests import (REQUESTS, AverageRequest, BlendRequest, EditRequest, FacesRequest, GridRequest,
@@ -15,7 +15,8 @@ from engine.protocol.requests import (REQUESTS, AverageRequest, BlendRequest, Ed
                                       RandomRequest, RenderRequest, Request, StrangerRequest, SwapRequest, TeamRequest)
 
 __all__ = [
-    "BadArgument", "ImageTooLarge", "ModelMismatch", "NoFaceFound", "NotAnImage", "UnknownDirection", "UserError",
+    "BadArgument", "ImageTooLarge", "ModelMismatch", "NoFaceFound", "NotAnImage", "Stopped", "UnknownDirection",
+    "UserError",
     "Event", "Face", "File", "JobFailed", "Progress", "Result", "WorkerReady", "as_face",
     "REQUESTS", "Request", "AverageRequest", "BlendRequest", "EditRequest", "FacesRequest", "GridRequest",
     "LookalikeRequest", "LoopRequest", "MixRequest", "MorphRequest", "ProjectRequest", "RandomRequest", "RenderRequest",

@@ -39,3 +39,9 @@ class UnknownDirection(UserError):
 
 class ModelMismatch(UserError):
     code = "model_mismatch"
+
+
+class Stopped(UserError):
+    """The member (or a moderator) stopped the job (engine/stops.py)."""
+
+    code = "cancelled"

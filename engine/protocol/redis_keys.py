@@ -11,6 +11,8 @@ Keys (``prefix`` defaults to ``wspace``):
 - ``{prefix}:result:{job_id}`` — a result too large for a stream entry (expiring); the
   reply carries only this key, and the bot reads no other key from a reply.
 - ``{prefix}:done:{job_id}`` — set when a job finished, so a redelivered job is not run twice.
+- ``{prefix}:stop:{job_id}`` — set (sealed: the job id) by the bot when a member stopped the
+  job; the worker holding it gives up before its next step, one that takes it later skips it.
 - ``{prefix}:dead`` — entries delivered ``MAX_DELIVERIES`` times without finishing (they
   crashed every worker that took them): moved here, their job failed once.
 
@@ -38,7 +40,7 @@ def keys(prefix: str) -> dict[str, str]:
     if not _PREFIX.fullmatch(prefix):
         raise ValueError("The Redis key prefix may hold only letters, digits, '_', '.' and '-'.")
     return {"workers": f"{prefix}:workers", "worker": f"{prefix}:worker:" + "{}", "jobs": f"{prefix}:jobs:" + "{}",
-            "done": f"{prefix}:done:" + "{}", "result": f"{prefix}:result:" + "{}",
+            "done": f"{prefix}:done:" + "{}", "stop": f"{prefix}:stop:" + "{}", "result": f"{prefix}:result:" + "{}",
             "events": f"{prefix}:events:" + "{}", "dead": f"{prefix}:dead"}
 
 

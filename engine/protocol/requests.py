@@ -26,7 +26,7 @@ MAX_SEED = 2**32 - 1
 DEFAULT_MAX_BYTES = 8 * 2**20
 MAX_ATTACHMENT_BYTES = 100 * 2**20  # Discord's largest upload (boosted servers, Nitro)
 MAX_PHOTO_BYTES = 32 * 2**20
-_JOB_ID = re.compile(r"[0-9a-f]{12}")
+JOB_ID = re.compile(r"[0-9a-f]{12}")
 
 
 def new_job_id() -> str:
@@ -44,7 +44,7 @@ class Request:
     max_bytes: int = DEFAULT_MAX_BYTES
 
     def validate(self) -> None:
-        if not isinstance(self.id, str) or not _JOB_ID.fullmatch(self.id):
+        if not isinstance(self.id, str) or not JOB_ID.fullmatch(self.id):
             raise BadArgument("That request has no valid job id.")
         if self.model_id is not None and (not isinstance(self.model_id, str) or len(self.model_id) > 128):
             raise BadArgument("That request names no valid model.")
