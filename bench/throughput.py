@@ -8,7 +8,12 @@ one batch. For each N: members served per minute (N over the time until the last
 p50/p95 time from submitting to the result, and the ratio on/off (which mode goes first alternates). Every member's kept
 face is compared between the two engines (largest difference of the W+ and noise values).
 
-    python bench/throughput.py [--n 1 4 8 16] [--steps 300] [--batch 16] [--threads 2]
+``--quick N …`` does the same for bursts of N quick jobs (renders, edits, blends and mixes
+of kept faces, in turn), which the batching engine draws together: jobs served per second,
+and whether every picture is byte-identical between the two engines. ``--n`` with no value
+skips the projections.
+
+    python bench/throughput.py [--n 1 4 8 16] [--steps 300] [--batch 16] [--threads 2] [--quick 32 --rounds 5]
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.transport.local import LocalTransport  # noqa: E402
-from engine.protocol import ProjectRequest, Result  # noqa: E402
+from engine.protocol import (BlendRequest, EditRequest, MixRequest, ProjectRequest, RandomRequest,  # noqa: E402
+                             RenderRequest, Result)
 from tests.photos import astronaut, grace_hopper  # noqa: E402
 
 
@@ -60,7 +66,7 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-async def burst(engine: LocalTransport, jobs: list[ProjectRequest]) -> tuple[float, list[float], list[Result]]:
+async def burst(engine: LocalTransport, jobs: list) -> tuple[float, list[float], list[Result]]:
     t0 = time.perf_counter()
 
     async def one(job):
@@ -109,18 +115,57 @@ async def main_async(args) -> dict:
             row["kept_face_max_diff"] = largest_difference(results["off"], results["on"])
             out["runs"].append(row)
             note(json.dumps(row))
+        if args.quick:
+            out["quick"] = await quick_bursts(engines, args.quick, args.rounds)
     finally:
         for e in engines.values():
             await e.close()
     return out
 
 
+def quick_jobs(faces: list, directions: tuple[str, ...], n: int) -> list:
+    """N quick jobs of the kinds members send most, in turn."""
+    kinds = [lambda i: RenderRequest(face=faces[i % len(faces)]),
+             lambda i: BlendRequest(a=faces[i % len(faces)], b=faces[(i + 1) % len(faces)], ratio=0.4),
+             lambda i: MixRequest(coarse=faces[(i + 2) % len(faces)], fine=faces[i % len(faces)])]
+    if directions:
+        kinds.append(lambda i: EditRequest(face=faces[i % len(faces)], direction=directions[i % len(directions)], amount=2.0))
+    return [kinds[i % len(kinds)](i) for i in range(n)]
+
+
+async def quick_bursts(engines: dict[str, LocalTransport], sizes: list[int], rounds: int) -> list[dict]:
+    made = await burst(engines["off"], [RandomRequest(seed=s) for s in range(8)])
+    faces = [r.faces[0] for r in made[2]]
+    directions = engines["off"].info.directions
+    rows = []
+    for n in sizes:
+        seconds = {"off": [], "on": []}
+        identical = True
+        for k in range(rounds):
+            results = {}
+            for mode in (("off", "on") if k % 2 == 0 else ("on", "off")):
+                wall, _, results[mode] = await burst(engines[mode], quick_jobs(faces, directions, n))
+                seconds[mode].append(wall)
+            identical &= all([f.data for f in x.files] == [f.data for f in y.files]
+                              for x, y in zip(results["off"], results["on"]))
+        row = {"n": n, "rounds": rounds, "identical_pictures": identical}
+        for mode in ("off", "on"):
+            row[mode] = {"seconds_median": round(float(np.median(seconds[mode])), 3),
+                         "jobs_per_second": round(n / float(np.median(seconds[mode])), 1)}
+        row["ratio_on_off"] = round(row["on"]["jobs_per_second"] / row["off"]["jobs_per_second"], 2)
+        note(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, nargs="+", default=[1, 4, 8, 16])
+    ap.add_argument("--n", type=int, nargs="*", default=[1, 4, 8, 16])
     ap.add_argument("--steps", type=int, default=ProjectRequest.DEFAULT_STEPS)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--quick", type=int, nargs="*", default=[], help="bursts of this many quick jobs")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of each quick burst")
     args = ap.parse_args()
     print(json.dumps(asyncio.run(main_async(args)), indent=1))
 

@@ -23,7 +23,7 @@ from engine.projector import Projection, psnr
 from engine.protocol import (AverageRequest, BlendRequest, EditRequest, Face, File, GridRequest, LoopRequest, MixRequest,
                              MorphRequest, Progress, ProjectRequest, RandomRequest, RenderRequest, Request, Result,
                              SwapRequest, as_face)
-from engine.render import DISPLAY, gif_bytes, montage, mp4_bytes, numbered, png_bytes, resize
+from engine.render import DISPLAY, Draw, gif_bytes, montage, mp4_bytes, numbered, png_bytes, resize
 from engine.sampling import ws_from_seeds
 
 if TYPE_CHECKING:
@@ -34,9 +34,10 @@ MORPH_FPS = 20  # GIF and MP4 alike, so a morph lasts as long in either (a GIF f
 LOOP_FPS = 20
 
 ProgressFn = Callable[[Progress], None]
-# A handler returns its Result, or (one that projects) is a generator of the projections it
-# needs that returns its Result: see project_aligned.
-Handler = Callable[["Engine", Request, ProgressFn], "Result | Generator[Member, Projection, Result]"]
+# A handler returns its Result, or is a generator of what it needs that returns its Result:
+# the projections it needs (see project_aligned) and the faces it draws (a Draw, sent back as
+# images), which the scheduler runs together with other jobs'.
+Handler = Callable[["Engine", Request, ProgressFn], "Result | Generator[Member | Draw, Projection | np.ndarray, Result]"]
 TILE = 128  # a face on a numbered montage
 HANDLERS: dict[type[Request], Handler] = {}
 
@@ -168,7 +169,8 @@ def project_photo(engine: Engine, req: ProjectRequest, progress: ProgressFn) -> 
 @handles(RenderRequest)
 def render_face(engine: Engine, req: RenderRequest, progress: ProgressFn) -> Result:
     ws, maps = engine.face(req.face)
-    return Result(req.id, (engine.png(engine.render(ws[None], maps)[0], "face.png"),))
+    (img,) = yield engine.plain(ws[None], maps)
+    return Result(req.id, (engine.png(img, "face.png"),))
 
 
 @handles(BlendRequest)
@@ -178,7 +180,7 @@ def blend(engine: Engine, req: BlendRequest, progress: ProgressFn) -> Result:
     t = req.ratio * edits.layer_mask(engine.G.num_ws, layers)[:, 0]
     mixed = edits.blend(a, b, req.ratio, layers)
     weights = np.stack([[1 + 0 * t, 0 * t], [1 - t, t], [0 * t, 1 + 0 * t]])  # a, the blend, b
-    imgs = engine.draw(np.stack([a, mixed, b]), faces, weights)
+    imgs = yield Draw(np.stack([a, mixed, b]), faces, weights)
     which = "" if layers == "all" else f" on the {layers} styles"
     return Result(req.id, (engine.png(imgs[1], "blend.png"), strip_of(engine, imgs, "blend_strip.png")),
                   (engine.kept(mixed, faces, weights[1], has_noise),), text=f"A blend at {req.ratio:g}{which}.")
@@ -189,7 +191,7 @@ def average(engine: Engine, req: AverageRequest, progress: ProgressFn) -> Result
     latents, faces, has_noise = engine.faces(req.faces)
     mean = edits.average(latents)
     weights = np.full((1, len(latents)), 1 / len(latents), np.float32)
-    img = engine.draw(mean[None], faces, weights)[0]
+    (img,) = yield Draw(mean[None], faces, weights)
     return Result(req.id, (engine.png(img, "average.png"),), (engine.kept(mean, faces, weights[0], has_noise),),
                   text=f"The average of {len(latents)} faces.")
 
@@ -207,7 +209,7 @@ def mix(engine: Engine, req: MixRequest, progress: ProgressFn) -> Result:
     mixed, w = _mixed(engine, coarse, fine, split)
     ones = np.ones(engine.G.num_ws, np.float32)
     weights = np.stack([[ones, 0 * ones], [0 * ones, ones], w])
-    imgs = engine.draw(np.stack([coarse, fine, mixed]), faces, weights)
+    imgs = yield Draw(np.stack([coarse, fine, mixed]), faces, weights)
     return Result(req.id, (engine.png(imgs[2], "mix.png"), strip_of(engine, imgs, "mix_strip.png", "coarse | fine | mixed")),
                   (engine.kept(mixed, faces, weights[2], has_noise),),
                   text=f"Styles 0–{split - 1} from the first face, {split}–{engine.G.num_ws - 1} from the second.")
@@ -220,8 +222,8 @@ def swap(engine: Engine, req: SwapRequest, progress: ProgressFn) -> Result:
     ab, w_ab = _mixed(engine, a, b, split)  # a's shape, b's finish
     ba, w_ba = _mixed(engine, b, a, split)
     w_ba = w_ba[::-1]  # weights are (a, b) for both
-    imgs = engine.draw(np.stack([a, b, ab, ba]), faces,
-                       np.stack([[np.ones_like(w_ab[0]), 0 * w_ab[0]], [0 * w_ab[0], np.ones_like(w_ab[0])], w_ab, w_ba]))
+    imgs = yield Draw(np.stack([a, b, ab, ba]), faces,
+                      np.stack([[np.ones_like(w_ab[0]), 0 * w_ab[0]], [0 * w_ab[0], np.ones_like(w_ab[0])], w_ab, w_ba]))
     return Result(req.id, (strip_of(engine, imgs, "swap.png", "a | b | a's shape with b's finish | b's shape with a's"),),
                   (engine.kept(ab, faces, w_ab, has_noise), engine.kept(ba, faces, w_ba, has_noise)),
                   text=f"Fine styles ({split}–{engine.G.num_ws - 1}) swapped: each keeps their shape and wears the other's finish.")
@@ -234,11 +236,11 @@ def edit(engine: Engine, req: EditRequest, progress: ProgressFn) -> Result:
     scale = float(d.meta.get("scale", engine.w_std / 3))  # one unit of amount, in W
     effect = str(d.meta.get("effect", ""))
     if req.strip:
-        imgs = engine.render(edits.strip(ws, d.vector, req.amount * scale, count=5, layers=d.layers), faces[0])
+        imgs = yield engine.plain(edits.strip(ws, d.vector, req.amount * scale, count=5, layers=d.layers), faces[0])
         return Result(req.id, (strip_of(engine, imgs, f"{d.name}_strip.png", f"{d.name} from {-req.amount:+g} to {req.amount:+g}"),),
                       text=effect)
     edited = edits.apply_direction(ws, d.vector, req.amount * scale, d.layers)
-    imgs = engine.render(np.stack([ws, edited]), faces[0])
+    imgs = yield engine.plain(np.stack([ws, edited]), faces[0])
     return Result(req.id, (engine.png(imgs[1], f"{d.name}.png"), strip_of(engine, imgs, "before_after.png")),
                   (engine.kept(edited, faces, np.ones(1), has_noise),), text=effect)
 
@@ -270,7 +272,7 @@ def loop(engine: Engine, req: LoopRequest, progress: ProgressFn) -> Result:
 @handles(RandomRequest)
 def random_face(engine: Engine, req: RandomRequest, progress: ProgressFn) -> Result:
     ws = ws_from_seeds(engine.G, [req.seed], req.truncation)[0].cpu().numpy()
-    img = engine.render(ws[None])[0]
+    (img,) = yield engine.plain(ws[None])
     return Result(req.id, (engine.png(img, f"seed{req.seed}.png"),), (as_face(ws),),
                   figures={"seed": req.seed, "truncation": req.truncation},
                   text=f"Seed {req.seed}, truncation {req.truncation:g}: a person who does not exist.")
@@ -281,7 +283,7 @@ def grid(engine: Engine, req: GridRequest, progress: ProgressFn) -> Result:
     latents, faces, _ = engine.faces((req.a, req.b, req.c))
     n = req.size
     weights = edits.plane_weights(n)
-    imgs = engine.draw(np.einsum("gk,kij->gij", weights, np.stack(latents)).astype(np.float32), faces, weights)
+    imgs = yield Draw(np.einsum("gk,kij->gij", weights, np.stack(latents)).astype(np.float32), faces, weights)
     tile = max(96, DISPLAY * 3 // n)
     return Result(req.id, (File("grid.png", png_bytes(montage(np.stack([resize(i, tile) for i in imgs]), cols=n))),),
                   text=f"The plane through three faces, {n}×{n}.")

@@ -25,7 +25,7 @@ from engine.protocol import BadArgument, Face, File, ModelMismatch, Request, Res
 from engine import team  # noqa: F401  (registers the handlers for photos of several people and look-alikes)
 from engine.handlers import HANDLERS, ProgressFn
 from engine.runtime import prepare_device
-from engine.render import DISPLAY, png_bytes, resize, to_uint8
+from engine.render import DISPLAY, Draw, png_bytes, resize, to_uint8
 
 
 class Engine:
@@ -58,7 +58,8 @@ class Engine:
 
     def start(self, request: Request, progress: ProgressFn | None = None):
         """Validate and dispatch: the handler's :class:`Result`, or, for a handler that
-        projects, its generator of projections (see :func:`engine.handlers.project_aligned`)."""
+        projects or draws, its generator of asks: :class:`~engine.batch.Member` (or a list of
+        them, see :func:`engine.handlers.project_aligned`) or :class:`Draw`."""
         handler = HANDLERS.get(type(request))
         if handler is None:
             raise BadArgument("I don't know how to do that.")
@@ -77,10 +78,14 @@ class Engine:
             try:
                 ask = next(out)
                 while True:
-                    ask = out.send(self.project_alone(ask))
+                    ask = out.send(self.serve_alone(ask))
             except StopIteration as done:
                 out = done.value
         return self.finish(request, out)
+
+    def serve_alone(self, ask):
+        """What a handler asked for, done for it alone: a :class:`Draw`'s images, or its projection(s)."""
+        return self.draw_all([ask])[0] if isinstance(ask, Draw) else self.project_alone(ask)
 
     def new_batch(self) -> ProjectionBatch:
         return ProjectionBatch(self.G, kept_noise_max_res=self.kept_noise_max_res, graphs=self.graphs)
@@ -100,22 +105,34 @@ class Engine:
     def render(self, ws: np.ndarray, noise: list[np.ndarray] | None = None) -> np.ndarray:
         """``[N, num_ws, w_dim]`` -> ``[N, H, W, 3]`` uint8 at the model's resolution, every face
         with the same per-layer noise maps (default: the model's constant maps)."""
+        return self.draw_all([self.plain(ws, noise)])[0]
+
+    def plain(self, ws: np.ndarray, noise: list[np.ndarray] | None = None) -> Draw:
+        """The :class:`Draw` of :meth:`render`."""
         ws = np.ascontiguousarray(ws, dtype=np.float32)
-        return self.draw(ws, [noise or self.const_noise], np.ones((len(ws), 1), np.float32))
+        return Draw(ws, [noise or self.const_noise], np.ones((len(ws), 1), np.float32))
 
     def draw(self, ws: np.ndarray, faces: list[list[np.ndarray]], weights: np.ndarray, batch: int = 16) -> np.ndarray:
         """Render ``ws`` ``[N, num_ws, w_dim]``; item ``i``'s noise maps mix the ``faces``' maps
         with ``weights[i]`` (``[K]`` or ``[K, num_ws]``: style weights, see :func:`mix_noise`)."""
+        return self.draw_all([Draw(ws, faces, weights)], batch)[0]
+
+    def draw_all(self, asks: list[Draw], batch: int = 16) -> list[np.ndarray]:
+        """Several draws (several jobs' faces) through the generator together, ``batch`` images
+        per forward; each image is what it would be drawn alone (engine/modconv.py)."""
         device = self.G.w_avg.device
+        items = [(ask, i) for ask in asks for i in range(len(ask.ws))]
         out = []
         with torch.no_grad():
-            for i in range(0, len(ws), batch):
-                maps = [mix_noise(faces, w, self.noise_rule) for w in weights[i:i + batch]]
+            for start in range(0, len(items), batch):
+                chunk = items[start:start + batch]
+                maps = [mix_noise(ask.faces, ask.weights[i], self.noise_rule) for ask, i in chunk]
                 noise = [torch.from_numpy(np.stack([m[layer] for m in maps])[:, None]).to(device)
                          for layer in range(len(self.noise_res))]
-                w_t = torch.from_numpy(np.ascontiguousarray(ws[i:i + batch], dtype=np.float32)).to(device)
-                out.append(to_uint8(self.G.synthesis(w_t, noise=noise)))
-        return np.concatenate(out)
+                ws = np.stack([ask.ws[i] for ask, i in chunk]).astype(np.float32, copy=False)
+                out.append(to_uint8(self.G.synthesis(torch.from_numpy(ws).to(device), noise=noise)))
+        imgs = np.concatenate(out) if out else np.zeros((0, self.G.resolution, self.G.resolution, 3), np.uint8)
+        return np.split(imgs, np.cumsum([len(ask.ws) for ask in asks])[:-1])
 
     def display(self, img: np.ndarray) -> np.ndarray:
         return resize(img, max(DISPLAY, img.shape[0]))

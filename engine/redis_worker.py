@@ -239,11 +239,11 @@ class RedisWorker:
         """Take the entries that are waiting (up to ``batch`` jobs), then one step of their projections."""
         self.jobs()
         while self.scheduler.running() < self.batch:
-            entry = self.take(block=None if len(self.scheduler.batch) else 1000)
+            entry = self.take(block=None if self.scheduler.busy() else 1000)
             if entry is None:
                 break
             self.handle(*entry)
-        if len(self.scheduler.batch):
+        if self.scheduler.busy():
             t0 = time.monotonic()
             self.scheduler.step()
             self.busy_seconds += time.monotonic() - t0

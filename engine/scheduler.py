@@ -1,11 +1,12 @@
 """Several members' jobs at once: their projections advance together in one batch.
 
-A handler that projects is a generator (:func:`engine.handlers.project_aligned`): it
-yields each projection it needs and is sent the result. :meth:`Engine.run` drives one
-alone; the :class:`Scheduler` drives up to ``max_jobs`` of them together, in this one
-thread. Between two steps of the shared :class:`~engine.batch.ProjectionBatch` it takes
-the jobs that arrived: a job that needs no projection (a render, an edit, a blend) runs
-to its result there and then; a projection joins the batch at the next step. When a
+A handler that projects or draws is a generator (:func:`engine.handlers.project_aligned`):
+it yields each projection it needs, or the faces it wants drawn (a
+:class:`~engine.render.Draw`), and is sent the result. :meth:`Engine.run` drives one alone;
+the :class:`Scheduler` drives up to ``max_jobs`` of them together, in this one thread.
+Between two steps of the shared :class:`~engine.batch.ProjectionBatch` it takes the jobs
+that arrived; the faces they ask for (a render, an edit, a blend) are drawn together, one
+forward pass for all of them, and a projection joins the batch at the next step. When a
 member's projection is done, its job carries on to its next projection or its result.
 A job the member stopped (engine/stops.py) is answered as stopped before the next step.
 
@@ -26,6 +27,7 @@ import traceback
 from engine.batch import Member
 from engine.jobs import failure, read_request
 from engine.protocol import Progress, Request, Stopped
+from engine.render import Draw
 from engine.stops import STOPPED, StopList
 
 log = logging.getLogger("wspace.engine")
@@ -45,7 +47,9 @@ class Scheduler:
         self.engine, self.emit, self.max_jobs, self.stops = engine, emit, max_jobs, stops
         self.batch = engine.new_batch()
         self.jobs: dict[int, _Job] = {}  # id(member) -> the job waiting for it
+        self.draws: list[tuple[_Job, Draw]] = []  # jobs waiting for faces to be drawn, with what they asked
         self.most = 0  # the most members one step has carried
+        self.most_drawn = 0  # the most jobs one drawing pass has served
 
     # --- jobs ----------------------------------------------------------------------------------
 
@@ -93,6 +97,10 @@ class Scheduler:
         """Send a job what it waited for; it asks for its next projection(s) or answers."""
         try:
             ask = job.steps.send(answer) if answer is not None else next(job.steps)
+            if isinstance(ask, Draw):
+                job.asked, job.as_list, job.done = [], False, {}
+                self.draws.append((job, ask))
+                return
             job.as_list, job.done = isinstance(ask, list), {}
             job.asked = ask if job.as_list else [ask]
             for member in job.asked:
@@ -129,9 +137,33 @@ class Scheduler:
             if job.request.id in gone:
                 self._fail(job, Stopped(STOPPED))
 
+    def _draw(self) -> None:
+        """Every job waiting for faces gets them, all drawn together (a job whose draw fails
+        when they are drawn one by one fails alone)."""
+        while self.draws:
+            waiting, self.draws = self.draws, []
+            self.most_drawn = max(self.most_drawn, len(waiting))
+            try:
+                images = self.engine.draw_all([ask for _, ask in waiting])
+            except Exception:  # noqa: BLE001 (found out below, job by job)
+                images = None
+            for k, (job, ask) in enumerate(waiting):
+                try:
+                    drawn = images[k] if images is not None else self.engine.draw_all([ask])[0]
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(job, exc)
+                    continue
+                self._advance(job, drawn)
+
+    def busy(self) -> bool:
+        """Work in hand: projections in the batch or faces to draw."""
+        return bool(len(self.batch) or self.draws)
+
     def step(self) -> None:
-        """One step of every waiting projection; finished ones go back to their jobs."""
+        """Draw what jobs asked to be drawn, then one step of every waiting projection;
+        finished ones go back to their jobs."""
         self._stop_stopped()
+        self._draw()
         if not len(self.batch):
             return
         self.most = max(self.most, len(self.batch))
@@ -154,23 +186,23 @@ class Scheduler:
                 self._fail(self.jobs[id(member)], member.progress.failure)
 
     def running(self) -> int:
-        """Jobs waiting for projections now."""
-        return len({id(job) for job in self.jobs.values()})
+        """Jobs waiting for projections or drawings now."""
+        return len({id(job) for job in self.jobs.values()} | {id(job) for job, _ in self.draws})
 
     def serve(self, job_queue) -> None:
         """Until ``None`` arrives on the queue (then finish what was started)."""
         stopping = False
-        while not stopping or len(self.batch):
+        while not stopping or self.busy():
             while not stopping and self.running() < self.max_jobs:
                 try:
-                    item = job_queue.get(block=not len(self.batch))
+                    item = job_queue.get(block=not self.busy())
                 except queue.Empty:
                     break
                 if item is None:
                     stopping = True
                     break
                 self.take(*item)
-            if len(self.batch):
+            if self.busy():
                 self.step()
 
 

@@ -189,3 +189,35 @@ def test_the_gpu_bench_skips_what_does_not_fit_its_time(tmp_path):
     figures = json.loads(out.read_text())
     assert "parity" in figures["skipped_for_time"] and "projection_1024" in figures["skipped_for_time"]
     assert "projection_embedded" not in figures
+
+
+def test_renders_edits_and_blends_of_several_jobs_are_drawn_together_as_they_would_be_alone():
+    """Quick jobs that arrive together are drawn in one forward pass, each member getting the
+    very pictures (and kept faces) their job gives alone; a job that fails fails alone."""
+    from engine.ops import Engine
+    from engine.protocol import BlendRequest, EditRequest, GridRequest, MixRequest, RandomRequest, SwapRequest
+
+    engine = Engine()
+    a, b, c = (engine.run(RandomRequest(seed=s)).faces[0] for s in (11, 12, 13))
+    direction = sorted(engine.directions)[0]
+    jobs = [RenderRequest(face=a), RandomRequest(seed=5), BlendRequest(a=a, b=b, ratio=0.3),
+            EditRequest(face=b, direction=direction, amount=2.0), EditRequest(face=c, direction=direction, strip=True),
+            MixRequest(coarse=a, fine=c), SwapRequest(a=b, b=c), GridRequest(a=a, b=b, c=c, size=3),
+            EditRequest(face=a, direction="no_such_direction")]
+    alone = {job.id: engine.run(job) for job in jobs[:-1]}
+    events: list = []
+    queue_ = queue.Queue()
+    for job in jobs:
+        queue_.put((job.id, wire.dumps(job)))
+    queue_.put(None)
+    scheduler = Scheduler(engine, events.append, max_jobs=len(jobs))
+    scheduler.serve(queue_)
+    answers = {e.job_id: e for e in events if isinstance(e, (Result, JobFailed))}
+    assert scheduler.most_drawn == len(jobs) - 1, "every job that draws was drawn in the same pass"
+    assert isinstance(answers[jobs[-1].id], JobFailed) and answers[jobs[-1].id].code == "unknown_direction"
+    for job in jobs[:-1]:
+        got, want = answers[job.id], alone[job.id]
+        assert isinstance(got, Result), got
+        assert [f.data for f in got.files] == [f.data for f in want.files], job.kind
+        for x, y in zip(got.faces, want.faces):
+            assert np.array_equal(x.ws, y.ws) and (x.noise is None) == (y.noise is None)
