@@ -325,7 +325,9 @@ class Storage:
         out = {}
         for table in ("members", "latents"):
             out[table] = (await self._rows(f"SELECT COUNT(*) FROM {table} {where}", params))[0][0]
-        rows = await self._rows(f"SELECT status, COUNT(*), AVG(finished_at - started_at) FROM jobs {where} GROUP BY status", params)
+        # A job its member stopped is a failed row with the error "cancelled"; admins see it apart.
+        rows = await self._rows("SELECT CASE WHEN error = 'cancelled' THEN 'stopped' ELSE status END AS shown, COUNT(*), "
+                                f"AVG(finished_at - started_at) FROM jobs {where} GROUP BY shown", params)
         out["jobs"] = {status: count for status, count, _ in rows}
         done = [avg for status, _, avg in rows if status == "done" and avg is not None]
         out["mean_job_seconds"] = round(done[0], 2) if done else None

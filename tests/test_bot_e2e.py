@@ -353,3 +353,4 @@ async def test_a_running_projection_can_be_stopped_by_its_member_or_a_moderator(
     assert db.execute("SELECT status, error FROM jobs WHERE id = ?", (job_id,)).fetchone() == ("failed", "cancelled")
     assert job_id not in svc.stoppable and not svc.queued[(sim.guild_id, member)]
     await sim.wait_for(lambda: svc.engine.stops_confirmed == confirmed + 1, 30)  # the engine gave up on it
+    assert (await svc.storage.stats(sim.guild_id))["jobs"]["stopped"] == (1 if who == "owner" else 2)
