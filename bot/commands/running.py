@@ -3,10 +3,11 @@
 defer at once -> :class:`Slot` (the member's queue cap and budget, given back once; a
 job that never starts costs nothing) -> submit -> "position N", kept true as the line
 moves -> :class:`ProgressReporter` (at most one edit per ``progress_interval``, with a
-preview; a long job's first edit brings its Stop button, ``stop.py``) -> :func:`deliver` (keep the new face if asked, then the pictures). Anything a
-member caused gets one sentence; anything else an apology with the job id, the traceback
-in the log. If the interaction expired (15 min) or its message was deleted, the result
-goes to the channel instead.
+preview; a long job's first edit brings its Stop button, ``stop.py``) -> :func:`deliver`
+(keep the new face if asked, then the pictures). Anything a member caused gets one
+sentence; anything else an apology with the job id, the traceback in the log. If the
+interaction expired (15 min) or its message was deleted, the result goes to the channel
+instead.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A transport carries :mod:`engine.protocol` requests to an engine and brings back its
 events; commands know only :class:`Transport`: ``start``, ``submit``, ``cancel``,
-``position``, ``stats``, ``close``. ``local.py`` spawns one engine process here; ``redis_streams.py``
-feeds workers on any host. Both encode with :mod:`engine.protocol.wire` (data only).
+``position``, ``stats``, ``close``. ``local.py`` spawns one engine process here;
+``redis_streams.py`` feeds workers on any host. Both encode with :mod:`engine.protocol.wire` (data only).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from engine.protocol import Event, JobFailed, Progress, Request, Result, Stopped, WorkerReady
 
 ProgressCallback = Callable[[Progress], Awaitable[None] | None]
+STOPPED_KEPT = 4096  # ids of stopped jobs remembered, so their late answers are not duplicates
 
 
 class QueueFull(Exception):
@@ -112,7 +113,7 @@ class Transport(ABC):
         if p is None:
             return False
         self.stopped[job_id] = None
-        while len(self.stopped) > 4096:
+        while len(self.stopped) > STOPPED_KEPT:
             self.stopped.popitem(last=False)
         if not p.future.done():
             p.future.set_result(JobFailed(job_id, Stopped.code, sentence))
