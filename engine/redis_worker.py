@@ -211,8 +211,8 @@ class RedisWorker:
         return out
 
     def handle(self, entry_id, fields: dict, deliveries: int = 1) -> None:
-        """Start an entry's job in the scheduler (a render runs to its result here and now; a
-        projection joins the batch); its entry is settled when it answers."""
+        """Start an entry's job in the scheduler (the faces it draws are drawn, and a projection
+        joins the batch, at the next ``step``); its entry is settled when it answers."""
         admitted = self.admit(entry_id, fields, deliveries)
         if admitted is None:
             return
@@ -236,16 +236,16 @@ class RedisWorker:
         return self.scheduler
 
     def pump(self) -> None:
-        """Take the entries that are waiting (up to ``batch`` jobs), then one step of their projections."""
-        self.jobs()
-        while self.scheduler.running() < self.batch:
-            entry = self.take(block=None if self.scheduler.busy() else 1000)
+        """Take the entries that are waiting (up to ``batch`` jobs), then one step: their drawings and projections."""
+        jobs = self.jobs()
+        while jobs.running() < self.batch:
+            entry = self.take(block=None if jobs.busy() else 1000)
             if entry is None:
                 break
             self.handle(*entry)
-        if self.scheduler.busy():
+        if jobs.busy():
             t0 = time.monotonic()
-            self.scheduler.step()
+            jobs.step()
             self.busy_seconds += time.monotonic() - t0
 
     def drop_batch(self) -> None:
