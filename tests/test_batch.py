@@ -1,5 +1,12 @@
-"""Members projected together get exactly what they would alone: the batch shares only
-the forward and backward passes, never a member's state."""
+"""Members projected together get what they would alone: the batch shares only the forward
+and backward passes, never a member's state.
+
+Not bit for bit: with several threads, or other CPU kernels, a batched convolution rounds
+differently from a lone one (bench/numerics.py, docs/benchmarks.md), so the promise tested
+is the one that holds on any CPU: over these short projections a member's W+, noise maps,
+picture and losses stay within a hair of the lone ones (a member whose state leaked into
+another's would be off by whole units). tests/test_numerics.py runs this under several
+thread counts and CPU kernel settings."""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from engine.bundle import load_bundle
 from engine.encoder import encode
 from engine.projector import REFINE_FAR
 from engine.render import to_uint8
+from tests.closeness import IMAGE_LEVELS, close_arrays
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +35,13 @@ def faces(bundle):
 
 
 def same(a, b) -> None:
-    assert np.array_equal(a.ws, b.ws)
-    assert all(np.array_equal(x, y) for x, y in zip(a.noise, b.noise))
-    assert np.array_equal(a.image, b.image)
-    assert a.losses == b.losses
+    """``b`` is ``a`` up to the rounding a different batch brings, not a different projection."""
+    assert close_arrays(a.ws, b.ws) and all(close_arrays(x, y) for x, y in zip(a.noise, b.noise))
+    assert np.abs(a.image.astype(int) - b.image).max() <= IMAGE_LEVELS
+    assert len(a.losses) == len(b.losses) and np.allclose(a.losses, b.losses, rtol=1e-3, atol=1e-5)
 
 
-def test_a_member_gets_the_same_projection_alone_or_joining_a_batch_midway(bundle, faces):
+def test_a_member_gets_their_projection_alone_or_joining_a_batch_midway(bundle, faces):
     G, E = bundle.G, bundle.encoder
     asks = [dict(steps=12, init_ws=encode(E, faces[0]), seed=0),  # a close guess: the gentle schedule
             dict(steps=16, init_ws=None, seed=1),  # from w_avg: the published schedule, with latent noise

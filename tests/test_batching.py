@@ -16,6 +16,7 @@ import numpy as np
 from bot.transport.local import LocalTransport
 from engine.protocol import JobFailed, Progress, ProjectRequest, RenderRequest, Result, wire
 from engine.scheduler import Scheduler
+from tests.closeness import WS_TOL, same_fit, same_kept_face
 from tests.photos import astronaut, encode, grace_hopper
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +24,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 def photos() -> list[bytes]:
     return [encode(astronaut(), "JPEG"), encode(grace_hopper(), "JPEG")]
+
+
+def pixels_apart(a: bytes, b: bytes) -> int:
+    """The largest difference between two pictures' pixels (levels of 255)."""
+    import io
+
+    from PIL import Image
+
+    x, y = (np.asarray(Image.open(io.BytesIO(d)).convert("RGB"), dtype=int) for d in (a, b))
+    assert x.shape == y.shape
+    return int(np.abs(x - y).max())
 
 
 async def run_all(engine: LocalTransport, jobs) -> tuple[list, dict[str, list[float]]]:
@@ -35,7 +47,7 @@ async def run_all(engine: LocalTransport, jobs) -> tuple[list, dict[str, list[fl
     return results, heard
 
 
-def test_concurrent_projections_are_batched_and_each_member_gets_their_solo_face():
+def test_concurrent_projections_are_batched_and_each_member_gets_their_solo_fit():
     async def main():
         solo, busy = LocalTransport(threads=2, batch=1), LocalTransport(threads=2, batch=4)
         await solo.start(timeout=300)
@@ -53,10 +65,9 @@ def test_concurrent_projections_are_batched_and_each_member_gets_their_solo_face
 
     alone, together, heard, jobs = asyncio.run(main())
     assert all(isinstance(r, Result) for r in alone + together), [r for r in alone + together if isinstance(r, JobFailed)]
-    for x, y in zip(alone, together):  # bit-identical kept faces, whoever else was in the batch
-        assert np.array_equal(x.faces[0].ws, y.faces[0].ws)
-        assert np.array_equal(x.faces[0].noise, y.faces[0].noise)
-        assert x.figures["likeness"] == y.figures["likeness"]
+    for x, y in zip(alone, together):  # the face they would have got alone, up to a batch's rounding
+        same_kept_face(x.faces[0], y.faces[0])
+        same_fit(x, y)
     projections = [heard[j.id] for j in jobs[:3]]
     assert max(h[0] for h in projections) < min(h[-1] for h in projections), "the projections did not overlap"
     assert together[3].files[0].name.endswith(".png")  # a render ran beside the batch
@@ -118,7 +129,9 @@ def test_the_gpu_bench_runs_on_the_cpu(tmp_path):
     figures = json.loads(out.read_text())
     failed = {k: v for k, v in figures.items() if isinstance(v, dict) and "error" in v}
     assert not failed, failed
-    assert figures["alone_vs_batched"]["ws_max_diff"] == 0.0  # on the CPU a batch changes nobody's face
+    batched = figures["alone_vs_batched"]
+    assert batched["ws_max_diff"] < WS_TOL, batched  # a batch changes nobody's face beyond rounding
+    assert abs(batched["psnr_alone"] - batched["psnr_batched"]) < 0.1, batched
     assert figures["projection_embedded"]["steps_ms"]["eager_fp32_default_b8"] > 0
     assert figures["generator_1024"]["gflop_per_image"] > 0
 
@@ -145,7 +158,7 @@ def test_a_team_photo_projects_its_faces_as_one_batch_beside_another_job(tiny_mo
     assert isinstance(answers[team.id], Result) and isinstance(answers[single.id], Result)
     assert scheduler.most == len(alone.faces) + 1  # every face of the team and the member, one batch
     for x, y in zip(alone.faces, answers[team.id].faces):
-        assert np.array_equal(x.ws, y.ws) and np.array_equal(x.noise, y.noise)
+        same_kept_face(x, y)
 
 
 def test_a_step_that_fails_tells_its_members_jobs_and_the_engine_serves_on(tiny_model, monkeypatch):
@@ -193,7 +206,8 @@ def test_the_gpu_bench_skips_what_does_not_fit_its_time(tmp_path):
 
 def test_renders_edits_and_blends_of_several_jobs_are_drawn_together_as_they_would_be_alone():
     """Quick jobs that arrive together are drawn in one forward pass, each member getting the
-    very pictures (and kept faces) their job gives alone; a job that fails fails alone."""
+    pictures (within a level of 255; identical wherever measured) and the very kept faces
+    their job gives alone; a job that fails fails alone."""
     from engine.ops import Engine
     from engine.protocol import BlendRequest, EditRequest, GridRequest, MixRequest, RandomRequest, SwapRequest
 
@@ -218,6 +232,8 @@ def test_renders_edits_and_blends_of_several_jobs_are_drawn_together_as_they_wou
     for job in jobs[:-1]:
         got, want = answers[job.id], alone[job.id]
         assert isinstance(got, Result), got
-        assert [f.data for f in got.files] == [f.data for f in want.files], job.kind
+        assert [f.name for f in got.files] == [f.name for f in want.files], job.kind
+        for x, y in zip(got.files, want.files):  # 0 levels apart at every setting bench/numerics.py ran
+            assert pixels_apart(x.data, y.data) <= 1, job.kind
         for x, y in zip(got.faces, want.faces):
             assert np.array_equal(x.ws, y.ws) and (x.noise is None) == (y.noise is None)

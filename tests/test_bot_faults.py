@@ -21,7 +21,8 @@ GINA = 800000000000000007
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(tmp_path_factory):
-    async with running_bot(tmp_path_factory.mktemp("faults"), member_rate=2, per_member_queued=1,
+    # member_period: a slow machine must not see the budget refill during the 600-step projection.
+    async with running_bot(tmp_path_factory.mktemp("faults"), member_rate=2, member_period=3600, per_member_queued=1,
                            queue_size=2, max_project_steps=2000, costs={"random": 1.0}) as (sim, bot):
         yield sim, bot
 

@@ -12,6 +12,7 @@ from bot.transport.local import LocalTransport
 from engine.protocol import JobFailed, MorphRequest, Progress, ProjectRequest, RandomRequest, Result, Stopped, wire
 from engine.scheduler import Scheduler
 from engine.stops import StopList, drain
+from tests.closeness import same_kept_face
 from tests.photos import astronaut, encode, grace_hopper
 
 
@@ -51,8 +52,8 @@ def test_the_scheduler_stops_what_was_stopped_and_nothing_else(tiny_model):
     assert not [e for e in events if isinstance(e, Progress) and e.job_id == never.id], "a stopped job never starts"
     frames = [e.step for e in events if isinstance(e, Progress) and e.job_id == morph.id]
     assert max(frames) < morph.frames
-    alone = engine.run(other)  # the member beside them got exactly their face
-    assert np.array_equal(answers[other.id].faces[0].ws, alone.faces[0].ws)
+    alone = engine.run(other)  # the member beside them got their face (up to a batch's rounding)
+    same_kept_face(answers[other.id].faces[0], alone.faces[0])
 
 
 def test_a_stop_list_keeps_only_well_formed_ids_and_a_bounded_number():
