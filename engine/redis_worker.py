@@ -9,8 +9,10 @@ once with one sentence.
 
 Delivery is at least once: while a job runs, the heartbeat thread keeps its pending
 entry fresh (``XCLAIM … JUSTID``); a worker that dies stops doing so, and after
-``claim_idle`` seconds another worker takes the job over with ``XAUTOCLAIM``. An entry
-delivered ``MAX_DELIVERIES`` times (it killed every worker that took it) goes to the
+``claim_idle`` seconds another worker takes the job over with ``XAUTOCLAIM``. A worker that
+batches cannot say which of its jobs killed it, so a reclaimed entry runs *alone*: the
+worker that takes it finishes the jobs in hand, runs it by itself, and takes nothing else
+meanwhile. One that kills that worker too (a delivery past ``MAX_DELIVERIES``) goes to the
 dead-letter stream instead of running again. The bot resolves each job id once.
 
 A job a member stopped has a sealed stop key; the worker looks for its jobs' keys at most
@@ -63,8 +65,11 @@ class RedisWorker:
         self.batch = batch  # jobs at once, their projections as one batch (engine/scheduler.py); 1: one at a time
         self.scheduler = None
         self.stops = StopList(self._stopped, every=STOP_POLL)
+        self.solo: bytes | None = None  # a reclaimed entry running alone: nothing else is taken meanwhile
+        self.waiting_solo: tuple | None = None  # a reclaimed entry taken while busy: runs alone next
         self.done = 0
         self.dead = 0
+        self.reruns = 0  # reclaimed entries run alone
         self.busy_seconds = 0.0
         self.started = time.time()
         self.stopping = threading.Event()
@@ -76,6 +81,7 @@ class RedisWorker:
         return {"id": self.id, "model_id": self.engine.model_id, "resolution": G.resolution, "num_ws": G.num_ws,
                 "w_dim": G.w_dim, "directions": sorted(self.engine.directions), "device": self.engine.device,
                 "pid": os.getpid(), "host": socket.gethostname(), "jobs_done": self.done,
+                "rerun_alone": self.reruns, "set_aside": self.dead,
                 "busy_seconds": round(self.busy_seconds, 1), "up_seconds": round(time.time() - self.started, 1),
                 "busy": bool(self.current), "last_seen": time.time()}
 
@@ -212,15 +218,22 @@ class RedisWorker:
 
     def handle(self, entry_id, fields: dict, deliveries: int = 1) -> None:
         """Start an entry's job in the scheduler (the faces it draws are drawn, and a projection
-        joins the batch, at the next ``step``); its entry is settled when it answers."""
+        joins the batch, at the next ``step``); its entry is settled when it answers. A
+        reclaimed entry (a second delivery) runs alone."""
         admitted = self.admit(entry_id, fields, deliveries)
         if admitted is None:
+            self.current.discard(entry_id)
             return
         reply, request, done_key = admitted
         self.current.add(entry_id)
+        if deliveries > 1:
+            self.solo = entry_id
+            self.reruns += 1
 
         def answered() -> None:
             self.current.discard(entry_id)
+            if self.solo == entry_id:
+                self.solo = None
             self.settle(entry_id, done_key)
 
         t0 = time.monotonic()
@@ -236,12 +249,23 @@ class RedisWorker:
         return self.scheduler
 
     def pump(self) -> None:
-        """Take the entries that are waiting (up to ``batch`` jobs), then one step: their drawings and projections."""
+        """Take the entries that are waiting (up to ``batch`` jobs), then one step: their drawings
+        and projections. A reclaimed entry waits for the jobs in hand to finish (its heartbeat
+        keeps it), then runs by itself."""
         jobs = self.jobs()
-        while jobs.running() < self.batch:
-            entry = self.take(block=None if jobs.busy() else 1000)
-            if entry is None:
-                break
+        while self.solo is None and jobs.running() < self.batch:
+            if self.waiting_solo is not None:
+                if jobs.busy():
+                    break
+                entry, self.waiting_solo = self.waiting_solo, None
+            else:
+                entry = self.take(block=None if jobs.busy() else 1000)
+                if entry is None:
+                    break
+                if entry[2] > 1 and jobs.busy():
+                    self.waiting_solo = entry
+                    self.current.add(entry[0])
+                    continue
             self.handle(*entry)
         if jobs.busy():
             t0 = time.monotonic()
@@ -252,6 +276,7 @@ class RedisWorker:
         """Redis failed mid-batch: forget the jobs in hand (their entries stay pending and are
         taken again, here or by another worker, once they have been idle for claim_idle)."""
         self.scheduler = None
+        self.solo = self.waiting_solo = None
         self.current.clear()
 
     def serve(self) -> None:

@@ -15,6 +15,12 @@ from bot.transport import EngineUnavailable
 log = logging.getLogger("wspace.admin")
 
 
+def restart_toll(e: dict) -> str:
+    """What engine deaths cost members: jobs run again alone, jobs that ended with them."""
+    rerun, failed = e.get("rerun_after_restart", 0), e.get("failed_after_restart", 0)
+    return f" ({rerun} jobs run again, {failed} failed)" if rerun or failed else ""
+
+
 def register(tree: app_commands.CommandTree, svc: Services) -> None:
     group = app_commands.Group(name="wspace", description="wspace administration",
                                default_permissions=discord.Permissions(manage_guild=True), guild_only=True)
@@ -29,7 +35,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             f"**Queue** {e['queued']}/{e['queue_size']} · {e['jobs_last_hour']} jobs in the last hour"
             + (f" · mean {s['mean_job_seconds']} s" if s["mean_job_seconds"] else ""),
             f"**Engine** ({e['transport']}) {'up' if e['alive'] else 'down'} · model `{e['model_id']}` · {e['resolution']} px · "
-            f"{e['device']} · restarts {e['restarts']} · directions: {', '.join(e['directions']) or 'none'}",
+            f"{e['device']} · restarts {e['restarts']}{restart_toll(e)} · directions: {', '.join(e['directions']) or 'none'}",
             *[f"**Worker** `{w['id']}` on {w['host']} · model `{w['model_id']}` · {w['device']} · "
               f"{w['jobs_done']} jobs ({w['jobs_per_minute']}/min){' · busy' if w['busy'] else ''}"
               for w in e.get("workers", [])],

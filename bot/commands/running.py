@@ -25,7 +25,7 @@ from bot.commands.common import Refusal, Reply, Services, defer, refuse
 from bot.commands.stop import STOPPABLE, stop_view
 from bot.limits import RateLimited
 from bot.storage import Reach, StorageError
-from bot.transport import EngineUnavailable, QueueFull, ShuttingDown, Transport
+from bot.transport import RERUN, EngineUnavailable, QueueFull, ShuttingDown, Transport
 from engine.protocol import JobFailed, Progress, Request, Result, UserError, WorkerReady
 from engine.protocol.requests import MAX_ATTACHMENT_BYTES
 
@@ -132,11 +132,17 @@ class ProgressReporter:
 
     def __init__(self, svc: Services, engine: Transport, msg: JobMessage, title: str, job_id: str) -> None:
         self.svc, self.engine, self.msg, self.title, self.job_id = svc, engine, msg, title, job_id
+        self.rerun = False
 
     async def __call__(self, p: Progress) -> None:
+        if p.step == 0 and p.total == 0 and p.message == RERUN:  # the engine died; this job runs again alone
+            self.rerun = True
+            await self.msg.edit(f"{self.title}{RERUN[0].lower()}{RERUN[1:]}", force=True)
+            return
         if p.step == 0 and p.preview_png is None:
             await self.svc.storage.job_started(self.job_id)
-            await self.msg.edit(f"{self.title}working on it…", force=False)
+            again = " again, after an engine restart" if self.rerun else ""
+            await self.msg.edit(f"{self.title}working on it{again}…", force=self.rerun)
             return
         files = [discord.File(io.BytesIO(p.preview_png), "preview.png")] if p.preview_png else None
         # A step-0 preview is the encoder's first guess, the last step says what comes next (e.g. encoding

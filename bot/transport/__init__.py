@@ -7,9 +7,9 @@ workers on any host (Redis Streams, ``wspace worker``). Both carry
 
 from __future__ import annotations
 
-from bot.transport.base import EngineUnavailable, ProgressCallback, QueueFull, ShuttingDown, Transport
+from bot.transport.base import RERUN, EngineUnavailable, ProgressCallback, QueueFull, ShuttingDown, Transport
 
-__all__ = ["EngineUnavailable", "ProgressCallback", "QueueFull", "ShuttingDown", "Transport", "make_transport"]
+__all__ = ["RERUN", "EngineUnavailable", "ProgressCallback", "QueueFull", "ShuttingDown", "Transport", "make_transport"]
 
 
 def make_transport(settings, registry=None) -> Transport:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from engine.protocol import Event, JobFailed, Progress, Request, Result, Stopped, WorkerReady
 
 ProgressCallback = Callable[[Progress], Awaitable[None] | None]
+RERUN = "The engine restarted; running your job again."  # what a member hears when their job is rerun
 STOPPED_KEPT = 4096  # ids of stopped jobs remembered, so their late answers are not duplicates
 
 
@@ -40,7 +41,8 @@ class _Pending:
     on_progress: ProgressCallback | None
     submitted: float = field(default_factory=time.monotonic)
     started: float | None = None
-    crashes_seen: int = 0  # engine deaths while this job was waiting
+    crashes_seen: int = 0  # engine deaths while the engine held this job
+    in_engine: bool = False  # sent to the engine that runs now (not held back by a solo retry)
 
 
 class Transport(ABC):
@@ -54,6 +56,8 @@ class Transport(ABC):
         self.pending: OrderedDict[str, _Pending] = OrderedDict()
         self.info: WorkerReady | None = None
         self.restarts = 0
+        self.rerun_after_restart = 0  # jobs an engine death interrupted, run again alone
+        self.failed_after_restart = 0  # jobs that ended because an engine died while holding them
         self.duplicates = 0  # answers for a job that already had one (at-least-once delivery)
         self.completed: deque[float] = deque(maxlen=10_000)
         self.stopped: OrderedDict[str, None] = OrderedDict()  # jobs cancelled here (their late events are dropped)
@@ -168,6 +172,7 @@ class Transport(ABC):
         now = time.monotonic()
         return {"transport": self.transport, "queued": len(self.pending), "queue_size": self.queue_size,
                 "jobs_last_hour": sum(1 for t in self.completed if now - t < 3600), "restarts": self.restarts,
+                "rerun_after_restart": self.rerun_after_restart, "failed_after_restart": self.failed_after_restart,
                 "duplicates": self.duplicates, "model_id": self.info.model_id if self.info else None,
                 "resolution": self.info.resolution if self.info else None,
                 "directions": list(self.info.directions) if self.info else []}

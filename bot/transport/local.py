@@ -1,6 +1,11 @@
 """The local transport: one spawned engine process on this machine, restarted within
 seconds when it dies or hangs.
 
+An engine that batches cannot say which of its jobs killed it. So after a death every job
+the dead engine held is run again once, alone, one at a time in arrival order, before any
+new work: the job that kills the engine again fails alone (a job present at two deaths
+ends with one sentence), and the others complete. New jobs wait until those reruns are done.
+
 Requests go to the process as wire bytes (``engine/protocol/wire.py``) on a
 multiprocessing queue and events come back the same way. The process is started from
 :func:`_engine_main`, which imports the engine only inside the child: this module, like
@@ -15,12 +20,16 @@ import os
 import multiprocessing as mp
 import queue
 import threading
+from collections import deque
 
-from bot.transport.base import ProgressCallback, ShuttingDown, Transport
+from bot.transport.base import RERUN, ProgressCallback, ShuttingDown, Transport
 from bot.transport.pidfile import EngineRegistry
 from engine.protocol import JobFailed, Progress, Request, Result, WorkerReady, wire
 
 log = logging.getLogger("wspace.transport")
+
+DIED_TWICE = "The engine stopped twice while working on your request, so I did not run it again."
+TOO_LONG = "That took far too long and was stopped; try again."
 
 
 def _engine_main(*args) -> None:
@@ -47,6 +56,8 @@ class LocalTransport(Transport):
         self._watchdog: asyncio.Task | None = None
         self._closing = False
         self._generation = 0
+        self._solo: deque[str] = deque()  # jobs a dead engine held, to run again one at a time
+        self._held: deque[str] = deque()  # jobs waiting for those reruns before they go to the engine
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -70,8 +81,7 @@ class LocalTransport(Transport):
             self.registry.add(self.process.pid)
         gen, event_q = self._generation, self.event_q
         threading.Thread(target=self._read_events, args=(event_q, gen), daemon=True, name="engine-events").start()
-        for p in self.pending.values():  # jobs still waiting go to the new process
-            self.job_q.put((p.job.id, wire.dumps(p.job)))
+        self._pump()
         log.info("engine process %s started (generation %d)", self.process.pid, gen)
 
     async def close(self) -> None:
@@ -120,6 +130,8 @@ class LocalTransport(Transport):
             log.info("engine ready: model %s, %d px, directions %s", event.model_id, event.resolution, event.directions)
             return
         self._deliver(event)
+        if isinstance(event, (Result, JobFailed)):
+            self._pump()
 
     async def _watch(self) -> None:
         while not self._closing:
@@ -130,35 +142,77 @@ class LocalTransport(Transport):
             if hung:
                 log.error("job %s ran past %.0f s; restarting the engine", hung.job.id, self.job_timeout)
                 self.process.kill()
+                self._fail(hung.job.id, "engine_restarted", TOO_LONG)
+                self.failed_after_restart += 1
             await asyncio.to_thread(self.process.join, 2)
             log.error("engine process died (exit code %s); restarting", self.process.exitcode)
             if self.registry is not None:
                 self.registry.remove(self.process.pid)
-            self._fail_running("The engine stopped while working on your request; it has restarted, please try again.")
+            self._after_death()
             self.restarts += 1
             self._spawn()
 
-    def _fail_running(self, message: str) -> None:
-        """The job the dead process had taken fails; jobs not yet taken are kept, unless
-        they have now seen two deaths (a job that kills the engine before it reports
-        starting must not crash it forever)."""
+    def _after_death(self) -> None:
+        """Every job the dead engine held is run again alone, once: one that was held at an
+        earlier death too fails (it is the likeliest killer), the others queue for a solo
+        rerun in arrival order and their members hear so. Jobs never sent keep waiting."""
+        rerun = []
         for job_id, p in list(self.pending.items()):
+            if not p.in_engine:
+                continue
+            p.in_engine, p.started = False, None
             p.crashes_seen += 1
-            if p.started is not None or p.crashes_seen >= 2:
-                del self.pending[job_id]
-                if not p.future.done():
-                    p.future.set_result(JobFailed(job_id, "engine_restarted", message))
+            if job_id in self._solo:
+                self._solo.remove(job_id)
+            if p.crashes_seen >= 2:
+                log.error("job %s was in the engine at two deaths; it fails", job_id)
+                self._fail(job_id, "engine_restarted", DIED_TWICE)
+                self.failed_after_restart += 1
+                continue
+            rerun.append(job_id)
+            self.rerun_after_restart += 1
+            self._tell(p, Progress(job_id, 0, 0, RERUN))
+        self._solo.extend(rerun)
+        self._held = deque(j for j in self._held if j not in rerun)
+
+    def _tell(self, p, event: Progress) -> None:
+        if p.on_progress is not None:
+            outcome = p.on_progress(event)
+            if asyncio.iscoroutine(outcome):
+                asyncio.ensure_future(outcome)
+
+    def _send(self, job_id: str, data: bytes | None = None) -> None:
+        p = self.pending[job_id]
+        p.in_engine = True
+        self.job_q.put((job_id, data if data is not None else wire.dumps(p.job)))
+
+    def _pump(self) -> None:
+        """Send what may go to the engine now: the next solo rerun once nothing else is in the
+        engine, else (no rerun left) every held job."""
+        self._solo = deque(j for j in self._solo if j in self.pending)
+        self._held = deque(j for j in self._held if j in self.pending)
+        if any(p.in_engine for p in self.pending.values()):
+            return
+        if self._solo:
+            self._send(self._solo.popleft())
+            return
+        while self._held:
+            self._send(self._held.popleft())
 
     # --- jobs ------------------------------------------------------------------------------------
 
     def submit(self, job: Request, on_progress: ProgressCallback | None = None) -> asyncio.Future:
         """Queue a job; the future resolves to a ``Result`` or a ``JobFailed``."""
-        data = wire.dumps(job)
+        data = wire.dumps(job)  # a job the wire refuses is refused here, before it is booked
         fut = self._book(job, on_progress)
-        self.job_q.put((job.id, data))
+        if self._solo or any(p.in_engine and p.crashes_seen for p in self.pending.values()):
+            self._held.append(job.id)  # reruns after an engine death go first
+        else:
+            self._send(job.id, data)
         return fut
 
     def _tell_stop(self, job_id: str) -> None:
+        self._pump()  # a stopped rerun lets the next one go
         try:
             self.stop_q.put(job_id)
         except (OSError, ValueError) as exc:  # the process is being replaced: the job went with it

@@ -13,8 +13,9 @@ Keys (``prefix`` defaults to ``wspace``):
 - ``{prefix}:done:{job_id}`` — set when a job finished, so a redelivered job is not run twice.
 - ``{prefix}:stop:{job_id}`` — set (sealed: the job id) by the bot when a member stopped the
   job; the worker holding it gives up before its next step, one that takes it later skips it.
-- ``{prefix}:dead`` — entries delivered ``MAX_DELIVERIES`` times without finishing (they
-  crashed every worker that took them): moved here, their job failed once.
+- ``{prefix}:dead`` — entries delivered more than ``MAX_DELIVERIES`` times (they were in a
+  batch whose worker died, then killed the worker that ran them alone): moved here, their
+  job failed once.
 
 Every job and event payload is sealed (``wire.seal``) with the shared secret.
 """
@@ -30,7 +31,7 @@ JOBS_MAXLEN = 10_000
 DEAD_MAXLEN = 1_000
 DONE_TTL = 3600
 RESULT_TTL = 900
-MAX_DELIVERIES = 3
+MAX_DELIVERIES = 2  # once in a batch, once more alone after that worker died
 MAX_AGE = DONE_TTL  # a sealed message older than this is refused (a replay outlives its done key)
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
