@@ -7,6 +7,13 @@ each member's gradient is exactly its own loss's gradient (members never mix), a
 Adam update is elementwise with each member's own learning rate and bias correction.
 A member may join between any two steps and leaves as soon as its last step is done.
 
+Not bit for bit: the batched convolutions and their gradients are reduced in an order that
+depends on the batch size, the thread count and the CPU's kernels, and a projection
+amplifies those last-bit differences (on a photo the model cannot draw exactly, W+ values
+drift apart by whole units while the fit stays the same). So a member gets the same
+likeness and fit alone or in a batch, within tests/closeness.py's bounds, under every
+setting tests/test_numerics.py runs; bench/numerics.py measures each.
+
 Nothing in a step reads a value back to the host: the learning rates and the latent
 noise of every step are laid out on the device when a member joins and picked by each
 member's step counter there, losses stay device tensors until a preview or the end, and

@@ -1,7 +1,7 @@
 """The modulated convolution and its helpers: pure tensor functions the synthesis layers
 (engine/networks.py) are made of — the FIR upsampling filter, demodulation, per-row
-products and convolutions that give every image of a batch the same arithmetic as alone
-(so a member's projection does not depend on who else is in the batch: engine/batch.py).
+products and convolutions that keep every image of a batch close to its arithmetic alone
+(engine/batch.py says how close, and why not exact).
 """
 
 from __future__ import annotations
@@ -38,18 +38,19 @@ def blur_upsample(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int], up: in
 def rows_times(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """``x [N, K] @ m [K, M]`` with every row computed by the same kernel whatever ``N``.
 
-    A plain matrix product picks its kernel by the number of rows, so a style (and with it
-    a member's projection) would change in the 6th digit with who else is in the batch;
-    a batched product of single rows does not (bench/throughput.py checks it).
+    A plain matrix product picks its kernel by the number of rows, so a style would change
+    in the 6th digit with who else is in the batch; a batched product of single rows keeps
+    one kernel (on the CPUs measured: bench/numerics.py).
     """
     return torch.bmm(x.unsqueeze(1), m.expand(x.shape[0], -1, -1)).squeeze(1)
 
 
 # ATen runs a *single* CPU image of at most this many values through its own convolution
-# instead of oneDNN's (ConvUtils ``use_mkldnn``); any batch of two or more goes to oneDNN,
-# which computes each image the same way whatever the batch size. So a lone small image is
-# convolved as a pair of itself, and a member's projection is bit-identical alone or in a
-# batch (tests/test_batch.py).
+# instead of oneDNN's (ConvUtils ``use_mkldnn``); any batch of two or more goes to oneDNN.
+# So a lone small image is convolved as a pair of itself: a drawing is then the same alone
+# or beside others' (0 levels apart at every setting bench/numerics.py ran), and a lone
+# projection stays close to a batched one. Not a promise of bit-identity: oneDNN's own
+# split of the work still depends on the batch, threads and CPU (engine/batch.py).
 LONE_IMAGE_NUMEL = 20480
 
 

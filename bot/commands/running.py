@@ -137,7 +137,7 @@ class ProgressReporter:
     async def __call__(self, p: Progress) -> None:
         if p.step == 0 and p.total == 0 and p.message == RERUN:  # the engine died; this job runs again alone
             self.rerun = True
-            await self.msg.edit(f"{self.title}{RERUN[0].lower()}{RERUN[1:]}", force=True)
+            await self.msg.edit(f"{self.title}{RERUN[0].lower()}{RERUN[1:-1]} — working on it…", force=True)
             return
         if p.step == 0 and p.preview_png is None:
             await self.svc.storage.job_started(self.job_id)
