@@ -1,9 +1,11 @@
 # wspace on a CUDA GPU host (also runs on a CPU-only host, slowly).
 # Build:  docker build -t wspace .
-# Run:    docker run --gpus all -e WSPACE_TOKEN=... -v $PWD/data:/data wspace
+# Run:    mkdir -p data && sudo chown 10001:10001 data   # the container runs as user 10001
+#         docker run --gpus all -e WSPACE_TOKEN=... -v $PWD/data:/data wspace
 #         (config: /data/config.toml, written from the image's example on first start
-#          if absent; the database lives beside it in /data)
-# Worker: docker run --gpus all wspace worker --redis redis://HOST:6379/0
+#          if absent; the database lives beside it in /data. Or keep your own ownership:
+#          docker run --user "$(id -u):$(id -g)" ...)
+# Worker: docker run --gpus all -e WSPACE_REDIS_SECRET=... wspace worker --redis redis://HOST:6379/0
 # Bot + Redis + a GPU worker: docker compose up (compose.yaml, docs/scaling.md)
 #
 # torch comes from PyPI: its Linux x86_64 wheels bundle CUDA, so the host needs only the
@@ -23,7 +25,7 @@ COPY migrations ./migrations
 COPY config.example.toml scripts/docker-entrypoint.sh ./
 # the project itself, at this commit (its own deps are ranges by design; torch is pinned above)
 # hadolint ignore=DL3013
-RUN pip install ".[redis]" && pip install --no-deps "gan-face-generate==1.1.1" \
+RUN pip install ".[redis]" \
     && useradd --create-home --uid 10001 --user-group wspace && mkdir -p /data && chown 10001:10001 /data
 
 USER 10001:10001

@@ -1,8 +1,9 @@
 """How a member's face depends on the machine: thread count, CPU kernels (ISA) and who else
 was in the batch. Prints JSON.
 
-For each setting (``OMP_NUM_THREADS`` × ``ATEN_CPU_CAPABILITY``) a child process measures, on
-the embedded model and faces it drew:
+For each setting (``OMP_NUM_THREADS`` × kernels: ``native``, what the CPU offers; ``avx2``,
+ATen's and oneDNN's kernels capped at AVX2, as on a CPU without AVX-512; ``default``, ATen's
+unvectorised kernels) a child process measures, on the embedded model and faces it drew:
 
 - ``batched``: members projected together (of different lengths, two joining midway) against
   each projected alone: the largest W+ difference, the largest pixel difference of the
@@ -11,7 +12,10 @@ the embedded model and faces it drew:
   (largest pixel difference), and a projection's final image against a redraw of what
   it keeps (``redraw_max_levels``: what a member is shown against what /me draws later).
 
-    python bench/numerics.py [--threads 1 2 3] [--isa default avx2 avx512] [--steps 60] [--out F]
+It also runs the two offline photos as /project jobs alone and together through the
+engine's scheduler (``photos``): W+ difference, likeness and PSNR of both.
+
+    python bench/numerics.py [--threads 1 2 3] [--isa native avx2 default] [--steps 60] [--out F]
 """
 
 from __future__ import annotations
@@ -105,24 +109,34 @@ def photo_jobs(engine, steps: int) -> dict:
             "psnr_alone": [a.figures["psnr"] for a in alone], "psnr_batched": [b.figures["psnr"] for b in together]}
 
 
+def isa_env(isa: str) -> dict:
+    """The environment that caps the CPU kernels (tests/test_numerics.py uses the same)."""
+    if isa == "native":
+        return {}
+    if isa == "avx2":
+        return {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    return {"ATEN_CPU_CAPABILITY": isa}
+
+
 def settings(threads: list[int], isas: list[str]) -> list[dict]:
-    return [{"OMP_NUM_THREADS": str(t), "ATEN_CPU_CAPABILITY": isa} for t in threads for isa in isas]
+    return [{"setting": f"{t} threads, {isa}", "env": {"OMP_NUM_THREADS": str(t), **isa_env(isa)}}
+            for t in threads for isa in isas]
 
 
-def run_setting(env_extra: dict, steps: int, members: int, photo_steps: int) -> dict:
-    env = {**os.environ, **env_extra}
+def run_setting(setting: dict, steps: int, members: int, photo_steps: int) -> dict:
+    env = {**os.environ, **setting["env"]}
     proc = subprocess.run([sys.executable, __file__, "--one", "--steps", str(steps), "--members", str(members),
                            "--photo-steps", str(photo_steps)],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=1800)
     if proc.returncode != 0:
-        return {**env_extra, "error": proc.stderr.strip().splitlines()[-1:]}
-    return {**env_extra, **json.loads(proc.stdout)}
+        return {**setting, "error": proc.stderr.strip().splitlines()[-1:]}
+    return {**setting, **json.loads(proc.stdout)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--isa", nargs="+", default=["default", "avx2", "avx512"])
+    ap.add_argument("--isa", nargs="+", default=["native", "avx2", "default"], choices=["native", "avx2", "avx512", "default"])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--members", type=int, default=4)
     ap.add_argument("--photo-steps", type=int, default=300, help="steps of the two photos' /project jobs")

@@ -8,6 +8,8 @@ so it never lands in a log or a repr.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import tomllib
@@ -188,6 +190,8 @@ def _load_file(path: Path) -> Settings:
         raise ConfigError(f"no config file at {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    if not data:  # a file that was meant to be written and was not (a failed copy, a full disk)
+        raise ConfigError(f"{path} is empty; copy config.example.toml there, or remove it to run on the defaults")
     settings = parse_settings(data, str(path))
     base = path.parent
     engine = settings.engine
@@ -202,3 +206,65 @@ def _load_file(path: Path) -> Settings:
     if not settings.storage.database.is_absolute():
         settings = settings.model_copy(update={"storage": StorageSettings(database=base / settings.storage.database)})
     return settings
+
+
+# --- the first config of a new install (the Docker image's entry point) -------------------------
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string: any character a URL or password may hold survives."""
+    return json.dumps(value, ensure_ascii=False)  # JSON's escapes are a subset of TOML's basic strings
+
+
+def first_config(example: str, device: str | None = None, redis_url: str | None = None) -> str:
+    """``example`` (config.example.toml, comments kept) with ``engine.device`` set and, given a
+    Redis URL, ``engine.transport = "redis"`` and ``engine.redis_url``; the result is checked
+    by parsing it as the bot will."""
+    out, table = [], ""
+    for line in example.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            table = stripped[1:-1].strip()
+        elif table == "engine":
+            comment = line[line.index("#"):] if "#" in line and not stripped.startswith("#") else ""
+            key = stripped.lstrip("# ").split("=", 1)[0].strip() if "=" in stripped else ""
+            if key == "device" and device and not stripped.startswith("#"):
+                line = f"device = {_toml_string(device)}  {comment}".rstrip()
+            elif key == "transport" and redis_url and not stripped.startswith("#"):
+                line = f'transport = "redis"  {comment}'.rstrip()
+            elif key == "redis_url" and redis_url:
+                line = f"redis_url = {_toml_string(redis_url)}"
+        out.append(line)
+    text = "\n".join(out) + "\n"
+    settings = parse_settings(tomllib.loads(text), "the first config")
+    if device and settings.engine.device != device or redis_url and settings.engine.redis_url != redis_url:
+        raise ConfigError("the example config has no [engine] device, transport or redis_url line to set")
+    return text
+
+
+def write_first_config(path: Path, example: Path, device: str | None = None, redis_url: str | None = None) -> bool:
+    """Write :func:`first_config` to ``path`` unless a file is there; atomically (a crash leaves
+    no partial file). False when one was there. A folder that cannot be written is one sentence."""
+    if path.exists():
+        return False
+    text = first_config(example.read_text(), device, redis_url)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path} ({exc.strerror or exc}): the folder must be writable by user "
+                          f"{os.getuid()}; on the host, run `sudo chown {os.getuid()} <the folder mounted there>` "
+                          "or start the container with --user matching the folder's owner") from None
+    return True
+
+
+def check_writable(folder: Path) -> None:
+    """The folder of the config and database must take new files (the database's journal)."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder; mount a folder there")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{folder} is not writable by user {os.getuid()}; on the host, run `sudo chown "
+                          f"{os.getuid()} <the folder mounted there>` or start the container with --user matching its owner")

@@ -21,13 +21,23 @@ from engine.protocol import (BlendRequest, EditRequest, Face, FacesRequest, Grid
                              SwapRequest, TeamRequest, UserError, as_face)
 from engine.protocol.requests import MAX_ATTACHMENT_BYTES, MAX_PHOTO_BYTES
 
-from engine.cli_tools import DeviceOpt, ModelOpt, OutOpt, directions_app, fail, generate, loaded, model_app
+from engine.cli_tools import THREADS, DeviceOpt, ModelOpt, OutOpt, directions_app, fail, generate, loaded, model_app
 
 CLI_MAX_BYTES = MAX_ATTACHMENT_BYTES  # files on disk: the largest the protocol carries
 MIN_SECRET = 16  # as bot/config.py asks of engine.redis_secret
 
 app = typer.Typer(help="wspace: StyleGAN2 latent-space toys for a Discord community, and the same engine on local files.",
                   no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def options(threads: Annotated[Optional[int], typer.Option(
+        "--threads", min=1, max=512, help="torch CPU threads for engine commands (default: the cores available; "
+                                          "another busy process on the same cores slows torch far more than its share)")] = None) -> None:
+    """wspace: StyleGAN2 latent-space toys for a Discord community, and the same engine on local files."""
+    THREADS["threads"] = threads
+
+
 app.add_typer(model_app, name="model")
 app.add_typer(directions_app, name="directions")
 app.command()(generate)
@@ -45,7 +55,6 @@ def _run(engine, request: Request, out: Path, label: str = "") -> Result:
 
     from tqdm import tqdm
 
-    out.mkdir(parents=True, exist_ok=True)
     bars = []
     started = time.time()  # tqdm's own clock
 
@@ -66,6 +75,7 @@ def _run(engine, request: Request, out: Path, label: str = "") -> Result:
     finally:
         for bar in bars:
             bar.close()
+    out.mkdir(parents=True, exist_ok=True)  # only now: a command that failed leaves no empty folder
     for f in result.files:
         (out / f.name).write_bytes(f.data)
     names = ["latent.npz"] if len(result.faces) == 1 else [f"latent_{i + 1}.npz" for i in range(len(result.faces))]
@@ -245,25 +255,29 @@ def demo(out: OutOpt = Path("out/demo"),
     """The main job, offline: project the two bundled photos, age one, blend them, morph them."""
     engine = _engine(model, device)
     assets = Path(__file__).resolve().parent / "assets"
-    faces = {}
+    faces, shown = {}, []
     for i, name in enumerate(("grace_hopper", "astronaut"), 1):
         typer.echo(f"{i}/5 projecting {name}.jpg ({steps} steps)…")
         r = _run(engine, ProjectRequest(image=(assets / f"{name}.jpg").read_bytes(), steps=steps), out / f"{i}_{name}",
                  "projecting")
+        shown.append(out / f"{i}_{name}" / r.files[0].name)
         faces[name] = r.face
         typer.echo(f"    likeness {r.figures['likeness']:.3f} (same person below 0.6), PSNR {r.figures['psnr']:.1f} dB")
     if "age" in engine.directions:
         typer.echo("3/5 ageing the astronaut (+3, and a strip from -3 to +3)…")
         _run(engine, EditRequest(face=faces["astronaut"], direction="age", amount=3.0), out / "3_age")
-        _run(engine, EditRequest(face=faces["astronaut"], direction="age", amount=3.0, strip=True), out / "3_age")
+        strip = _run(engine, EditRequest(face=faces["astronaut"], direction="age", amount=3.0, strip=True), out / "3_age")
+        shown.append(out / "3_age" / strip.files[0].name)
     else:
         typer.echo("3/5 (this model has no age direction; skipped)")
     typer.echo("4/5 blending the two…")
-    _run(engine, BlendRequest(a=faces["grace_hopper"], b=faces["astronaut"]), out / "4_blend")
+    blend = _run(engine, BlendRequest(a=faces["grace_hopper"], b=faces["astronaut"]), out / "4_blend")
+    shown.append(out / "4_blend" / blend.files[0].name)
     typer.echo("5/5 a morph through both and a person who does not exist…")
     other = _run(engine, RandomRequest(seed=7, truncation=0.7), out / "5_morph").face
-    _run(engine, MorphRequest(faces=(faces["grace_hopper"], faces["astronaut"], other), frames=36), out / "5_morph")
-    typer.echo(f"done: see {out}/ (side_by_side.png, before_after.png, blend.png, morph.gif)")
+    morph = _run(engine, MorphRequest(faces=(faces["grace_hopper"], faces["astronaut"], other), frames=36), out / "5_morph")
+    shown.append(out / "5_morph" / morph.files[0].name)
+    typer.echo("done: " + ", ".join(str(path) for path in shown))
 
 
 @app.command()

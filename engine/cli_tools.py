@@ -14,7 +14,21 @@ directions_app = typer.Typer(help="Learn or import attribute directions for a mo
 
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="Generator file (.safetensors, rosinality .pt, NVIDIA .pkl); default: the embedded model.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda")]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder")]
+
+
+def _out_folder(out: Path) -> Path:
+    """``-o``: a folder, or a place where one can be made (checked before any work)."""
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file; name a folder (it is made if absent).")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if not out.exists() and parent is not None and not parent.is_dir():
+        raise typer.BadParameter(f"{parent} is a file, so no folder can be made under it.")
+    return out
+
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (made when the command succeeds)",
+                                      callback=_out_folder)]
+THREADS: dict[str, int | None] = {"threads": None}  # `wspace --threads N`: torch CPU threads of engine commands
 
 
 def fail(message: str) -> None:
@@ -29,7 +43,7 @@ def loaded(load, model: Path | None, device: str):
 
     if problem := device_problem(device):
         fail(problem)
-    prepare_process()
+    prepare_process(THREADS["threads"])
     try:
         return load(model, device)
     except CheckpointError as exc:
@@ -132,18 +146,35 @@ def directions_learn(attributes: Annotated[Optional[list[str]], typer.Argument(h
     typer.echo(f"wrote {path}")
 
 
+def operator_file(source: Path, out: Path | None) -> Path:
+    """Where a directions change is written: ``out``, else the file it was read from, but
+    never a file shipped inside the package (an upgrade would overwrite it, and in a wheel
+    install it is site-packages)."""
+    from engine.checkpoints import MODELS_DIR
+
+    target = out or source
+    if target.resolve().parent == MODELS_DIR.resolve():
+        fail(f"{target.name} ships with wspace and is not changed in place; write your own copy with "
+             "-o FILE and set engine.directions to it.")
+    if target.exists() and not target.is_file():
+        fail(f"{target} is not a file.")
+    return target
+
+
 @directions_app.command("layers")
 def directions_layers(name: Annotated[str, typer.Argument(help="a direction of the model, e.g. smile")],
                       layers: Annotated[str, typer.Argument(help="all, coarse, middle, fine, or a style range like 1-3")],
                       directions: Annotated[Optional[Path], typer.Option("--directions", help="directions .npz (default: the model's)")] = None,
+                      out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write the directions here (default: where they were read, unless shipped with wspace)")] = None,
                       model: ModelOpt = None) -> None:
-    """Set the styles a direction moves by default (what /edit uses)."""
+    """Set the styles a direction moves by default (what /edit uses); point engine.directions at the file written."""
     from engine.bundle import directions_path_for
     from engine.directions import load_directions, save_directions
     from engine.edits import parse_layers
 
     G = load_model(model, "cpu")
     path = directions or directions_path_for(model)
+    target = operator_file(path, out)
     keep = load_directions(path, G.model_id)
     if name not in keep:
         fail(f"{path.name} has no direction {name!r} for this model (it has {', '.join(keep) or 'none'}).")
@@ -152,8 +183,8 @@ def directions_layers(name: Annotated[str, typer.Argument(help="a direction of t
     except ValueError as exc:
         fail(f"{exc}.")
     keep[name].layers = layers
-    save_directions(list(keep.values()), path)
-    typer.echo(f"{name} now moves styles {layers} by default ({path})")
+    save_directions(list(keep.values()), target)
+    typer.echo(f"{name} now moves styles {layers} by default ({target}; engine.directions = \"{target}\")")
 
 
 @directions_app.command("import")
@@ -173,8 +204,9 @@ def directions_import(npy: Path, name: Annotated[str, typer.Option(help="name me
         d = import_npy(npy, G, name, layers)
     except DirectionError as exc:
         fail(str(exc))
-    path = out or directions_path_for(model)
-    keep = load_directions(path, G.model_id)
+    path = directions_path_for(model)
+    target = operator_file(path, out)
+    keep = load_directions(target if target.is_file() else path, G.model_id)
     keep[name] = d
-    save_directions(list(keep.values()), path)
-    typer.echo(f"imported {name} into {path}")
+    save_directions(list(keep.values()), target)
+    typer.echo(f"imported {name} into {target}")

@@ -14,8 +14,12 @@ if "$PY" -c "import torch" 2>/dev/null; then
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   "${PIP[@]}" "torch==$TORCH"
 else
-  "${PIP[@]}" "torch==$TORCH+cpu" 2>/dev/null \
-    || "${PIP[@]}" "torch==$TORCH+cpu" --extra-index-url https://download.pytorch.org/whl/cpu
+  err=$(mktemp)
+  if ! "${PIP[@]}" "torch==$TORCH+cpu" 2>"$err"; then
+    echo "install: no local torch $TORCH+cpu wheel ($(grep -m1 -i error "$err" || tail -n1 "$err")); trying PyTorch's CPU index" >&2
+    "${PIP[@]}" "torch==$TORCH+cpu" --extra-index-url https://download.pytorch.org/whl/cpu
+  fi
+  rm -f "$err"
 fi
 "${PIP[@]}" -e ".[test]"
 # The teacher of the embedded model: only its weights.tar is needed, not its heavy dependencies.

@@ -124,3 +124,25 @@ async def test_a_full_database_gets_one_sentence_and_the_bot_recovers(env):
     assert "seed8.png" in again.all_files(), again.last_content()
     cur = await db.execute("PRAGMA integrity_check")
     assert (await cur.fetchone())[0] == "ok"
+
+
+async def test_the_invite_asks_for_what_the_bot_calls_and_nothing_more(env):
+    """Every REST call the bot made in this module (a channel post included: the deleted
+    message above) is one bot/invite.py lists with what it needs; the invite asks for exactly
+    the union of those needs."""
+    import re
+
+    from bot.invite import ROUTES, permissions
+
+    sim, _ = env
+    patterns = {route: re.compile("^/api/v10" + re.sub(r"\{[^}]+\}", "[^/]+", route[1]) + "$") for route in ROUTES}
+    called = {(method, path) for method, path in sim.requests if path.startswith("/api/v10/")}
+    used = {route for route, pattern in patterns.items() for method, path in called
+            if method == route[0] and pattern.match(path)}
+    unknown = {(m, p) for m, p in called if not any(m == r[0] and patterns[r].match(p) for r in ROUTES)}
+    assert not unknown, f"calls bot/invite.py does not list (say what they need there): {unknown}"
+    assert ("POST", "/channels/{channel_id}/messages") in used, "the channel post was exercised"
+    needed = {name for route in used for name in ROUTES[route]}
+    granted = {name for name, on in permissions() if on}
+    assert needed <= granted | {"view_channel"} and permissions().view_channel
+    assert not (permissions().administrator or permissions().manage_messages or permissions().mention_everyone)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.numerics import isa_env
+
 REPO = Path(__file__).resolve().parents[1]
 CHILD_FLAG = "WSPACE_NUMERICS_CHILD"
 # The tests each setting reruns: batched against alone, redraw against shown, draws together.
@@ -26,9 +28,10 @@ TESTS = ["tests/test_batch.py", "tests/test_kept.py",
 
 
 def isa_settings() -> list[str]:
-    """``default`` (what the CPU offers), and AVX2 on an x86 CPU with AVX-512 or AMX, so that a
-    machine without them is exercised too."""
-    out = ["default"]
+    """``native`` (what the CPU offers); ``default`` (ATen's unvectorised kernels, on any CPU);
+    and ``avx2`` (ATen and oneDNN capped at AVX2) on an x86 CPU that has more, so that a
+    machine without AVX-512 is exercised too."""
+    out = ["native", "default"]
     if torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX") or "avx512" in cpu_flags():
         out.append("avx2")
     return out
@@ -43,9 +46,9 @@ def cpu_flags() -> str:
 
 def child_env(threads: int, isa: str) -> dict[str, str]:
     env = {**os.environ, CHILD_FLAG: "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    if isa == "avx2":  # ATen's kernels and oneDNN's, both capped at AVX2
-        env.update(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2")
-    return env
+    for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
+        env.pop(name, None)
+    return {**env, **isa_env(isa)}
 
 
 SETTINGS = [(t, isa) for t in (1, 2, 3) for isa in isa_settings()]
