@@ -44,6 +44,7 @@ class GatedTree(app_commands.CommandTree):
     """Answers only in the servers and channels the config allows."""
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        interaction.extras["received"] = time.monotonic()  # acknowledgement latency is counted from here
         if self.client.draining:
             await reply_now(interaction, "The bot is restarting; try again in a minute.")
             return False
@@ -102,7 +103,8 @@ class WspaceBot(discord.Client):
         self.registry.end_orphans()  # engines a killed predecessor left behind
         engine = make_engine(self.settings, self.registry)
         await engine.start(wait=False)  # the bot answers while the model loads
-        self.services = Services(self.settings, storage, engine, make_limits(self.settings), config_path=self.config_path)
+        self.services = Services(self.settings, storage, engine, make_limits(self.settings), config_path=self.config_path,
+                                 metrics=self.start_metrics())
         for module in COMMAND_MODULES:
             module.register(self.tree, self.services)
         self.add_dynamic_items(EditButton, StopButton)
@@ -115,6 +117,20 @@ class WspaceBot(discord.Client):
         # burst (bench/bot_load.py, the ack split); frozen, later collections skip it.
         gc.collect()
         gc.freeze()
+
+    def start_metrics(self):
+        """Prometheus metrics at ``metrics.address`` (off when empty); None when off."""
+        if not self.settings.metrics.address:
+            return None
+        from bot.metrics import BotMetrics
+
+        metrics = BotMetrics()
+        metrics.engine.stats = lambda: self.services.engine.stats() if self.services else None
+        try:
+            metrics.serve(self.settings.metrics.address)
+        except OSError as exc:
+            raise ServeError(f"cannot serve metrics at {self.settings.metrics.address}: {exc.strerror or exc}") from None
+        return metrics
 
     async def on_ready(self) -> None:
         # Connecting builds as much again (the guilds, the gateway's state), also for the life of
@@ -152,8 +168,11 @@ class WspaceBot(discord.Client):
                 try:
                     if gone := await self.services.storage.purge_team_faces():
                         log.info("deleted %d expired team faces", gone)
+                    if self.services.metrics is not None:
+                        stored = await self.services.storage.stats(None)
+                        self.services.metrics.stored(stored["members"], stored["latents"])
                 except StorageError as exc:
-                    log.warning("could not delete expired team faces: %s", exc)
+                    log.warning("could not delete expired team faces or count what is stored: %s", exc)
             if not self.is_closed() and self.is_ready():
                 wrote = True
                 engine = self.services.engine if self.services else None

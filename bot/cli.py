@@ -85,7 +85,8 @@ def init_config(path: Annotated[Path, typer.Argument(help="where the config goes
                 example: Annotated[Path, typer.Option(help="the example config to start from")] = Path("config.example.toml"),
                 device: Annotated[Optional[str], typer.Option(help="engine.device, e.g. cuda")] = None) -> None:
     """Write a first config at PATH (the example's keys and comments) unless one is there, and check
-    that its folder is writable. WSPACE_REDIS_URL in the environment selects the Redis transport."""
+    that its folder is writable. WSPACE_REDIS_URL in the environment selects the Redis transport,
+    WSPACE_METRICS_ADDRESS serves Prometheus metrics there."""
     import os
 
     from bot.config import ConfigError, check_writable, write_first_config
@@ -93,7 +94,8 @@ def init_config(path: Annotated[Path, typer.Argument(help="where the config goes
     try:
         if not path.exists() and not example.is_file():
             fail(f"No example config at {example}; pass --example FILE.")
-        wrote = write_first_config(path, example, device, os.environ.get("WSPACE_REDIS_URL") or None)
+        wrote = write_first_config(path, example, device, os.environ.get("WSPACE_REDIS_URL") or None,
+                                   os.environ.get("WSPACE_METRICS_ADDRESS") or None)
         check_writable(path.parent)
     except ConfigError as exc:
         fail(str(exc)[0].upper() + str(exc)[1:] + ".")

@@ -117,8 +117,23 @@ class LoggingSettings(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class MetricsSettings(_Strict):
+    address: str = Field("", description='Serve Prometheus metrics at host:port ("127.0.0.1:9108"); empty: off')
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or len(value) > 255 or any(
+                    c.isspace() for c in value):
+                raise ValueError('address must be host:port, e.g. "127.0.0.1:9108" (port 0: any free port)')
+        return value
+
+
 class Settings(_Strict):
     logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
     discord: DiscordSettings = DiscordSettings()
     engine: EngineSettings = EngineSettings()
     limits: LimitSettings = LimitSettings()
@@ -215,15 +230,18 @@ def _toml_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)  # JSON's escapes are a subset of TOML's basic strings
 
 
-def first_config(example: str, device: str | None = None, redis_url: str | None = None) -> str:
-    """``example`` (config.example.toml, comments kept) with ``engine.device`` set and, given a
-    Redis URL, ``engine.transport = "redis"`` and ``engine.redis_url``; the result is checked
-    by parsing it as the bot will."""
+def first_config(example: str, device: str | None = None, redis_url: str | None = None,
+                 metrics: str | None = None) -> str:
+    """``example`` (config.example.toml, comments kept) with ``engine.device`` set; given a
+    Redis URL, ``engine.transport = "redis"`` and ``engine.redis_url``; given an address,
+    ``metrics.address``. The result is checked by parsing it as the bot will."""
     out, table = [], ""
     for line in example.splitlines():
         stripped = line.strip()
         if stripped.startswith("[") and stripped.endswith("]"):
             table = stripped[1:-1].strip()
+        elif table == "metrics" and metrics and stripped.startswith("address"):
+            line = f"address = {_toml_string(metrics)}"
         elif table == "engine":
             comment = line[line.index("#"):] if "#" in line and not stripped.startswith("#") else ""
             key = stripped.lstrip("# ").split("=", 1)[0].strip() if "=" in stripped else ""
@@ -236,17 +254,19 @@ def first_config(example: str, device: str | None = None, redis_url: str | None 
         out.append(line)
     text = "\n".join(out) + "\n"
     settings = parse_settings(tomllib.loads(text), "the first config")
-    if device and settings.engine.device != device or redis_url and settings.engine.redis_url != redis_url:
-        raise ConfigError("the example config has no [engine] device, transport or redis_url line to set")
+    if (device and settings.engine.device != device or redis_url and settings.engine.redis_url != redis_url
+            or metrics and settings.metrics.address != metrics):
+        raise ConfigError("the example config has no line for engine.device, engine.redis_url or metrics.address to set")
     return text
 
 
-def write_first_config(path: Path, example: Path, device: str | None = None, redis_url: str | None = None) -> bool:
+def write_first_config(path: Path, example: Path, device: str | None = None, redis_url: str | None = None,
+                       metrics: str | None = None) -> bool:
     """Write :func:`first_config` to ``path`` unless a file is there; atomically (a crash leaves
     no partial file). False when one was there. A folder that cannot be written is one sentence."""
     if path.exists():
         return False
-    text = first_config(example.read_text(), device, redis_url)
+    text = first_config(example.read_text(), device, redis_url, metrics)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -292,7 +292,9 @@ def worker(redis: Annotated[str, typer.Option("--redis", help="Redis URL, e.g. r
            inline_max: Annotated[int, typer.Option(min=1024, help="results larger than this many bytes go beside the stream")] = 256 * 1024,
            prefix: Annotated[str, typer.Option(help="key prefix shared with the bot's engine.redis_prefix")] = "wspace",
            worker_id: Annotated[Optional[str], typer.Option("--id", help="worker name (default: host-pid)")] = None,
-           batch: Annotated[int, typer.Option(min=1, max=64, help="jobs at once, their projections as one batch")] = 1) -> None:
+           batch: Annotated[int, typer.Option(min=1, max=64, help="jobs at once, their projections as one batch")] = 1,
+           metrics: Annotated[str, typer.Option(help='serve Prometheus metrics at host:port (port 0: any free one; '
+                                                     'the bot lists it); empty: off')] = "") -> None:
     """Run an engine worker that takes jobs from Redis (one per GPU; any number of hosts)."""
     from engine.checkpoints import CheckpointError
     from engine.redis_worker import serve_redis
@@ -302,9 +304,12 @@ def worker(redis: Annotated[str, typer.Option("--redis", help="Redis URL, e.g. r
         fail(f"--secret (or WSPACE_REDIS_SECRET) must hold at least {MIN_SECRET} characters, the same as the bot's.")
     if problem := device_problem(device):
         fail(problem)
+    host, sep, port = metrics.rpartition(":")
+    if metrics and (not sep or not port.isdigit() or int(port) > 65535):
+        fail('--metrics must be host:port, e.g. "0.0.0.0:9109".')
     try:
         serve_redis(redis, secret.encode(), str(model) if model else None, device, str(directions) if directions else None,
-                    threads, worker_id, claim_idle, inline_max, prefix, batch)
+                    threads, worker_id, claim_idle, inline_max, prefix, batch, metrics)
     except CheckpointError as exc:
         fail(str(exc))
 

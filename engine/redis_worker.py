@@ -70,6 +70,7 @@ class RedisWorker:
         self.done = 0
         self.dead = 0
         self.reruns = 0  # reclaimed entries run alone
+        self.metrics = ""  # the address of this worker's Prometheus metrics, when served
         self.busy_seconds = 0.0
         self.started = time.time()
         self.stopping = threading.Event()
@@ -81,7 +82,7 @@ class RedisWorker:
         return {"id": self.id, "model_id": self.engine.model_id, "resolution": G.resolution, "num_ws": G.num_ws,
                 "w_dim": G.w_dim, "directions": sorted(self.engine.directions), "device": self.engine.device,
                 "pid": os.getpid(), "host": socket.gethostname(), "jobs_done": self.done,
-                "rerun_alone": self.reruns, "set_aside": self.dead,
+                "rerun_alone": self.reruns, "set_aside": self.dead, "metrics": self.metrics,
                 "busy_seconds": round(self.busy_seconds, 1), "up_seconds": round(time.time() - self.started, 1),
                 "busy": bool(self.current), "last_seen": time.time()}
 
@@ -229,8 +230,11 @@ class RedisWorker:
         if deliveries > 1:
             self.solo = entry_id
             self.reruns += 1
+        log.info("job %s (%s) taken from entry %s, delivery %d%s", request.id, request.kind, entry_id, deliveries,
+                 ", alone" if deliveries > 1 else "")
 
         def answered() -> None:
+            log.info("job %s answered", request.id)
             self.current.discard(entry_id)
             if self.solo == entry_id:
                 self.solo = None
@@ -320,9 +324,38 @@ def _text(value) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else ""
 
 
+def serve_metrics(worker: RedisWorker, address: str) -> str:
+    """Prometheus metrics of this worker at ``host:port``, read from it when scraped; returns
+    the address served (the bot lists it with the worker)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class Collector:
+        def collect(self):
+            labels = {"worker": worker.id}
+            for name, doc, value in (("jobs", "Jobs this worker answered", worker.done),
+                                     ("busy_seconds", "Seconds spent working on jobs", worker.busy_seconds),
+                                     ("reruns", "Entries a dead worker left, run here alone", worker.reruns),
+                                     ("dead_letters", "Entries set aside (poison, unreadable)", worker.dead)):
+                family = CounterMetricFamily(f"wspace_worker_{name}", doc, labels=list(labels))
+                family.add_metric(list(labels.values()), value)
+                yield family
+            busy = GaugeMetricFamily("wspace_worker_busy", "1 while jobs are in hand", labels=list(labels))
+            busy.add_metric(list(labels.values()), 1.0 if worker.current else 0.0)
+            yield busy
+
+    registry = CollectorRegistry()
+    registry.register(Collector())
+    host, _, port = address.rpartition(":")
+    server, _thread = start_http_server(int(port), host or "127.0.0.1", registry=registry)
+    served = f"{host or '127.0.0.1'}:{server.server_port}"
+    log.info("worker %s: metrics at http://%s/metrics", worker.id, served)
+    return served
+
+
 def serve_redis(url: str, secret: bytes, model=None, device: str = "cpu", directions=None, threads: int | None = None,
                 worker_id: str | None = None, claim_idle: float = 30.0, inline_max: int = 256 * 1024,
-                prefix: str = "wspace", batch: int = 1) -> None:
+                prefix: str = "wspace", batch: int = 1, metrics: str = "") -> None:
     """Process entry point of ``wspace worker``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     from engine.runtime import prepare_process
@@ -332,6 +365,8 @@ def serve_redis(url: str, secret: bytes, model=None, device: str = "cpu", direct
 
     worker = RedisWorker(url, Engine(model, device, directions), secret, worker_id, claim_idle, inline_max, prefix,
                          batch=batch)
+    if metrics:
+        worker.metrics = serve_metrics(worker, metrics)
     try:
         worker.serve()
     except KeyboardInterrupt:

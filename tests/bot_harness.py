@@ -32,7 +32,8 @@ def engine_model(tmp: Path) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(tmp: Path, sim=None, engine: dict | None = None, discord_settings: dict | None = None, **limits):
+async def running_bot(tmp: Path, sim=None, engine: dict | None = None, discord_settings: dict | None = None,
+                      sections: dict | None = None, **limits):
     """The bot against ``sim`` (default: a new in-process DiscordSimulator); anything with
     ``api_base``, ``gateway_url`` and ``wait_bot_ready`` will do."""
     own = sim is None
@@ -44,7 +45,7 @@ async def running_bot(tmp: Path, sim=None, engine: dict | None = None, discord_s
                           **(discord_settings or {})},
               "storage": {"database": str(tmp / "wspace.sqlite3")},
               "engine": {"threads": 1, **({"model": model} if model else {}), **(engine or {})},
-              "limits": {"project_steps": 20, "progress_interval": 0.5, **limits}}
+              "limits": {"project_steps": 20, "progress_interval": 0.5, **limits}, **(sections or {})}
     settings = parse_settings(config)
     configure_api_base(settings)
     bot = make_bot(settings)

@@ -62,8 +62,10 @@ def entrypoint(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedPro
     "redis://:$(touch PWNED)`touch PWNED`@redis:6379/0", "redis://:new\nline = 1@redis:6379/0"])
 def test_the_entry_points_first_config_keeps_any_redis_url_exactly(tmp_path, url):
     config = tmp_path / "data" / "config.toml"
-    done = entrypoint(tmp_path, {"WSPACE_CONFIG": str(config), "WSPACE_REDIS_URL": url, "WSPACE_DEVICE": "cuda"})
+    done = entrypoint(tmp_path, {"WSPACE_CONFIG": str(config), "WSPACE_REDIS_URL": url, "WSPACE_DEVICE": "cuda",
+                                 "WSPACE_METRICS_ADDRESS": "0.0.0.0:9108"})
     assert done.returncode == 0 and "SERVED" in done.stdout, done.stderr
+    assert tomllib.loads(config.read_text())["metrics"]["address"] == "0.0.0.0:9108"
     engine = tomllib.loads(config.read_text())["engine"]
     assert engine["redis_url"] == url and engine["transport"] == "redis" and engine["device"] == "cuda"
     assert not (tmp_path / "PWNED").exists() and not list(tmp_path.rglob("PWNED"))

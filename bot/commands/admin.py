@@ -38,6 +38,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             f"{e['device']} · restarts {e['restarts']}{restart_toll(e)} · directions: {', '.join(e['directions']) or 'none'}",
             *[f"**Worker** `{w['id']}` on {w['host']} · model `{w['model_id']}` · {w['device']} · "
               f"{w['jobs_done']} jobs ({w['jobs_per_minute']}/min){' · busy' if w['busy'] else ''}"
+              + (f" · {w['rerun_alone']} run again alone, {w['set_aside']} set aside" if w.get('rerun_alone') or w.get('set_aside') else "")
               for w in e.get("workers", [])],
             f"**This server** {s['members']} members · {s['latents']} faces · jobs: {jobs}",
             f"**Storage** {s['database_bytes'] / 1e6:.2f} MB",

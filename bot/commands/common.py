@@ -26,12 +26,20 @@ class Refusal(Reply):
     """A command that did not start (a limit, a full queue): told to the member alone."""
 
 
+def acknowledged(interaction: discord.Interaction) -> None:
+    """Count an interaction's acknowledgement time (metrics, when on)."""
+    svc = getattr(interaction.client, "services", None)
+    if svc is not None and svc.metrics is not None:
+        svc.metrics.acknowledged(interaction.extras.get("received"))
+
+
 async def refuse(interaction: discord.Interaction, sentence: str) -> None:
     """Only the member sees a refusal: an ephemeral answer (the public "thinking…" of a
     deferred command is removed first)."""
     try:
         if not interaction.response.is_done():
             await interaction.response.send_message(sentence, ephemeral=True)
+            acknowledged(interaction)
             return
         await interaction.delete_original_response()
         await interaction.followup.send(sentence, ephemeral=True)
@@ -49,6 +57,7 @@ class Services:
     forget_epoch: Counter = field(default_factory=Counter)  # bumped by /forget
     stoppable: dict = field(default_factory=dict)  # job id -> (member who started it, its transport) while it runs
     config_path: object = None
+    metrics: object = None  # bot.metrics.BotMetrics when metrics.address is set
 
     @property
     def model_id(self) -> str:
@@ -132,6 +141,7 @@ async def reply_now(interaction: discord.Interaction, content: str, ephemeral: b
         await interaction.followup.send(content, ephemeral=ephemeral)
     else:
         await interaction.response.send_message(content, ephemeral=ephemeral)
+        acknowledged(interaction)
 
 
 async def read_photo(svc: Services, image: discord.Attachment) -> bytes:
@@ -164,6 +174,7 @@ async def defer(interaction: discord.Interaction) -> bool:
         return True
     try:
         await interaction.response.defer(thinking=True)
+        acknowledged(interaction)
         return True
     except (discord.NotFound, discord.HTTPException) as exc:  # already expired: answer in the channel
         log.warning("could not defer interaction %s: %s", interaction.id, exc)

@@ -133,6 +133,7 @@ class ProgressReporter:
     def __init__(self, svc: Services, engine: Transport, msg: JobMessage, title: str, job_id: str) -> None:
         self.svc, self.engine, self.msg, self.title, self.job_id = svc, engine, msg, title, job_id
         self.rerun = False
+        self.submitted: float | None = None  # when the job went to the engine (the wait is counted from it)
 
     async def __call__(self, p: Progress) -> None:
         if p.step == 0 and p.total == 0 and p.message == RERUN:  # the engine died; this job runs again alone
@@ -140,6 +141,8 @@ class ProgressReporter:
             await self.msg.edit(f"{self.title}{RERUN[0].lower()}{RERUN[1:-1]} — working on it…", force=True)
             return
         if p.step == 0 and p.preview_png is None:
+            if self.svc.metrics is not None and self.submitted is not None:
+                self.svc.metrics.wait.observe(time.monotonic() - self.submitted)
             await self.svc.storage.job_started(self.job_id)
             again = " again, after an engine restart" if self.rerun else ""
             await self.msg.edit(f"{self.title}working on it{again}…", force=self.rerun)
@@ -234,6 +237,7 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
     guild_id, user_id = interaction.guild_id or 0, interaction.user.id
     recorded = None  # the id of a job row this command must still close
     slot = Slot(svc, guild_id, user_id, request.kind)
+    ended = {"outcome": "refused", "submitted": None, "result": None}  # for the metrics
     try:
         # A command refused by a cap, a rate limit or a full queue is answered before anything is
         # shown: its one private message is the acknowledgement (a burst's refusals cost Discord
@@ -252,7 +256,9 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
             await svc.storage.job_queued(request.id, guild_id, user_id, request.kind, reach)  # before any work starts
             recorded = request.id
             try:
+                ended["submitted"] = reporter.submitted = time.monotonic()
                 future = engine.submit(request, reporter)
+                log.info("job %s (%s) submitted for member %s in server %s", request.id, request.kind, user_id, guild_id)
             except QueueFull:
                 await svc.storage.job_finished(request.id, "queue_full")
                 recorded = None
@@ -266,6 +272,9 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
                 watcher = asyncio.create_task(reporter.follow_position(None))
                 future.add_done_callback(lambda _: watcher.cancel())
             outcome = await asyncio.wait_for(future, svc.settings.engine.job_timeout_seconds + 60)
+            ended["outcome"] = "ok" if isinstance(outcome, Result) else outcome.code
+            ended["result"] = outcome if isinstance(outcome, Result) else None
+            log.info("job %s (%s) answered: %s", request.id, request.kind, ended["outcome"])
             slot.release()
             recorded = None
             await deliver(svc, interaction, msg, request, outcome, title=title, keep=keep,
@@ -277,19 +286,26 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
     except Reply as exc:
         await msg.finish(str(exc))
     except RateLimited as exc:
+        ended["outcome"] = "rate_limited"
         await refuse(interaction, f"You're going a little fast; try again in {exc.seconds} s." if exc.scope == "member"
                      else f"This server is busy with faces; try again in {exc.seconds} s.")
     except ShuttingDown:
+        ended["outcome"] = "shutting_down"
         await msg.finish("The bot is restarting, so this stopped; run the command again in a minute.")
     except EngineUnavailable:
+        ended["outcome"] = "engine_unavailable"
         await msg.finish("The face engine is not available right now; try again in a minute.")
     except StorageError as exc:
+        ended["outcome"] = "storage_error"
         log.error("storage error: %s", exc)
         await msg.finish("My database is having trouble right now; try again in a minute.")
     except asyncio.TimeoutError:
+        ended["outcome"] = "timeout"
         await msg.finish("That took far too long and was stopped; try again with fewer steps or frames.")
     finally:
         svc.stoppable.pop(request.id, None)
+        if svc.metrics is not None:
+            svc.metrics.ended(request.kind, ended["outcome"], ended["submitted"], ended["result"])
         if recorded is not None:  # ended here (timeout, engine gone, shutdown): not "interrupted" at the next start
             with contextlib.suppress(StorageError, ValueError):
                 await svc.storage.job_finished(recorded, "stopped")

@@ -265,7 +265,9 @@ class RedisTransport(Transport):
     def stats(self) -> dict:
         workers = [{"id": w["id"], "model_id": w["model_id"], "device": w["device"], "host": w["host"],
                     "jobs_done": w["jobs_done"], "busy": w["busy"],
-                    "jobs_per_minute": round(60 * w["jobs_done"] / max(w["up_seconds"], 1.0), 1)}
+                    "jobs_per_minute": round(60 * w["jobs_done"] / max(w["up_seconds"], 1.0), 1),
+                    "rerun_alone": _count(w.get("rerun_alone")), "set_aside": _count(w.get("set_aside")),
+                    "metrics": str(w.get("metrics") or "")[:100]}
                    for w in self.workers.values()]
         return {**self._stats(), "alive": bool(self.workers), "pid": None, "device": self.device,
                 "redis": "up" if self.redis_up else "down", "workers": workers, "refused": self.refused}
@@ -286,3 +288,8 @@ def _heartbeat(beat: bytes) -> dict | None:
     if not all(isinstance(d, str) for d in w["directions"]) or len(w["directions"]) > 256:
         return None
     return w
+
+
+def _count(value) -> int:
+    """A count from a worker's heartbeat (anything else reads as 0)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53 else 0
