@@ -72,7 +72,9 @@ class WspaceBot(discord.Client):
         kwargs = {}
         if settings.discord.sharded and settings.discord.shard_count:
             kwargs["shard_count"] = settings.discord.shard_count
-        super().__init__(intents=intents, **kwargs)
+        # Nothing the bot sends pings anyone unless a message names its member itself (echoed
+        # text such as an /edit attribute of "@everyone" pings nobody).
+        super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none(), **kwargs)
         self.settings, self.config_path = settings, config_path
         self.tree = GatedTree(self)
         self.tree.on_error = self.on_command_error

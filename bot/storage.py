@@ -219,7 +219,8 @@ class Storage:
 
     async def claim_team_face(self, guild_id: int, channel_id: int, user_id: int, number: int, model_id: str) -> str:
         """Make face ``number`` of this channel's latest team the member's own ("claimed"); else
-        "no_team", "no_face" (no such number, or already claimed) or "other_model"."""
+        "no_team", "no_face" (no such number, or already claimed), "taken" (another member
+        claimed it in the same moment) or "other_model"."""
         now = time.time()
         teams = await self._rows("SELECT team_id FROM team_faces WHERE guild_id = ? AND channel_id = ? AND expires_at > ? "
                                  "ORDER BY created_at DESC LIMIT 1", (guild_id, channel_id, now))
@@ -229,12 +230,17 @@ class Storage:
                                 (teams[0][0], number))
         if not rows:
             return "no_face"
-        face_model, num_ws, w_dim, blob, noise = rows[0]
-        if face_model != model_id:
+        if rows[0][0] != model_id:
             return "other_model"
+        # One statement takes the face: of two members claiming it at once, one gets the row, the
+        # other nothing ("taken"). Only then is it saved as the winner's.
+        taken = await self._rows("DELETE FROM team_faces WHERE team_id = ? AND number = ? AND model_id = ? "
+                                 "RETURNING num_ws, w_dim, ws, noise", (teams[0][0], number, model_id))
+        if not taken:
+            return "taken"
+        num_ws, w_dim, blob, noise = taken[0]
         ws = np.frombuffer(blob, dtype="<f4").reshape(num_ws, w_dim)
         await self.save_latent(guild_id, user_id, model_id, ws, "team", _noise_of(noise))
-        await self._write("DELETE FROM team_faces WHERE team_id = ? AND number = ?", (teams[0][0], number))
         return "claimed"
 
     async def purge_team_faces(self, now: float | None = None) -> int:

@@ -239,8 +239,9 @@ class DiscordSimulator:
 
     async def invoke(self, user_id: int, name: str, options: list[dict] | None = None, *,
                      subcommand: str | None = None, resolved: dict | None = None,
-                     permissions: int = 0, guild_id: int | None = None) -> SimInteraction:
-        """A member runs a slash command: INTERACTION_CREATE goes out on the gateway."""
+                     permissions: int = 0, guild_id: int | None = None, dm: bool = False) -> SimInteraction:
+        """A member runs a slash command: INTERACTION_CREATE goes out on the gateway (``dm``: in a
+        direct message with the bot, with no server)."""
         await asyncio.wait_for(self.identified.wait(), 30)
         guild_id = guild_id or self.guild_id
         iid, token = snowflake(), f"tok{snowflake()}"
@@ -263,6 +264,15 @@ class DiscordSimulator:
             "token": token, "version": 1, "app_permissions": str((1 << 50) - 1), "locale": "en-US",
             "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": str(guild_id)},
             "context": 0, "attachment_size_limit": 8 * 1024 * 1024}
+        if dm:  # what Discord sends from a DM: a user, no member, no guild, a DM channel
+            dm_channel = str(700000000000000000 + user_id % 10**15)
+            for key in ("guild_id", "member", "guild_locale"):
+                payload.pop(key)
+            payload.update(user=user_payload(user_id), channel_id=dm_channel, context=1,
+                           channel={"id": dm_channel, "type": 1, "recipients": [user_payload(user_id)]},
+                           authorizing_integration_owners={"1": str(user_id)})
+            inter.guild_id = 0
+            guild_id = 0
         for ws in list(self.sockets):
             shard_id, count = self.shard_of.get(ws, (0, 1))
             if self.shard_for(guild_id, count) == shard_id:

@@ -4,6 +4,7 @@ face from a group photo, /team, /claim, /forget and expiry of unclaimed team fac
 
 from __future__ import annotations
 
+import asyncio
 import io
 import sqlite3
 
@@ -94,6 +95,18 @@ async def test_team_morphs_every_face_and_claim_adopts_one(env):
     await sim.wait_for(lambda: again.messages, 10)
     assert "not one of the unclaimed faces" in again.last_content()
     assert db.execute("SELECT COUNT(*) FROM team_faces").fetchone() == (5,)
+    # Two members claim face 3 at the same moment: one gets it, the other one sentence.
+    dave = 800000000000000004
+    race = await asyncio.gather(sim.invoke(CAROL, "claim", [option("number", 3, 4)]),
+                                sim.invoke(dave, "claim", [option("number", 3, 4)]))
+    await sim.wait_for(lambda: all(r.messages for r in race), 10)
+    won = [r for r in race if "is your face now" in r.last_content()]
+    lost = [r for r in race if "is your face now" not in r.last_content()]
+    assert len(won) == 1 and len(lost) == 1, [r.last_content() for r in race]
+    assert ("a moment before you" in lost[0].last_content() or "not one of the unclaimed" in lost[0].last_content())
+    kept = [await bot.services.storage.latent(sim.guild_id, u, bot.services.model_id) for u in (CAROL, dave)]
+    assert sum(k is not None for k in kept) == 1, "only the winner keeps the face"
+    assert db.execute("SELECT COUNT(*) FROM team_faces").fetchone() == (4,)
     forget = await sim.invoke(ALICE, "forget")
     await sim.wait_for(lambda: forget.messages, 10)
     assert db.execute("SELECT COUNT(*) FROM team_faces").fetchone() == (0,), "/forget by whoever ran /team deletes them"

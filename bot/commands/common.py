@@ -66,6 +66,11 @@ class Services:
         return self.engine.info.model_id
 
 
+def plain(text: str) -> str:
+    """Text a member typed, echoed as plain words: no markdown, no mention."""
+    return discord.utils.escape_markdown(discord.utils.escape_mentions(text))
+
+
 def name_of(user) -> str:
     name = getattr(user, "display_name", None) or getattr(user, "name", None) or "That member"
     return discord.utils.escape_markdown(discord.utils.escape_mentions(name))
@@ -81,6 +86,8 @@ async def latent_of(svc: Services, interaction: discord.Interaction, user: disco
         if stored is None:
             raise Reply("You don't have a face yet: use /project with a selfie, or /random and then /adopt.")
         return stored.face
+    if interaction.guild_id is None:  # consent is given per server: a DM has nobody's consent
+        raise Reply("In a direct message you can use only your own face; use other members' faces in your server.")
     if getattr(target, "bot", False):
         raise Reply("Bots don't have faces here.")
     if not await still_here(interaction, target):
@@ -105,6 +112,21 @@ async def still_here(interaction: discord.Interaction, user: discord.abc.Snowfla
     except discord.NotFound:
         return False
     return True
+
+
+async def members_here(interaction: discord.Interaction, ids: list[int], want: int) -> list[int]:
+    """Up to ``want`` of ``ids`` who are still in the server (the asker always is), asking
+    Discord about at most ``2 * want`` of them: a command's lookups are bounded."""
+    out, asked = [], 0
+    for i in ids:
+        if len(out) >= want or asked >= 2 * want:
+            break
+        if i != interaction.user.id:
+            asked += 1
+            if not await still_here(interaction, discord.Object(i)):
+                continue
+        out.append(i)
+    return out
 
 
 async def latent_or_answer(svc: Services, interaction: discord.Interaction, user) -> Face | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import Services, faces_of, name_of
+from bot.commands.common import Services, faces_of, name_of, plain
 from bot.commands.running import run_job
 from bot.commands.views import after_project_view
 from engine.protocol import EditRequest, LoopRequest
@@ -18,7 +18,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         (face,) = await faces_of(svc, interaction, [user])
         whose = "" if user is None or user.id == interaction.user.id else f"{name_of(user)}, "
         await run_job(svc, interaction, EditRequest(face=face, direction=attribute, amount=amount, strip=strip),
-                      title=f"**{whose}{attribute} {amount:+g}** ", view_factory=None if strip else after_project_view)
+                      title=f"**{whose}{plain(attribute)} {amount:+g}** ", view_factory=None if strip else after_project_view)
 
     @tree.command(name="age", description="Make a face older (+) or younger (-).")
     @app_commands.describe(amount="-5 (much younger) to 5 (much older)", user="Whose face (default: yours)",

@@ -14,6 +14,10 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     @app_commands.describe(share="on: others may blend, mix and morph your face; off: only you")
     @app_commands.choices(share=[app_commands.Choice(name="on", value="on"), app_commands.Choice(name="off", value="off")])
     async def privacy(interaction: discord.Interaction, share: str) -> None:
+        if interaction.guild_id is None and share == "on":
+            await reply_now(interaction, "Sharing is per server: run /privacy share:on in the server where other "
+                                         "members may use your face.")
+            return
         try:
             await svc.storage.set_share(interaction.guild_id or 0, interaction.user.id, share == "on")
         except StorageError:

@@ -127,6 +127,26 @@ class Slot:
         return False
 
 
+# Jobs the engine refused for their input (or lost to an engine death) cost the member nothing:
+# a member whose photos were refused can try a good one at once.
+REFUNDED = frozenset({"not_an_image", "image_too_large", "no_face", "bad_argument", "unknown_direction",
+                      "model_mismatch", "user_error", "engine_restarted"})
+
+
+def precheck(svc: Services, interaction: discord.Interaction, kind: str) -> None:
+    """The caps and budgets a job of ``kind`` would meet, checked before a command spends
+    anything on it (Discord lookups of members): a :class:`Refusal`, answered privately."""
+    try:
+        Slot(svc, interaction.guild_id or 0, interaction.user.id, kind).check()
+    except RateLimited as exc:
+        raise Refusal(rate_sentence(exc)) from None
+
+
+def rate_sentence(exc: RateLimited) -> str:
+    return (f"You're going a little fast; try again in {exc.seconds} s." if exc.scope == "member"
+            else f"This server is busy with faces; try again in {exc.seconds} s.")
+
+
 class ProgressReporter:
     """Turns engine progress into paced edits of the member's message."""
 
@@ -203,8 +223,8 @@ async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessa
     guild_id, user_id = interaction.guild_id or 0, interaction.user.id
     if isinstance(outcome, JobFailed):
         await svc.storage.job_finished(request.id, outcome.code)
-        if outcome.user_error:
-            raise Reply(outcome.message)
+        if outcome.user_error:  # it may echo what the member typed: shown, never a ping
+            raise Reply(discord.utils.escape_mentions(outcome.message))
         log.error("job %s (%s) failed in the engine:\n%s", request.id, request.kind, outcome.detail)
         raise Reply(f"Sorry, something went wrong on my side (job {request.id}); it has been logged.")
     await svc.storage.job_finished(request.id)
@@ -274,6 +294,8 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
             outcome = await asyncio.wait_for(future, svc.settings.engine.job_timeout_seconds + 60)
             ended["outcome"] = "ok" if isinstance(outcome, Result) else outcome.code
             ended["result"] = outcome if isinstance(outcome, Result) else None
+            if isinstance(outcome, JobFailed) and outcome.code in REFUNDED:  # the input was refused: free
+                svc.limits.refund(guild_id, user_id, request.kind)
             log.info("job %s (%s) answered: %s", request.id, request.kind, ended["outcome"])
             slot.release()
             recorded = None
@@ -287,8 +309,7 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
         await msg.finish(str(exc))
     except RateLimited as exc:
         ended["outcome"] = "rate_limited"
-        await refuse(interaction, f"You're going a little fast; try again in {exc.seconds} s." if exc.scope == "member"
-                     else f"This server is busy with faces; try again in {exc.seconds} s.")
+        await refuse(interaction, rate_sentence(exc))
     except ShuttingDown:
         ended["outcome"] = "shutting_down"
         await msg.finish("The bot is restarting, so this stopped; run the command again in a minute.")

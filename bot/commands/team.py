@@ -11,8 +11,8 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import Reply, Services, defer, display_name, faces_of, read_photo, reply_now, still_here
-from bot.commands.running import run_job
+from bot.commands.common import Reply, Services, defer, display_name, faces_of, members_here, read_photo, reply_now
+from bot.commands.running import precheck, run_job
 from engine.protocol import LookalikeRequest, StrangerRequest, TeamRequest
 from engine.protocol.requests import MAX_FACES
 
@@ -20,6 +20,7 @@ FRAMES = app_commands.Range[int, TeamRequest.FRAMES[0], TeamRequest.FRAMES[1]]
 CLAIMED = {
     "no_team": "There is no /team photo in this channel to claim from (or its faces have expired).",
     "no_face": "That number is not one of the unclaimed faces of this channel's latest /team photo.",
+    "taken": "Another member claimed that face a moment before you; pick another number.",
     "other_model": "Those team faces were made with another model than the one loaded now; run /team again.",
 }
 
@@ -63,11 +64,13 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     @tree.command(name="lookalike", description="Who looks like you: the nearest member who shares, and a stranger the generator draws.")
     @app_commands.describe(user="Whose look-alikes (default: yours)")
     async def lookalike(interaction: discord.Interaction, user: discord.User | None = None) -> None:
+        precheck(svc, interaction, "lookalike")  # a refused search looks nobody up
         (face,) = await faces_of(svc, interaction, [user])
         guild_id = interaction.guild_id or 0
         target_id = interaction.user.id if user is None else user.id
-        ids = [i for i in await svc.storage.sharing_members_with_latents(guild_id, svc.model_id) if i != target_id]
-        ids = [i for i in ids if await still_here(interaction, discord.Object(i))][:LookalikeRequest.OTHERS[1]]
+        ids = [] if interaction.guild_id is None else [  # in a DM nobody has consented: only the stranger
+            i for i in await svc.storage.sharing_members_with_latents(guild_id, svc.model_id) if i != target_id]
+        ids = await members_here(interaction, ids, LookalikeRequest.OTHERS[1])
         others = await svc.storage.faces_of_members(guild_id, svc.model_id, ids)
         title = "**/lookalike** "
         if others:

@@ -1,0 +1,90 @@
+"""What members can trust, through the real bot against the simulator: echoed text pings
+nobody, consent is per server (a DM has nobody's), a refused command looks nobody up, and
+a photo refused for its content costs nothing. (The /claim race is in tests/test_team.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from tests.bot_harness import running_bot
+from tests.discord_sim import user_payload
+from tests.photos import encode, grace_hopper
+from tests.test_bot_e2e import ALICE, BOB, CAROL, finished, option, project, user_option
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+DAVE, EVE = 800000000000000004, 800000000000000005
+PHOTO = encode(grace_hopper(), "JPEG")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env(tmp_path_factory):
+    async with running_bot(tmp_path_factory.mktemp("trust"), member_rate=3, member_period=3600, per_member_queued=1,
+                           max_project_steps=2000) as (sim, bot):
+        yield sim, bot
+
+
+def allowed_mentions(message) -> dict | None:
+    payload = message.payload or {}
+    return payload.get("allowed_mentions", (payload.get("data") or {}).get("allowed_mentions"))
+
+
+async def test_a_mention_typed_into_an_option_pings_nobody(env):
+    sim, _ = env
+    assert "likeness" in (await finished(sim, await project(sim, ALICE, PHOTO, "a.jpg", "image/jpeg"))).last_content()
+    typed = "@everyone <@&555555555555555555> @here"
+    inter = await finished(sim, await sim.invoke(ALICE, "edit", [option("attribute", typed, 3), option("amount", 1.0, 10)]))
+    assert inter.messages, "answered"
+    for m in inter.messages:
+        text = m.content or ""
+        assert "@everyone" not in text and "@here" not in text and "<@&" not in text, text
+        mentions = allowed_mentions(m)
+        assert mentions is None or (mentions.get("parse") == [] and not mentions.get("roles")), mentions
+
+
+async def test_consent_is_per_server_and_a_dm_has_nobodys(env):
+    sim, bot = env
+    bob_dm = await finished(sim, await project(sim, BOB, PHOTO, "b.jpg", "image/jpeg"))  # Bob's face in the server…
+    assert "likeness" in bob_dm.last_content()
+    share = await sim.invoke(BOB, "privacy", [option("share", "on", 3)], dm=True)  # …sharing asked for in a DM
+    await sim.wait_for(lambda: share.messages, 10)
+    assert "per server" in share.last_content(), share.last_content()
+    assert not await bot.services.storage.shares(0, BOB)
+    await bot.services.storage.set_share(0, BOB, True)  # a row an older release wrote: still nobody's consent
+    ws = np.zeros((bot.services.engine.info.num_ws, bot.services.engine.info.w_dim), np.float32)
+    await bot.services.storage.save_latent(0, BOB, bot.services.model_id, ws, "project")
+    await bot.services.storage.save_latent(0, CAROL, bot.services.model_id, ws + 0.1, "project")
+    blend = await finished(sim, await sim.invoke(CAROL, "blend", [user_option("a", CAROL), user_option("b", BOB)],
+                                                 resolved={"users": {str(u): user_payload(u) for u in (CAROL, BOB)}},
+                                                 dm=True))
+    assert "only your own face" in blend.last_content() and not blend.all_files(), blend.last_content()
+    morph = await finished(sim, await sim.invoke(CAROL, "morph", dm=True))
+    assert "direct message" in morph.last_content() and not morph.all_files(), morph.last_content()
+    me = await finished(sim, await sim.invoke(CAROL, "me", dm=True))
+    assert me.all_files(), "a member's own face works in a DM"
+
+
+async def test_a_refused_command_looks_nobody_up(env):
+    sim, bot = env
+    await bot.services.storage.set_share(sim.guild_id, ALICE, True)  # someone to look up
+    long = await project(sim, EVE, PHOTO, "e.jpg", "image/jpeg", steps=600)
+    await sim.wait_for(lambda: any("step" in (m.content or "") for m in long.messages), 120)
+    lookups = sum(1 for _, path in sim.requests if "/members/" in path)
+    refused = await finished(sim, await sim.invoke(EVE, "morph"))
+    assert "already have a job waiting" in refused.last_content(), refused.last_content()
+    assert sum(1 for _, path in sim.requests if "/members/" in path) == lookups, "no member was looked up"
+    refused = await finished(sim, await sim.invoke(EVE, "lookalike"))
+    assert "already have a job waiting" in refused.last_content()
+    assert sum(1 for _, path in sim.requests if "/members/" in path) == lookups
+    await finished(sim, long, 300)
+
+
+async def test_photos_refused_for_their_content_cost_nothing(env):
+    sim, _ = env
+    no_face = encode(np.full((240, 240, 3), 128, np.uint8), "PNG")
+    for i in range(4):  # the budget is 3 projections: without refunds the fourth would wait an hour
+        refused = await finished(sim, await project(sim, DAVE, no_face, f"n{i}.png", "image/png"))
+        assert "face" in refused.last_content() and "try again in" not in refused.last_content(), refused.last_content()
+    good = await finished(sim, await project(sim, DAVE, PHOTO, "d.jpg", "image/jpeg"))
+    assert "likeness" in good.last_content(), good.last_content()
