@@ -17,6 +17,7 @@ from discord import app_commands
 
 from bot.commands import admin, blend, edit, morph, privacy, project, team
 from bot.commands.common import Refusal, Reply, Services, answer, refuse, reply_now
+from bot.commands.project import PickExpired
 from bot.commands.stop import StopButton
 from bot.commands.views import EditButton
 from bot.config import Settings, engines_path, heartbeat_path
@@ -109,7 +110,7 @@ class WspaceBot(discord.Client):
                                  metrics=self.start_metrics())
         for module in COMMAND_MODULES:
             module.register(self.tree, self.services)
-        self.add_dynamic_items(EditButton, StopButton)
+        self.add_dynamic_items(EditButton, StopButton, PickExpired)
         if self.settings.discord.sync_commands:
             synced = await self.tree.sync()
             log.info("synced %d application commands", len(synced))

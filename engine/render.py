@@ -52,10 +52,12 @@ def png_bytes(arr: np.ndarray, fast: bool = False) -> bytes:
 
 
 def resize(arr: np.ndarray, size: int) -> np.ndarray:
-    """Lanczos resize of one square ``[H, W, 3]`` image (for display or to fit a size cap)."""
-    if arr.shape[0] == size:
+    """Lanczos resize of one ``[H, W, 3]`` image to ``size`` rows, keeping its aspect (a face and
+    its kept face side by side stay 2:1, never squeezed into a square)."""
+    h, w = arr.shape[:2]
+    if h == size:
         return arr
-    return np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.LANCZOS))
+    return np.asarray(Image.fromarray(arr).resize((max(1, round(size * w / h)), size), Image.Resampling.LANCZOS))
 
 
 def montage(images: np.ndarray, cols: int | None = None, pad: int = 2, fill: int = 255) -> np.ndarray:

@@ -60,6 +60,9 @@ def team(engine: Engine, req: TeamRequest, progress: ProgressFn) -> Result:
                   text=text)
 
 
+NEAREST_FEW = 8  # distances returned: the nearest few, whatever the number of members compared
+
+
 @handles(LookalikeRequest)
 def lookalike(engine: Engine, req: LookalikeRequest, progress: ProgressFn) -> Result:
     latents, maps, _ = engine.faces((req.face, *req.others))
@@ -69,7 +72,7 @@ def lookalike(engine: Engine, req: LookalikeRequest, progress: ProgressFn) -> Re
     best = int(np.argmin(distances))
     side = montage(np.stack([engine.display(imgs[0]), engine.display(imgs[1 + best])]), cols=2)
     return Result(req.id, (File("lookalike.png", png_bytes(side), "you | your nearest look-alike"),),
-                  figures={"distances": distances[:256], "nearest": best + 1},
+                  figures={"nearest": best + 1, "nearest_distances": sorted(distances)[:NEAREST_FEW]},
                   text=f"distance {distances[best]:.2f}: {distance_in_words(distances[best])}.")
 
 

@@ -48,6 +48,7 @@ class Sent:
     files: dict[str, bytes]
     payload: dict
     at: float = field(default_factory=time.monotonic)
+    id: str | None = None  # a follow-up's own message id (the others are the original response)
 
 
 @dataclass
@@ -239,7 +240,8 @@ class DiscordSimulator:
 
     async def invoke(self, user_id: int, name: str, options: list[dict] | None = None, *,
                      subcommand: str | None = None, resolved: dict | None = None,
-                     permissions: int = 0, guild_id: int | None = None, dm: bool = False) -> SimInteraction:
+                     permissions: int = 0, guild_id: int | None = None, dm: bool = False,
+                     autocomplete: bool = False) -> SimInteraction:
         """A member runs a slash command: INTERACTION_CREATE goes out on the gateway (``dm``: in a
         direct message with the bot, with no server)."""
         await asyncio.wait_for(self.identified.wait(), 30)
@@ -264,6 +266,8 @@ class DiscordSimulator:
             "token": token, "version": 1, "app_permissions": str((1 << 50) - 1), "locale": "en-US",
             "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": str(guild_id)},
             "context": 0, "attachment_size_limit": 8 * 1024 * 1024}
+        if autocomplete:  # the member is typing an option marked "focused": the bot answers with choices
+            payload["type"] = 4
         if dm:  # what Discord sends from a DM: a user, no member, no guild, a DM channel
             dm_channel = str(700000000000000000 + user_id % 10**15)
             for key in ("guild_id", "member", "guild_locale"):
@@ -289,8 +293,14 @@ class DiscordSimulator:
         inter = SimInteraction(iid, token, user_id, self.guild_id, self.channel_id, f"button:{custom_id}")
         self.interactions[iid] = inter
         self.by_token[token] = inter
-        message = self._message(source, {"content": source.last_content(), "components": source.components}, {},
-                                source.original_id)
+        carrier = next((m for m in reversed(source.messages) if custom_id in json.dumps(
+            m.payload.get("components") or (m.payload.get("data") or {}).get("components") or [])), None)
+        if carrier is not None and carrier.id is not None:  # a component on a follow-up message: that message
+            message = self._message(source, {"content": carrier.content, "components": carrier.payload["components"],
+                                             "flags": carrier.payload.get("flags", 0)}, {}, carrier.id)
+        else:
+            message = self._message(source, {"content": source.last_content(), "components": source.components}, {},
+                                    source.original_id)
         payload = {
             "id": iid, "application_id": str(APP_ID), "type": 3, "guild_id": str(self.guild_id),
             "channel_id": str(self.channel_id), "message": message,
@@ -404,8 +414,9 @@ class DiscordSimulator:
         payload, files = await self._read_body(request)
         if inter is None or inter.expired:
             return self._error(401, 50027, "Invalid Webhook Token")
-        inter.messages.append(Sent("followup", payload.get("content"), files, payload))
-        return json_response(self._message(inter, payload, files))
+        mid = snowflake()
+        inter.messages.append(Sent("followup", payload.get("content"), files, payload, id=mid))
+        return json_response(self._message(inter, payload, files, mid))
 
     async def channel_message(self, request):
         payload, files = await self._read_body(request)

@@ -88,3 +88,14 @@ async def test_photos_refused_for_their_content_cost_nothing(env):
         assert "face" in refused.last_content() and "try again in" not in refused.last_content(), refused.last_content()
     good = await finished(sim, await project(sim, DAVE, PHOTO, "d.jpg", "image/jpeg"))
     assert "likeness" in good.last_content(), good.last_content()
+
+
+async def test_mix_offers_the_splits_the_loaded_model_takes(env):
+    sim, bot = env
+    focused = [{"name": "coarse", "type": 6, "value": str(ALICE)}, {"name": "fine", "type": 6, "value": str(BOB)},
+               {"name": "split", "type": 4, "value": "", "focused": True}]
+    inter = await sim.invoke(ALICE, "mix", focused, autocomplete=True)
+    await sim.wait_for(lambda: inter.messages, 10)
+    assert inter.callback_type == 8, inter.callback_type
+    values = [c["value"] for c in inter.messages[0].payload["data"]["choices"]]
+    assert values == list(range(1, bot.services.engine.info.num_ws))[:25], values

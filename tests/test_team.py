@@ -48,6 +48,9 @@ async def test_a_group_photo_asks_which_face_and_projects_the_one_chosen(env):
     inter = await upload(sim, ALICE, "project", GROUP)
     await sim.wait_for(lambda: "Which one is you?" in inter.last_content(), 60)
     assert "I found 6 faces" in inter.last_content() and "faces.png" in inter.all_files()
+    menu = inter.messages[-1]  # the montage and the menu: for the sender's eyes only
+    assert menu.kind == "followup" and menu.payload.get("flags", 0) & 64, menu.payload
+    assert not any("faces.png" in m.files for m in inter.messages[:-1]), "nothing of the group photo went public"
     custom_id, values = select_of(inter)
     assert values == [str(i) for i in range(1, 7)], "one option per face, largest first"
     intruder = await sim.click(BOB, custom_id, inter, values=["2"])
@@ -62,6 +65,9 @@ async def test_a_group_photo_asks_which_face_and_projects_the_one_chosen(env):
     kept = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
     assert kept is not None and kept.noise is not None
     assert aligned_shown.shape[1] > aligned_shown.shape[0], "the photo's face 3 beside the kept face"
+    late = await sim.click(ALICE, custom_id, inter, values=["2"])  # the menu again, after its job ended
+    await sim.wait_for(lambda: late.messages, 10)
+    assert "expired" in late.last_content() and late.messages[-1].payload.get("data", {}).get("flags", 0) & 64
 
 
 @on_the_bot
@@ -79,6 +85,8 @@ async def test_team_morphs_every_face_and_claim_adopts_one(env):
     await finished(sim, inter, 240)
     files = inter.all_files()
     assert "team.gif" in files and "team_faces.png" in files, inter.last_content()
+    tiles = Image.open(io.BytesIO(files["team_faces.png"]))  # six 2:1 pairs (photo | kept face) in a row
+    assert tiles.width / tiles.height > 9, "each pair keeps its aspect, not squeezed into a square"
     gif = Image.open(io.BytesIO(files["team.gif"]))
     assert gif.n_frames >= 8 and gif.info.get("loop") == 0
     text = inter.last_content()
@@ -135,6 +143,23 @@ async def test_lookalike_names_the_nearest_member_and_finds_a_stranger(env):
     text = inter.last_content()
     assert "Nearest member" in text and "stranger" in text.lower(), text
     assert "stranger.png" in inter.all_files() and "search_curve.png" in inter.all_files()
+    assert "lookalike.png" in inter.all_files(), "the nearest member's picture is shown (both share)"
+
+
+def test_a_lookalike_among_many_members_answers_with_the_nearest_few(tiny_model):
+    """Any number of members (here more than a wire list holds): the answer crosses the wire."""
+    import torch
+
+    from engine.ops import Engine
+    from engine.protocol import LookalikeRequest, Result, as_face, wire
+
+    engine = Engine(tiny_model)
+    G = engine.G
+    ws = G.mapping(torch.randn(71, G.z_dim, generator=torch.Generator().manual_seed(2))).detach().numpy()
+    req = LookalikeRequest(face=as_face(ws[0]), others=tuple(as_face(w) for w in ws[1:]))
+    result = wire.loads(wire.dumps(engine.run(req)), expect=Result)
+    assert 1 <= result.figures["nearest"] <= 70 and len(result.figures["nearest_distances"]) <= 8
+    assert result.figures["nearest_distances"] == sorted(result.figures["nearest_distances"])
 
 
 def test_the_engine_numbers_faces_and_projects_the_one_asked(tiny_model):

@@ -65,6 +65,17 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         await run_job(svc, interaction, SwapRequest(a=fa, b=fb, split=split),
                       title=f"**{name_of(a)} ⇄ {name_of(b)}** ")
 
+    @mix.autocomplete("split")
+    @swap.autocomplete("split")
+    async def split_choices(interaction: discord.Interaction, current: int | str | None) -> list[app_commands.Choice[int]]:
+        """The style indices the loaded model takes (1 … its styles − 1), not the option's widest range."""
+        info = svc.engine.info
+        if info is None:
+            return []
+        typed = str(current or "").strip()
+        return [app_commands.Choice(name=f"{k}: the first {k} style{'s' if k > 1 else ''} from the first face", value=k)
+                for k in range(1, info.num_ws) if str(k).startswith(typed)][:25]
+
     @tree.command(name="grid", description="A plane through three members' faces, as a montage.")
     @app_commands.describe(a="Top-left corner", b="Along the rows", c="Down the columns")
     async def grid(interaction: discord.Interaction, a: discord.User, b: discord.User, c: discord.User) -> None:

@@ -58,6 +58,7 @@ class Services:
     stoppable: dict = field(default_factory=dict)  # job id -> (member who started it, its transport) while it runs
     config_path: object = None
     metrics: object = None  # bot.metrics.BotMetrics when metrics.address is set
+    pickers: set = field(default_factory=set)  # interactions whose face menu is live (bot/commands/project.py)
 
     @property
     def model_id(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import Reply, Services, defer, faces_of, name_of, read_photo, reply_now
+from bot.commands.common import Reply, Services, defer, faces_of, name_of, read_photo, refuse, reply_now
 from bot.commands.running import files_of, run_job
 from bot.commands.views import after_project_view
 from engine.protocol import ProjectRequest, RandomRequest, RenderRequest, Result
@@ -28,18 +28,26 @@ async def project_face(svc: Services, interaction: discord.Interaction, data: by
                          show=lambda result: not result.figures.get("choose"))
 
 
+EXPIRED = "That menu has expired; send the photo again with /project."
+
+
 class FacePicker(discord.ui.View):
-    """A select menu under the numbered montage: the member who sent the photo picks their
-    face (largest first); the choice starts the projection. The photo stays in memory only."""
+    """A select menu under the numbered montage, shown only to the member who sent the photo
+    (a group photo shows people who did not ask to be projected): they pick their face
+    (largest first); the choice starts the projection, whose result alone is public. The
+    photo stays in memory only."""
 
     def __init__(self, svc: Services, origin: discord.Interaction, data: bytes, steps: int, count: int) -> None:
         super().__init__(timeout=PICK_SECONDS)
         self.svc, self.origin, self.data, self.steps = svc, origin, data, steps
+        self.message: discord.WebhookMessage | None = None  # the private message the menu is on
         options = [discord.SelectOption(label=f"Face {i}" + (" (the largest)" if i == 1 else ""), value=str(i))
                    for i in range(1, min(count, 25) + 1)]
-        self.select = discord.ui.Select(placeholder="Which face is you?", options=options)
+        self.select = discord.ui.Select(placeholder="Which face is you?", options=options,
+                                        custom_id=f"wspace:pick:{origin.id}")
         self.select.callback = self.chosen
         self.add_item(self.select)
+        svc.pickers.add(origin.id)
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if interaction.user.id != self.origin.user.id:
@@ -47,21 +55,47 @@ class FacePicker(discord.ui.View):
             return False
         return True
 
+    def stop(self) -> None:
+        self.svc.pickers.discard(self.origin.id)
+        super().stop()
+
     async def chosen(self, interaction: discord.Interaction) -> None:
         number = int(self.select.values[0])
         self.stop()
-        await interaction.response.defer()  # the choice is acknowledged; the original message shows the work
+        await interaction.response.edit_message(content=f"Face {number} it is; its projection shows where you sent the photo.",
+                                                attachments=[], view=None)
         self.data, data = b"", self.data
         await self.origin.edit_original_response(content=f"**/project** face {number}: starting…", attachments=[], view=None)
         await project_face(self.svc, self.origin, data, self.steps, number)
 
     async def on_timeout(self) -> None:
+        self.svc.pickers.discard(self.origin.id)
         self.data = b""
         try:
             await self.origin.edit_original_response(content="No face was chosen in time, so nothing was projected; "
                                                               "run /project again.", attachments=[], view=None)
+            if self.message is not None:
+                await self.message.edit(content="No face was chosen in time.", attachments=[], view=None)
         except discord.HTTPException:
             pass
+
+
+class PickExpired(discord.ui.DynamicItem[discord.ui.Select], template=r"wspace:pick:(?P<origin>[0-9]{1,20})"):
+    """Any face menu, even one whose picker is gone (it chose, timed out, or the bot restarted):
+    a press on a dead menu gets one private sentence instead of Discord's "interaction failed"."""
+
+    def __init__(self, origin: int) -> None:
+        super().__init__(discord.ui.Select(custom_id=f"wspace:pick:{origin}", options=[discord.SelectOption(label="-")]))
+        self.origin = origin
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match):
+        return cls(int(match["origin"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        if self.origin in interaction.client.services.pickers:
+            return  # a live menu: its picker answers
+        await refuse(interaction, EXPIRED)
 
 
 def register(tree: app_commands.CommandTree, svc: Services) -> None:
@@ -83,8 +117,11 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             svc.limits.refund(interaction.guild_id or 0, interaction.user.id, "project")  # nothing was projected yet
             picker = FacePicker(svc, interaction, data, steps, found.figures["faces"])
             await interaction.edit_original_response(
-                content=f"**/project** {found.text} Which one is you? (choose within {PICK_SECONDS // 60} minutes)",
-                attachments=files_of(found), view=picker)
+                content=f"**/project** {found.figures['faces']} faces in that photo: I sent you a private menu to pick "
+                        "yours; only its projection will show here.", attachments=[], view=None)
+            picker.message = await interaction.followup.send(
+                f"{found.text} Which one is you? (choose within {PICK_SECONDS // 60} minutes)", files=files_of(found),
+                view=picker, ephemeral=True, wait=True)
 
     @tree.command(name="me", description="Show your face in latent space, or another member's if they share it.")
     @app_commands.describe(user="Whose face (default: yours)")

@@ -216,7 +216,7 @@ def check_kept(info: WorkerReady | None, request: Request, result: Result) -> No
 
 async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessage, request: Request,
                   outcome: Result | JobFailed, *, title: str, keep: str | None, forgot: bool, view_factory,
-                  info: WorkerReady | None = None, show=True, after=None) -> None:
+                  info: WorkerReady | None = None, show=True, after=None, extra_files=()) -> None:
     """Close the job's row, keep the new face if asked (and not forgotten meanwhile), run
     ``after(result, forgot)`` (its sentence joins the text), show the pictures (unless ``show`` is off:
     the command goes on in the same message)."""
@@ -243,16 +243,18 @@ async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessa
     if not (show(outcome) if callable(show) else show):
         return
     view = view_factory(interaction.user.id) if view_factory else None
-    await msg.finish(f"{title}{text}".strip(), files_of(outcome), view)
+    await msg.finish(f"{title}{text}".strip(), list(extra_files) + files_of(outcome), view)
 
 
 async def run_job(svc: Services, interaction: discord.Interaction, request: Request, *, title: str = "",
-                  view_factory=None, keep: str | None = None, show=True, after=None) -> Result | None:
+                  view_factory=None, keep: str | None = None, show=True, after=None,
+                  extra_files: tuple[discord.File, ...] = ()) -> Result | None:
     """Run one engine request for a slash command; returns the Result (or None on failure,
     which the member has been told). ``keep``: "me" keeps the new face as the member's,
     "pending" for /adopt; ``show=False`` (or a predicate of the result that is false) leaves the
     message to the command (it goes on);
-    ``after(result, forgot)`` stores what else the command keeps and returns a sentence to add."""
+    ``after(result, forgot)`` stores what else the command keeps and returns a sentence to add;
+    ``extra_files`` go before the result's own (an earlier job's picture the same message shows)."""
     msg = JobMessage(interaction, svc.settings.limits.progress_interval)
     guild_id, user_id = interaction.guild_id or 0, interaction.user.id
     recorded = None  # the id of a job row this command must still close
@@ -301,7 +303,7 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
             recorded = None
             await deliver(svc, interaction, msg, request, outcome, title=title, keep=keep,
                           forgot=svc.forget_epoch[slot.key] != epoch, view_factory=view_factory, info=engine.info,
-                          show=show, after=after)
+                          show=show, after=after, extra_files=extra_files)
             return outcome if isinstance(outcome, Result) else None
     except Refusal as exc:
         await refuse(interaction, str(exc))

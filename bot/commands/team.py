@@ -12,10 +12,11 @@ import discord
 from discord import app_commands
 
 from bot.commands.common import Reply, Services, defer, display_name, faces_of, members_here, read_photo, reply_now
-from bot.commands.running import precheck, run_job
+from bot.commands.running import files_of, precheck, run_job
 from engine.protocol import LookalikeRequest, StrangerRequest, TeamRequest
 from engine.protocol.requests import MAX_FACES
 
+LOOKALIKE_MEMBERS = 64  # sharing members a /lookalike compares at most (and asks Discord about at most twice that)
 FRAMES = app_commands.Range[int, TeamRequest.FRAMES[0], TeamRequest.FRAMES[1]]
 CLAIMED = {
     "no_team": "There is no /team photo in this channel to claim from (or its faces have expired).",
@@ -70,9 +71,9 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         target_id = interaction.user.id if user is None else user.id
         ids = [] if interaction.guild_id is None else [  # in a DM nobody has consented: only the stranger
             i for i in await svc.storage.sharing_members_with_latents(guild_id, svc.model_id) if i != target_id]
-        ids = await members_here(interaction, ids, LookalikeRequest.OTHERS[1])
+        ids = await members_here(interaction, ids, LOOKALIKE_MEMBERS)
         others = await svc.storage.faces_of_members(guild_id, svc.model_id, ids)
-        title = "**/lookalike** "
+        title, shown = "**/lookalike** ", ()
         if others:
             found = await run_job(svc, interaction, LookalikeRequest(face=face, others=tuple(others.values())),
                                   title=title, show=False)
@@ -80,6 +81,8 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
                 return
             nearest = list(others)[found.figures["nearest"] - 1]
             title += f"Nearest member: {await display_name(interaction, nearest)}, {found.text}\n"
+            shown = tuple(files_of(found))  # both faces have consent: the asker's (or a sharer's) and a sharer's
         else:
             title += "No other member shares a face yet.\n"
-        await run_job(svc, interaction, StrangerRequest(face=face, seconds=svc.settings.limits.stranger_seconds), title=title)
+        await run_job(svc, interaction, StrangerRequest(face=face, seconds=svc.settings.limits.stranger_seconds), title=title,
+                      extra_files=shown)
