@@ -55,6 +55,44 @@ def _dlib():
 
 
 @functools.lru_cache(maxsize=None)
+def _cnn_detector():
+    import dlib
+
+    return dlib.cnn_face_detection_model_v1(str(dlib_model_path("mmod_human_face_detector.dat")))
+
+
+# The HOG detector also fires on things that are not faces (the mission patch on the
+# astronaut's sleeve scores 0.117; real faces in photos 0.9-1.5, bench/detector.py). A
+# detection below HOG_SURE is kept only when dlib's CNN detector finds a face in the same
+# place too (about 0.23 s a check on the CPU, so only the uncertain ones are checked).
+HOG_SURE = 0.6
+CNN_FACE_PX = 100  # the box is scaled to about this many pixels for the CNN (it finds faces from ~80 px)
+CNN_MIN_CONFIDENCE = 0.3
+
+
+def cnn_confirms(img: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+    """Whether the CNN detector finds a face around ``box`` (left, top, right, bottom) of ``img``."""
+    left, top, right, bottom = box
+    w, h = max(1, right - left), max(1, bottom - top)
+    x0, y0 = max(0, left - w // 2), max(0, top - h // 2)
+    x1, y1 = min(img.shape[1], right + w // 2), min(img.shape[0], bottom + h // 2)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return False
+    f = CNN_FACE_PX / w
+    crop = Image.fromarray(np.ascontiguousarray(img[y0:y1, x0:x1]))
+    crop = np.asarray(crop.resize((max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f))), Image.Resampling.BILINEAR))
+    with DLIB_LOCK:
+        found = _cnn_detector()(np.ascontiguousarray(crop), 0)
+    cx, cy = (left + right) / 2, (top + bottom) / 2  # the face must be the one in the box, not a neighbour
+    for d in found:
+        r = d.rect
+        fx, fy = x0 + (r.left() + r.right()) / 2 / f, y0 + (r.top() + r.bottom()) / 2 / f
+        if d.confidence >= CNN_MIN_CONFIDENCE and abs(fx - cx) < w / 2 and abs(fy - cy) < h / 2:
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=None)
 def _face_encoder():
     import dlib
 
@@ -172,19 +210,25 @@ class Face:
 
 
 def detect_faces(img: np.ndarray, upsample: int = 1) -> list[Face]:
-    """All faces, largest first (dlib HOG detector, 68-point landmarks)."""
+    """All faces, largest first (dlib's HOG detector, its uncertain finds confirmed by dlib's CNN
+    detector; 68-point landmarks)."""
     dlib, detector, predictor = _dlib()
     scale = min(1.0, DETECT_MAX_SIDE / max(img.shape[:2]))
     small = np.asarray(Image.fromarray(img).resize(
         (round(img.shape[1] * scale), round(img.shape[0] * scale)), Image.Resampling.BILINEAR)) if scale < 1 else img
     faces = []
     with DLIB_LOCK:
-        for r in detector(np.ascontiguousarray(small), upsample):
-            rect = dlib.rectangle(round(r.left() / scale), round(r.top() / scale), round(r.right() / scale),
-                                  round(r.bottom() / scale))
+        rects, scores, _ = detector.run(np.ascontiguousarray(small), upsample, 0.0)
+    for r, score in zip(rects, scores):
+        rect = dlib.rectangle(round(r.left() / scale), round(r.top() / scale), round(r.right() / scale),
+                              round(r.bottom() / scale))
+        box = (rect.left(), rect.top(), rect.right(), rect.bottom())
+        if score < HOG_SURE and not cnn_confirms(img, box):
+            continue  # something face-like that is not a face (a patch, a pattern)
+        with DLIB_LOCK:
             shape = predictor(img, rect)
-            lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
-            faces.append(Face((rect.left(), rect.top(), rect.right(), rect.bottom()), lm))
+        lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+        faces.append(Face(box, lm))
     faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
     return faces
 

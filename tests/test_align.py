@@ -106,3 +106,15 @@ def test_several_faces_use_the_largest_and_report_the_count():
     aligned = align_face(canvas, 64)
     assert aligned.faces_found == 2
     assert aligned.box[0] < 512, "the larger face (Grace, left) is the one aligned"
+
+
+def test_only_faces_are_faces():
+    """dlib's HOG detector fires on the astronaut's mission patch (score 0.12); its uncertain
+    finds must be confirmed by the CNN detector. Real faces, large and small, stay."""
+    from engine.align import detect_faces
+    from tests.photos import astronaut, grace_hopper, group_photo
+
+    assert len(detect_faces(astronaut())) == 1
+    assert len(detect_faces(grace_hopper())) == 1
+    assert len(detect_faces(group_photo()[0])) == 6
+    assert detect_faces(np.ascontiguousarray(astronaut()[300:460, 90:250])) == []

@@ -99,3 +99,13 @@ async def test_mix_offers_the_splits_the_loaded_model_takes(env):
     assert inter.callback_type == 8, inter.callback_type
     values = [c["value"] for c in inter.messages[0].payload["data"]["choices"]]
     assert values == list(range(1, bot.services.engine.info.num_ws))[:25], values
+
+
+async def test_the_astronauts_sleeve_patch_is_not_a_face(env):
+    """One face in the astronaut photo: the member is not asked "which one is you?"."""
+    from tests.photos import astronaut
+
+    sim, _ = env
+    inter = await finished(sim, await project(sim, CAROL, encode(astronaut(), "JPEG"), "astro.jpg", "image/jpeg"), 180)
+    text = " ".join(m.content or "" for m in inter.messages)
+    assert "likeness" in inter.last_content() and "Which one" not in text, text
