@@ -35,6 +35,8 @@ def measure(steps: int, members: int, photo_steps: int) -> dict:
     import numpy as np
     import torch
 
+    if os.environ.get("OMP_NUM_THREADS"):  # torch caps OMP_NUM_THREADS at the cores it sees; set as asked
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     sys.path.insert(0, str(REPO))
     from engine.batch import Member, ProjectionBatch, project
     from engine.kept import pack_noise, unpack_noise

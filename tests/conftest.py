@@ -1,10 +1,20 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+THREADS_ENV = "WSPACE_TEST_THREADS"  # tests/test_numerics.py reruns tests at this many torch threads
+
+
+def pytest_configure(config) -> None:
+    """torch caps OMP_NUM_THREADS at the cores it sees; a thread count asked for here is set as is."""
+    if os.environ.get(THREADS_ENV):
+        import torch
+
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
 FIXTURES = REPO.parent / "shared" / "fixtures" / "stylegan2"
 
 

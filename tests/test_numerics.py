@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from bench.numerics import isa_env
+from tests.conftest import THREADS_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD_FLAG = "WSPACE_NUMERICS_CHILD"
@@ -45,7 +46,7 @@ def cpu_flags() -> str:
 
 
 def child_env(threads: int, isa: str) -> dict[str, str]:
-    env = {**os.environ, CHILD_FLAG: "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, CHILD_FLAG: "1", "OMP_NUM_THREADS": str(threads), THREADS_ENV: str(threads)}
     for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
         env.pop(name, None)
     return {**env, **isa_env(isa)}
@@ -57,6 +58,7 @@ SETTINGS = [(t, isa) for t in (1, 2, 3) for isa in isa_settings()]
 @pytest.mark.skipif(os.environ.get(CHILD_FLAG) == "1", reason="already inside a numerics setting")
 @pytest.mark.parametrize(("threads", "isa"), SETTINGS, ids=[f"{t}threads-{isa}" for t, isa in SETTINGS])
 def test_batch_and_redraw_tests_hold_under_this_setting(threads, isa):
+    """The tests pass, at this many torch threads and with these kernels (the child checks it got them)."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *TESTS],
                           capture_output=True, text=True, cwd=REPO, env=child_env(threads, isa), timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
