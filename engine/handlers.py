@@ -16,6 +16,7 @@ import numpy as np
 
 from engine import edits
 from engine.align import SAME_PERSON, align_all, align_face, decode_image, likeness
+from engine.lookalike import details, distance_in_words
 from engine.directions import get_direction
 from engine.encoder import encode
 from engine.batch import Member
@@ -159,10 +160,11 @@ def project_photo(engine: Engine, req: ProjectRequest, progress: ProgressFn) -> 
     number = req.face or 1
     used = "the largest" if number == 1 else f"number {number}"
     figures = {**p.figures, "faces_found": aligned.faces_found, "face_used": used, "face_number": number}
-    verdict = "same person" if p.likeness < SAME_PERSON else "a resemblance"
-    text = (f"likeness {p.likeness:.2f} ({verdict}; below 0.60 is the same person to dlib), "
-            f"PSNR {figures['psnr']:.1f} dB after {req.steps} steps ({figures['loss']} loss)."
-            + (f" I saw {aligned.faces_found} faces and used {used}." if aligned.faces_found > 1 else ""))
+    text = (f"how alike: **{distance_in_words(p.likeness)}** ({p.likeness:.2f}; 0 is identical, under "
+            f"{SAME_PERSON:.2f} the same person)."
+            + (f" I saw {aligned.faces_found} faces and used {used}." if aligned.faces_found > 1 else "")
+            + details(f"likeness {p.likeness:.3f} (dlib descriptor distance)", f"PSNR {figures['psnr']:.1f} dB",
+                      f"{req.steps} steps", f"{figures['loss']} loss"))
     return Result(req.id, files, (p.face,), figures=figures, text=text)
 
 

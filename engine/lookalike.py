@@ -50,10 +50,11 @@ def quick_descriptor(aligned: np.ndarray) -> np.ndarray:
 
 
 def distance_in_words(d: float) -> str:
+    """How alike two faces are, in the words a member reads (dlib's descriptor distance ``d``)."""
     if d < 0.45:
         return "could be twins"
     if d < 0.6:
-        return "the same person to dlib"
+        return "the same person"
     if d < 0.7:
         return "a strong resemblance"
     if d < 0.8:
@@ -150,3 +151,8 @@ def search_stranger(engine, target: np.ndarray, seconds: float, seed: int = 0,
         np.repeat(random_ranked[0][1][None, None], G.num_ws, axis=1))[0]) - target))
     return Search(np.repeat(w_best[None], G.num_ws, axis=0), distance, random_best, random_ranked[0][0], len(seen),
                   round(time.perf_counter() - t0, 1), curve)
+
+
+def details(*parts: str) -> str:
+    """The technical figures, on their own small line under the plain words."""
+    return "\n-# details: " + ", ".join(p for p in parts if p) + "."

@@ -3,6 +3,8 @@ team projected and morphed, the members nearest to a face, and a stranger who lo
 
 from __future__ import annotations
 
+from collections import Counter
+
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,7 +13,7 @@ from engine import edits
 from engine.align import align_all, align_face, decode_image
 from engine.handlers import (MORPH_FPS, TILE, ProgressFn, faces_montage, faces_result, handles, project_aligned,
                              skipped_text, together)
-from engine.lookalike import descriptors, distance_in_words, search_stranger
+from engine.lookalike import descriptors, details, distance_in_words, search_stranger
 from engine.protocol import (FacesRequest, File, LookalikeRequest, Progress, Result, StrangerRequest, TeamRequest,
                              as_face)
 from engine.protocol.requests import MAX_FACES
@@ -54,8 +56,11 @@ def team(engine: Engine, req: TeamRequest, progress: ProgressFn) -> Result:
         data = (mp4_bytes if req.format == "mp4" else gif_bytes)(imgs, fps=MORPH_FPS, max_bytes=req.max_bytes)
         files.insert(0, File(f"team.{req.format}", data, f"a morph through all {n} faces"))
     scores = [round(p.likeness, 3) for p in projected]
-    text = (f"{n} face{'s' if n != 1 else ''} projected (likeness {min(scores):.2f}–{max(scores):.2f}, below 0.60 is "
-            "the same person to dlib)." + skipped_text(skipped))
+    words = Counter(distance_in_words(x) for x in scores)
+    alike = ", ".join(f"{w} for {k}" if n > 1 else w for w, k in words.most_common())
+    span = f"{min(scores):.2f}" if min(scores) == max(scores) else f"{min(scores):.2f}–{max(scores):.2f}"
+    text = (f"{n} face{'s' if n != 1 else ''} projected; how alike to the photo: {alike}." + skipped_text(skipped)
+            + details(f"likeness {span} (dlib descriptor distance; under 0.60 the same person)"))
     return Result(req.id, tuple(files), faces, figures={"faces": n, "skipped": skipped[:64], "likeness": scores[:64]},
                   text=text)
 
@@ -73,7 +78,7 @@ def lookalike(engine: Engine, req: LookalikeRequest, progress: ProgressFn) -> Re
     side = montage(np.stack([engine.display(imgs[0]), engine.display(imgs[1 + best])]), cols=2)
     return Result(req.id, (File("lookalike.png", png_bytes(side), "you | your nearest look-alike"),),
                   figures={"nearest": best + 1, "nearest_distances": sorted(distances)[:NEAREST_FEW]},
-                  text=f"distance {distances[best]:.2f}: {distance_in_words(distances[best])}.")
+                  text=f"{distance_in_words(distances[best])} ({distances[best]:.2f} apart).")
 
 
 @handles(StrangerRequest)
@@ -96,8 +101,9 @@ def stranger(engine: Engine, req: StrangerRequest, progress: ProgressFn) -> Resu
              File("search_curve.png", png_bytes(curve_plot(found.curve, found.random_best_score)), "best distance over time"))
     figures = {"distance": round(found.distance, 3), "random_best": round(found.random_best, 3),
                "evaluations": found.evaluations, "seconds": found.seconds}
-    text = (f"A stranger at distance {found.distance:.2f} ({distance_in_words(found.distance)}), found among "
-            f"{found.evaluations} faces in {found.seconds:.0f} s; the best random person was {found.random_best:.2f}.")
+    text = (f"A stranger who does not exist: {distance_in_words(found.distance)} ({found.distance:.2f} apart), "
+            f"found among {found.evaluations} faces in {found.seconds:.0f} s."
+            + details(f"the best of random people was {found.random_best:.2f} apart"))
     return Result(req.id, files, (as_face(found.ws),), figures=figures, text=text)
 
 

@@ -128,7 +128,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     async def me(interaction: discord.Interaction, user: discord.User | None = None) -> None:
         (face,) = await faces_of(svc, interaction, [user])
         who = "Your" if user is None or user.id == interaction.user.id else f"{name_of(user)}'s"
-        await run_job(svc, interaction, RenderRequest(face=face), title=f"{who} face ")
+        await run_job(svc, interaction, RenderRequest(face=face), title=f"**{who} face**: ")
 
     @tree.command(name="random", description="A person who does not exist; /adopt keeps it as your face.")
     @app_commands.describe(seed="Seed (the same seed draws the same person)",
