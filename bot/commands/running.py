@@ -34,6 +34,7 @@ log = logging.getLogger("wspace.bot")
 READY_TIMEOUT = 120.0
 KEEP = object()  # JobMessage.edit: leave the buttons under the message as they are
 QUEUE_FULL = "The queue is full right now; try again in a minute."
+QUIET_SECONDS = 8.0  # a running job's message is edited at least this often (bench/silences.py)
 
 
 class JobMessage:
@@ -43,6 +44,7 @@ class JobMessage:
     def __init__(self, interaction: discord.Interaction, interval: float) -> None:
         self.interaction, self.interval = interaction, interval
         self.last_edit = 0.0
+        self.content = ""  # what the message says now
         self.broken = False
         self.lock = asyncio.Lock()
         self.stop = None  # the Stop button, shown from the next edit until the job answers
@@ -54,7 +56,7 @@ class JobMessage:
         if self.broken or (not force and now - self.last_edit < self.interval):
             return
         async with self.lock:
-            self.last_edit = now
+            self.last_edit, self.content = now, content
             try:
                 kwargs = {"content": content, "attachments": files or []}
                 if view is not KEEP:
@@ -62,6 +64,20 @@ class JobMessage:
                 elif self.stop is not None:
                     kwargs["view"], self.stop = self.stop, None
                 await self.interaction.edit_original_response(**kwargs)
+            except (discord.NotFound, discord.HTTPException) as exc:
+                log.info("cannot edit the response of interaction %s (%s)", self.interaction.id, exc)
+                self.broken = True
+
+    async def still_working(self, since: float) -> None:
+        """A long quiet phase (finding faces, a search, encoding): the same words and picture,
+        with how long the job has run, so the member sees it is alive."""
+        if self.broken or not self.content:
+            return
+        async with self.lock:
+            self.last_edit = time.monotonic()
+            text = f"{self.content.split(' · still working')[0]} · still working ({self.last_edit - since:.0f} s)"
+            try:
+                await self.interaction.edit_original_response(content=text)  # attachments and buttons stay
             except (discord.NotFound, discord.HTTPException) as exc:
                 log.info("cannot edit the response of interaction %s (%s)", self.interaction.id, exc)
                 self.broken = True
@@ -154,6 +170,7 @@ class ProgressReporter:
         self.svc, self.engine, self.msg, self.title, self.job_id = svc, engine, msg, title, job_id
         self.rerun = False
         self.submitted: float | None = None  # when the job went to the engine (the wait is counted from it)
+        self.started: float | None = None  # when the engine said it started the job
 
     async def __call__(self, p: Progress) -> None:
         if p.step == 0 and p.total == 0 and p.message == RERUN:  # the engine died; this job runs again alone
@@ -161,6 +178,7 @@ class ProgressReporter:
             await self.msg.edit(f"{self.title}{RERUN[0].lower()}{RERUN[1:-1]} — working on it…", force=True)
             return
         if p.step == 0 and p.preview_png is None:
+            self.started = self.started or time.monotonic()
             if self.svc.metrics is not None and self.submitted is not None:
                 self.svc.metrics.wait.observe(time.monotonic() - self.submitted)
             await self.svc.storage.job_started(self.job_id)
@@ -171,6 +189,13 @@ class ProgressReporter:
         # A step-0 preview is the encoder's first guess, the last step says what comes next (e.g. encoding
         # the GIF): both shown at once, the steps between as paced.
         await self.msg.edit(f"{self.title}{p.message or f'{p.step}/{p.total}'}", files, force=p.step in (0, p.total))
+
+    async def keep_alive(self) -> None:
+        """Once the engine has started the job, never more than QUIET_SECONDS without an edit."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.started is not None and time.monotonic() - self.msg.last_edit >= QUIET_SECONDS:
+                await self.msg.still_working(self.started)
 
     async def follow_position(self, shown: int | None) -> None:
         """Show a waiting member's "position N" and keep it true as the line moves; stops once
@@ -293,6 +318,8 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
             if position and position > 1:  # shown from the first tick on: a burst's acks go first
                 watcher = asyncio.create_task(reporter.follow_position(None))
                 future.add_done_callback(lambda _: watcher.cancel())
+            alive = asyncio.create_task(reporter.keep_alive())
+            future.add_done_callback(lambda _: alive.cancel())
             outcome = await asyncio.wait_for(future, svc.settings.engine.job_timeout_seconds + 60)
             ended["outcome"] = "ok" if isinstance(outcome, Result) else outcome.code
             ended["result"] = outcome if isinstance(outcome, Result) else None

@@ -1,0 +1,77 @@
+"""How long a member looks at an unchanged message while a long job runs: the real bot
+against the Discord simulator, one long job at a time (/project, /team on the six-face group
+photo, /lookalike with its stranger search, /morph), with the bot's keep-alive edits off (the
+baseline) and on, in the same run. Prints JSON: per job, seconds from the acknowledgement to
+the first edit, the longest gap between two edits, and the job's total time.
+
+    python bench/silences.py [--project-steps 200] [--out docs/silences.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bot.commands.running as running  # noqa: E402
+from tests.bot_harness import running_bot  # noqa: E402
+from tests.photos import encode, grace_hopper, group_photo  # noqa: E402
+from tests.test_bot_e2e import ALICE, BOB, finished, option, project  # noqa: E402
+
+
+def gaps(inter) -> dict:
+    times = [m.at for m in inter.messages]
+    start = inter.acked_at or times[0]
+    steps = [b - a for a, b in zip(times, times[1:])]
+    return {"first_edit_s": round(times[1] - start, 2) if len(times) > 1 else None,
+            "longest_gap_s": round(max(steps), 2) if steps else None, "total_s": round(times[-1] - start, 1),
+            "edits": len(times) - 1}
+
+
+async def measure(project_steps: int) -> dict:
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        async with running_bot(Path(tmp), project_steps=project_steps, max_project_steps=2000, member_rate=100,
+                               per_member_queued=4) as (sim, bot):
+            await bot.services.storage.set_share(sim.guild_id, BOB, True)
+            photo = encode(grace_hopper(), "JPEG")
+            await finished(sim, await project(sim, BOB, photo, "b.jpg", "image/jpeg"), 600)  # someone to compare with
+            jobs = {
+                "project": lambda: project(sim, ALICE, photo, "a.jpg", "image/jpeg", steps=project_steps),
+                "team": lambda: _upload(sim, ALICE, "team", encode(group_photo()[0], "JPEG")),
+                "lookalike": lambda: sim.invoke(ALICE, "lookalike"),
+                "morph": lambda: sim.invoke(ALICE, "morph", [option("frames", 48, 4)]),
+            }
+            for name, start in jobs.items():
+                out[name] = gaps(await finished(sim, await start(), 900))
+    return out
+
+
+async def _upload(sim, user, command, data):
+    att = sim.add_attachment(data, "group.jpg", "image/jpeg")
+    return await sim.invoke(user, command, [option("image", att["id"], 11)], resolved={"attachments": {att["id"]: att}})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--project-steps", type=int, default=200)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    quiet = running.QUIET_SECONDS
+    result = {}
+    for mode, seconds in (("keep_alive_off", 1e9), ("keep_alive_on", quiet)):
+        running.QUIET_SECONDS = seconds
+        result[mode] = asyncio.run(measure(args.project_steps))
+    result["quiet_seconds"] = quiet
+    text = json.dumps(result, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
