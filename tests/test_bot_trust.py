@@ -21,7 +21,7 @@ PHOTO = encode(grace_hopper(), "JPEG")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(tmp_path_factory):
     async with running_bot(tmp_path_factory.mktemp("trust"), member_rate=3, member_period=3600, per_member_queued=1,
-                           max_project_steps=2000) as (sim, bot):
+                           max_project_steps=2000, stranger_seconds=5.0) as (sim, bot):
         yield sim, bot
 
 
@@ -32,7 +32,10 @@ def allowed_mentions(message) -> dict | None:
 
 async def test_a_mention_typed_into_an_option_pings_nobody(env):
     sim, _ = env
-    assert "likeness" in (await finished(sim, await project(sim, ALICE, PHOTO, "a.jpg", "image/jpeg"))).last_content()
+    mine = (await finished(sim, await project(sim, ALICE, PHOTO, "a.jpg", "image/jpeg"))).last_content()
+    plain, details = mine.split("\n-# details: ")  # plain words first; the technical figures on a small line
+    assert "how alike: **" in plain and "dlib" not in plain and "PSNR" not in plain, mine
+    assert "likeness" in details and "PSNR" in details, mine
     typed = "@everyone <@&555555555555555555> @here"
     inter = await finished(sim, await sim.invoke(ALICE, "edit", [option("attribute", typed, 3), option("amount", 1.0, 10)]))
     assert inter.messages, "answered"
@@ -109,3 +112,26 @@ async def test_the_astronauts_sleeve_patch_is_not_a_face(env):
     inter = await finished(sim, await project(sim, CAROL, encode(astronaut(), "JPEG"), "astro.jpg", "image/jpeg"), 180)
     text = " ".join(m.content or "" for m in inter.messages)
     assert "likeness" in inter.last_content() and "Which one" not in text, text
+
+
+async def test_lookalike_among_seventy_sharing_members_answers_and_a_quiet_search_is_never_silent(env, monkeypatch):
+    """More sharing members than a wire list holds: the nearest is found and shown. The search
+    for a stranger reports little; the member's message still moves every few seconds."""
+    import bot.commands.running as running
+
+    sim, bot = env
+    storage, info = bot.services.storage, bot.services.engine.info
+    rng = np.random.default_rng(4)
+    for i in range(70):
+        member = 810000000000000000 + i
+        ws = (rng.standard_normal((info.num_ws, info.w_dim)) * 0.3).astype(np.float32)
+        await storage.save_latent(sim.guild_id, member, bot.services.model_id, ws, "project")
+        await storage.set_share(sim.guild_id, member, True)
+    monkeypatch.setattr(running, "QUIET_SECONDS", 1.5)
+    before = sum(1 for _, path in sim.requests if "/members/" in path)
+    inter = await finished(sim, await sim.invoke(ALICE, "lookalike"), 240)
+    assert "Nearest member" in inter.last_content() and "lookalike.png" in inter.all_files(), inter.last_content()
+    lookups = sum(1 for _, path in sim.requests if "/members/" in path) - before
+    assert lookups <= 2 * 64, lookups
+    times = [m.at for m in inter.messages]
+    assert max(b - a for a, b in zip(times, times[1:])) < 1.5 + 2.5, "never long without an edit"
