@@ -55,6 +55,8 @@ class DiscordSettings(_Strict):
 class EngineSettings(_Strict):
     model: Path | None = Field(None, strict=False, description="Generator file; empty = the embedded model")
     directions: Path | None = Field(None, strict=False)
+    encoder: Path | None = Field(None, strict=False, description="An e4e or pSp encoder imported with `wspace encoder "
+                                 "import`, the projector's first guess; it must belong to the model")
     device: str = Field("cpu", description="torch device of the engine: cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, le=256)
     batch: int = Field(8, ge=1, le=64, description="jobs the local engine works on at once, their projections "
@@ -216,6 +218,8 @@ def _load_file(path: Path) -> Settings:
         updates["model"] = base / engine.model
     if engine.directions and not engine.directions.is_absolute():
         updates["directions"] = base / engine.directions
+    if engine.encoder and not engine.encoder.is_absolute():
+        updates["encoder"] = base / engine.encoder
     if updates:
         settings = settings.model_copy(update={"engine": engine.model_copy(update=updates)})
     if not settings.storage.database.is_absolute():

@@ -27,6 +27,7 @@ MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "wspace64.safetensors"
 FORMAT_KEY = "wspace"
 MAX_MODEL_BYTES = 2 * 2**30  # NVIDIA's FFHQ 1024 pickle is 364 MB
+FILTER_SUFFIX = "resample_filter"
 MAX_PICKLE_BYTES = 64 * 2**20  # the pickled structure inside a .pt (the tensors are beside it)
 # What a rosinality .pt's pickle may name: checked before torch.load reads it (weights_only is
 # the second line, not the only one).
@@ -55,6 +56,7 @@ def save_native(G: Generator, path: str | Path, provenance: dict | None = None,
                 model_id: str | None = None, dtype: torch.dtype = torch.float32) -> str:
     state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
              for k, v in G.state_dict().items()}
+    state.update(custom_filters(G))
     model_id = model_id or model_id_for(state, G.config)
     meta = {"config": G.config.to_json(), "model_id": model_id, "provenance": provenance or {}}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -93,8 +95,15 @@ def build_generator(state: dict[str, torch.Tensor], config: GeneratorConfig, mod
     bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
         raise CheckpointError(f"The checkpoint's weights are damaged ({bad} holds NaN or infinite values).")
+    filters = {k: state.pop(k) for k in list(state) if k.endswith(FILTER_SUFFIX)}  # only non-standard ones are kept
     try:
         missing, unexpected = G.load_state_dict(state, strict=False)
+        for name, f in filters.items():
+            if tuple(f.shape) != (4, 4):
+                raise CheckpointError(f"The checkpoint's {name} is not a 4×4 filter.")
+            G.get_buffer(name).copy_(f)
+    except AttributeError:
+        raise CheckpointError("The checkpoint names a resampling filter its architecture does not have.") from None
     except RuntimeError:
         raise CheckpointError("The checkpoint's tensors do not have the shapes its architecture needs.") from None
     if missing or unexpected:
@@ -179,11 +188,25 @@ def import_rosinality(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{Path(path).name} is not a readable rosinality checkpoint ({type(exc).__name__}).") from None
+    name = Path(path).name
+    if isinstance(ckpt, dict) and not isinstance(ckpt.get("g_ema"), dict) and isinstance(ckpt.get("state_dict"), dict):
+        # an e4e or pSp checkpoint: its decoder is a rosinality generator (engine/psp.py)
+        sd = {k[len("decoder."):]: v for k, v in ckpt["state_dict"].items()
+              if isinstance(k, str) and k.startswith("decoder.")}
+        ckpt = {"g_ema": sd, "latent_avg": ckpt.get("latent_avg")}
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
-        raise CheckpointError(f"{Path(path).name} has no 'g_ema' generator.")
-    sd = ckpt["g_ema"]
+        raise CheckpointError(f"{name} has no 'g_ema' generator.")
+    latent_avg = ckpt.get("latent_avg")
+    if latent_avg is not None and not isinstance(latent_avg, torch.Tensor):
+        raise CheckpointError(f"{name}'s latent_avg is not a tensor.")
+    return rosinality_state(ckpt["g_ema"], latent_avg, name)
+
+
+def rosinality_state(sd: dict, latent_avg: torch.Tensor | None, name: str) -> tuple[dict[str, torch.Tensor], GeneratorConfig]:
+    """A rosinality ``g_ema`` state dict in our names, and its architecture."""
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
-        raise CheckpointError(f"{Path(path).name}'s generator holds something other than named tensors.")
+        raise CheckpointError(f"{name}'s generator holds something other than named tensors.")
+    path = Path(name)
     n_mlp = len({m.group(1) for k in sd if (m := re.match(r"style\.(\d+)\.weight$", k))})
     if n_mlp == 0 or "input.input" not in sd:
         raise CheckpointError(f"{Path(path).name} is not a rosinality StyleGAN2 generator")
@@ -200,7 +223,6 @@ def import_rosinality(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
     for i in range(n_mlp):
         out[f"mapping.fc{i}.weight"] = sd[f"style.{i + 1}.weight"]
         out[f"mapping.fc{i}.bias"] = sd[f"style.{i + 1}.bias"]
-    latent_avg = ckpt.get("latent_avg")
     out["mapping.w_avg"] = latent_avg.reshape(-1, config.w_dim)[0] if latent_avg is not None else torch.zeros(config.w_dim)
 
     def styled(dst: str, src: str, noise_idx: int) -> None:
@@ -217,6 +239,18 @@ def import_rosinality(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
         out[f"{dst}.affine.bias"] = sd[f"{src}.conv.modulation.bias"]
         out[f"{dst}.bias"] = sd[f"{src}.bias"].reshape(-1)
 
+    def blur(dst: str, src: str) -> None:
+        """rosinality's blur kernel (×4 for the upsampling, applied as a true convolution) as our
+        filter; kept only when it is not the standard one."""
+        kernel = sd.get(src)
+        if kernel is None:
+            return
+        if tuple(kernel.shape) != (4, 4):
+            raise CheckpointError(f"{path.name}'s {src} is not a 4×4 kernel.")
+        f = torch.flip(kernel.float(), [0, 1]) / 4
+        if not _is_standard_fir(f):
+            out[f"{dst}.{FILTER_SUFFIX}"] = f
+
     try:
         out["synthesis.b4.const"] = sd["input.input"][0]
         styled("synthesis.b4.conv1", "conv1", 0)
@@ -226,6 +260,8 @@ def import_rosinality(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
             styled(f"synthesis.b{res}.conv0", f"convs.{2 * i}", 2 * i + 1)
             styled(f"synthesis.b{res}.conv1", f"convs.{2 * i + 1}", 2 * i + 2)
             torgb(f"synthesis.b{res}.torgb", f"to_rgbs.{i}")
+            blur(f"synthesis.b{res}.conv0", f"convs.{2 * i}.conv.blur.kernel")
+            blur(f"synthesis.b{res}", f"to_rgbs.{i}.upsample.kernel")
     except KeyError as exc:
         raise CheckpointError(f"{Path(path).name} lacks tensor {exc}") from None
     return out, config
@@ -294,6 +330,13 @@ def import_ada_pickle(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
         if k.endswith("resample_filter") and not _is_standard_fir(f):
             raise CheckpointError(f"{name} uses a resampling filter other than [1,3,3,1] ({k})")
     return state, config
+
+
+def custom_filters(G: Generator) -> dict[str, torch.Tensor]:
+    """The resampling filters that are not StyleGAN2's [1,3,3,1] (saved, and hashed into the
+    model id, only then: a standard model's file and id are as they always were)."""
+    return {name: buf.detach().cpu().float().contiguous() for name, buf in G.named_buffers()
+            if name.endswith(FILTER_SUFFIX) and not _is_standard_fir(buf)}
 
 
 def _is_standard_fir(f: torch.Tensor) -> bool:

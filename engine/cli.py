@@ -21,7 +21,8 @@ from engine.protocol import (BlendRequest, EditRequest, Face, FacesRequest, Grid
                              SwapRequest, TeamRequest, UserError, as_face)
 from engine.protocol.requests import MAX_ATTACHMENT_BYTES, MAX_PHOTO_BYTES
 
-from engine.cli_tools import THREADS, DeviceOpt, ModelOpt, OutOpt, directions_app, fail, generate, loaded, model_app
+from engine.cli_tools import (THREADS, DeviceOpt, EncoderOpt, ModelOpt, OutOpt, directions_app, encoder_app, fail, generate,
+                              loaded, model_app)
 
 CLI_MAX_BYTES = MAX_ATTACHMENT_BYTES  # files on disk: the largest the protocol carries
 MIN_SECRET = 16  # as bot/config.py asks of engine.redis_secret
@@ -40,13 +41,14 @@ def options(threads: Annotated[Optional[int], typer.Option(
 
 app.add_typer(model_app, name="model")
 app.add_typer(directions_app, name="directions")
+app.add_typer(encoder_app, name="encoder")
 app.command()(generate)
 
 
-def _engine(model: Path | None, device: str):
+def _engine(model: Path | None, device: str, encoder: Path | None = None):
     from engine.ops import Engine
 
-    return loaded(Engine, model, device)
+    return loaded(lambda m, d: Engine(m, d, encoder_path=encoder), model, device)
 
 
 def _run(engine, request: Request, out: Path, label: str = "") -> Result:
@@ -120,11 +122,13 @@ def project(photo: Annotated[Path, typer.Argument(help="A photo with a face")],
             steps: Annotated[int, typer.Option(min=ProjectRequest.STEPS[0], max=ProjectRequest.STEPS[1])] = ProjectRequest.DEFAULT_STEPS,
             face: Annotated[Optional[int], typer.Option(min=ProjectRequest.FACE[0], max=ProjectRequest.FACE[1],
                                                         help="which face, as numbered by `wspace faces` (default: the largest)")] = None,
-            encoder: Annotated[bool, typer.Option(help="Start from the model's encoder guess when it has one")] = True,
-            out: OutOpt = Path("out/project"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+            no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Start from the average face, not the "
+                                                                         "encoder's guess")] = False,
+            out: OutOpt = Path("out/project"), model: ModelOpt = None, device: DeviceOpt = "cpu",
+            encoder: EncoderOpt = None) -> None:
     """Find the face, align it, project it into W+: aligned.png, projected.png, side_by_side.png, progress.gif, latent.npz."""
-    engine = _engine(model, device)
-    r = _run(engine, ProjectRequest(image=read_photo(photo), steps=steps, encoder=encoder, face=face,
+    engine = _engine(model, device, encoder)
+    r = _run(engine, ProjectRequest(image=read_photo(photo), steps=steps, encoder=not no_encoder, face=face,
                                     max_image_bytes=MAX_PHOTO_BYTES), out, "projecting")
     f = r.figures
     seen = f["faces_found"]
@@ -140,9 +144,10 @@ def team(photo: Annotated[Path, typer.Argument(help="A group photo")],
          steps: Annotated[int, typer.Option(min=TeamRequest.STEPS[0], max=TeamRequest.STEPS[1], help="steps per face")] = 150,
          frames: Annotated[Optional[int], typer.Option(min=TeamRequest.FRAMES[0], max=TeamRequest.FRAMES[1])] = None,
          fmt: Annotated[str, typer.Option("--format", help=" or ".join(TeamRequest.FORMATS))] = "gif",
-         out: OutOpt = Path("out/team"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+         out: OutOpt = Path("out/team"), model: ModelOpt = None, device: DeviceOpt = "cpu",
+         encoder: EncoderOpt = None) -> None:
     """Every face of a group photo projected, and a looping morph through them all: team.gif, team_faces.png, latent_N.npz."""
-    engine = _engine(model, device)
+    engine = _engine(model, device, encoder)
     r = _run(engine, TeamRequest(image=read_photo(photo), steps=steps, frames=frames, format=fmt,
                                  max_image_bytes=MAX_PHOTO_BYTES), out, "projecting the team")
     typer.echo(f"{r.text} Wrote {out}/team.{fmt}, team_faces.png and a latent file per face.")
@@ -152,9 +157,10 @@ def team(photo: Annotated[Path, typer.Argument(help="A group photo")],
 def lookalike(target: Annotated[Path, typer.Argument(help="a latent .npz (a kept face) or a photo")],
               seconds: Annotated[float, typer.Option(min=StrangerRequest.SECONDS[0], max=StrangerRequest.SECONDS[1],
                                                      help="time budget of the search")] = 45.0,
-              seed: int = 0, out: OutOpt = Path("out/lookalike"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+              seed: int = 0, out: OutOpt = Path("out/lookalike"), model: ModelOpt = None, device: DeviceOpt = "cpu",
+              encoder: EncoderOpt = None) -> None:
     """Search the generator for a stranger who looks like a face: stranger.png, search_curve.png, latent.npz."""
-    engine = _engine(model, device)
+    engine = _engine(model, device, encoder)
     if target.suffix.lower() == ".npz":
         request = StrangerRequest(face=read_latent(target, engine), seconds=seconds, seed=seed)
     else:
@@ -294,7 +300,8 @@ def worker(redis: Annotated[str, typer.Option("--redis", help="Redis URL, e.g. r
            worker_id: Annotated[Optional[str], typer.Option("--id", help="worker name (default: host-pid)")] = None,
            batch: Annotated[int, typer.Option(min=1, max=64, help="jobs at once, their projections as one batch")] = 1,
            metrics: Annotated[str, typer.Option(help='serve Prometheus metrics at host:port (port 0: any free one; '
-                                                     'the bot lists it); empty: off')] = "") -> None:
+                                                     'the bot lists it); empty: off')] = "",
+           encoder: EncoderOpt = None) -> None:
     """Run an engine worker that takes jobs from Redis (one per GPU; any number of hosts)."""
     from engine.checkpoints import CheckpointError
     from engine.redis_worker import serve_redis
@@ -309,7 +316,7 @@ def worker(redis: Annotated[str, typer.Option("--redis", help="Redis URL, e.g. r
         fail('--metrics must be host:port, e.g. "0.0.0.0:9109".')
     try:
         serve_redis(redis, secret.encode(), str(model) if model else None, device, str(directions) if directions else None,
-                    threads, worker_id, claim_idle, inline_max, prefix, batch, metrics)
+                    threads, worker_id, claim_idle, inline_max, prefix, batch, metrics, str(encoder) if encoder else None)
     except CheckpointError as exc:
         fail(str(exc))
 

@@ -11,9 +11,12 @@ import typer
 
 model_app = typer.Typer(help="Import, fetch and inspect generator checkpoints.", no_args_is_help=True)
 directions_app = typer.Typer(help="Learn or import attribute directions for a model.", no_args_is_help=True)
+encoder_app = typer.Typer(help="Import e4e and pSp encoders (FFHQ) as the projector's first guess.", no_args_is_help=True)
 
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="Generator file (.safetensors, rosinality .pt, NVIDIA .pkl); default: the embedded model.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda")]
+EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="an e4e/pSp encoder from `wspace encoder import` "
+                                                    "(it must belong to the model): the projector's first guess")]
 
 
 def _out_folder(out: Path) -> Path:
@@ -210,3 +213,50 @@ def directions_import(npy: Path, name: Annotated[str, typer.Option(help="name me
     keep[name] = d
     save_directions(list(keep.values()), target)
     typer.echo(f"imported {name} into {target}")
+
+
+@encoder_app.command("import")
+def encoder_import(checkpoint: Annotated[Path, typer.Argument(help="e4e_ffhq_encode.pt or psp_ffhq_encode.pt")],
+                   out: Annotated[Path, typer.Option("--out", "-o", help="the encoder file to write (.safetensors)")]) -> None:
+    """Read an e4e or pSp checkpoint without running any of it, and write our encoder file."""
+    from engine import psp
+
+    if out.exists() and not out.is_file():
+        fail(f"{out} is not a file.")
+    try:
+        E = psp.import_checkpoint(checkpoint)
+    except psp.EncoderImportError as exc:
+        fail(str(exc))
+    psp.save(E, out, {"imported_from": checkpoint.name, "kind": E.spec.kind})
+    paired = (f"it belongs to generator {E.generator}: load that model with it (`wspace model import "
+              f"{checkpoint.name} -o MODEL.safetensors` imports the checkpoint's decoder)"
+              if E.generator != "unknown" else "the checkpoint has no decoder to pair it with")
+    typer.echo(f"{E.spec.kind} encoder, {len(E.spec.widths)} IR{'-SE' if E.spec.se else ''} blocks, {E.spec.n_styles} styles "
+               f"-> {out}; {paired}.")
+
+
+@encoder_app.command("codes")
+def encoder_codes(encoder: Annotated[Path, typer.Argument(help="an encoder from `wspace encoder import`")],
+                  inputs: Annotated[Path, typer.Option("--inputs", help="[N, 3, 256, 256] float array in [-1, 1] (.npy)")],
+                  out: Annotated[Path, typer.Option("--out", "-o", help="where the [N, styles, 512] codes go (.npy)")],
+                  device: DeviceOpt = "cpu") -> None:
+    """The W+ codes of pre-aligned inputs (to check an import, or for parity tests)."""
+    import numpy as np
+
+    from engine import psp
+    from engine.kept import MAX_NPZ_MEMBER_BYTES
+
+    if not inputs.is_file():
+        fail(f"no file at {inputs}.")
+    if inputs.stat().st_size > 16 * MAX_NPZ_MEMBER_BYTES:
+        fail(f"{inputs} is larger than this command reads.")
+    try:
+        x = np.load(inputs, allow_pickle=False)
+        E = loaded(lambda _m, d: psp.load(encoder, d), None, device)
+        codes = psp.codes(E, x)
+    except psp.EncoderImportError as exc:
+        fail(str(exc))
+    except (ValueError, OSError) as exc:
+        fail(f"{inputs} is not a .npy array ({type(exc).__name__}).")
+    np.save(out, codes)
+    typer.echo(f"{len(codes)} codes [{', '.join(map(str, codes.shape[1:]))}] -> {out}")

@@ -30,9 +30,10 @@ from engine.render import DISPLAY, Draw, png_bytes, resize, to_uint8
 
 class Engine:
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
-                 directions_path: str | Path | None = None, kept_noise_max_res: int = KEPT_NOISE_MAX_RES) -> None:
+                 directions_path: str | Path | None = None, kept_noise_max_res: int = KEPT_NOISE_MAX_RES,
+                 encoder_path: str | Path | None = None) -> None:
         prepare_device(device)
-        bundle = load_bundle(model_path, device, directions_path)
+        bundle = load_bundle(model_path, device, directions_path, encoder_path)
         self.device = device
         self.G, self.model_id, self.directions, self.encoder = bundle.G, bundle.model_id, bundle.directions, bundle.encoder
         self.w_std = w_stats(self.G)[1]

@@ -355,7 +355,7 @@ def serve_metrics(worker: RedisWorker, address: str) -> str:
 
 def serve_redis(url: str, secret: bytes, model=None, device: str = "cpu", directions=None, threads: int | None = None,
                 worker_id: str | None = None, claim_idle: float = 30.0, inline_max: int = 256 * 1024,
-                prefix: str = "wspace", batch: int = 1, metrics: str = "") -> None:
+                prefix: str = "wspace", batch: int = 1, metrics: str = "", encoder=None) -> None:
     """Process entry point of ``wspace worker``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     from engine.runtime import prepare_process
@@ -363,7 +363,7 @@ def serve_redis(url: str, secret: bytes, model=None, device: str = "cpu", direct
     prepare_process(threads)
     from engine.ops import Engine
 
-    worker = RedisWorker(url, Engine(model, device, directions), secret, worker_id, claim_idle, inline_max, prefix,
+    worker = RedisWorker(url, Engine(model, device, directions, encoder_path=encoder), secret, worker_id, claim_idle, inline_max, prefix,
                          batch=batch)
     if metrics:
         worker.metrics = serve_metrics(worker, metrics)

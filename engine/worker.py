@@ -30,7 +30,7 @@ def encoded(put):
 
 def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directions_path=None,
           threads: int | None = None, worker_id: str | None = None, parent_pid: int | None = None,
-          max_jobs: int = 1, stop_queue=None) -> None:
+          max_jobs: int = 1, stop_queue=None, encoder_path=None) -> None:
     """Process entry point (spawned by the bot's local transport). With ``parent_pid`` the
     process dies with the bot, whatever kills the bot. Up to ``max_jobs`` jobs run at once
     and their projections advance as one batch (engine/scheduler.py); 1 is one at a time."""
@@ -49,7 +49,7 @@ def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directio
     prepare_process(threads)
     from engine.ops import Engine
 
-    engine = Engine(model_path, device, directions_path)
+    engine = Engine(model_path, device, directions_path, encoder_path=encoder_path)
     emit = encoded(event_queue.put)
     emit(WorkerReady(worker_id or uuid.uuid4().hex[:8], engine.model_id, engine.G.resolution, engine.G.num_ws,
                      engine.G.w_dim, tuple(sorted(engine.directions)), device, os.getpid()))

@@ -25,4 +25,5 @@ def make_transport(settings, registry=None) -> Transport:
 
     return LocalTransport(str(engine.model) if engine.model else None, engine.device,
                           str(engine.directions) if engine.directions else None, engine.threads,
-                          limits.queue_size, engine.job_timeout_seconds, registry, engine.batch)
+                          limits.queue_size, engine.job_timeout_seconds, registry, engine.batch,
+                          str(engine.encoder) if engine.encoder else None)

@@ -46,11 +46,12 @@ class LocalTransport(Transport):
 
     def __init__(self, model=None, device: str = "cpu", directions=None, threads: int | None = None,
                  queue_size: int = 32, job_timeout: float = 900.0, registry: EngineRegistry | None = None,
-                 batch: int = 1) -> None:
+                 batch: int = 1, encoder=None) -> None:
         super().__init__(queue_size, job_timeout)
         self.registry = registry  # records each engine process, so a later bot can end what we leave
         self.model, self.device, self.directions, self.threads = model, device, directions, threads
         self.batch = batch  # jobs the engine works on at once (engine/scheduler.py)
+        self.encoder = encoder  # an imported e4e/pSp encoder file (engine/psp.py), or None
         self.ctx = mp.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task | None = None
@@ -75,7 +76,7 @@ class LocalTransport(Transport):
         self.process = self.ctx.Process(
             target=_engine_main, name="wspace-engine", daemon=True,
             args=(self.job_q, self.event_q, self.model, self.device, self.directions, self.threads, None, os.getpid(),
-                  self.batch, self.stop_q))
+                  self.batch, self.stop_q, self.encoder))
         self.process.start()
         if self.registry is not None:
             self.registry.add(self.process.pid)
