@@ -13,7 +13,6 @@ tissue sample), noise, gradients, checkerboards, and the astronaut's mission pat
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine import align  # noqa: E402
+from bench.report import report  # noqa: E402
 from tests.photos import astronaut, grace_hopper, group_photo  # noqa: E402
 
 
@@ -92,10 +92,7 @@ def main() -> None:
             "photos_with_extra": [k for k, (n, w) in pos.items() if n > w],
             "false_faces_on_negatives": sum(neg.values()), "negatives_with_a_face": [k for k, n in neg.items() if n],
             "negatives": len(neg), "seconds": round(time.perf_counter() - t0, 1)}
-    text = json.dumps(result, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.report import report  # noqa: E402
 
 
 def measure(steps: int, members: int, photo_steps: int) -> dict:
@@ -149,10 +151,7 @@ def main() -> None:
         print(json.dumps(measure(args.steps, args.members, args.photo_steps)))
         return
     rows = [run_setting(s, args.steps, args.members, args.photo_steps) for s in settings(args.threads, args.isa)]
-    text = json.dumps({"cpu": cpu_name(), "rows": rows}, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    report({"cpu": cpu_name(), "rows": rows}, args.out)
 
 
 def cpu_name() -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bot.commands.running as running  # noqa: E402
 from tests.bot_harness import running_bot  # noqa: E402
+from bench.report import report  # noqa: E402
 from tests.photos import encode, grace_hopper, group_photo  # noqa: E402
 from tests.test_bot_e2e import ALICE, BOB, finished, option, project  # noqa: E402
 
@@ -67,10 +67,7 @@ def main() -> None:
         running.QUIET_SECONDS = seconds
         result[mode] = asyncio.run(measure(args.project_steps))
     result["quiet_seconds"] = quiet
-    text = json.dumps(result, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    report(result, args.out)
 
 
 if __name__ == "__main__":
