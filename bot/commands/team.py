@@ -11,7 +11,8 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import Reply, Services, defer, display_name, faces_of, members_here, read_photo, reply_now
+from bot.commands.common import (Reply, Services, defer, display_name, faces_of, members_here, name_of, read_photo,
+                                 reply_now)
 from bot.commands.running import files_of, precheck, run_job
 from engine.protocol import LookalikeRequest, StrangerRequest, TeamRequest
 from engine.protocol.requests import MAX_FACES
@@ -45,7 +46,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
                                         hours * 3600)
             return (f"\nAnyone in this channel can adopt one of these faces as their own with `/claim number` "
                     f"(numbered as on the picture). They are nobody's face until claimed, can be claimed only here, "
-                    f"and are deleted after {hours:g} hours or when {discord.utils.escape_markdown(interaction.user.display_name)} "
+                    f"and are deleted after {hours:g} hours or when {name_of(interaction.user)} "
                     "uses /forget.")
 
         request = TeamRequest(image=data, steps=limits.team_steps, format=format, max_image_bytes=limits.max_image_bytes,
