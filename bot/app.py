@@ -17,8 +17,8 @@ from discord import app_commands
 
 from bot.commands import admin, blend, edit, morph, privacy, project, team
 from bot.commands.common import Refusal, Reply, Services, answer, refuse, reply_now
-from bot.commands.project import PickExpired
-from bot.commands.stop import StopButton
+from bot.commands.project import EXPIRED, PickExpired
+from bot.commands.stop import FINISHED, StopButton
 from bot.commands.views import EditButton
 from bot.config import Settings, engines_path, heartbeat_path
 from bot.http_pool import AcksFirstConnector
@@ -60,6 +60,7 @@ class GatedTree(app_commands.CommandTree):
 
 
 HEARTBEAT_SECONDS = 10.0
+UNANSWERED_COMPONENT_SECONDS = 1.0  # a component's own handler answers at once; after this, nobody will
 TOKEN_LIFETIME = 14 * 60.0  # Discord's interaction tokens last 15 minutes; leave a margin
 DRAIN_SECONDS = 3.0  # at SIGTERM/SIGINT: time for members' messages to say the bot is restarting
 HEALTHY_WITHIN = 60.0
@@ -120,6 +121,19 @@ class WspaceBot(discord.Client):
         # burst (bench/bot_load.py, the ack split); frozen, later collections skip it.
         gc.collect()
         gc.freeze()
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A button or menu nobody answered (its job ended and the component went, or the bot
+        restarted): after a moment, one private sentence instead of Discord's "interaction failed"."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        await asyncio.sleep(UNANSWERED_COMPONENT_SECONDS)
+        if interaction.response.is_done():
+            return
+        custom_id = str((interaction.data or {}).get("custom_id", ""))
+        sentence = (FINISHED if custom_id.startswith("wspace:stop:") else EXPIRED if custom_id.startswith("wspace:pick:")
+                    else "That button belongs to a finished job; run the command again.")
+        await refuse(interaction, sentence)
 
     def start_metrics(self):
         """Prometheus metrics at ``metrics.address`` (off when empty); None when off."""

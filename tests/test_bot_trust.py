@@ -135,3 +135,15 @@ async def test_lookalike_among_seventy_sharing_members_answers_and_a_quiet_searc
     assert lookups <= 2 * 64, lookups
     times = [m.at for m in inter.messages]
     assert max(b - a for a, b in zip(times, times[1:])) < 1.5 + 2.5, "never long without an edit"
+
+
+async def test_a_stop_button_pressed_after_its_job_ended_gets_a_private_answer(env):
+    from tests.test_bot_e2e import stop_button
+
+    sim, _ = env
+    inter = await project(sim, BOB, PHOTO, "s.jpg", "image/jpeg", steps=200)
+    custom_id = await sim.wait_for(lambda: stop_button(inter), 60)
+    await finished(sim, inter, 180)
+    late = await sim.click(BOB, custom_id, inter)
+    await sim.wait_for(lambda: late.messages, 10)
+    assert "already finished" in late.last_content() and late.messages[0].payload["data"]["flags"] & 64
