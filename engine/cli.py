@@ -86,6 +86,13 @@ def _run(engine, request: Request, out: Path, label: str = "") -> Result:
     return result
 
 
+def terminal(text: str) -> str:
+    """A result's text as a terminal shows it: no Discord markup, the details in brackets."""
+    words, _, details = text.partition("\n-# details: ")
+    words = words.replace("**", "")
+    return f"{words} ({details.rstrip('.')})" if details else words
+
+
 def read_latent(path: Path, engine) -> Face:
     """A latent file as the kept face every command starts from."""
     if not path.is_file():
@@ -113,7 +120,7 @@ def faces(photo: Annotated[Path, typer.Argument(help="A photo with one or more f
     """Every face of a photo, numbered from the largest: faces.png (the montage) and face_N.png (aligned crops)."""
     engine = _engine(model, device)
     r = _run(engine, FacesRequest(image=read_photo(photo), max_image_bytes=MAX_PHOTO_BYTES), out)
-    typer.echo(f"{r.text} Wrote {out}/faces.png and face_1.png … face_{r.figures['faces']}.png; "
+    typer.echo(f"{terminal(r.text)} Wrote {out}/faces.png and face_1.png … face_{r.figures['faces']}.png; "
                "`wspace project PHOTO --face N` projects face N.")
 
 
@@ -150,7 +157,7 @@ def team(photo: Annotated[Path, typer.Argument(help="A group photo")],
     engine = _engine(model, device, encoder)
     r = _run(engine, TeamRequest(image=read_photo(photo), steps=steps, frames=frames, format=fmt,
                                  max_image_bytes=MAX_PHOTO_BYTES), out, "projecting the team")
-    typer.echo(f"{r.text} Wrote {out}/team.{fmt}, team_faces.png and a latent file per face.")
+    typer.echo(f"{terminal(r.text)} Wrote {out}/team.{fmt}, team_faces.png and a latent file per face.")
 
 
 @app.command()
@@ -166,7 +173,7 @@ def lookalike(target: Annotated[Path, typer.Argument(help="a latent .npz (a kept
     else:
         request = StrangerRequest(image=read_photo(target), seconds=seconds, seed=seed, max_image_bytes=MAX_PHOTO_BYTES)
     r = _run(engine, request, out, "searching")
-    typer.echo(f"{r.text} Wrote {out}/stranger.png and search_curve.png.")
+    typer.echo(f"{terminal(r.text)} Wrote {out}/stranger.png and search_curve.png.")
 
 
 @app.command()
@@ -198,7 +205,7 @@ def edit(latent: Path, direction: Annotated[str, typer.Option(help="age, gender,
     engine = _engine(model, device)
     r = _run(engine, EditRequest(face=read_latent(latent, engine), direction=direction, amount=amount, strip=strip), out)
     if r.text:
-        typer.echo(r.text)
+        typer.echo(terminal(r.text))
     typer.echo(f"wrote {out}/")
 
 
@@ -232,7 +239,7 @@ def swap(a: Path, b: Path, split: SplitOpt = None,
     """Two latents swap their fine styles: swap.png, latent_1.npz (a's shape, b's finish), latent_2.npz."""
     engine = _engine(model, device)
     r = _run(engine, SwapRequest(a=read_latent(a, engine), b=read_latent(b, engine), split=split), out)
-    typer.echo(f"{r.text} Wrote {out}/swap.png, latent_1.npz and latent_2.npz")
+    typer.echo(f"{terminal(r.text)} Wrote {out}/swap.png, latent_1.npz and latent_2.npz")
 
 
 @app.command()

@@ -118,7 +118,11 @@ class RedisTransport(Transport):
             for job_id, (stream, entry) in list(self.sent.items()):
                 if job_id in self.pending:
                     found = await self.r.xrange(stream, entry, entry)
-                    if not found or found[0][1].get(b"job_id", b"").decode() != job_id:
+                    if found and found[0][1].get(b"job_id", b"").decode() == job_id:
+                        continue
+                    # Gone from the stream: lost with Redis, unless a worker already ran it since
+                    # (it acks and deletes the entry once done, and marks the job done first).
+                    if not await self.r.exists(self.k["done"].format(job_id)):
                         lost.append(job_id)
             log.error("Redis restarted without its data: failing %d waiting jobs it lost", len(lost))
             for job_id in lost:
