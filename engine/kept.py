@@ -57,7 +57,8 @@ def unpack_noise(flat, resolutions: list[int]) -> list[np.ndarray]:
         raise KeptFaceError("The face's noise maps are not a flat array of numbers; project the photo again.")
     if arr.size != noise_size(resolutions):
         raise KeptFaceError("The face's noise maps were made by a different model; project the photo again.")
-    arr = arr.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # a value float32 cannot hold is refused below, quietly
+        arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
         raise KeptFaceError("The face's noise maps are damaged (they hold non-numbers); project the photo again.")
     out, i = [], 0
@@ -108,6 +109,22 @@ def save_npz(path: Path, ws: np.ndarray, noise: np.ndarray | None, model_id: str
     np.savez(path, **arrays)
 
 
+def declared_bytes(member) -> int:
+    """How many bytes a ``.npy`` stream's header says its array holds (0 when it has no header)."""
+    try:
+        version = np.lib.format.read_magic(member)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise KeptFaceError("That latent file holds an array format wspace does not read.")
+        shape, _, dtype = reader(member, max_header_size=10_000)
+    except (ValueError, OSError, SyntaxError, TypeError):
+        return 0  # not an array numpy would read: np.load refuses it below, in one sentence
+    count = 1
+    for n in shape:
+        count *= int(n)
+    return count * max(1, dtype.itemsize)
+
+
 def load_npz(data: bytes | str | Path) -> tuple[np.ndarray, np.ndarray | None, str]:
     """``(ws, noise or None, model_id)`` of a latent file, sizes checked before anything is read."""
     raw = Path(data).read_bytes() if isinstance(data, (str, Path)) else data
@@ -116,6 +133,9 @@ def load_npz(data: bytes | str | Path) -> tuple[np.ndarray, np.ndarray | None, s
             for info in zf.infolist():
                 if info.file_size > MAX_NPZ_MEMBER_BYTES:
                     raise KeptFaceError(f"{info.filename} in that file is too large to be a face.")
+                with zf.open(info) as member:  # the array's own header, read before numpy allocates it
+                    if declared_bytes(member) > MAX_NPZ_MEMBER_BYTES:
+                        raise KeptFaceError(f"{info.filename} in that file declares an array too large to be a face.")
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             ws = np.asarray(npz["ws"])
             model_id = str(npz["model_id"])

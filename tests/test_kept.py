@@ -136,3 +136,23 @@ def test_a_large_model_keeps_only_its_coarser_noise_maps(tiny_model):
     assert face.noise.size == 16 + 2 * (64 + 256)
     drawn = small.render(proj.ws[None], small.face(face)[1])[0]
     assert np.array_equal(drawn, proj.image)
+
+
+@pytest.mark.parametrize("shape", [(100_000, 100_000, 300), (40_000_000_000,), (2**20, 2**20)])
+def test_a_latent_file_whose_array_header_declares_gigabytes_is_one_sentence(shape):
+    """A 100-byte member can declare terabytes: the array's header is read before numpy allocates."""
+    import warnings
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as z:
+        z.writestr("ws.npy", header.getvalue() + bytes(48))
+        z.writestr("model_id.npy", b"")
+    with pytest.raises(KeptFaceError, match="declares an array too large") as err:
+        load_npz(data.getvalue())
+    assert "\n" not in str(err.value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one sentence, and no RuntimeWarning beside it
+        with pytest.raises(KeptFaceError, match="non-numbers"):
+            unpack_noise(np.full(16, 1e300, np.float64), [4])
