@@ -94,15 +94,20 @@ class Transport(ABC):
         if isinstance(event, Progress):
             if event.step == 0 and p.started is None:
                 p.started = time.monotonic()
-            if p.on_progress is not None:
-                outcome = p.on_progress(event)
-                if asyncio.iscoroutine(outcome):
-                    asyncio.ensure_future(outcome)
+            self._notify(p, event)
         elif isinstance(event, (Result, JobFailed)):
             del self.pending[event.job_id]
             self.completed.append(time.monotonic())
             if not p.future.done():
                 p.future.set_result(event)
+
+    @staticmethod
+    def _notify(p: _Pending, event: Progress) -> None:
+        """Hand a progress event to the job's callback (a coroutine runs as a task)."""
+        if p.on_progress is not None:
+            outcome = p.on_progress(event)
+            if asyncio.iscoroutine(outcome):
+                asyncio.ensure_future(outcome)
 
     def _fail(self, job_id: str, code: str, message: str) -> None:
         p = self.pending.pop(job_id, None)

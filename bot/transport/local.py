@@ -172,15 +172,9 @@ class LocalTransport(Transport):
                 continue
             rerun.append(job_id)
             self.rerun_after_restart += 1
-            self._tell(p, Progress(job_id, 0, 0, RERUN))
+            self._notify(p, Progress(job_id, 0, 0, RERUN))
         self._solo.extend(rerun)
         self._held = deque(j for j in self._held if j not in rerun)
-
-    def _tell(self, p, event: Progress) -> None:
-        if p.on_progress is not None:
-            outcome = p.on_progress(event)
-            if asyncio.iscoroutine(outcome):
-                asyncio.ensure_future(outcome)
 
     def _send(self, job_id: str, data: bytes | None = None) -> None:
         p = self.pending[job_id]
