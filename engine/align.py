@@ -17,14 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from scipy.ndimage import gaussian_filter
 
+from engine.containers import strip_metadata
 from engine.protocol.errors import BadArgument, ImageTooLarge, NoFaceFound, NotAnImage
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 DETECT_MAX_SIDE = 1024  # faces are searched on a copy no larger than this
+MAX_ASPECT = 8  # a photo of a face is at most this many times as long as it is wide
+MIN_PHOTO_SIDE = 40  # the smallest face we align (MIN_FACE_SIDE) cannot fit in less
 TRANSFORM_MIN = 256  # the quad is sampled at least this large before the final resize
 
 
@@ -102,7 +105,6 @@ def _face_encoder():
 # --- decoding ------------------------------------------------------------------------------
 
 
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # what members send; nothing else reaches a decoder
 MAX_JPEG_SCANS = 64  # progressive JPEGs use ~10; a scan bomb uses thousands of tiny ones
 
 
@@ -168,24 +170,40 @@ def decode_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
         raise NotAnImage("That file is not an image I can read (PNG, JPEG, WebP or GIF).")
     if fmt == "JPEG" and (scans := jpeg_scan_count(data)) > MAX_JPEG_SCANS:
         raise NotAnImage(f"That JPEG has {scans} scans; a photo has at most {MAX_JPEG_SCANS}, so I won't decode it.")
+    data, orientation = strip_metadata(data, fmt)  # no decoder ever parses EXIF, XMP, ICC or text
     try:
         img = Image.open(io.BytesIO(data), formats=[fmt])  # only the decoder its magic bytes name
-        w, h = img.size  # header only: nothing decoded yet
-        if w * h > max_pixels:
-            raise ImageTooLarge(f"That image is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.")
+        check_shape(*img.size, max_pixels)  # header only: nothing decoded yet
         img.seek(0)  # first frame of an animation
         img.load()
-        img = ImageOps.exif_transpose(img)
+        if orientation in ORIENT:
+            img = img.transpose(ORIENT[orientation])
         arr = _to_rgb(img)
-    except ImageTooLarge:
+    except (ImageTooLarge, NoFaceFound):
         raise
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"That image has too many pixels; the limit is {max_pixels / 1e6:.0f} megapixels.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise NotAnImage("That file is not an image I can read (PNG, JPEG, WebP or GIF).", reason=str(exc)) from None
-    if min(arr.shape[:2]) < 8:
-        raise NoFaceFound("That image is too small to hold a face.")
     return arr
+
+
+# EXIF orientation -> the transpose that shows the photo upright (as Pillow's exif_transpose)
+ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_90}
+
+
+def check_shape(w: int, h: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse, from the header's size, images too large or shaped so no face fits them."""
+    if w * h > max_pixels:
+        raise ImageTooLarge(f"That image is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.")
+    if min(w, h) < MIN_PHOTO_SIDE:
+        raise NoFaceFound(f"That image is {w}×{h} pixels, too small to hold a face (at least {MIN_PHOTO_SIDE} "
+                          "pixels each way).")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise NoFaceFound(f"That image is {w}×{h} pixels; a photo of a face is at most {MAX_ASPECT} times as "
+                          "long as it is wide.")
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
