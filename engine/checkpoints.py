@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from engine.modconv import fir_filter
 from engine.networks import Generator, GeneratorConfig
-from engine.safe_pickle import PersistentRecord, UnsafePickle, load_snapshot
+from engine.safe_pickle import PersistentRecord, UnsafePickle, check_tensor, load_snapshot
 
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "wspace64.safetensors"
@@ -29,6 +29,8 @@ FORMAT_KEY = "wspace"
 MAX_MODEL_BYTES = 2 * 2**30  # NVIDIA's FFHQ 1024 pickle is 364 MB
 FILTER_SUFFIX = "resample_filter"
 MAX_PICKLE_BYTES = 64 * 2**20  # the pickled structure inside a .pt (the tensors are beside it)
+MAX_MODULE_DEPTH = 32  # a StyleGAN2-ADA generator's module tree is 5 deep
+MAX_MODULES = 20_000  # … and has ~200 modules
 # What a rosinality .pt's pickle may name: checked before torch.load reads it (weights_only is
 # the second line, not the only one).
 TORCH_PT_GLOBALS = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
@@ -162,7 +164,12 @@ def check_torch_zip(path: str | Path) -> None:
     name = Path(path).name
     try:
         with zipfile.ZipFile(path) as z:
-            pickles = [i for i in z.infolist() if i.filename.endswith("/data.pkl") or i.filename == "data.pkl"]
+            members = z.infolist()
+            if any(i.compress_type != zipfile.ZIP_STORED for i in members):  # torch.save never compresses
+                raise CheckpointError(f"{name} was refused: its archive holds compressed data, which torch never writes.")
+            if sum(i.file_size for i in members) > Path(path).stat().st_size:
+                raise CheckpointError(f"{name} was refused: its archive declares more data than the file holds.")
+            pickles = [i for i in members if i.filename.endswith("/data.pkl") or i.filename == "data.pkl"]
             if len(pickles) != 1 or pickles[0].file_size > MAX_PICKLE_BYTES:
                 raise CheckpointError(f"{name} is not a torch checkpoint of the expected layout.")
             data = z.read(pickles[0])
@@ -196,6 +203,12 @@ def import_rosinality(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
         ckpt = {"g_ema": sd, "latent_avg": ckpt.get("latent_avg")}
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
         raise CheckpointError(f"{name} has no 'g_ema' generator.")
+    try:
+        for key, t in [*ckpt["g_ema"].items(), ("latent_avg", ckpt.get("latent_avg"))]:
+            if isinstance(t, torch.Tensor):
+                check_tensor(t, str(key)[:80])
+    except UnsafePickle as exc:
+        raise CheckpointError(f"{name} was refused: {exc}.") from None
     latent_avg = ckpt.get("latent_avg")
     if latent_avg is not None and not isinstance(latent_avg, torch.Tensor):
         raise CheckpointError(f"{name}'s latent_avg is not a tensor.")
@@ -270,7 +283,15 @@ def rosinality_state(sd: dict, latent_avg: torch.Tensor | None, name: str) -> tu
 # --- NVIDIA stylegan2-ada-pytorch ------------------------------------------------------------
 
 
-def _flatten_record(rec: PersistentRecord, prefix: str, out: dict[str, torch.Tensor]) -> None:
+def _flatten_record(rec: PersistentRecord, prefix: str, out: dict[str, torch.Tensor], seen: set[int] | None = None) -> None:
+    """Every tensor of a module tree by its dotted name; each module is visited once (a pickle's
+    memo can name one module at many places, which would make the walk exponential)."""
+    seen = set() if seen is None else seen
+    if id(rec) in seen:
+        raise UnsafePickle(f"module {prefix.rstrip('.')} appears twice in the network")
+    seen.add(id(rec))
+    if len(seen) > MAX_MODULES or prefix.count(".") > MAX_MODULE_DEPTH:
+        raise UnsafePickle("the network's module tree is far larger than a generator's")
     for kind in ("_parameters", "_buffers"):
         for name, t in (rec.state.get(kind) or {}).items():
             if t is not None:
@@ -282,7 +303,7 @@ def _flatten_record(rec: PersistentRecord, prefix: str, out: dict[str, torch.Ten
             continue
         if not isinstance(child, PersistentRecord):
             raise UnsafePickle(f"module {prefix}{name} is not a persistent network object")
-        _flatten_record(child, f"{prefix}{name}.", out)
+        _flatten_record(child, f"{prefix}{name}.", out, seen)
 
 
 def _find(rec: PersistentRecord, dotted: str) -> PersistentRecord:

@@ -1,11 +1,20 @@
 """An engine worker on any host, fed through Redis Streams (``wspace worker --redis URL``).
 
 The key layout and limits live with the protocol (``engine/protocol/redis_keys.py``).
-Every payload is sealed with the shared secret; what this worker takes from Redis is
-checked before use: the job id and reply stream fields, the seal, then the data-only
-decoding, and the decoded job's id against the entry's. An entry that fails a check is
-moved to the dead-letter stream and its job (when it names a valid reply stream) fails
-once with one sentence.
+Every payload is sealed (encrypted and authenticated) with the shared secret; what this
+worker takes from Redis is checked before use: the entry's size (inside Redis, by a Lua
+script, before it is loaded), the job id and reply stream fields, the seal for exactly
+this stream, entry id, job id and reply stream, then the data-only decoding, and the
+decoded job's id against the entry's. An entry that fails a check is moved to the
+dead-letter stream; its job fails once with one sentence only when its seal opened (so
+nothing unsealed makes a worker answer anyone).
+
+One run per job: the bot chooses each entry's id and seals it in, so a copy of a sealed
+entry added again (any number of times, to any stream) does not open; a worker also
+remembers the jobs it ran for as long as their seals are valid, whoever deletes the
+``done`` markers. Jobs are taken from any consumer that is not a live worker (its
+heartbeat is sealed too): one that takes entries and never acknowledges them holds
+nothing.
 
 Delivery is at least once: while a job runs, the heartbeat thread keeps its pending
 entry fresh (``XCLAIM … JUSTID``); a worker that dies stops doing so, and after
@@ -30,14 +39,19 @@ import time
 import uuid
 
 from engine.protocol import JobFailed, Request, Result, wire
-from engine.protocol.redis_keys import (DEAD_MAXLEN, DONE_TTL, EVENTS_MAXLEN, GROUP, MAX_AGE, MAX_DELIVERIES,
-                                        RESULT_TTL, STALE_RETRIES, is_reply_stream, keys)
+from engine.protocol.redis_keys import (DEAD_MAXLEN, DONE_TTL, EVENTS_MAXLEN, GET_BOUNDED, GROUP, MAX_AGE,
+                                        MAX_DELIVERIES, MAX_EVENT_ENTRY, MAX_HEARTBEAT, MAX_JOB_ENTRY, RESULT_TTL,
+                                        STALE_RETRIES, TAKE, beat_context, event_context, is_reply_stream, job_context,
+                                        keys, open_heartbeat, stop_context)
 from engine.jobs import UNREADABLE
 from engine.protocol.requests import JOB_ID
 from engine.stops import StopList
 
 log = logging.getLogger("wspace.engine")
 STOP_POLL = 0.5  # seconds between two looks for stop keys
+IDLE_POLL = 0.05  # seconds between two looks for new entries while idle (reads are Lua scripts, which cannot block)
+RECLAIM_EVERY = 0.5  # seconds between two looks at the pending entries of other consumers
+PENDING_LOOK = 64  # pending entries looked at each time
 POISON = "That request stopped the face engine several times, so it was set aside; please try something else."
 
 
@@ -74,6 +88,10 @@ class RedisWorker:
         self.busy_seconds = 0.0
         self.started = time.time()
         self.stopping = threading.Event()
+        self.ran: dict[str, float] = {}  # job id -> when it was taken: never run twice while its seal is valid
+        self.last_reclaim = 0.0
+        self._take = self.r.register_script(TAKE)
+        self._get = self.r.register_script(GET_BOUNDED)
 
     # --- liveness -------------------------------------------------------------------------
 
@@ -84,12 +102,14 @@ class RedisWorker:
                 "pid": os.getpid(), "host": socket.gethostname(), "jobs_done": self.done,
                 "rerun_alone": self.reruns, "set_aside": self.dead, "metrics": self.metrics,
                 "busy_seconds": round(self.busy_seconds, 1), "up_seconds": round(time.time() - self.started, 1),
-                "busy": bool(self.current), "last_seen": time.time()}
+                "busy": bool(self.current), "last_seen": time.time(),
+                "current": sorted(_text(e) for e in self.current)}
 
     def beat(self) -> None:
         ttl = max(3, int(self.heartbeat * 4))
+        key = self.k["worker"].format(self.id)
         pipe = self.r.pipeline()
-        pipe.set(self.k["worker"].format(self.id), json.dumps(self.describe()), ex=ttl)
+        pipe.set(key, wire.seal(json.dumps(self.describe()).encode(), self.secret, beat_context(key)), ex=ttl)
         pipe.sadd(self.k["workers"], self.id)
         current = list(self.current)
         if current:  # still working on them: keep them from being reclaimed
@@ -116,20 +136,65 @@ class RedisWorker:
                 raise
 
     def take(self, block: int | None = 1000):
-        """A job entry: first one a dead worker left behind, else a new one (waits up to
-        ``block`` ms; ``None``: not at all)."""
-        claimed = self.r.xautoclaim(self.stream, GROUP, self.id, min_idle_time=int(self.claim_idle * 1000),
-                                    start_id="0-0", count=1)
-        for entry_id, fields in claimed[1]:
-            if fields:
-                pending = self.r.xpending_range(self.stream, GROUP, min=entry_id, max=entry_id, count=1)
-                deliveries = pending[0]["times_delivered"] if pending else MAX_DELIVERIES + 1
-                log.warning("worker %s reclaimed job entry %s (delivery %d)", self.id, entry_id, deliveries)
-                return entry_id, fields, deliveries
-        got = self.r.xreadgroup(GROUP, self.id, {self.stream: ">"}, count=1, block=block)
-        if got and got[0][1]:
-            entry_id, fields = got[0][1][0]
-            return entry_id, fields, 1
+        """A job entry ``(id, fields, deliveries)``: first one a dead worker or a rogue consumer
+        holds, else a new one (looks for up to ``block`` ms; ``None``: once)."""
+        deadline = time.monotonic() + (block or 0) / 1000
+        while True:
+            if time.monotonic() - self.last_reclaim >= RECLAIM_EVERY or block is None:
+                self.last_reclaim = time.monotonic()
+                if (entry := self.reclaim()) is not None:
+                    return entry
+            if (entry := self._taken(self._take(keys=[self.stream, self.k["dead"]],
+                                                args=[GROUP, self.id, MAX_JOB_ENTRY, "new", 0]))) is not None:
+                return entry
+            if time.monotonic() >= deadline or self.stopping.is_set():
+                return None
+            time.sleep(IDLE_POLL)
+
+    def _taken(self, got):
+        """An entry the TAKE script returned; None for none, or one it set aside as oversized."""
+        if not got:
+            return None
+        entry_id, fields, size, deliveries = got
+        if not fields:
+            log.error("job entry %s set aside unread: %d bytes", entry_id, size)
+            self.dead += 1
+            return None
+        return entry_id, dict(zip(fields[::2], fields[1::2])), int(deliveries)
+
+    def live_workers(self, ids) -> dict[str, set[bytes]]:
+        """Of ``ids``, the workers with a valid sealed heartbeat, and the entries each says it holds."""
+        ids = sorted(ids)
+        names = [self.k["worker"].format(i) for i in ids]
+        values = self._get(keys=names, args=[MAX_HEARTBEAT]) if names else []
+        live = {}
+        for worker_id, key, value in zip(ids, names, values):
+            if (beat := open_heartbeat(value, self.secret, key)) is not None:
+                live[worker_id] = {e.encode() for e in beat.get("current", []) if isinstance(e, str)}
+        return live
+
+    def reclaim(self):
+        """An entry pending with another consumer that is not working on it: one that is not a
+        live worker (a dead worker, a rogue that never acknowledges) at once; a live worker's
+        entry it no longer lists after ``claim_idle``; one pending with this worker's own name
+        that it does not hold (a rogue using the name, a batch dropped when Redis failed)."""
+        pending = self.r.xpending_range(self.stream, GROUP, min="-", max="+", count=PENDING_LOOK)
+        if not pending:
+            return None
+        owners = {_text(p["consumer"]) for p in pending}
+        live = self.live_workers(owners - {self.id})
+        held = set().union(*live.values()) if live else set()
+        mine = self.current | ({self.waiting_solo[0]} if self.waiting_solo else set())
+        for p in pending:
+            entry_id, owner, idle = p["message_id"], _text(p["consumer"]), int(p["time_since_delivered"])
+            if entry_id in held or entry_id in mine:
+                continue
+            if owner in live and idle < self.claim_idle * 1000:
+                continue
+            got = self._take(keys=[self.stream, self.k["dead"]], args=[GROUP, self.id, MAX_JOB_ENTRY, entry_id, max(1, idle)])
+            if (entry := self._taken(got)) is not None:
+                log.warning("worker %s reclaimed job entry %s from %s (delivery %d)", self.id, _text(entry_id), owner, entry[2])
+                return entry
         return None
 
     def emit(self, reply: str, event) -> None:
@@ -137,9 +202,9 @@ class RedisWorker:
             data = wire.dumps(event)
         except wire.WireError as exc:  # e.g. a result over the size cap: the member still gets an answer
             data = wire.dumps(JobFailed(event.job_id, "internal", "The answer was too large to send.", str(exc)))
-        data = wire.seal(data, self.secret)
+        data = wire.seal(data, self.secret, event_context(reply, event.job_id, self.id))
         fields = {"worker": self.id, "job_id": event.job_id}
-        if isinstance(event, Result) and len(data) > self.inline_max:
+        if len(data) > min(self.inline_max, MAX_EVENT_ENTRY - 1024):
             key = self.k["result"].format(event.job_id)
             self.r.set(key, data, ex=RESULT_TTL)
             fields["ref"] = key
@@ -147,9 +212,9 @@ class RedisWorker:
             fields["event"] = data
         self.r.xadd(reply, fields, maxlen=EVENTS_MAXLEN, approximate=True)
 
-    def read(self, fields: dict) -> tuple[str, str, Request]:
-        """The job id, reply stream and request of an entry; :class:`wire.WireError` (one
-        sentence) when any part fails its check."""
+    def open(self, entry_id, fields: dict) -> tuple[str, str, bytes]:
+        """The job id, reply stream and request bytes of an entry whose seal opens for exactly
+        this stream, entry id, job id and reply stream; :class:`wire.WireError` (one sentence) else."""
         job_id = _text(fields.get(b"job_id"))
         reply = _text(fields.get(b"reply"))
         if not JOB_ID.fullmatch(job_id):
@@ -157,13 +222,19 @@ class RedisWorker:
         if not is_reply_stream(self.k, reply):
             raise wire.WireError("The entry's reply stream is not a bot's.")
         data = fields.get(b"job")
-        request = wire.loads(wire.unseal(data if isinstance(data, bytes) else b"", self.secret, MAX_AGE), expect=Request)
+        context = job_context(self.stream, _text(entry_id), job_id, reply)
+        return job_id, reply, wire.unseal(data if isinstance(data, bytes) else b"", self.secret, MAX_AGE, context)
+
+    @staticmethod
+    def decode(job_id: str, data: bytes) -> Request:
+        request = wire.loads(data, expect=Request)
         if request.id != job_id:
             raise wire.WireError("The entry's job id is not its request's.")
-        return job_id, reply, request
+        return request
 
-    def bury(self, entry_id, fields: dict, reason: str, sentence: str) -> None:
-        """Move an entry to the dead-letter stream; fail its job once when it names a reply stream."""
+    def bury(self, entry_id, fields: dict, reason: str, sentence: str, answer: bool = False) -> None:
+        """Move an entry to the dead-letter stream; with ``answer`` (its seal opened, so its job id
+        and reply stream are a bot's), fail its job once."""
         log.error("job entry %s set aside: %s", entry_id, reason)
         job_id, reply = _text(fields.get(b"job_id")), _text(fields.get(b"reply"))
         pipe = self.r.pipeline()
@@ -173,26 +244,39 @@ class RedisWorker:
         pipe.xdel(self.stream, entry_id)
         pipe.execute()
         self.dead += 1
-        if JOB_ID.fullmatch(job_id) and is_reply_stream(self.k, reply):
+        if answer:
             self.emit(reply, JobFailed(job_id, "bad_argument", sentence, reason))
 
     def admit(self, entry_id, fields: dict, deliveries: int = 1):
         """``(reply stream, request, done key)`` of an entry that is to run now; None when it
-        was set aside (poison, unreadable) or already answered."""
-        if deliveries > MAX_DELIVERIES:
-            self.bury(entry_id, fields, f"delivered {deliveries} times", POISON)
-            return None
+        was set aside (poison, unreadable) or already run."""
         try:
-            job_id, reply, request = self.read(fields)
+            job_id, reply, data = self.open(entry_id, fields)
         except wire.WireError as exc:
             self.bury(entry_id, fields, str(exc), UNREADABLE)
             return None
+        if deliveries > MAX_DELIVERIES:
+            self.bury(entry_id, fields, f"delivered {deliveries} times", POISON, answer=True)
+            return None
+        try:
+            request = self.decode(job_id, data)
+        except wire.WireError as exc:
+            self.bury(entry_id, fields, str(exc), UNREADABLE, answer=True)
+            return None
         done_key = self.k["done"].format(job_id)
-        if self.r.exists(done_key):  # redelivered after it finished: answer once only
+        if job_id in self.ran or self.r.exists(done_key):  # run already: once only
+            log.warning("job %s (entry %s) was run already; dropped", job_id, _text(entry_id))
             self.r.xack(self.stream, GROUP, entry_id)
             self.r.xdel(self.stream, entry_id)
             return None
+        self.remember(job_id)
         return reply, request, done_key
+
+    def remember(self, job_id: str) -> None:
+        now = time.time()
+        self.ran[job_id] = now
+        while self.ran and now - next(iter(self.ran.values())) > MAX_AGE + 60:
+            self.ran.pop(next(iter(self.ran)))
 
     def settle(self, entry_id, done_key: str) -> None:
         """The entry's job has answered: never run it again."""
@@ -204,14 +288,14 @@ class RedisWorker:
     def _stopped(self, job_ids: list[str]) -> list[str]:
         """Which of ``job_ids`` have a stop key sealed by a bot (a forged key stops nothing)."""
         try:
-            values = self.r.mget([self.k["stop"].format(job_id) for job_id in job_ids])
+            values = self._get(keys=[self.k["stop"].format(job_id) for job_id in job_ids], args=[1024])
         except self.redis_errors as exc:  # Redis away: the work loop reports it; nothing is stopped meanwhile
             log.debug("could not read stop keys: %s", exc)
             return []
         out = []
         for job_id, value in zip(job_ids, values):
             try:
-                if value is not None and wire.unseal(value, self.secret, MAX_AGE) == job_id.encode():
+                if value and wire.unseal(value, self.secret, MAX_AGE, stop_context(job_id)) == job_id.encode():
                     out.append(job_id)
             except wire.WireError as exc:
                 log.warning("ignored a stop key for job %s: %s", job_id, exc)

@@ -8,11 +8,21 @@ a pickle from the internet could run anything. Here nothing is imported or execu
 objects come back as inert :class:`PersistentRecord` values holding their pickled
 state, and tensor storages are decoded with ``torch.load(weights_only=True)``.
 Anything else in the file is refused with :class:`UnsafePickle`.
+
+Two opcodes are narrowed further (Python's own unpickler, whose opcode table can be
+changed, does the reading): ``BUILD`` may only restate a numpy dtype as it already is
+(the one use in a snapshot), so a pickle cannot set attributes on the loader's functions
+or on the values they built; and a tensor view must lie inside its storage with no
+element twice (a stride-0 view can declare gigabytes over a few bytes).
 """
 
 from __future__ import annotations
 
 import collections
+import encodings.ascii  # noqa: F401  the codecs the Python unpickler decodes text with, imported
+import encodings.latin_1  # noqa: F401  here so that no pickle makes the loader import anything
+import encodings.raw_unicode_escape  # noqa: F401
+import encodings.utf_8  # noqa: F401
 import io
 import pickle
 import warnings
@@ -55,8 +65,36 @@ def _load_storage_from_bytes(data):
         raise UnsafePickle(f"tensor storage refused: {exc}") from None
 
 
+def check_view(storage_elements: int, offset, size, stride) -> None:
+    """Refuse a tensor view that reaches past its storage or reads an element twice."""
+    if not (isinstance(offset, int) and isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
+            and all(isinstance(n, int) and n >= 0 for n in (offset, *size, *stride))):
+        raise UnsafePickle("tensor with a malformed shape")
+    numel = 1
+    for n in size:
+        numel *= n
+    if numel and (any(st == 0 for n, st in zip(size, stride) if n > 1)
+                  or offset + sum((n - 1) * st for n, st in zip(size, stride)) >= storage_elements
+                  or numel > storage_elements):
+        raise UnsafePickle("tensor whose shape does not fit its storage")
+
+
 def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    if not isinstance(storage, torch.storage.TypedStorage | torch.UntypedStorage):
+        raise UnsafePickle("tensor without a storage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TypedStorage.size() is deprecated, and what torch.load hands us
+        elements = storage.size() if isinstance(storage, torch.storage.TypedStorage) else storage.nbytes()
+    check_view(elements, offset, size, stride)
     return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, collections.OrderedDict())
+
+
+def check_tensor(t: torch.Tensor, where: str) -> None:
+    """Refuse a loaded tensor whose view reaches past its storage or reads an element twice."""
+    try:
+        check_view(t.untyped_storage().nbytes() // t.element_size(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+    except UnsafePickle:
+        raise UnsafePickle(f"{where} has a shape that does not fit its storage") from None
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
@@ -90,7 +128,17 @@ _ALLOWED = {
 }
 
 
-class SnapshotUnpickler(pickle.Unpickler):
+class SnapshotUnpickler(pickle._Unpickler):  # the Python unpickler: its opcode table can be narrowed
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self):
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if not (isinstance(inst, np.dtype) and state == inst.__reduce__()[2]):
+            raise UnsafePickle(f"the pickle sets the state of a {type(inst).__name__}, which a network snapshot never does")
+
+    dispatch[pickle.BUILD[0]] = load_build
+
     def find_class(self, module: str, name: str):
         try:
             return _ALLOWED[(module, name)]

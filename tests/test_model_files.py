@@ -109,7 +109,11 @@ def rosinality_cases(d: Path) -> dict[str, Path]:
            "an argparse namespace": torch_zip(d, "ns", {"g_ema": {}, "args": argparse.Namespace(a=1)}),
            "no g_ema": torch_zip(d, "none", {"g": {}}), "g_ema a list": torch_zip(d, "list", {"g_ema": [1, 2]}),
            "g_ema of numbers": torch_zip(d, "nums", {"g_ema": {"style.1.weight": 3}}),
-           "a bare tensor": torch_zip(d, "t", torch.zeros(3))}
+           "a bare tensor": torch_zip(d, "t", torch.zeros(3)),
+           "a stride-0 tensor declaring 10 GB": torch_zip(d, "stride0", {"g_ema": {
+               "style.1.weight": torch.zeros(1).expand(2_500_000_000)}}),
+           "deflated members": deflated_pt(d, "deflated", 0),
+           "a deflate-bombed storage (1 GiB in ~1 MB)": deflated_pt(d, "bomb", 2**30)}
     (d / "notzip.pt").write_bytes(b"PK\x03\x04" + bytes(200))
     out["not a zip"] = d / "notzip.pt"
     fixture = FIXTURES / "rosinality_tiny.pt"
@@ -128,8 +132,87 @@ def rosinality_cases(d: Path) -> dict[str, Path]:
     return out
 
 
+def ada_pickle(meta_tree) -> bytes:
+    """A pickle that rebuilds ``meta_tree`` the way NVIDIA's persistence module does (its
+    records through ``torch_utils.persistence._reconstruct_persistent_obj``), written here
+    with a stand-in module so no NVIDIA code is needed."""
+    import types
+
+    saved = {k: sys.modules.get(k) for k in ("torch_utils", "torch_utils.persistence")}
+    pkg, mod = types.ModuleType("torch_utils"), types.ModuleType("torch_utils.persistence")
+
+    def _reconstruct_persistent_obj(meta):
+        raise AssertionError("never called here")
+
+    _reconstruct_persistent_obj.__module__ = mod.__name__
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    mod._reconstruct_persistent_obj, pkg.persistence = _reconstruct_persistent_obj, mod
+    sys.modules.update({"torch_utils": pkg, "torch_utils.persistence": mod})
+
+    class Record:
+        def __init__(self, class_name, state):
+            self.meta = {"type": "class", "class_name": class_name, "state": state, "module_src": ""}
+
+        def __reduce__(self):
+            return (_reconstruct_persistent_obj, (self.meta,))
+
+    try:
+        return pickle.dumps(meta_tree(Record), protocol=4)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+def twice_per_level(Record, depth: int = 40):
+    """A module tree naming one child twice at every level: 2**40 paths over 40 records."""
+    node = Record("Leaf", {"_parameters": {"w": torch.zeros(2)}, "_modules": {}})
+    for _ in range(depth):
+        node = Record("Node", {"_parameters": {}, "_modules": {"a": node, "b": node}})
+    return {"G_ema": Record("Generator", {"_modules": {"synthesis": node, "mapping": node}, "c_dim": 0})}
+
+
+def stride_zero(Record):
+    """A parameter whose view declares 10 GB over a 4-byte storage (stride 0)."""
+    huge = torch.zeros(1).expand(2_500_000_000)
+    return {"G_ema": Record("Generator", {"_parameters": {"w": huge}, "_modules": {}, "c_dim": 0})}
+
+
+# BUILD on an allowlisted function: would set safe_pickle._rebuild_parameter.__defaults__ = ()
+BUILD_ON_A_FUNCTION = (b"\x80\x02}X\x05\x00\x00\x00G_emactorch._utils\n_rebuild_parameter\nN}X\x0c\x00\x00\x00__defaults__)s"
+                       b"\x86bs.")
+
+
+def deflated_pt(d: Path, label: str, bomb_bytes: int) -> Path:
+    """A torch zip whose members are deflated, one of them ``bomb_bytes`` of zeros."""
+    import zipfile
+
+    plain = torch_zip(d, label + " plain", {"g_ema": {"style.1.weight": torch.zeros(4)}})
+    out = d / f"deflated_{abs(hash(label)) % 10**8}.pt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        prefix = src.namelist()[0].split("/")[0]
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+        if bomb_bytes:
+            with dst.open(f"{prefix}/data/9", "w", force_zip64=True) as f:
+                chunk = bytes(2**24)
+                for _ in range(bomb_bytes // len(chunk)):
+                    f.write(chunk)
+    return out
+
+
 def ada_cases(d: Path) -> dict[str, Path]:
     out = {}
+    for label, data in (("module tree naming one child twice per level, 40 deep", ada_pickle(twice_per_level)),
+                        ("module tree naming one child twice per level, 22 deep",
+                         ada_pickle(lambda Record: twice_per_level(Record, 22))),
+                        ("a stride-0 parameter declaring 10 GB", ada_pickle(stride_zero)),
+                        ("BUILD on an allowlisted function", BUILD_ON_A_FUNCTION)):
+        path = d / f"r3_{abs(hash(label)) % 10**8}.pkl"
+        path.write_bytes(data)
+        out[label] = path
     (d / "boom.pkl").write_bytes(pickle.dumps({"G_ema": Boom()}))
     out["code in the pickle"] = d / "boom.pkl"
     (d / "dict.pkl").write_bytes(pickle.dumps({"G_ema": {"a": 1}}))
@@ -152,7 +235,7 @@ def ada_cases(d: Path) -> dict[str, Path]:
     return out
 
 
-OWN_CASES = 44  # the hostile files written from scratch; ../shared's fixtures add their damaged copies
+OWN_CASES = 51  # the hostile files written from scratch; ../shared's fixtures add their damaged copies
 
 
 CHILD = r"""
@@ -165,6 +248,8 @@ def sentinel(*a, **k):
     raise RuntimeError("sentinel")
 os.system = os.popen = os.execv = subprocess.Popen = sentinel
 from engine.checkpoints import CheckpointError, load_generator
+from engine import safe_pickle
+defaults = safe_pickle._rebuild_parameter.__defaults__
 out = {}
 for label, path in json.load(sys.stdin).items():
     try:
@@ -175,7 +260,8 @@ for label, path in json.load(sys.stdin).items():
     except Exception as exc:
         out[label] = ["crash", f"{type(exc).__name__}: {exc}"[:300]]
 peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({"outcomes": out, "called": called, "peak_mb": peak / 1024}))
+print(json.dumps({"outcomes": out, "called": called, "peak_mb": peak / 1024,
+                  "loader_unchanged": safe_pickle._rebuild_parameter.__defaults__ == defaults}))
 """
 
 
@@ -203,6 +289,12 @@ def test_hostile_model_files_are_refused_with_one_sentence(tmp_path):
         elif not label.startswith("ada: fixture with flipped bytes"):
             pytest.fail(f"{label} loaded: {text}")
     assert report["peak_mb"] < 3000, report["peak_mb"]
+    assert report["loader_unchanged"], "no pickle changed the loader's own functions"
+    for label in ("ada: module tree naming one child twice per level, 40 deep",
+                  "ada: module tree naming one child twice per level, 22 deep", "ada: a stride-0 parameter declaring 10 GB",
+                  "ada: BUILD on an allowlisted function", "rosinality: a stride-0 tensor declaring 10 GB",
+                  "rosinality: a deflate-bombed storage (1 GiB in ~1 MB)", "rosinality: deflated members"):
+        assert outcomes[label][0] == "refused", (label, outcomes[label])
 
 
 def test_a_model_with_nan_weights_is_refused_not_drawn_black(tmp_path):

@@ -10,6 +10,7 @@ import ast
 import json
 import pickle
 import random
+import struct
 import subprocess
 import sys
 from dataclasses import fields
@@ -115,6 +116,10 @@ def hostile_corpus() -> list[bytes]:
         b"\x91" * 100_000 + b"\xc0", b"\xd4\x01\x00", b"\xc7\x10\x05" + b"\0" * 16,
         envelope("ProjectRequest", {"image": b"\0" * (wire.MAX_MESSAGE_BYTES + 1)}),
         b"", b"\xc0", good[:-1], good + b"\0",
+        # amplification: 16 MiB of nested empty lists and maps would be ~1 GB of Python objects
+        b"\xdc\x10\x00" + (b"\xdc\x10\x00" + b"\x90" * 4096) * 4096,
+        b"\xdc\x10\x00" + (b"\xde\x08\x00" + b"".join(b"\xa4%04x\x80" % i for i in range(2048))) * 4096,
+        envelope("Result", {"job_id": "a", "files": [[[]] * 4000] * 4000}),
     ]
     return cases + [good[:i] for i in range(1, len(good), 97)]
 
@@ -178,18 +183,32 @@ def test_decoded_arrays_are_plain_writable_copies():
     assert got.face.ws.flags.writeable and got.face.ws.flags.owndata and got.face.ws.dtype == np.dtype("<f4")
 
 
-def test_a_seal_refuses_forged_unsigned_stale_and_future_messages():
+def test_a_seal_refuses_forged_unsigned_moved_stale_and_future_messages():
     payload = wire.dumps(RandomRequest(seed=1))
     key = b"k" * 32
-    sealed = wire.seal(payload, key, now=1000.0)
-    assert wire.unseal(sealed, key, 60, now=1030.0) == payload
-    forged = bytearray(sealed)
+    sealed = wire.seal(payload, key, b"job|s|1-1", now=1000.0)
+    assert wire.unseal(sealed, key, 60, b"job|s|1-1", now=1030.0) == payload
+    forged, restamped = bytearray(sealed), bytearray(sealed)
     forged[-1] ^= 1
-    cases = {"forged payload": bytes(forged), "unsigned": payload, "empty": b"", "wrong key": wire.seal(payload, b"x" * 32, now=1000.0),
-             "stale": sealed, "future": wire.seal(payload, key, now=5000.0), "nan time": wire.seal(payload, key, now=float("nan"))}
+    restamped[4:12] = struct.pack(">d", 1001.0)
+    cases = {"forged payload": bytes(forged), "restamped": bytes(restamped), "unsigned": payload, "empty": b"",
+             "wrong key": wire.seal(payload, b"x" * 32, b"job|s|1-1", now=1000.0),
+             "moved": wire.seal(payload, key, b"job|s|2-1", now=1000.0), "no context": wire.seal(payload, key, now=1000.0),
+             "stale": sealed, "future": wire.seal(payload, key, b"job|s|1-1", now=5000.0),
+             "nan time": wire.seal(payload, key, b"job|s|1-1", now=float("nan"))}
     for name, data in cases.items():
         with pytest.raises(wire.WireError):
-            wire.unseal(data, key, 60, now=1000.0 if name not in ("stale",) else 2000.0)
+            wire.unseal(data, key, 60, b"job|s|1-1", now=1000.0 if name not in ("stale",) else 2000.0)
+
+
+def test_a_sealed_message_hides_what_it_carries():
+    """Without the key nothing of a sealed selfie or face can be read: no msgpack, no photo bytes."""
+    photo = bytes(range(256)) * 64
+    sealed = wire.seal(wire.dumps(ProjectRequest(image=photo)), b"k" * 32)
+    assert photo[:64] not in sealed and b"ProjectRequest" not in sealed and b"image" not in sealed
+    with pytest.raises(Exception):
+        msgpack.unpackb(sealed[wire.SEAL_OVERHEAD - 16:])
+    assert wire.seal(b"same", b"k" * 32, now=1.0) != wire.seal(b"same", b"k" * 32, now=1.0), "a fresh nonce each time"
 
 
 def test_the_bots_option_ranges_are_the_protocols_bounds():

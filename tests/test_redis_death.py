@@ -97,4 +97,6 @@ async def test_a_job_that_kills_every_worker_is_set_aside_and_the_other_complete
     outcomes = await asyncio.wait_for(asyncio.gather(poison, innocent), 300)
     assert isinstance(outcomes[0], JobFailed) and outcomes[0].message == POISON, outcomes[0]
     assert isinstance(outcomes[1], Result), outcomes[1]
-    assert client.answered_by[outcomes[1].job_id] == "fifth"
+    # "fourth" when it took the innocent as a new job while the dead "third"'s heartbeat still
+    # covered the poison (a worker's entries are left to it until its heartbeat expires)
+    assert client.answered_by[outcomes[1].job_id] in ("fourth", "fifth")

@@ -138,6 +138,13 @@ class Transport(ABC):
             return running
         return None
 
+    def hung_jobs(self) -> list[_Pending]:
+        """Jobs past their time: running for longer than ``job_timeout``, or never started after
+        twice that (an engine that took them and went silent), so none holds the queue for good."""
+        now = time.monotonic()
+        return [p for p in self.pending.values()
+                if (now - p.started > self.job_timeout if p.started is not None else now - p.submitted > 2 * self.job_timeout)]
+
     def position(self, job_id: str) -> int | None:
         """1 = being worked on (or next), 2 = one job ahead, …; None when not queued. Jobs the
         engine has started (several at once when it batches) are all at 1."""

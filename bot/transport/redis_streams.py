@@ -3,10 +3,14 @@
 Same interface and objects as the local transport (``bot/transport/local.py``); the
 command layer cannot tell them apart. The key layout lives with the protocol
 (``engine/protocol/redis_keys.py``); why delivery is at least once is written in
-``engine/redis_worker.py``. Every job is sealed with the shared secret and every event is
-checked before use: its seal (forged, unsigned and stale events are dropped and counted,
-they cannot answer or fail a job), its data-only decoding, its job id against the
-entry's, and a parked result may be read only from that job's own result key. This side:
+``engine/redis_worker.py``. Every job is sealed (encrypted and authenticated) with the shared
+secret for the entry id this side chooses, and every event is checked before use: its
+size inside Redis before it is loaded (a Lua script; an oversized entry is noted in the
+dead letters unread), its seal for this reply stream, job id and worker (forged,
+unsealed, moved and stale events are dropped and counted, they cannot answer or fail a
+job), its data-only decoding, its job id against the entry's, and a parked result may be
+read only from that job's own result key, after its size. Events are deleted as they are
+read, and a stopped job's entry is deleted if no worker has taken it. This side:
 
 - sends each job to the stream of the model its latents were made with, and refuses at
   once when no live worker serves that model;
@@ -22,7 +26,6 @@ entry's, and a parked result may be read only from that job's own result key. Th
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -31,17 +34,22 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, TimeoutError as RedisTimeout
+from redis.exceptions import RedisError, ResponseError, TimeoutError as RedisTimeout
 
 from bot.transport.base import EngineUnavailable, ProgressCallback, ShuttingDown, Transport
 from engine.protocol import BadArgument, JobFailed, Progress, Request, Result, WorkerReady, wire
-from engine.protocol.redis_keys import DONE_TTL, JOBS_MAXLEN, MAX_AGE, STALE_RETRIES, keys
+from engine.protocol.redis_keys import (DONE_TTL, GROUP, GET_BOUNDED, GETDEL_BOUNDED, JOBS_MAXLEN, MAX_AGE, MAX_EVENT_ENTRY,
+                                        MAX_HEARTBEAT, READ_AND_TRIM, STALE_RETRIES, event_context, job_context, keys,
+                                        open_heartbeat, stop_context)
 
 log = logging.getLogger("wspace.redis")
 
 INTERRUPTED = "The connection to the face engines was interrupted; please try again."
 EPOCH_TTL = 3600  # seconds; refreshed every poll while the bot runs
 NO_WORKER_FOR_MODEL = "No engine here has the model those faces were made with; project them again."
+EVENT_POLL = 0.02  # seconds between two reads of the reply stream while jobs are pending (Lua cannot block)
+IDLE_EVENT_POLL = 0.25  # … and while none is
+READ_COUNT = 16  # entries per read (each at most MAX_EVENT_ENTRY)
 
 
 class RedisTransport(Transport):
@@ -74,6 +82,9 @@ class RedisTransport(Transport):
         self.r = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=3,
                                          retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), STALE_RETRIES),
                                          retry_on_error=[RedisConnectionError, RedisTimeout])
+        self._read = self.r.register_script(READ_AND_TRIM)
+        self._get = self.r.register_script(GET_BOUNDED)
+        self._getdel = self.r.register_script(GETDEL_BOUNDED)
         self._tasks = [asyncio.create_task(self._read_events(), name="redis-events"),
                        asyncio.create_task(self._watch_workers(), name="redis-workers")]
         if wait:
@@ -137,22 +148,23 @@ class RedisTransport(Transport):
             since = time.monotonic()
             try:
                 await self._check_epoch()
-                ids = sorted(m.decode() for m in await self.r.smembers(self.k["workers"]))
-                beats = await self.r.mget([self.k["worker"].format(i) for i in ids]) if ids else []
+                ids = sorted(m.decode(errors="replace") for m in await self.r.srandmember(self.k["workers"], 256))
+                names = [self.k["worker"].format(i) for i in ids]
+                beats = await self._get(keys=names, args=[MAX_HEARTBEAT]) if ids else []
                 alive = {}
-                for worker_id, beat in zip(ids, beats):
-                    if beat is None:
-                        await self.r.srem(self.k["workers"], worker_id)  # missed its heartbeats
-                    elif (w := _heartbeat(beat)) is not None:
+                for worker_id, name, beat in zip(ids, names, beats):
+                    if not beat:
+                        await self.r.srem(self.k["workers"], worker_id)  # missed its heartbeats (or never had any)
+                    elif (w := _heartbeat(open_heartbeat(beat, self.secret, name))) is not None and w["id"] == worker_id:
                         alive[worker_id] = w
                 if not self.redis_up:
                     log.info("Redis reachable; %d engine workers", len(alive))
                 self.redis_up = True
                 self.workers = alive
                 self._update_info()
-                hung = self.hung_job()
-                if hung is not None:
+                for hung in self.hung_jobs():
                     self._fail(hung.job.id, "engine_restarted", "That took far too long and was stopped; try again.")
+                    self._tell_stop(hung.job.id)
             except (RedisConnectionError, RedisTimeout, OSError) as exc:
                 self._went_down(exc, since)
             except asyncio.CancelledError:
@@ -176,16 +188,18 @@ class RedisTransport(Transport):
     # --- events -----------------------------------------------------------------------------
 
     async def _read_events(self) -> None:
-        last = "0-0"
         while True:
             since = time.monotonic()
             try:
-                got = await self.r.xread({self.reply_stream: last}, count=100, block=1000)
-                for _stream, entries in got or []:
-                    for entry_id, fields in entries:
-                        last = entry_id
-                        await self._on_entry(fields)
-                    await self.r.xtrim(self.reply_stream, minid=last)  # read: no need to keep it
+                got = await self._read(keys=[self.reply_stream, self.k["dead"]], args=[MAX_EVENT_ENTRY, READ_COUNT])
+                for entry_id, fields, size in got:
+                    if not fields:
+                        self.refused += 1
+                        log.error("refused an event entry %s of %d bytes unread", entry_id, size)
+                        continue
+                    await self._on_entry(dict(zip(fields[::2], fields[1::2])))
+                if len(got) < READ_COUNT:
+                    await asyncio.sleep(EVENT_POLL if self.pending else IDLE_EVENT_POLL)
             except (RedisConnectionError, RedisTimeout, OSError) as exc:
                 self._went_down(exc, since)
                 await asyncio.sleep(self.poll)
@@ -206,13 +220,14 @@ class RedisTransport(Transport):
             if b"ref" in fields:  # a large result parked beside the stream: only this job's own key
                 if fields[b"ref"] != self.k["result"].format(job_id).encode():
                     raise wire.WireError("the result key is not this job's")
-                data = await self.r.getdel(self.k["result"].format(job_id))
-                if data is None:
-                    raise LookupError("the stored result has expired")
+                data = await self._getdel(keys=[self.k["result"].format(job_id)], args=[wire.MAX_MESSAGE_BYTES + wire.SEAL_OVERHEAD])
+                if not data:
+                    raise LookupError("the stored result has expired (or was too large)")
                 self.parked_results += 1
             else:
                 data = fields.get(b"event", b"")
-            event = wire.loads(wire.unseal(data, self.secret, MAX_AGE), expect=(Progress, Result, JobFailed))
+            context = event_context(self.reply_stream, job_id, fields.get(b"worker", b"").decode(errors="replace"))
+            event = wire.loads(wire.unseal(data, self.secret, MAX_AGE, context), expect=(Progress, Result, JobFailed))
             if event.job_id != job_id:
                 raise wire.WireError("the event's job id is not the entry's")
             for face in event.faces if isinstance(event, Result) else ():
@@ -247,22 +262,48 @@ class RedisTransport(Transport):
     async def _send(self, job: Request, model: str) -> None:
         try:
             stream = self.k["jobs"].format(model)
-            entry = await self.r.xadd(stream, {"job_id": job.id, "reply": self.reply_stream, "job": wire.seal(wire.dumps(job), self.secret),
-                                               "sent": str(time.time())},
-                                      maxlen=JOBS_MAXLEN, approximate=True)
+            data = wire.dumps(job)
+            entry = await self._add_sealed(stream, job.id, data)
             if job.id in self.pending:
                 self.sent[job.id] = (stream, entry)
         except (RedisError, OSError) as exc:
             log.error("could not send job %s: %s", job.id, exc)
             self._fail(job.id, "engine_restarted", INTERRUPTED)
 
+    async def _add_sealed(self, stream: str, job_id: str, data: bytes) -> bytes:
+        """Add a job entry under an id chosen here and sealed into it (so a copy added again
+        under any other id does not open); past the stream's top id when another bot is ahead."""
+        top = (0, 0)
+        for _ in range(8):
+            ms = max(int(time.time() * 1000), top[0])
+            seq = top[1] + 1 if ms == top[0] else 0
+            entry_id = f"{ms}-{seq}"
+            fields = {"job_id": job_id, "reply": self.reply_stream,
+                      "job": wire.seal(data, self.secret, job_context(stream, entry_id, job_id, self.reply_stream))}
+            try:
+                return await self.r.xadd(stream, fields, id=entry_id, maxlen=JOBS_MAXLEN, approximate=True)
+            except ResponseError as exc:
+                if "equal or smaller" not in str(exc):
+                    raise
+                info = await self.r.xinfo_stream(stream)
+                last = info["last-generated-id"]
+                last = last.decode() if isinstance(last, bytes) else str(last)
+                top = tuple(int(x) for x in last.split("-"))
+        raise ResponseError("could not find a free entry id")
+
     def _tell_stop(self, job_id: str) -> None:
         asyncio.ensure_future(self._send_stop(job_id))
 
     async def _send_stop(self, job_id: str) -> None:
-        """The job's stop key, sealed, for the worker that holds it (or takes it later)."""
+        """The job's stop key, sealed, for the worker that holds it (or takes it later); its entry
+        deleted when no worker has taken it yet (a stopped member's photo does not wait in Redis)."""
         try:
-            await self.r.set(self.k["stop"].format(job_id), wire.seal(job_id.encode(), self.secret), ex=DONE_TTL)
+            await self.r.set(self.k["stop"].format(job_id), wire.seal(job_id.encode(), self.secret, stop_context(job_id)),
+                             ex=DONE_TTL)
+            if job_id in self.sent:
+                stream, entry = self.sent.pop(job_id)
+                if not await self.r.xpending_range(stream, GROUP, min=entry, max=entry, count=1):
+                    await self.r.xdel(stream, entry)
         except (RedisError, OSError) as exc:  # the member was answered already; the worker finishes it in vain
             log.warning("could not tell the workers that job %s was stopped: %s", job_id, exc)
 
@@ -281,12 +322,8 @@ _BEAT = {"id": str, "model_id": str, "resolution": int, "num_ws": int, "w_dim": 
          "device": str, "pid": int, "host": str, "jobs_done": int, "busy": bool, "up_seconds": (int, float)}
 
 
-def _heartbeat(beat: bytes) -> dict | None:
-    """A worker's heartbeat, when it is the JSON a worker writes (else ignored)."""
-    try:
-        w = json.loads(beat)
-    except ValueError:
-        return None
+def _heartbeat(w: dict | None) -> dict | None:
+    """A worker's opened heartbeat, when it holds what a worker writes (else ignored)."""
     if not isinstance(w, dict) or not all(isinstance(w.get(k), t) for k, t in _BEAT.items()):
         return None
     if not all(isinstance(d, str) for d in w["directions"]) or len(w["directions"]) > 256:

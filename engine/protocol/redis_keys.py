@@ -17,12 +17,24 @@ Keys (``prefix`` defaults to ``wspace``):
   batch whose worker died, then killed the worker that ran them alone): moved here, their
   job failed once.
 
-Every job and event payload is sealed (``wire.seal``) with the shared secret.
+Every job, event, heartbeat and stop payload is sealed (``wire.seal``: encrypted and
+authenticated) with the shared secret, for a context that names where it travels (see
+the ``*_context`` functions): a job for its stream, entry id, job id and reply stream (the
+bot chooses the entry id, so a copy added again under another id does not open); an
+event for its reply stream, job id and worker; a heartbeat for its key; a stop for its
+job. Nothing unsealed changes what a bot or a worker does.
+
+Sizes are checked in Redis before anything is loaded: entries are read by the Lua
+scripts below, which return an entry's fields only when they total at most the cap and
+move a larger entry to the dead letters unread; keys are read only after ``STRLEN``.
 """
 
 from __future__ import annotations
 
+import json
 import re
+
+from engine.protocol import wire
 
 GROUP = "engines"
 STALE_RETRIES = 3  # per command, after a connection error (a stale connection after a Redis restart)
@@ -33,6 +45,9 @@ DONE_TTL = 3600
 RESULT_TTL = 900
 MAX_DELIVERIES = 2  # once in a batch, once more alone after that worker died
 MAX_AGE = DONE_TTL  # a sealed message older than this is refused (a replay outlives its done key)
+MAX_EVENT_ENTRY = 1024 * 1024  # an event entry's fields (results above inline_max are parked as a key)
+MAX_JOB_ENTRY = 96 * 2**20 + 4096  # a job entry: the sealed request (wire.MAX_MESSAGE_BYTES) and its routing fields
+MAX_HEARTBEAT = 64 * 1024
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
@@ -49,3 +64,101 @@ def is_reply_stream(k: dict[str, str], name: str) -> bool:
     """Whether ``name`` is a bot's reply stream under this prefix (workers write nowhere else)."""
     head = k["events"].format("")
     return name.startswith(head) and bool(_ID.fullmatch(name[len(head):]))
+
+
+def job_context(stream: str, entry_id: str, job_id: str, reply: str) -> bytes:
+    return f"job|{stream}|{entry_id}|{job_id}|{reply}".encode()
+
+
+def event_context(reply: str, job_id: str, worker: str) -> bytes:
+    return f"event|{reply}|{job_id}|{worker}".encode()
+
+
+def beat_context(key: str) -> bytes:
+    return f"beat|{key}".encode()
+
+
+def stop_context(job_id: str) -> bytes:
+    return f"stop|{job_id}".encode()
+
+
+def open_heartbeat(value, secret: bytes, key: str) -> dict | None:
+    """A worker's heartbeat at ``key`` when its seal opens and it is a JSON object; else None."""
+    try:
+        beat = json.loads(wire.unseal(value if isinstance(value, bytes) else b"", secret, MAX_AGE, beat_context(key)))
+    except (wire.WireError, ValueError):
+        return None
+    return beat if isinstance(beat, dict) else None
+
+
+# KEYS: stream, dead letters. ARGV: max bytes, count. Reads up to `count` entries from the
+# start of a (reply) stream and deletes them; an entry over the cap comes back as
+# {id, false, size} and is noted in the dead letters, its fields never leaving Redis.
+READ_AND_TRIM = """
+local got = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[2])
+local out = {}
+for i, e in ipairs(got) do
+  local n = 0
+  for _, f in ipairs(e[2]) do n = n + #f end
+  redis.call('XDEL', KEYS[1], e[1])
+  if n > tonumber(ARGV[1]) then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '*', 'entry', e[1], 'stream', KEYS[1],
+               'reason', 'oversized: ' .. n .. ' bytes')
+    out[i] = {e[1], false, n}
+  else
+    out[i] = {e[1], e[2], n}
+  end
+end
+return out
+"""
+
+# KEYS: job stream, dead letters. ARGV: group, consumer, max bytes, 'new' or an entry id to
+# claim, min idle ms (for a claim). Returns {id, fields or false, size, deliveries} or nil;
+# an entry over the cap is acknowledged, deleted and noted in the dead letters unread.
+TAKE = """
+local got
+if ARGV[4] == 'new' then
+  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[1], '>')
+  if not r then return false end
+  got = r[1][2]
+else
+  got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[5], ARGV[4])
+end
+local e = got[1]
+if not e then return false end
+if not e[2] then
+  redis.call('XACK', KEYS[1], ARGV[1], e[1])
+  return false
+end
+local n = 0
+for _, f in ipairs(e[2]) do n = n + #f end
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
+local times = 1
+if p[1] then times = p[1][4] end
+if n > tonumber(ARGV[3]) then
+  redis.call('XACK', KEYS[1], ARGV[1], e[1])
+  redis.call('XDEL', KEYS[1], e[1])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 1000, '*', 'entry', e[1], 'stream', KEYS[1],
+             'reason', 'oversized: ' .. n .. ' bytes', 'worker', ARGV[2])
+  return {e[1], false, n, times}
+end
+return {e[1], e[2], n, times}
+"""
+
+# KEYS: string keys. ARGV: max bytes. Each value, or false when absent, not a string or too large.
+GET_BOUNDED = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  local n = redis.pcall('STRLEN', k)
+  if type(n) == 'number' and n > 0 and n <= tonumber(ARGV[1]) then out[i] = redis.call('GET', k) else out[i] = false end
+end
+return out
+"""
+
+# KEYS: one string key. ARGV: max bytes. GETDEL when it is at most that large; else deleted unread.
+GETDEL_BOUNDED = """
+local n = redis.pcall('STRLEN', KEYS[1])
+if type(n) ~= 'number' or n == 0 then return false end
+if n > tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) return false end
+return redis.call('GETDEL', KEYS[1])
+"""

@@ -6,18 +6,24 @@ array is ``{"dtype": "<f4" | "<f2", "shape": [...], "data": <raw little-endian b
 whose byte count must match its shape exactly. Decoding knows each class's field types
 (its annotations) and refuses anything else: an unknown class or field, a wrong type, a
 dtype outside the list, a shape that does not match its bytes. Nothing on the wire can
-name code to run, and nothing decoded is larger than the bytes that came in.
+name code to run, and nothing decoded is larger than the bytes that came in: besides the
+per-container caps, a message may hold at most ``MAX_OBJECTS`` lists, maps and their
+items in all (counted while msgpack builds them), so nesting cannot turn 16 MiB of
+one-byte empty lists into a gigabyte of Python objects.
 
-Across hosts (Redis) a message is also sealed: HMAC-SHA256 over a timestamp and the
-payload with a shared secret, checked in constant time before anything is decoded;
-unsigned, forged and stale messages are refused.
+Across hosts (Redis) a message is also sealed: encrypted and authenticated with
+ChaCha20-Poly1305 under a key derived (HKDF-SHA256) from the shared secret, over a
+timestamp, a random nonce and a *context* the caller names (the stream, entry id and job
+id the message travels with), so someone who reaches Redis without the secret reads
+nothing, and a sealed message moved to another entry, stream or key no longer opens.
+Unsealed, forged, moved and stale messages are refused before anything is decoded.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
+import functools
+import os
 import struct
 import time
 import types
@@ -33,9 +39,11 @@ MAX_MESSAGE_BYTES = 96 * 2**20  # a result: its largest file (≤ 25 MiB here), 
 MAX_STR = 2**20
 MAX_ITEMS = 4096  # list and map lengths (shapes, faces, files, figures)
 MAX_DIMS = 4
+MAX_OBJECTS = 65_536  # lists, maps and their items in one message (a 64-face morph uses ~1 000)
 DTYPES = {"<f4": np.dtype("<f4"), "<f2": np.dtype("<f2")}
-SEAL_MAGIC = b"WSS1"
-_SEAL_HEAD = struct.Struct(">4sd32s")  # magic, unix time of sealing, HMAC-SHA256
+SEAL_MAGIC = b"WSS2"
+_SEAL_HEAD = struct.Struct(">4sd12s")  # magic, unix time of sealing, nonce; then ciphertext and 16-byte tag
+SEAL_OVERHEAD = _SEAL_HEAD.size + 16
 
 MESSAGES: dict[str, type] = {cls.__name__: cls for cls in (
     *requests.REQUESTS.values(), events.Progress, events.Result, events.JobFailed, events.WorkerReady)}
@@ -88,10 +96,13 @@ def loads(data: bytes, expect: type | tuple[type, ...] | None = None):
     """The message in ``data``; with ``expect``, it must be one of those classes."""
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) > MAX_MESSAGE_BYTES:
         raise WireError("The message is not bytes of an acceptable size.")
+    budget = _Budget()
     try:
         doc = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, max_str_len=MAX_STR,
                               max_bin_len=MAX_MESSAGE_BYTES, max_array_len=MAX_ITEMS, max_map_len=MAX_ITEMS,
-                              max_ext_len=0)
+                              max_ext_len=0, list_hook=budget.list, object_hook=budget.map)
+    except _TooManyObjects:
+        raise WireError(f"The message holds more than {MAX_OBJECTS} lists, maps and items.") from None
     except Exception as exc:  # msgpack raises several types for malformed bytes
         raise WireError(f"The message is not readable ({type(exc).__name__}).") from None
     if not isinstance(doc, dict) or set(doc) != {"type", "v", "body"} or doc["v"] != VERSION:
@@ -102,6 +113,31 @@ def loads(data: bytes, expect: type | tuple[type, ...] | None = None):
     if expect is not None and not issubclass(cls, expect):
         raise WireError(f"A {cls.__name__} is not expected here.")
     return _build(cls, doc["body"])
+
+
+class _TooManyObjects(Exception):
+    pass
+
+
+class _Budget:
+    """Counts the containers msgpack builds (and their items) and stops it past ``MAX_OBJECTS``:
+    each container is capped at ``MAX_ITEMS``, so at most that many are built past the budget."""
+
+    def __init__(self) -> None:
+        self.left = MAX_OBJECTS
+
+    def _spend(self, n: int) -> None:
+        self.left -= 1 + n
+        if self.left < 0:
+            raise _TooManyObjects
+
+    def list(self, items: list) -> list:
+        self._spend(len(items))
+        return items
+
+    def map(self, pairs: dict) -> dict:
+        self._spend(len(pairs))
+        return pairs
 
 
 def _build(cls: type, body):
@@ -181,24 +217,37 @@ def _figures(value, where: str) -> dict:
 # --- seal (across hosts) -------------------------------------------------------------------------
 
 
-def seal(payload: bytes, key: bytes, now: float | None = None) -> bytes:
-    """``payload`` with a timestamp and an HMAC-SHA256 of both under ``key``."""
+@functools.lru_cache(maxsize=8)
+def _cipher(key: bytes):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return ChaCha20Poly1305(HKDF(hashes.SHA256(), 32, salt=None, info=b"wspace wire seal v2").derive(key))
+
+
+def seal(payload: bytes, key: bytes, context: bytes = b"", now: float | None = None) -> bytes:
+    """``payload`` encrypted and authenticated under ``key``, with the time of sealing and
+    ``context`` (not stored: the reader must name the same) bound to it."""
     stamp = time.time() if now is None else now
-    mac = hmac.new(key, struct.pack(">d", stamp) + payload, hashlib.sha256).digest()
-    return _SEAL_HEAD.pack(SEAL_MAGIC, stamp, mac) + payload
+    head = _SEAL_HEAD.pack(SEAL_MAGIC, stamp, os.urandom(12))
+    return head + _cipher(key).encrypt(head[-12:], payload, head + context)
 
 
-def unseal(data: bytes, key: bytes, max_age: float, now: float | None = None, skew: float = 60.0) -> bytes:
-    """The payload of a sealed message, if ``key`` signed it less than ``max_age`` seconds ago."""
-    if not isinstance(data, bytes) or len(data) < _SEAL_HEAD.size or len(data) > MAX_MESSAGE_BYTES + _SEAL_HEAD.size:
-        raise WireError("The message is not signed.")
-    magic, stamp, mac = _SEAL_HEAD.unpack_from(data)
-    payload = data[_SEAL_HEAD.size:]
+def unseal(data: bytes, key: bytes, max_age: float, context: bytes = b"", now: float | None = None,
+           skew: float = 60.0) -> bytes:
+    """The payload of a sealed message, if ``key`` sealed it for ``context`` less than ``max_age`` seconds ago."""
+    from cryptography.exceptions import InvalidTag
+
+    if not isinstance(data, bytes) or len(data) < SEAL_OVERHEAD or len(data) > MAX_MESSAGE_BYTES + SEAL_OVERHEAD:
+        raise WireError("The message is not sealed.")
+    magic, stamp, nonce = _SEAL_HEAD.unpack_from(data)
     if magic != SEAL_MAGIC:
-        raise WireError("The message is not signed.")
-    want = hmac.new(key, struct.pack(">d", stamp) + payload, hashlib.sha256).digest()
-    if not hmac.compare_digest(mac, want):
-        raise WireError("The message's signature is not ours.")
+        raise WireError("The message is not sealed.")
+    try:
+        payload = _cipher(key).decrypt(nonce, data[_SEAL_HEAD.size:], data[:_SEAL_HEAD.size] + context)
+    except InvalidTag:
+        raise WireError("The message's seal is not ours (another key, or moved from where it was sent).") from None
     age = (time.time() if now is None else now) - stamp
     if not -skew <= age <= max_age:  # NaN fails both
         raise WireError("The message is too old (or from the future).")
