@@ -24,15 +24,25 @@ def fail(message: str) -> None:
 def serve(config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file")] = None,
           verbose: bool = False) -> None:
     """Run the Discord bot (the engine runs in its own process)."""
-    import logging
-
     from bot.config import ConfigError, load_settings
+    from bot.preflight import preflight, release_locks
 
     try:
         settings = load_settings(config)
         settings.token()
+        preflight(settings)
     except ConfigError as exc:
+        release_locks()
         fail(str(exc))
+    try:
+        _serve(settings, config, verbose)
+    finally:
+        release_locks()
+
+
+def _serve(settings, config: Path | None, verbose: bool) -> None:
+    import logging
+
     logging.basicConfig(level=logging.DEBUG if verbose else getattr(logging, settings.logging.level),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     engine = settings.engine

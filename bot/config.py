@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -27,6 +27,9 @@ class ConfigError(ValueError):
     pass
 
 
+Snowflake = Annotated[int, Field(ge=0, lt=2**63)]  # a Discord id
+
+
 class _Strict(BaseModel):
     # No coercion ("32" is not 32, true is not 1), no unknown keys, no infinite or NaN numbers.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
@@ -35,13 +38,14 @@ class _Strict(BaseModel):
 class DiscordSettings(_Strict):
     token: SecretStr | None = None
     token_env: str = Field(TOKEN_ENV, description="Environment variable holding the token when the file has none")
-    allowed_guilds: list[int] = Field(default_factory=list, description="Empty: every server the bot is in")
-    allowed_channels: list[int] = Field(default_factory=list, description="Empty: every channel")
+    allowed_guilds: list[Snowflake] = Field(default_factory=list, max_length=10_000,
+                                            description="Empty: every server the bot is in")
+    allowed_channels: list[Snowflake] = Field(default_factory=list, max_length=10_000, description="Empty: every channel")
     api_base: str | None = Field(None, description="Override Discord's API root (a local simulator in tests)")
     gateway_url: str | None = Field(None, description="Override Discord's gateway websocket URL (same)")
     sync_commands: bool = True
     sharded: bool = Field(False, description="Run discord.py's auto-sharded client (large bots)")
-    shard_count: int | None = Field(None, ge=1, description="With sharded: this many shards; empty = Discord's advice")
+    shard_count: int | None = Field(None, ge=1, le=1024, description="With sharded: this many shards; empty = Discord's advice")
     http_connections: int = Field(32, ge=0, le=1000,
                                   description="Open HTTPS connections to Discord at most (0: unbounded, discord.py's default)")
 
@@ -68,7 +72,7 @@ class EngineSettings(_Strict):
     redis_secret: SecretStr | None = Field(
         None, strict=False, description="shared with the workers: every job and result is signed with it (HMAC-SHA256)")
     redis_secret_env: str = Field("WSPACE_REDIS_SECRET", description="read the secret from this variable when redis_secret is empty")
-    job_timeout_seconds: float = Field(900.0, gt=0, le=86_400)
+    job_timeout_seconds: float = Field(900.0, ge=10, le=86_400, description="a running job is stopped after this")
 
     @field_validator("device")
     @classmethod
@@ -93,26 +97,36 @@ class LimitSettings(_Strict):
 
     queue_size: int = Field(32, ge=1, le=10_000)
     per_member_queued: int = Field(2, ge=1, le=100)
-    member_rate: float = Field(6, gt=0, description="projection-equivalents a member may start per member_period")
+    member_rate: float = Field(6, ge=0.01, le=10_000,
+                               description="projection-equivalents a member may start per member_period")
     member_period: float = Field(60.0, ge=1, le=86_400)
-    server_rate: float = Field(60, gt=0)
+    server_rate: float = Field(60, ge=0.01, le=100_000, description="… and a whole server per server_period")
     costs: dict[str, float] = Field(default_factory=dict,
                                     description="cost of a job kind in projection-equivalents (defaults: bot/limits.py)")
     server_period: float = Field(60.0, ge=1, le=86_400)
-    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=32 * 1024 * 1024,
+                                 description="largest photo a member may send (the engine reads at most 32 MiB)")
     project_steps: int = Field(300, ge=1, le=2000)
     max_project_steps: int = Field(1000, ge=1, le=2000)
     morph_max_members: int = Field(24, ge=2, le=64)
     max_frames: int = Field(120, ge=8, le=240)
-    max_gif_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
+    max_gif_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024, le=100 * 1024 * 1024,
+                               description="largest GIF sent back (Discord's largest upload is 100 MiB)")
     progress_interval: float = Field(1.5, ge=0.5, le=60)
     team_steps: int = Field(100, ge=1, le=2000, description="projection steps per face of a /team photo")
-    team_face_hours: float = Field(24.0, gt=0, le=24 * 30, description="unclaimed /team faces are deleted after this")
+    team_face_hours: float = Field(24.0, ge=0.01, le=24 * 30, description="unclaimed /team faces are deleted after this")
     stranger_seconds: float = Field(45.0, ge=5, le=300, description="time budget of /lookalike's stranger search")
 
 
 class StorageSettings(_Strict):
     database: Path = Field(Path("wspace.sqlite3"), strict=False)
+
+    @field_validator("database")
+    @classmethod
+    def _plain_path(cls, value: Path) -> Path:
+        if "\x00" in str(value) or str(value) in ("", "."):
+            raise ValueError("database must be a file path without NUL characters")
+        return value
 
 
 class LoggingSettings(_Strict):
@@ -160,6 +174,23 @@ class Settings(_Strict):
         return token
 
 
+def number_ranges(model: type[BaseModel] = Settings, prefix: str = "") -> dict[str, tuple]:
+    """Every number the config takes, with its default and range: ``{key: (default, low, high)}``
+    (docs/configuration.md is this table)."""
+    import annotated_types as at
+
+    out = {}
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out.update(number_ranges(field.annotation, f"{prefix}{name}."))
+            continue
+        low = next((m.ge if isinstance(m, at.Ge) else m.gt for m in field.metadata if isinstance(m, (at.Ge, at.Gt))), None)
+        high = next((m.le if isinstance(m, at.Le) else m.lt for m in field.metadata if isinstance(m, (at.Le, at.Lt))), None)
+        if low is not None or high is not None or field.annotation in (int, float):
+            out[prefix + name] = (field.default, low, high)
+    return out
+
+
 def parse_settings(data: dict, source: str = "config") -> Settings:
     try:
         return Settings.model_validate(data)
@@ -200,13 +231,39 @@ def engines_path(settings: Settings) -> Path:
     return settings.storage.database.with_name(settings.storage.database.name + ".engines.json")
 
 
-def _load_file(path: Path) -> Settings:
+MAX_CONFIG_BYTES = 1024 * 1024  # config.example.toml is ~6 KB
+
+
+def _read_text(path: Path) -> str:
+    """The config file's text; one sentence for a path that is no readable UTF-8 text file."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a config file; name the .toml file inside it")
     try:
-        data = tomllib.loads(path.read_text())
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"no config file at {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror or exc})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; that is not a wspace config")
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ConfigError(f"{path} is UTF-16 text; TOML files are UTF-8, so save it as UTF-8")
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start} is not UTF-8, e.g. Latin-1); "
+                          "TOML files are UTF-8, so save it as UTF-8") from None
+
+
+def _load_file(path: Path) -> Settings:
+    text = _read_text(path)
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests arrays or tables too deeply to be a wspace config") from None
     if not data:  # a file that was meant to be written and was not (a failed copy, a full disk)
         raise ConfigError(f"{path} is empty; copy config.example.toml there, or remove it to run on the defaults")
     settings = parse_settings(data, str(path))

@@ -33,6 +33,10 @@ class StorageError(RuntimeError):
     """The database cannot do what was asked (locked, full, damaged)."""
 
 
+class NewerSchema(StorageError):
+    """The database was migrated by a newer release than this code."""
+
+
 @dataclass
 class StoredLatent:
     ws: np.ndarray
@@ -114,6 +118,9 @@ class Storage:
         except sqlite3.DatabaseError as exc:
             await db.close()
             raise StorageError(f"cannot open the database {path.name}: {exc}") from None
+        except StorageError:
+            await db.close()
+            raise
         return store
 
     async def close(self) -> None:
@@ -125,8 +132,14 @@ class Storage:
         migration exactly once."""
         await self.db.execute("CREATE TABLE IF NOT EXISTS schema_version ("
                               "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
+        known = migrations(directory)
+        async with self.db.execute("SELECT MAX(version) FROM schema_version") as cur:
+            newest = (await cur.fetchone())[0]
+        if newest is not None and known and newest > known[-1][0]:
+            raise NewerSchema(f"the database {self.path.name} has schema version {newest}, written by a newer wspace; "
+                              f"this one knows up to version {known[-1][0]}, so upgrade wspace (or use another database)")
         applied = []
-        for version, name, sql in migrations(directory):
+        for version, name, sql in known:
             await self.db.execute("BEGIN IMMEDIATE")
             try:
                 async with self.db.execute("SELECT 1 FROM schema_version WHERE version = ?", (version,)) as cur:

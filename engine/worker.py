@@ -13,6 +13,7 @@ import os
 import uuid
 
 from engine.protocol import JobFailed, WorkerReady, wire
+from engine.protocol.errors import ENGINE_CANNOT_START
 
 log = logging.getLogger("wspace.engine")
 ENGINE_NICENESS = 19  # a local engine runs at lower CPU priority than its bot (docs/benchmarks.md)
@@ -49,7 +50,13 @@ def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directio
     prepare_process(threads)
     from engine.ops import Engine
 
-    engine = Engine(model_path, device, directions_path, encoder_path=encoder_path)
+    try:
+        engine = Engine(model_path, device, directions_path, encoder_path=encoder_path)
+    except Exception as exc:  # the model, its directions or encoder cannot be loaded: no restart will help
+        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        log.error("the engine cannot start: %s", message)
+        logging.shutdown()
+        os._exit(ENGINE_CANNOT_START)
     emit = encoded(event_queue.put)
     emit(WorkerReady(worker_id or uuid.uuid4().hex[:8], engine.model_id, engine.G.resolution, engine.G.num_ws,
                      engine.G.w_dim, tuple(sorted(engine.directions)), device, os.getpid()))

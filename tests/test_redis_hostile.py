@@ -73,8 +73,9 @@ def replies(worker) -> list:
 
 
 def drain(*workers) -> None:
-    """Let the workers take and run every entry they will take."""
-    for _ in range(40):
+    """Let the workers take and run every entry they will take (until three quiet rounds)."""
+    quiet = 0
+    for _ in range(80):
         moved = False
         for w in workers:
             entry = w.take(block=None)
@@ -83,8 +84,10 @@ def drain(*workers) -> None:
                 moved = True
             while w.jobs().busy():  # what the job asked for (its faces drawn) is done at the next step
                 w.jobs().step()
-        if not moved:
+        quiet = 0 if moved else quiet + 1
+        if quiet == 3:
             return
+        time.sleep(0.01 * (not moved))  # a claim needs the entry idle for at least a millisecond
 
 
 def run_one(worker, entry) -> None:
@@ -402,3 +405,22 @@ async def test_oversized_reply_entries_are_refused_unread_and_a_real_answer_stil
     assert isinstance(fut.result(), Result) and transport.refused == refused + 3
     assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MiB"  # three 300 MiB entries, none loaded
     assert await transport.r.xlen(transport.reply_stream) == 0, "what was read is gone"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_jobs_nobody_starts_cannot_hold_the_queue_for_good(transport):
+    """Entries a consumer took and never ran: the jobs the bot waits on end after twice the job
+    timeout (never started), their entries are deleted, and the queue has room again."""
+    transport.pending.clear()
+    transport.workers = {"w": {"model_id": "m"}}
+    transport.redis_up, timeout, size = True, transport.job_timeout, transport.queue_size
+    transport.job_timeout, transport.queue_size = 0.3, 2
+    try:
+        futures = [transport._book(RandomRequest(seed=40 + i), None) for i in range(2)]
+        assert transport.full()
+        results = await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert all(isinstance(r, JobFailed) and "far too long" in r.message for r in results)
+        assert not transport.full()
+    finally:
+        transport.job_timeout, transport.queue_size = timeout, size
+        transport.workers = {}

@@ -35,7 +35,8 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             f"**Queue** {e['queued']}/{e['queue_size']} · {e['jobs_last_hour']} jobs in the last hour"
             + (f" · mean {s['mean_job_seconds']} s" if s["mean_job_seconds"] else ""),
             f"**Engine** ({e['transport']}) {'up' if e['alive'] else 'down'} · model `{e['model_id']}` · {e['resolution']} px · "
-            f"{e['device']} · restarts {e['restarts']}{restart_toll(e)} · directions: {', '.join(e['directions']) or 'none'}",
+            f"{e['device']} · restarts {e['restarts']}{restart_toll(e)} · directions: {', '.join(e['directions']) or 'none'}"
+            + (f"\n**Problem** {e['problem'][0].upper()}{e['problem'][1:]}." if e.get("problem") else ""),
             *[f"**Worker** `{w['id']}` on {w['host']} · model `{w['model_id']}` · {w['device']} · "
               f"{w['jobs_done']} jobs ({w['jobs_per_minute']}/min){' · busy' if w['busy'] else ''}"
               + (f" · {w['rerun_alone']} run again alone, {w['set_aside']} set aside" if w.get('rerun_alone') or w.get('set_aside') else "")

@@ -22,14 +22,17 @@ import queue
 import threading
 from collections import deque
 
-from bot.transport.base import RERUN, ProgressCallback, ShuttingDown, Transport
+from bot.transport.base import RERUN, EngineUnavailable, ProgressCallback, ShuttingDown, Transport
 from bot.transport.pidfile import EngineRegistry
 from engine.protocol import JobFailed, Progress, Request, Result, WorkerReady, wire
+from engine.protocol.errors import ENGINE_CANNOT_START
 
 log = logging.getLogger("wspace.transport")
 
 DIED_TWICE = "The engine stopped twice while working on your request, so I did not run it again."
 TOO_LONG = "That took far too long and was stopped; try again."
+MAX_START_FAILURES = 3  # deaths in a row before the engine was ever ready: stop restarting it
+CANNOT_START = "The face engine cannot start right now; the server's admins have been told."
 
 
 def _engine_main(*args) -> None:
@@ -59,6 +62,9 @@ class LocalTransport(Transport):
         self._generation = 0
         self._solo: deque[str] = deque()  # jobs a dead engine held, to run again one at a time
         self._held: deque[str] = deque()  # jobs waiting for those reruns before they go to the engine
+        self.start_failures = 0  # engine deaths in a row before it was ready
+        self.broken: str | None = None  # why the engine is no longer restarted (its model cannot load)
+        self._gave_up = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -68,6 +74,19 @@ class LocalTransport(Transport):
         self._watchdog = asyncio.create_task(self._watch(), name="engine-watchdog")
         if wait:
             await self.wait_ready(timeout)
+
+    async def wait_ready(self, timeout: float = 120.0) -> WorkerReady:
+        """Ready, or :class:`EngineUnavailable` at once when the engine cannot start at all."""
+        ready, gave_up = asyncio.ensure_future(self._ready.wait()), asyncio.ensure_future(self._gave_up.wait())
+        try:
+            await asyncio.wait({ready, gave_up}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel(), gave_up.cancel()
+        if self.broken:
+            raise EngineUnavailable(self.broken)
+        if not self._ready.is_set():
+            raise EngineUnavailable("the engine did not start in time")
+        return self.info
 
     def _spawn(self) -> None:
         self._generation += 1
@@ -127,6 +146,7 @@ class LocalTransport(Transport):
             return  # a late event from a process that was replaced
         if isinstance(event, WorkerReady):
             self.info = event
+            self.start_failures = 0
             self._ready.set()
             log.info("engine ready: model %s, %d px, directions %s", event.model_id, event.resolution, event.directions)
             return
@@ -146,12 +166,30 @@ class LocalTransport(Transport):
                 self._fail(hung.job.id, "engine_restarted", TOO_LONG)
                 self.failed_after_restart += 1
             await asyncio.to_thread(self.process.join, 2)
-            log.error("engine process died (exit code %s); restarting", self.process.exitcode)
             if self.registry is not None:
                 self.registry.remove(self.process.pid)
+            if not self._ready.is_set():
+                self.start_failures += 1
+            if self.process.exitcode == ENGINE_CANNOT_START or self.start_failures >= MAX_START_FAILURES:
+                self._give_up()
+                return
+            log.error("engine process died (exit code %s); restarting", self.process.exitcode)
             self._after_death()
             self.restarts += 1
             self._spawn()
+
+    def _give_up(self) -> None:
+        """The engine dies before it is ready (its model, directions or encoder cannot be loaded):
+        restarting cannot help. Tell the admin once (the engine's own line says why), fail what
+        waits, and refuse new jobs until the config is fixed (``/wspace reload``)."""
+        code = self.process.exitcode
+        self.broken = (f"the engine cannot start (exit status {code}"
+                       f"{', its model could not be loaded' if code == ENGINE_CANNOT_START else ''}); check "
+                       "engine.model, engine.directions and engine.encoder, then run /wspace reload or restart the bot")
+        log.error("%s", self.broken)
+        for job_id in list(self.pending):
+            self._fail(job_id, "engine_unavailable", CANNOT_START)
+        self._gave_up.set()
 
     def _after_death(self) -> None:
         """Every job the dead engine held is run again alone, once: one that was held at an
@@ -198,6 +236,8 @@ class LocalTransport(Transport):
 
     def submit(self, job: Request, on_progress: ProgressCallback | None = None) -> asyncio.Future:
         """Queue a job; the future resolves to a ``Result`` or a ``JobFailed``."""
+        if self.broken:
+            raise EngineUnavailable(self.broken)
         data = wire.dumps(job)  # a job the wire refuses is refused here, before it is booked
         fut = self._book(job, on_progress)
         if self._solo or any(p.in_engine and p.crashes_seen for p in self.pending.values()):
@@ -215,6 +255,7 @@ class LocalTransport(Transport):
 
     def stats(self) -> dict:
         return {**self._stats(), "alive": bool(self.process and self.process.is_alive()),
-                "pid": self.process.pid if self.process else None, "device": self.device, "workers": []}
+                "pid": self.process.pid if self.process else None, "device": self.device, "workers": [],
+                "problem": self.broken}
 
 

@@ -45,3 +45,6 @@ class Stopped(UserError):
     """The member (or a moderator) stopped the job (engine/stops.py)."""
 
     code = "cancelled"
+
+
+ENGINE_CANNOT_START = 78  # exit status of an engine process that cannot load its model (sysexits' EX_CONFIG)
