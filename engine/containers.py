@@ -7,7 +7,9 @@ member may send is rewritten with only the parts a decoder needs (PNG: IHDR, PLT
 IDAT, IEND; JPEG: everything but APPn/COM segments except JFIF and Adobe; WebP: the image
 chunks, with the VP8X flags made to match). The one field we honour, the EXIF orientation,
 is read here by a bounded walk of IFD0 (at most ``MAX_IFD_ENTRIES`` entries, nothing
-followed by offset). GIF carries no EXIF and its comments are bounded by the file size.
+followed by offset). GIF carries no EXIF; of a GIF only the first frame and its graphic
+control block are kept (Pillow joins a comment's 255-byte pieces one by one: 11 s of CPU for
+a 9 MB comment).
 
 Malformed structure is not repaired: the walk stops where the structure ends, and the
 decoder then refuses the truncated file as it would any other.
@@ -108,6 +110,38 @@ def _webp(data: bytes) -> tuple[bytes, int]:
     return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body, orientation
 
 
+def _after_subblocks(data: bytes, i: int) -> int:
+    """The index after a GIF sequence of data sub-blocks starting at ``i`` (its 0 terminator included)."""
+    while i < len(data):
+        n = data[i]
+        i += 1 + n
+        if n == 0:
+            break
+    return min(i, len(data))
+
+
+def _gif(data: bytes) -> tuple[bytes, int]:
+    if len(data) < 13:
+        return data, 1
+    flags = data[10]
+    i = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    out = [data[:i]]
+    while i + 1 < len(data):
+        if data[i] == 0x21:  # an extension: only the graphic control block (transparency) is kept
+            end = _after_subblocks(data, i + 2)
+            if data[i + 1] == 0xF9:
+                out.append(data[i:end])
+            i = end
+        elif data[i] == 0x2C and i + 10 <= len(data):  # the first image: kept, and nothing after it
+            local = data[i + 9]
+            start = i + 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1  # + the LZW code size
+            out.append(data[i:_after_subblocks(data, start)])
+            break
+        else:
+            break
+    return b"".join(out) + b"\x3b", 1
+
+
 def strip_metadata(data: bytes, fmt: str) -> tuple[bytes, int]:
     """``data`` (of format ``fmt``, as sniffed) without its metadata, and its EXIF orientation."""
-    return {"PNG": _png, "JPEG": _jpeg, "WEBP": _webp}.get(fmt, lambda d: (d, 1))(data)
+    return {"PNG": _png, "JPEG": _jpeg, "WEBP": _webp, "GIF": _gif}[fmt](data)

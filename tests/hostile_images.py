@@ -55,6 +55,19 @@ def with_jpeg_segments(jpeg: bytes, *segments: tuple[int, bytes]) -> bytes:
     return jpeg[:2] + out + jpeg[2:]
 
 
+def with_gif_blocks(gif: bytes, *blocks: bytes) -> bytes:
+    """``gif`` with extension ``blocks`` inserted before its first block."""
+    flags = gif[10]
+    at = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    return gif[:at] + b"".join(blocks) + gif[at:]
+
+
+def gif_extension(label: int, payload: bytes, head: bytes = b"") -> bytes:
+    """A GIF extension block: ``head`` (an application's own block) then ``payload`` in 255-byte pieces."""
+    pieces = b"".join(bytes([len(payload[k:k + 255])]) + payload[k:k + 255] for k in range(0, len(payload), 255))
+    return b"\x21" + bytes([label]) + (bytes([len(head)]) + head if head else b"") + pieces + b"\x00"
+
+
 def metadata_bombs() -> list[tuple[str, bytes]]:
     face = Image.fromarray(grace_hopper()).resize((128, 150))
     png, jpeg = encode(face, "PNG"), encode(face, "JPEG", quality=85)
@@ -77,6 +90,10 @@ def metadata_bombs() -> list[tuple[str, bytes]]:
               ("JPEG APP2 ICC x 150", with_jpeg_segments(jpeg, *[(0xE2, b"ICC_PROFILE\x00" + bytes([k % 255 + 1, 150]) +
                                                                   b"\x00" * 60_000) for k in range(150)])),
               ("JPEG COM x 150", with_jpeg_segments(jpeg, *[(0xFE, b"c" * 65_000)] * 150))]
+    gif = encode(face, "GIF")
+    cases += [("GIF comment 9 MB", with_gif_blocks(gif, gif_extension(0xFE, b"c" * 9_000_000))),
+              ("GIF 4000 comments", with_gif_blocks(gif, *[gif_extension(0xFE, b"c" * 2000)] * 4000)),
+              ("GIF XMP 9 MB", with_gif_blocks(gif, gif_extension(0xFF, b"x" * 9_000_000, b"XMP DataXMP")))]
     for w, h in ((8, 5_000_000), (5_000_000, 8), (16, 2_500_000), (39, 600), (2000, 200), (3, 3)):
         header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
         cases.append((f"thin {w}x{h}", b"\x89PNG\r\n\x1a\n" + header
