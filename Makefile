@@ -13,4 +13,4 @@ test: install
 	$(PY) -m pytest -q
 
 bench:
-	$(PY) bench/generator.py
+	$(PY) -m bench.generator

@@ -15,7 +15,7 @@ and ``others_before_last_ack`` (other requests that got a connection before the 
 last acknowledgement), the longest pause between the simulator's request handlers, and
 the bot's full (generation-2) garbage collections during the burst.
 
-    python bench/ack_split.py [--busy 6] [--members 100] [--burst 500]
+    python -m bench.ack_split [--busy 6] [--members 100] [--burst 500]
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ import argparse
 import asyncio
 import gc
 import json
-import sys
 import time
-from pathlib import Path
 
 import aiohttp
 import discord
@@ -34,9 +32,8 @@ import numpy as np
 from aiohttp import web
 from discord.webhook import async_ as webhook_async
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import bench.bot_load as load  # noqa: E402
-import tests.discord_sim as sim_module  # noqa: E402
+import bench.bot_load as load
+import tests.discord_sim as sim_module
 
 # Everything below runs at import, so the simulator's process (spawned: it imports this
 # file as its main module) is instrumented too.

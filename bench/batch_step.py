@@ -5,20 +5,17 @@ Members project random targets from ``w_avg`` (1000-step schedules, so none fini
 rounds. Prints JSON: every round's figure, the best of each, and the step-level ratio
 ``8 × best(1) / best(8)`` (how much batching 8 members can gain on the steps alone).
 
-    python bench/batch_step.py [--rounds 3] [--steps 40]
+    python -m bench.batch_step [--rounds 3] [--steps 40]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ long projection, then sends a burst of interactions from different members at on
 and measures how long each waits for its deferred response (Discord drops an
 interaction not acknowledged within 3 s).
 
-    python bench/bot_latency.py [--burst 50]
+    python -m bench.bot_latency [--burst 50]
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.bot_harness import running_bot  # noqa: E402
-from tests.photos import encode, grace_hopper  # noqa: E402
+from tests.bot_harness import running_bot
+from tests.photos import encode, grace_hopper
 
 
 async def measure(burst: int) -> dict:

@@ -13,7 +13,7 @@ process before the bursts and after each of two identical bursts (flat = no leak
 ``--busy N`` first hands the engine N long projections of a real photo, so it is batching
 them (and using every core) all through the bursts.
 
-    python bench/bot_load.py [--members 100] [--burst 500] [--in-process] [--http-connections 0 32] [--busy 6]
+    python -m bench.bot_load [--members 100] [--burst 500] [--in-process] [--http-connections 0 32] [--busy 6]
 """
 
 from __future__ import annotations
@@ -24,17 +24,15 @@ import gc
 import json
 import multiprocessing as mp
 import os
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.bot_harness import running_bot  # noqa: E402
-from tests.discord_sim import DiscordSimulator  # noqa: E402
-from tests.test_bot_e2e import finished, option  # noqa: E402
+from tests.bot_harness import running_bot
+from tests.discord_sim import DiscordSimulator
+from tests.test_bot_e2e import finished, option
 
 MEMBER_BASE = 900_000_000_000_000_000
 COMMANDS = ("random", "me", "adopt", "random", "random")

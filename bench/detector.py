@@ -7,23 +7,21 @@ group photo made from them (tests/photos.py), and faces the embedded model draws
 Negatives: photos with no face (a cat, coffee, a rocket, coins, the Hubble deep field, a
 tissue sample), noise, gradients, checkerboards, and the astronaut's mission patch cropped.
 
-    python bench/detector.py [--drawn 24] [--out docs/detector.json]
+    python -m bench.detector [--drawn 24] [--out docs/detector.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine import align  # noqa: E402
-from bench.report import report  # noqa: E402
-from tests.photos import astronaut, grace_hopper, group_photo  # noqa: E402
+from engine import align
+from bench.report import report
+from tests.photos import astronaut, grace_hopper, group_photo
 
 
 def rgb(img: np.ndarray) -> np.ndarray:

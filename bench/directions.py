@@ -9,14 +9,13 @@ all four (and its identity at ±2), so members are told what it does. With ``--w
 goes into the directions file as one sentence per direction, which /edit, /age and
 ``wspace edit`` show with every result (members must not be told more than the model does).
 
-    python bench/directions.py [--count 100] [--write-effects]
+    python -m bench.directions [--count 100] [--write-effects]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -24,15 +23,14 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.align import face_descriptor  # noqa: E402
-from engine.edits import apply_direction, morph_sequence  # noqa: E402
-from engine.labels import label_face  # noqa: E402
-from engine.directions import save_directions  # noqa: E402
-from engine.bundle import directions_path_for  # noqa: E402
-from engine.ops import Engine  # noqa: E402
-from engine.render import gif_bytes, resize  # noqa: E402
-from engine.sampling import ws_from_seeds  # noqa: E402
+from engine.align import face_descriptor
+from engine.edits import apply_direction, morph_sequence
+from engine.labels import label_face
+from engine.directions import save_directions
+from engine.bundle import directions_path_for
+from engine.ops import Engine
+from engine.render import gif_bytes, resize
+from engine.sampling import ws_from_seeds
 
 HELD_OUT_SEEDS = range(900_000, 901_000)
 AMOUNTS = np.arange(-3, 4)

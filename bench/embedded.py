@@ -5,14 +5,13 @@ dlib's frontal face detector rate on both (images upsampled to 256 px), and on
 style-mixed student samples (coarse styles from one z, the rest from another); and
 the mean dlib descriptor distance between student and teacher images of the same z.
 
-    python bench/embedded.py [--count 1000]
+    python -m bench.embedded [--count 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -21,12 +20,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.align import _dlib, face_descriptor  # noqa: E402
-from engine.checkpoints import load_generator  # noqa: E402
-from engine.edits import layer_ranges  # noqa: E402
-from engine.render import to_uint8  # noqa: E402
-from engine.teacher import load_teacher  # noqa: E402
+from engine.align import _dlib, face_descriptor
+from engine.checkpoints import load_generator
+from engine.edits import layer_ranges
+from engine.render import to_uint8
+from engine.teacher import load_teacher
 
 HELD_OUT_SEED = 424_242  # training draws z from torch generators seeded 0..steps and 10 000
 DETECT_SIZE = 256

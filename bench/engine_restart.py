@@ -4,7 +4,7 @@ Starts the engine process with the embedded model, begins a long projection, SIG
 the engine mid-projection, and times: kill -> the member's job fails with "restarted",
 kill -> the new engine is ready, and the next job's round trip.
 
-    python bench/engine_restart.py [--repeats 3]
+    python -m bench.engine_restart [--repeats 3]
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bot.transport.local import LocalTransport  # noqa: E402
-from engine.protocol import JobFailed, ProjectRequest, RandomRequest, Result  # noqa: E402
-from tests.photos import encode, grace_hopper  # noqa: E402
+from bot.transport.local import LocalTransport
+from engine.protocol import JobFailed, ProjectRequest, RandomRequest, Result
+from tests.photos import encode, grace_hopper
 
 
 async def once(client: LocalTransport) -> dict:

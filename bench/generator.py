@@ -5,7 +5,7 @@ and the achieved GFLOP/s as a ratio of a plain 3×3 convolution's GFLOP/s measur
 in the same run (the practical peak of this CPU for the work a generator does).
 Also the grouped-convolution ("fused") path for comparison.
 
-    python bench/generator.py [--repeats 20] [--runs 2]
+    python -m bench.generator [--repeats 20] [--runs 2]
 
 Each allocator setting (glibc's default, and the tuning ``engine/runtime.py`` applies in
 every engine process) is measured in its own child processes, alternated.
@@ -18,14 +18,12 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.networks import Generator, GeneratorConfig  # noqa: E402
-from engine.runtime import tune_allocator  # noqa: E402
+from engine.networks import Generator, GeneratorConfig
+from engine.runtime import tune_allocator
 
 EMBEDDED = dict(resolution=64, z_dim=100, w_dim=256, mapping_layers=8,
                 channels={4: 256, 8: 256, 16: 256, 32: 128, 64: 64})
@@ -159,7 +157,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"tuned": [], "default": []}
     for _ in range(args.runs):
         for allocator in ("default", "tuned"):  # alternated: a slow spell hits both alike
-            out = subprocess.run([sys.executable, __file__, "--allocator", allocator, "--repeats", str(args.repeats)],
+            out = subprocess.run([sys.executable, "-m", "bench.generator", "--allocator", allocator, "--repeats", str(args.repeats)],
                                  check=True, capture_output=True, text=True).stdout
             runs[allocator].append(json.loads(out))
     tuned, default = best_of(runs["tuned"]), best_of(runs["default"])

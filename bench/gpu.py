@@ -17,8 +17,8 @@ Every section is timed with the device synchronised, takes the median of its rep
 is written to ``--out`` as soon as it is done, so a run cut short still leaves its figures;
 a section that fails records its error and the run goes on.
 
-    python bench/gpu.py --device cuda --out gpu.json --fixtures ../shared/fixtures/stylegan2
-    python bench/gpu.py --device cpu --quick          # the same code, small sizes (tests run this)
+    python -m bench.gpu --device cuda --out gpu.json --fixtures ../shared/fixtures/stylegan2
+    python -m bench.gpu --device cpu --quick          # the same code, small sizes (tests run this)
 """
 
 from __future__ import annotations
@@ -35,14 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.batch import Member, ProjectionBatch  # noqa: E402
-from engine.bundle import load_bundle  # noqa: E402
-from engine.encoder import encode  # noqa: E402
-from engine.networks import Generator, GeneratorConfig, block_resolutions  # noqa: E402
-from engine.batch import project  # noqa: E402
-from engine.projector import REFINE_FAR  # noqa: E402
-from engine.render import to_uint8  # noqa: E402
+from engine.batch import Member, ProjectionBatch
+from engine.bundle import load_bundle
+from engine.encoder import encode
+from engine.networks import Generator, GeneratorConfig, block_resolutions
+from engine.batch import project
+from engine.projector import REFINE_FAR
+from engine.render import to_uint8
 
 TODAY = {"gen1024_fp32_b16_tflops": 24.6, "embedded_step_ms": 34.6}  # the issue's H100 figures, PyTorch 2.11
 

@@ -18,7 +18,7 @@ Setting ``today`` keeps W+ only (what landed before): its redraw drops the noise
 For the settings that keep noise, the noise rules between faces (engine/kept.py) are
 compared on the same blend midpoints and on morph seams.
 
-    python bench/kept_face.py [--steps 300] [--teacher 4] [--settings today kept ...] [--timing-rounds 3]
+    python -m bench.kept_face [--steps 300] [--teacher 4] [--settings today kept ...] [--timing-rounds 3]
 """
 
 from __future__ import annotations
@@ -34,19 +34,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.photos import real_faces  # noqa: E402
-from engine import edits  # noqa: E402
-from engine.align import aligned_landmarks, face_descriptor  # noqa: E402
-from engine.encoder import encode  # noqa: E402
-from engine.protocol import as_face  # noqa: E402
-from engine.kept import load_npz, save_npz  # noqa: E402
-from engine.labels import label_face  # noqa: E402
-from engine.ops import Engine  # noqa: E402
-from engine.batch import project  # noqa: E402
-from engine.projector import psnr, refine_schedule  # noqa: E402
-from engine.render import to_uint8  # noqa: E402
-from engine.teacher import load_teacher  # noqa: E402
+from bench.photos import real_faces
+from engine import edits
+from engine.align import aligned_landmarks, face_descriptor
+from engine.encoder import encode
+from engine.protocol import as_face
+from engine.kept import load_npz, save_npz
+from engine.labels import label_face
+from engine.ops import Engine
+from engine.batch import project
+from engine.projector import psnr, refine_schedule
+from engine.render import to_uint8
+from engine.teacher import load_teacher
 
 HELD_OUT_SEED = 4242
 # name: (keep the noise maps, w_plus_weight, w_mean_weight, noise lr multiplier, finest kept noise map,

@@ -6,25 +6,23 @@ the directions are learned and judged with, and reports per attribute the mean a
 of each side's scores and their correlation across faces. The age and gender directions
 can only be as good as the student's faces are legible to these networks.
 
-    python bench/labeller_agreement.py [--count 400]
+    python -m bench.labeller_agreement [--count 400]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.checkpoints import load_generator  # noqa: E402
-from engine.labels import ATTRIBUTES, label_face  # noqa: E402
-from engine.render import to_uint8  # noqa: E402
-from engine.teacher import NZ, load_teacher  # noqa: E402
+from engine.checkpoints import load_generator
+from engine.labels import ATTRIBUTES, label_face
+from engine.render import to_uint8
+from engine.teacher import NZ, load_teacher
 
 HELD_OUT_SEED = 31337
 

@@ -5,24 +5,22 @@ faces of a group photo, FFHQ-aligned), the stranger search (engine/lookalike.py)
 a time budget; its canonical dlib distance to the photo is compared with the best of
 ``--random`` random people (truncation 0.7, the same distance). Prints JSON.
 
-    python bench/lookalike.py --seconds 55 --random 1000 --out docs/lookalike.json
+    python -m bench.lookalike --seconds 55 --random 1000 --out docs/lookalike.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.photos import real_faces  # noqa: E402
-from engine.lookalike import TRUNCATION, descriptors, search_stranger  # noqa: E402
-from engine.ops import Engine  # noqa: E402
+from bench.photos import real_faces
+from engine.lookalike import TRUNCATION, descriptors, search_stranger
+from engine.ops import Engine
 
 
 def random_best(engine: Engine, target: np.ndarray, count: int, seed: int) -> float:

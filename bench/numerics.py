@@ -15,7 +15,7 @@ unvectorised kernels) a child process measures, on the embedded model and faces 
 It also runs the two offline photos as /project jobs alone and together through the
 engine's scheduler (``photos``): W+ difference, likeness and PSNR of both.
 
-    python bench/numerics.py [--threads 1 2 3] [--isa native avx2 default] [--steps 60] [--out F]
+    python -m bench.numerics [--threads 1 2 3] [--isa native avx2 default] [--steps 60] [--out F]
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.report import report
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from bench.report import report  # noqa: E402
 
 
 def measure(steps: int, members: int, photo_steps: int) -> dict:
@@ -39,7 +39,6 @@ def measure(steps: int, members: int, photo_steps: int) -> dict:
 
     if os.environ.get("OMP_NUM_THREADS"):  # torch caps OMP_NUM_THREADS at the cores it sees; set as asked
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    sys.path.insert(0, str(REPO))
     from engine.batch import Member, ProjectionBatch, project
     from engine.kept import pack_noise, unpack_noise
     from engine.ops import Engine
@@ -129,7 +128,7 @@ def settings(threads: list[int], isas: list[str]) -> list[dict]:
 
 def run_setting(setting: dict, steps: int, members: int, photo_steps: int) -> dict:
     env = {**os.environ, **setting["env"]}
-    proc = subprocess.run([sys.executable, __file__, "--one", "--steps", str(steps), "--members", str(members),
+    proc = subprocess.run([sys.executable, "-m", "bench.numerics", "--one", "--steps", str(steps), "--members", str(members),
                            "--photo-steps", str(photo_steps)],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=1800)
     if proc.returncode != 0:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sys
 import tarfile
 import urllib.request
 from pathlib import Path
@@ -18,8 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.photos import astronaut, grace_hopper  # noqa: E402
+from tests.photos import astronaut, grace_hopper
 
 INSIGHTFACE_SDIST = ("https://files.pythonhosted.org/packages/0b/8d/0f4af90999ca96cf8cb846eb5ae27c5ef5b390f9c090dd19e4fa76364c13/"
                      "insightface-0.7.3.tar.gz")

@@ -8,7 +8,7 @@ loss first reaches the reference's final loss and its ratio to the reference tim
 often it got there, and the final PSNR; the encoder alone (PSNR, dlib distance, ms);
 and, on the real photos, the time to the first preview including decoding and alignment.
 
-    python bench/projection_speed.py [--per-set 4] [--ref-steps 1000] [--refine-steps 100 200 300]
+    python -m bench.projection_speed [--per-set 4] [--ref-steps 1000] [--refine-steps 100 200 300]
                                      [--encoder A.safetensors B.safetensors]
 """
 
@@ -25,16 +25,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.projector import target_sets  # noqa: E402
-from engine.align import Framing, align_face, decode_image, likeness  # noqa: E402
-from engine.checkpoints import load_generator  # noqa: E402
-from engine.encoder import encode, load_encoder  # noqa: E402
-from engine.bundle import encoder_path_for  # noqa: E402
-from engine.batch import project  # noqa: E402
-from engine.projector import psnr  # noqa: E402
-from engine.render import montage, png_bytes, resize, to_uint8  # noqa: E402
-from tests.photos import astronaut, grace_hopper  # noqa: E402
+from bench.projector import target_sets
+from engine.align import Framing, align_face, decode_image, likeness
+from engine.checkpoints import load_generator
+from engine.encoder import encode, load_encoder
+from engine.bundle import encoder_path_for
+from engine.batch import project
+from engine.projector import psnr
+from engine.render import montage, png_bytes, resize, to_uint8
+from tests.photos import astronaut, grace_hopper
 
 
 def render(G, ws: np.ndarray) -> np.ndarray:

@@ -7,26 +7,24 @@ mean PSNR, mean dlib descriptor distance (likeness; below 0.6 = same person) and
 seconds per projection. The offline losses are compared side by side at one step
 count, in the same run.
 
-    python bench/projector.py [--per-set 2] [--steps 100 300 1000] [--compare-at 300]
+    python -m bench.projector [--per-set 2] [--steps 100 300 1000] [--compare-at 300]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.align import Framing, align_face, likeness  # noqa: E402
-from engine.checkpoints import load_generator  # noqa: E402
-from engine.batch import project  # noqa: E402
-from engine.render import to_uint8  # noqa: E402
-from engine.teacher import load_teacher  # noqa: E402
-from tests.photos import astronaut, grace_hopper  # noqa: E402
+from engine.align import Framing, align_face, likeness
+from engine.checkpoints import load_generator
+from engine.batch import project
+from engine.render import to_uint8
+from engine.teacher import load_teacher
+from tests.photos import astronaut, grace_hopper
 
 HELD_OUT_SEED = 31_337
 

@@ -7,7 +7,7 @@ candidate: how many targets reached the reference's final loss, the mean ratio o
 time (encoder included) to the reference time (unreached targets count as the whole
 refinement run, so a candidate cannot look fast by giving up), and the final PSNR.
 
-    python bench/refine_sweep.py [--per-set 4] [--set b_teacher] [--steps 150 200]
+    python -m bench.refine_sweep [--per-set 4] [--set b_teacher] [--steps 150 200]
                                  [--schedules shipped noise_lr=0.25 lr=0.6,rampdown=0.5]
 """
 
@@ -16,21 +16,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.projection_speed import reach_seconds  # noqa: E402
-from bench.projector import target_sets  # noqa: E402
-from engine.checkpoints import load_generator  # noqa: E402
-from engine.encoder import encode, load_encoder  # noqa: E402
-from engine.bundle import encoder_path_for  # noqa: E402
-from engine.batch import project  # noqa: E402
-from engine.projector import REFINE_FAR, Schedule  # noqa: E402
+from bench.projection_speed import reach_seconds
+from bench.projector import target_sets
+from engine.checkpoints import load_generator
+from engine.encoder import encode, load_encoder
+from engine.bundle import encoder_path_for
+from engine.batch import project
+from engine.projector import REFINE_FAR, Schedule
 
 KEYS = {"lr": "initial_lr", "noise": "noise_factor", "rampdown": "rampdown", "noise_lr": "noise_lr_mul"}
 

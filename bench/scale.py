@@ -8,7 +8,7 @@ Short generation jobs (``random``: one 64-px face, PNG-encoded) on the embedded 
 Every engine process uses one torch thread, so N workers use N cores at most; this machine
 has 2, so 4 workers show what oversubscription costs rather than more speed.
 
-    python bench/scale.py [--jobs 96] [--serial 40] [--workers 1 2 4]
+    python -m bench.scale [--jobs 96] [--serial 40] [--workers 1 2 4]
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bot.transport.local import LocalTransport  # noqa: E402
-from bot.transport.redis_streams import RedisTransport  # noqa: E402
-from engine.protocol import RandomRequest, Result  # noqa: E402
-from tests.redis_helpers import SECRET, RedisServer, start_worker  # noqa: E402
+from bot.transport.local import LocalTransport
+from bot.transport.redis_streams import RedisTransport
+from engine.protocol import RandomRequest, Result
+from tests.redis_helpers import SECRET, RedisServer, start_worker
 
 
 def note(*a) -> None:

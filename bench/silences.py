@@ -5,25 +5,23 @@ its stranger search, /morph), with the bot's keep-alive edits off (the baseline)
 same run. Prints JSON: per job, seconds from the acknowledgement to
 the first edit, the longest gap between two edits, and the job's total time.
 
-    python bench/silences.py [--project-steps 200] [--out docs/silences.json]
+    python -m bench.silences [--project-steps 200] [--out docs/silences.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import bot.commands.running as running  # noqa: E402
-from tests.bot_harness import running_bot  # noqa: E402
-from bench.report import report  # noqa: E402
-from tests.photos import encode, grace_hopper, group_photo  # noqa: E402
-from tests.test_bot_e2e import ALICE, BOB, finished, option, project  # noqa: E402
+import bot.commands.running as running
+from tests.bot_harness import running_bot
+from bench.report import report
+from tests.photos import encode, grace_hopper, group_photo
+from tests.test_bot_e2e import ALICE, BOB, finished, option, project
 
 
 def gaps(inter) -> dict:

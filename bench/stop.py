@@ -7,7 +7,7 @@ Measured per round: the member's answer (the future resolving), the engine's own
 the stopped job (it gave up), and the waiting member's first progress (it took the place);
 with ``--batch 1`` the last is how long a stopped projection holds a serial engine.
 
-    python bench/stop.py [--rounds 5] [--batch 8] [--steps 300]
+    python -m bench.stop [--rounds 5] [--batch 8] [--steps 300]
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ import argparse
 import asyncio
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.throughput import jpeg, note  # noqa: E402
-from bot.transport.local import LocalTransport  # noqa: E402
-from engine.protocol import ProjectRequest  # noqa: E402
-from tests.photos import astronaut, grace_hopper  # noqa: E402
+from bench.throughput import jpeg, note
+from bot.transport.local import LocalTransport
+from engine.protocol import ProjectRequest
+from tests.photos import astronaut, grace_hopper
 
 
 async def wait_until(predicate, timeout: float = 300.0) -> float:

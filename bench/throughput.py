@@ -13,7 +13,7 @@ of kept faces, in turn), which the batching engine draws together: jobs served p
 and whether every picture is byte-identical between the two engines. ``--n`` with no value
 skips the projections.
 
-    python bench/throughput.py [--n 1 4 8 16] [--steps 300] [--batch 16] [--threads 2] [--quick 32 --rounds 5]
+    python -m bench.throughput [--n 1 4 8 16] [--steps 300] [--batch 16] [--threads 2] [--quick 32 --rounds 5]
 """
 
 from __future__ import annotations
@@ -24,16 +24,14 @@ import io
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bot.transport.local import LocalTransport  # noqa: E402
-from engine.protocol import (BlendRequest, EditRequest, MixRequest, ProjectRequest, RandomRequest,  # noqa: E402
+from bot.transport.local import LocalTransport
+from engine.protocol import (BlendRequest, EditRequest, MixRequest, ProjectRequest, RandomRequest,
                              RenderRequest, Result)
-from tests.photos import astronaut, grace_hopper  # noqa: E402
+from tests.photos import astronaut, grace_hopper
 
 
 def note(*a) -> None:

@@ -1,8 +1,9 @@
-"""The bot's command line: ``wspace serve`` (run the Discord bot) and ``wspace health``.
+"""The bot's command line: ``wspace serve`` (run the Discord bot), ``health``, ``init-config``
+and ``invite``.
 
-``main`` joins these to the engine's commands (``engine/cli.py``) as one ``wspace``
-command; this module itself imports no engine code, so the bot process never loads torch
-(the engine runs in its own process).
+``main`` composes these with the engine's commands (``engine.entry.commands``, the engine's
+declared entry point) into one ``wspace`` command; this module imports no engine code at
+import time, so the bot process never loads torch (the engine runs in its own process).
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def _device_problem_elsewhere(device: str) -> str | None:
     import subprocess
     import sys
 
-    code = "import sys; from engine.runtime import device_problem; print(device_problem(sys.argv[1]) or '')"
-    done = subprocess.run([sys.executable, "-c", code, device], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "engine.entry", "device-problem", device], capture_output=True,
+                          text=True, timeout=300)
     return done.stdout.strip() or (f"--device {device}: the engine cannot start ({done.stderr.strip()[-200:]})."
                                    if done.returncode else None)
 
@@ -136,14 +137,10 @@ def invite(config: Annotated[Optional[Path], typer.Option("--config", "-c", help
 
 
 def full_app() -> typer.Typer:
-    """``wspace``: the engine's commands and the bot's, one command line."""
-    from engine.cli import app as engine_app
+    """``wspace``: the engine's commands and the bot's, one command line (neither app is changed)."""
+    from engine.entry import compose
 
-    names = {c.name or c.callback.__name__ for c in engine_app.registered_commands}
-    for command in app.registered_commands:
-        if (command.name or command.callback.__name__) not in names:
-            engine_app.registered_commands.append(command)
-    return engine_app
+    return compose(app)
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import math
 import time
 from collections import deque
 
-DEFAULT_COSTS = {"project": 1.0, "morph": 0.25, "loop": 0.25, "grid": 0.2, "average": 0.2, "blend": 0.1,
-                 "mix": 0.1, "swap": 0.1, "edit": 0.1, "random": 0.1, "render": 0.0, "faces": 0.0, "team": 3.0,
-                 "lookalike": 0.1, "stranger": 1.0}
+from engine.protocol import REQUESTS
+
+DEFAULT_COSTS = {kind: request.cost for kind, request in REQUESTS.items()}  # each request class says its cost
 
 
 class RateLimited(Exception):

@@ -1,9 +1,9 @@
 """The engine's command line: every operation on local files, model tools, and
-``wspace worker`` (an engine fed through Redis). ``bot/cli.py`` adds the bot's own
-commands (``serve``, ``health``) to this one ``wspace`` command.
+``wspace worker`` (an engine fed through Redis). ``engine.entry.compose`` joins it with the
+bot's own commands (``serve``, ``health``, …) into the one ``wspace`` command.
 
 Each command builds one typed request (``engine/protocol``) and runs it through the same
-``Engine.run`` the workers use; option ranges are the protocol's bounds. Torch is
+``engine.dispatch.run`` the workers' scheduler uses; option ranges are the protocol's bounds. Torch is
 imported when a command runs, so ``wspace --help`` is quick.
 """
 
@@ -27,11 +27,10 @@ from engine.cli_tools import (THREADS, DeviceOpt, EncoderOpt, ModelOpt, OutOpt, 
 CLI_MAX_BYTES = MAX_ATTACHMENT_BYTES  # files on disk: the largest the protocol carries
 MIN_SECRET = 16  # as bot/config.py asks of engine.redis_secret
 
-app = typer.Typer(help="wspace: StyleGAN2 latent-space toys for a Discord community, and the same engine on local files.",
-                  no_args_is_help=True, add_completion=False)
+HELP = "wspace: StyleGAN2 latent-space toys for a Discord community, and the same engine on local files."
+commands = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)  # joined with the bot's by engine.entry
 
 
-@app.callback()
 def options(threads: Annotated[Optional[int], typer.Option(
         "--threads", min=1, max=512, help="torch CPU threads for engine commands (default: the cores available; "
                                           "another busy process on the same cores slows torch far more than its share)")] = None) -> None:
@@ -39,10 +38,10 @@ def options(threads: Annotated[Optional[int], typer.Option(
     THREADS["threads"] = threads
 
 
-app.add_typer(model_app, name="model")
-app.add_typer(directions_app, name="directions")
-app.add_typer(encoder_app, name="encoder")
-app.command()(generate)
+commands.add_typer(model_app, name="model")
+commands.add_typer(directions_app, name="directions")
+commands.add_typer(encoder_app, name="encoder")
+commands.command()(generate)
 
 
 def _engine(model: Path | None, device: str, encoder: Path | None = None):
@@ -56,6 +55,8 @@ def _run(engine, request: Request, out: Path, label: str = "") -> Result:
     import time
 
     from tqdm import tqdm
+
+    from engine import dispatch
 
     bars = []
     started = time.time()  # tqdm's own clock
@@ -71,7 +72,7 @@ def _run(engine, request: Request, out: Path, label: str = "") -> Result:
 
     request = dataclasses.replace(request, model_id=engine.model_id, max_bytes=CLI_MAX_BYTES)
     try:
-        result = engine.run(request, progress)
+        result = dispatch.run(engine, request, progress)
     except UserError as exc:
         fail(str(exc))
     finally:
@@ -114,7 +115,7 @@ def read_photo(photo: Path) -> bytes:
     return photo.read_bytes()
 
 
-@app.command()
+@commands.command()
 def faces(photo: Annotated[Path, typer.Argument(help="A photo with one or more faces")],
           out: OutOpt = Path("out/faces"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
     """Every face of a photo, numbered from the largest: faces.png (the montage) and face_N.png (aligned crops)."""
@@ -124,7 +125,7 @@ def faces(photo: Annotated[Path, typer.Argument(help="A photo with one or more f
                "`wspace project PHOTO --face N` projects face N.")
 
 
-@app.command()
+@commands.command()
 def project(photo: Annotated[Path, typer.Argument(help="A photo with a face")],
             steps: Annotated[int, typer.Option(min=ProjectRequest.STEPS[0], max=ProjectRequest.STEPS[1])] = ProjectRequest.DEFAULT_STEPS,
             face: Annotated[Optional[int], typer.Option(min=ProjectRequest.FACE[0], max=ProjectRequest.FACE[1],
@@ -146,7 +147,7 @@ def project(photo: Annotated[Path, typer.Argument(help="A photo with a face")],
                "(projected.png is the kept face latent.npz redraws)")
 
 
-@app.command()
+@commands.command()
 def team(photo: Annotated[Path, typer.Argument(help="A group photo")],
          steps: Annotated[int, typer.Option(min=TeamRequest.STEPS[0], max=TeamRequest.STEPS[1], help="steps per face")] = 150,
          frames: Annotated[Optional[int], typer.Option(min=TeamRequest.FRAMES[0], max=TeamRequest.FRAMES[1])] = None,
@@ -160,7 +161,7 @@ def team(photo: Annotated[Path, typer.Argument(help="A group photo")],
     typer.echo(f"{terminal(r.text)} Wrote {out}/team.{fmt}, team_faces.png and a latent file per face.")
 
 
-@app.command()
+@commands.command()
 def lookalike(target: Annotated[Path, typer.Argument(help="a latent .npz (a kept face) or a photo")],
               seconds: Annotated[float, typer.Option(min=StrangerRequest.SECONDS[0], max=StrangerRequest.SECONDS[1],
                                                      help="time budget of the search")] = 45.0,
@@ -176,7 +177,7 @@ def lookalike(target: Annotated[Path, typer.Argument(help="a latent .npz (a kept
     typer.echo(f"{terminal(r.text)} Wrote {out}/stranger.png and search_curve.png.")
 
 
-@app.command()
+@commands.command()
 def render(latent: Annotated[Path, typer.Argument(help="A latent .npz from `wspace project` (or any command that keeps a face)")],
            out: OutOpt = Path("out/render"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
     """Draw a kept face exactly as every command starts from it: face.png (same size as projected.png)."""
@@ -185,7 +186,7 @@ def render(latent: Annotated[Path, typer.Argument(help="A latent .npz from `wspa
     typer.echo(f"wrote {out}/face.png")
 
 
-@app.command()
+@commands.command()
 def blend(a: Path, b: Path,
           ratio: Annotated[float, typer.Option(min=BlendRequest.RATIO[0], max=BlendRequest.RATIO[1],
                                                help="0 = a, 1 = b; outside extrapolates")] = 0.5,
@@ -197,7 +198,7 @@ def blend(a: Path, b: Path,
     typer.echo(f"wrote {out}/blend.png")
 
 
-@app.command()
+@commands.command()
 def edit(latent: Path, direction: Annotated[str, typer.Option(help="age, gender, smile, yaw, …")] = "age",
          amount: Annotated[float, typer.Option(min=EditRequest.AMOUNT[0], max=EditRequest.AMOUNT[1])] = 2.0,
          strip: bool = False, out: OutOpt = Path("out/edit"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
@@ -209,7 +210,7 @@ def edit(latent: Path, direction: Annotated[str, typer.Option(help="age, gender,
     typer.echo(f"wrote {out}/")
 
 
-@app.command()
+@commands.command()
 def morph(latents: Annotated[list[Path], typer.Argument(help="Two or more latent .npz files")],
           frames: Annotated[int, typer.Option(min=MorphRequest.FRAMES[0], max=MorphRequest.FRAMES[1])] = 48,
           fmt: Annotated[str, typer.Option("--format", help=" or ".join(MorphRequest.FORMATS))] = "gif",
@@ -224,7 +225,7 @@ SplitOpt = Annotated[Optional[int], typer.Option(min=MixRequest.SPLIT[0], max=Mi
                                                  help="style index where the second face takes over")]
 
 
-@app.command()
+@commands.command()
 def mix(coarse: Path, fine: Path, split: SplitOpt = None,
         out: OutOpt = Path("out/mix"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
     """Style mixing: pose and shape from one latent, colours and texture from another."""
@@ -233,7 +234,7 @@ def mix(coarse: Path, fine: Path, split: SplitOpt = None,
     typer.echo(f"wrote {out}/mix.png")
 
 
-@app.command()
+@commands.command()
 def swap(a: Path, b: Path, split: SplitOpt = None,
          out: OutOpt = Path("out/swap"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
     """Two latents swap their fine styles: swap.png, latent_1.npz (a's shape, b's finish), latent_2.npz."""
@@ -242,7 +243,7 @@ def swap(a: Path, b: Path, split: SplitOpt = None,
     typer.echo(f"{terminal(r.text)} Wrote {out}/swap.png, latent_1.npz and latent_2.npz")
 
 
-@app.command()
+@commands.command()
 def loop(latent: Path, layers: Annotated[str, typer.Option(help="coarse, middle, fine, all, or a style range like 1-3")] = "middle",
          frames: Annotated[int, typer.Option(min=LoopRequest.FRAMES[0], max=LoopRequest.FRAMES[1])] = 48,
          out: OutOpt = Path("out/loop"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
@@ -252,7 +253,7 @@ def loop(latent: Path, layers: Annotated[str, typer.Option(help="coarse, middle,
     typer.echo(f"wrote {out}/loop.gif")
 
 
-@app.command()
+@commands.command()
 def grid(a: Path, b: Path, c: Path, size: Annotated[int, typer.Option(min=GridRequest.SIZE[0], max=GridRequest.SIZE[1])] = 5,
          out: OutOpt = Path("out/grid"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
     """A montage of the plane through three latents."""
@@ -261,7 +262,7 @@ def grid(a: Path, b: Path, c: Path, size: Annotated[int, typer.Option(min=GridRe
     typer.echo(f"wrote {out}/grid.png")
 
 
-@app.command()
+@commands.command()
 def demo(out: OutOpt = Path("out/demo"),
          steps: Annotated[int, typer.Option(min=ProjectRequest.STEPS[0], max=ProjectRequest.STEPS[1])] = 200,
          model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
@@ -293,7 +294,7 @@ def demo(out: OutOpt = Path("out/demo"),
     typer.echo("done: " + ", ".join(str(path) for path in shown))
 
 
-@app.command()
+@commands.command()
 def worker(redis: Annotated[str, typer.Option("--redis", help="Redis URL, e.g. redis://gpu-box:6379/0")],
            secret: Annotated[str, typer.Option("--secret", envvar="WSPACE_REDIS_SECRET", show_default=False,
                                                help="the secret shared with the bot (engine.redis_secret); best from $WSPACE_REDIS_SECRET")],
@@ -326,6 +327,11 @@ def worker(redis: Annotated[str, typer.Option("--redis", help="Redis URL, e.g. r
                     threads, worker_id, claim_idle, inline_max, prefix, batch, metrics, str(encoder) if encoder else None)
     except CheckpointError as exc:
         fail(str(exc))
+
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)  # the engine's commands alone
+app.callback()(options)
+app.add_typer(commands)
 
 
 def main() -> None:

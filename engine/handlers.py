@@ -1,7 +1,8 @@
 """One handler per request type: a validated request in, a typed result out.
 
-``@handles(SomeRequest)`` registers a function ``(engine, request, progress) -> Result``;
-:meth:`engine.ops.Engine.run` validates the request and dispatches here. Every face a
+``@handles(SomeRequest)`` registers a function ``(engine, request, progress) -> Result`` in
+this module's ``HANDLERS`` (engine/team.py keeps its own); engine/dispatch.py joins them,
+validates each request and calls its handler. Every face a
 handler draws uses that member's own noise maps; every new face it returns is a kept face
 (W+ and maps) that redraws exactly what was shown.
 """
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from engine import edits
@@ -19,6 +18,7 @@ from engine.align import SAME_PERSON, align_all, align_face, decode_image, liken
 from engine.lookalike import details, distance_in_words
 from engine.directions import get_direction
 from engine.encoder import encode
+from engine.ops import Engine
 from engine.batch import Member
 from engine.projector import Projection, psnr
 from engine.protocol import (AverageRequest, BlendRequest, EditRequest, Face, File, GridRequest, LoopRequest, MixRequest,
@@ -26,9 +26,6 @@ from engine.protocol import (AverageRequest, BlendRequest, EditRequest, Face, Fi
                              SwapRequest, as_face)
 from engine.render import DISPLAY, Draw, gif_bytes, montage, mp4_bytes, numbered, png_bytes, resize
 from engine.sampling import ws_from_seeds
-
-if TYPE_CHECKING:
-    from engine.ops import Engine
 
 PREVIEW = 128
 MORPH_FPS = 20  # GIF and MP4 alike, so a morph lasts as long in either (a GIF frame lasts whole 10 ms: 50 ms here)
@@ -43,11 +40,17 @@ TILE = 128  # a face on a numbered montage
 HANDLERS: dict[type[Request], Handler] = {}
 
 
-def handles(request_type: type[Request]):
-    def register(fn: Handler) -> Handler:
-        HANDLERS[request_type] = fn
-        return fn
-    return register
+def registrar(registry: dict[type[Request], Handler]):
+    """A ``@handles(SomeRequest)`` decorator that registers in ``registry``."""
+    def handles(request_type: type[Request]):
+        def register(fn: Handler) -> Handler:
+            registry[request_type] = fn
+            return fn
+        return register
+    return handles
+
+
+handles = registrar(HANDLERS)
 
 
 def strip_of(engine: Engine, imgs: np.ndarray, name: str, description: str = "") -> File:
@@ -252,7 +255,7 @@ def morph(engine: Engine, req: MorphRequest, progress: ProgressFn) -> Result:
     latents, faces, _ = engine.faces(req.faces)
     weights = edits.morph_weights(len(latents), req.frame_count, loop=True)
     seq = np.einsum("fk,kij->fij", weights, np.stack(latents)).astype(np.float32)
-    imgs = [engine.display(i) for i in draw_with_progress(engine, req, seq, faces, weights, progress)]
+    imgs = [engine.display(i) for i in (yield from draw_with_progress(engine, req, seq, faces, weights, progress))]
     progress(Progress(req.id, len(seq), len(seq), f"frame {len(seq)}/{len(seq)}, encoding the {req.format.upper()}…"))
     encode_fn = mp4_bytes if req.format == "mp4" else gif_bytes
     data = encode_fn(imgs, fps=MORPH_FPS, max_bytes=req.max_bytes)
@@ -264,8 +267,8 @@ def morph(engine: Engine, req: MorphRequest, progress: ProgressFn) -> Result:
 def loop(engine: Engine, req: LoopRequest, progress: ProgressFn) -> Result:
     (ws,), faces, _ = engine.faces((req.face,))
     seq = edits.deform_loop(ws, req.frames, engine.layers(req.layers), w_std=engine.w_std, seed=req.seed)
-    imgs = [engine.display(i) for i in
-            draw_with_progress(engine, req, seq, faces, np.ones((req.frames, 1), np.float32), progress)]
+    drawn = yield from draw_with_progress(engine, req, seq, faces, np.ones((req.frames, 1), np.float32), progress)
+    imgs = [engine.display(i) for i in drawn]
     progress(Progress(req.id, len(seq), len(seq), f"frame {len(seq)}/{len(seq)}, encoding the GIF…"))
     return Result(req.id, (File("loop.gif", gif_bytes(imgs, fps=LOOP_FPS, max_bytes=req.max_bytes)),),
                   text=f"A loop that sways the {req.layers} styles.")
@@ -291,11 +294,23 @@ def grid(engine: Engine, req: GridRequest, progress: ProgressFn) -> Result:
                   text=f"The plane through three faces, {n}×{n}.")
 
 
-def draw_with_progress(engine: Engine, req: Request, seq: np.ndarray, faces, weights: np.ndarray,
-                       progress: ProgressFn, batch: int = 16) -> np.ndarray:
+FRAMES_AT_ONCE = 16  # frames asked of the scheduler at once: other members' jobs step between two asks
+
+
+def drawn_in_chunks(seq: np.ndarray, faces, weights: np.ndarray,
+                    report: Callable[[int], None] | None = None) -> Generator[Draw, np.ndarray, np.ndarray]:
+    """Many frames, asked of the scheduler ``FRAMES_AT_ONCE`` at a time; ``report(done)`` after
+    each. Use ``yield from``."""
     out = []
-    for i in range(0, len(seq), batch):
-        out.append(engine.draw(seq[i:i + batch], faces, weights[i:i + batch]))
-        done = min(i + batch, len(seq))
-        progress(Progress(req.id, done, len(seq), f"frame {done}/{len(seq)}"))
+    for i in range(0, len(seq), FRAMES_AT_ONCE):
+        out.append((yield Draw(seq[i:i + FRAMES_AT_ONCE], faces, weights[i:i + FRAMES_AT_ONCE])))
+        if report is not None:
+            report(min(i + FRAMES_AT_ONCE, len(seq)))
     return np.concatenate(out)
+
+
+def draw_with_progress(engine: Engine, req: Request, seq: np.ndarray, faces, weights: np.ndarray,
+                       progress: ProgressFn) -> Generator[Draw, np.ndarray, np.ndarray]:
+    """A morph's or loop's frames in chunks, with a progress report after each. Use ``yield from``."""
+    return (yield from drawn_in_chunks(seq, faces, weights,
+                                       lambda done: progress(Progress(req.id, done, len(seq), f"frame {done}/{len(seq)}"))))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import traceback
 
+from engine import dispatch
 from engine.protocol import JobFailed, Progress, Request, UserError, wire
 
 log = logging.getLogger("wspace.engine")
@@ -29,7 +30,7 @@ def run_job(engine, request: Request, emit) -> None:
     """Run one request, emitting its events; any failure becomes a :class:`JobFailed`."""
     try:
         emit(Progress(request.id, 0, 0, "started"))
-        emit(engine.run(request, emit))
+        emit(dispatch.run(engine, request, emit))
     except Exception as exc:  # noqa: BLE001
         emit(failure(request, exc))
 

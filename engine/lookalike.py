@@ -13,7 +13,6 @@ which is the distance reported.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ import torch
 from PIL import Image
 
 from engine.align import DESCRIPTOR_SIZE, DLIB_LOCK, _dlib, _face_encoder, face_descriptor
+from engine.render import OwnClock
 
 SUBSPACE = 16  # principal directions of W searched
 PCA_SAMPLES = 4096
@@ -101,56 +101,69 @@ class Search:
 
 def search_stranger(engine, target: np.ndarray, seconds: float, seed: int = 0,
                     report: Callable[[float, float, int], None] | None = None) -> Search:
-    """The generated person nearest to ``target`` (a 128-d descriptor) within ``seconds``.
-    ``report(elapsed, best, evaluations)`` is called after each batch."""
+    """:func:`stranger_search` run alone."""
+    return engine.drive(stranger_search(engine, target, seconds, seed, report))
+
+
+def stranger_search(engine, target: np.ndarray, seconds: float, seed: int = 0,
+                    report: Callable[[float, float, int], None] | None = None):
+    """The generated person nearest to ``target`` (a 128-d descriptor) within ``seconds`` of its
+    own work (an :class:`~engine.render.OwnClock`: the time other members' jobs run between its
+    chunks does not count). A generator of the scheduler's asks: each population is one
+    :class:`~engine.render.Draw`, scored before the next (about half a second a chunk), so no
+    member waits behind the search. ``report(elapsed, best, evaluations)`` after each
+    population. Use ``yield from``; returns a :class:`Search`."""
     import cma
 
-    t0 = time.perf_counter()
+    clock = OwnClock()
     G = engine.G
     space = engine.subspace()
     rng = np.random.default_rng(seed)
     seen: list[tuple[float, np.ndarray]] = []  # (quick distance, w)
     curve: list[tuple[float, float]] = []
 
-    def score(ws_single: np.ndarray) -> np.ndarray:
-        imgs = engine.render(np.repeat(ws_single[:, None], G.num_ws, axis=1))
+    def drawn(ws_single: np.ndarray):
+        clock.away()
+        ask = engine.plain(np.repeat(ws_single[:, None], G.num_ws, axis=1))
+        imgs = yield ask
+        clock.back(ask)
+        return imgs
+
+    def score(ws_single: np.ndarray):
+        imgs = yield from drawn(ws_single)
         d = np.array([np.linalg.norm(quick_descriptor(im) - target) for im in imgs])
         for di, w in zip(d, ws_single):
             seen.append((float(di), w))
         best = min(s for s, _ in seen)
-        curve.append((round(time.perf_counter() - t0, 2), round(best, 4)))
+        curve.append((round(clock(), 2), round(best, 4)))
         if report:
-            report(time.perf_counter() - t0, best, len(seen))
+            report(clock(), best, len(seen))
         return d
 
     # 1. random people, as the generator draws them
-    random_until = t0 + RANDOM_FRACTION * seconds
-    while time.perf_counter() < random_until or not seen:
+    while clock() < RANDOM_FRACTION * seconds or not seen:
         z = torch.from_numpy(rng.standard_normal((POPULATION, G.z_dim)).astype(np.float32)).to(G.w_avg.device)
         with torch.no_grad():
             w = G.mapping(z, TRUNCATION)[:, 0].cpu().numpy()
-        score(w.astype(np.float32))
+        yield from score(w.astype(np.float32))
     random_ranked = sorted(seen, key=lambda s: s[0])
     base = random_ranked[0][1]
 
     # 2. CMA-ES in the subspace around the best random person
     es = cma.CMAEvolutionStrategy(np.zeros(len(space.stds)), 0.6,
                                   {"popsize": POPULATION, "bounds": [-3, 3], "seed": seed + 1, "verbose": -9})
-    deadline = t0 + seconds * 0.92  # leave time to re-score
-    while time.perf_counter() < deadline and not es.stop():
+    while clock() < seconds * 0.92 and not es.stop():  # leave time to re-score
         xs = es.ask()
         ws = np.stack([space.point(np.asarray(x, np.float32), base) for x in xs]).astype(np.float32)
-        es.tell(xs, score(ws).tolist())
+        es.tell(xs, (yield from score(ws)).tolist())
 
-    # 3. the best few, re-scored with the canonical descriptor
-    top = sorted(seen, key=lambda s: s[0])[:RESCORE]
-    finals = [(float(np.linalg.norm(face_descriptor(engine.render(np.repeat(w[None, None], G.num_ws, axis=1))[0]) - target)), w)
-              for _, w in top]
-    distance, w_best = min(finals, key=lambda f: f[0])
-    random_best = float(np.linalg.norm(face_descriptor(engine.render(
-        np.repeat(random_ranked[0][1][None, None], G.num_ws, axis=1))[0]) - target))
-    return Search(np.repeat(w_best[None], G.num_ws, axis=0), distance, random_best, random_ranked[0][0], len(seen),
-                  round(time.perf_counter() - t0, 1), curve)
+    # 3. the best few, re-scored with the canonical descriptor (the best random person last)
+    top = [w for _, w in sorted(seen, key=lambda s: s[0])[:RESCORE]] + [random_ranked[0][1]]
+    imgs = yield from drawn(np.stack(top))
+    distances = [float(np.linalg.norm(face_descriptor(im) - target)) for im in imgs]
+    best = int(np.argmin(distances[:-1]))
+    return Search(np.repeat(top[best][None], G.num_ws, axis=0), distances[best], distances[-1], random_ranked[0][0],
+                  len(seen), round(clock(), 1), curve)
 
 
 def details(*parts: str) -> str:

@@ -1,16 +1,14 @@
 """The engine: one generator, its directions and encoder, and the faces it draws.
 
-``Engine.run(request, progress)`` validates a request of ``engine/protocol``, finds the
-handler registered for its type (``engine/handlers.py``) and returns a typed
-:class:`~engine.protocol.Result`, or raises a :class:`~engine.protocol.UserError`. The
-worker processes and ``wspace`` both call it. The helpers here draw members' kept faces
-with their own noise maps (``engine/kept.py``).
+What handlers use to serve a request: the model, drawing (several jobs' faces in one
+forward pass), projecting alone, and members' kept faces with their own noise maps
+(``engine/kept.py``). Which handler serves which request is not its business
+(``engine/dispatch.py``); nothing here imports a handler.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +19,7 @@ from engine.bundle import load_bundle
 from engine.kept import KEPT_NOISE_MAX_RES, KeptFaceError, mix_noise, pack_noise, unpack_noise
 from engine.batch import Member, ProjectionBatch
 from engine.projector import Projection, w_stats
-from engine.protocol import BadArgument, Face, File, ModelMismatch, Request, Result, as_face
-from engine import team  # noqa: F401  (registers the handlers for photos of several people and look-alikes)
-from engine.handlers import HANDLERS, ProgressFn
+from engine.protocol import BadArgument, Face, File, ModelMismatch, as_face
 from engine.runtime import prepare_device
 from engine.render import DISPLAY, Draw, png_bytes, resize, to_uint8
 
@@ -57,36 +53,23 @@ class Engine:
 
     # --- running a request -------------------------------------------------------------------
 
-    def start(self, request: Request, progress: ProgressFn | None = None):
-        """Validate and dispatch: the handler's :class:`Result`, or, for a handler that
-        projects or draws, its generator of asks: :class:`~engine.batch.Member` (or a list of
-        them, see :func:`engine.handlers.project_aligned`) or :class:`Draw`."""
-        handler = HANDLERS.get(type(request))
-        if handler is None:
-            raise BadArgument("I don't know how to do that.")
-        request.validate()
-        if request.named_faces() and request.model_id and request.model_id != self.model_id:
-            raise ModelMismatch("Those faces were made with a different model than the one loaded now; project them again.")
-        return handler(self, request, progress or (lambda p: None))
-
-    def finish(self, request: Request, result: Result) -> Result:
-        return dataclasses.replace(result, job_id=request.id, model_id=self.model_id)
-
-    def run(self, request: Request, progress: ProgressFn | None = None) -> Result:
-        """Run one request alone (its projections one after another, each a batch of one)."""
-        out = self.start(request, progress)
-        if inspect.isgenerator(out):
-            try:
-                ask = next(out)
-                while True:
-                    ask = out.send(self.serve_alone(ask))
-            except StopIteration as done:
-                out = done.value
-        return self.finish(request, out)
-
     def serve_alone(self, ask):
         """What a handler asked for, done for it alone: a :class:`Draw`'s images, or its projection(s)."""
         return self.draw_all([ask])[0] if isinstance(ask, Draw) else self.project_alone(ask)
+
+    def drive(self, steps):
+        """Run a generator of asks (a handler's, or a long search's) alone to its return value."""
+        try:
+            ask = next(steps)
+            while True:
+                ask = steps.send(self.serve_alone(ask))
+        except StopIteration as done:
+            return done.value
+
+    def pause(self) -> Draw:
+        """A :class:`Draw` of nothing: a long handler yields it between bounded chunks of its own
+        work (descriptors, a search's scoring), so the scheduler runs other members' steps meanwhile."""
+        return Draw(np.zeros((0, self.G.num_ws, self.G.w_dim), np.float32), [], np.zeros((0, 1), np.float32))
 
     def new_batch(self) -> ProjectionBatch:
         return ProjectionBatch(self.G, kept_noise_max_res=self.kept_noise_max_res, graphs=self.graphs)
@@ -121,6 +104,7 @@ class Engine:
     def draw_all(self, asks: list[Draw], batch: int = 16) -> list[np.ndarray]:
         """Several draws (several jobs' faces) through the generator together, ``batch`` images
         per forward; each image is what it would be drawn alone (engine/modconv.py)."""
+        t0 = time.perf_counter()
         device = self.G.w_avg.device
         items = [(ask, i) for ask in asks for i in range(len(ask.ws))]
         out = []
@@ -133,6 +117,9 @@ class Engine:
                 ws = np.stack([ask.ws[i] for ask, i in chunk]).astype(np.float32, copy=False)
                 out.append(to_uint8(self.G.synthesis(torch.from_numpy(ws).to(device), noise=noise)))
         imgs = np.concatenate(out) if out else np.zeros((0, self.G.resolution, self.G.resolution, 3), np.uint8)
+        per_image = (time.perf_counter() - t0) / max(1, len(items))
+        for ask in asks:
+            ask.seconds = per_image * len(ask.ws)
         return np.split(imgs, np.cumsum([len(ask.ws) for ask in asks])[:-1])
 
     def display(self, img: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 
-from engine.protocol import JobFailed, Request, Result, wire
+from engine.protocol import JobFailed, Request, wire
 from engine.protocol.redis_keys import (DEAD_MAXLEN, DONE_TTL, EVENTS_MAXLEN, GET_BOUNDED, GROUP, MAX_AGE,
                                         MAX_DELIVERIES, MAX_EVENT_ENTRY, MAX_HEARTBEAT, MAX_JOB_ENTRY, RESULT_TTL,
                                         STALE_RETRIES, TAKE, beat_context, event_context, is_reply_stream, job_context,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,28 @@ class Draw:
     ws: np.ndarray
     faces: list
     weights: np.ndarray
+    seconds: float = 0.0  # set once drawn: this ask's share of the drawing time (an OwnClock counts it)
+
+
+class OwnClock:
+    """The seconds a handler has worked, not counting the time it spent suspended while other
+    members' jobs ran; what was drawn for it counts (its :attr:`Draw.seconds`). A long handler
+    with a time budget (the stranger search) spends the same budget alone or beside others."""
+
+    def __init__(self) -> None:
+        self.spent, self.since = 0.0, time.perf_counter()
+
+    def __call__(self) -> float:
+        return self.spent + time.perf_counter() - self.since
+
+    def away(self) -> None:
+        """Call just before yielding."""
+        self.spent += time.perf_counter() - self.since
+
+    def back(self, ask: "Draw | None" = None) -> None:
+        """Call on being resumed, with what was drawn for it."""
+        self.spent += ask.seconds if ask is not None else 0.0
+        self.since = time.perf_counter()
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:

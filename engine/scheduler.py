@@ -2,7 +2,7 @@
 
 A handler that projects or draws is a generator (:func:`engine.handlers.project_aligned`):
 it yields each projection it needs, or the faces it wants drawn (a
-:class:`~engine.render.Draw`), and is sent the result. :meth:`Engine.run` drives one alone;
+:class:`~engine.render.Draw`), and is sent the result. :func:`engine.dispatch.run` drives one alone;
 the :class:`Scheduler` drives up to ``max_jobs`` of them together, in this one thread.
 Between two steps of the shared :class:`~engine.batch.ProjectionBatch` it takes the jobs
 that arrived; the faces they ask for (a render, an edit, a blend) are drawn together, one
@@ -24,6 +24,7 @@ import logging
 import queue
 import traceback
 
+from engine import dispatch
 from engine.batch import Member
 from engine.jobs import failure, read_request
 from engine.protocol import Progress, Request, Stopped
@@ -67,7 +68,7 @@ class Scheduler:
             if self.stops is not None:
                 self.stops.check(request.id, fresh=True)
             emit(Progress(request.id, 0, 0, "started"))
-            out = self.engine.start(request, self._reporter(request.id, emit))
+            out = dispatch.start(self.engine, request, self._reporter(request.id, emit))
         except Exception as exc:  # noqa: BLE001 (its answer, not our crash)
             self._answer(job, failure(request, exc))
             return
@@ -75,7 +76,7 @@ class Scheduler:
             job.steps = out
             self._advance(job, None)
         else:
-            self._answer(job, self.engine.finish(request, out))
+            self._answer(job, dispatch.finish(self.engine, request, out))
 
     def _reporter(self, job_id: str, emit):
         """The job's progress: emitted, then a stopped job stops there (a long job with no
@@ -108,7 +109,7 @@ class Scheduler:
                 self.batch.add(member)
                 self.jobs[id(member)] = job
         except StopIteration as done:
-            self._answer(job, self.engine.finish(job.request, done.value))
+            self._answer(job, dispatch.finish(self.engine, job.request, done.value))
         except Exception as exc:  # noqa: BLE001
             self._fail(job, exc)
 
@@ -139,21 +140,24 @@ class Scheduler:
 
     def _draw(self) -> None:
         """Every job waiting for faces gets them, all drawn together (a job whose draw fails
-        when they are drawn one by one fails alone)."""
-        while self.draws:
-            waiting, self.draws = self.draws, []
-            self.most_drawn = max(self.most_drawn, len(waiting))
+        when they are drawn one by one fails alone). One round a step: what a job asks next
+        waits for the next step, so a long job (a morph's frames, a search's populations)
+        takes its turns between the other members' steps instead of holding the thread."""
+        waiting, self.draws = self.draws, []
+        if not waiting:
+            return
+        self.most_drawn = max(self.most_drawn, len(waiting))
+        try:
+            images = self.engine.draw_all([ask for _, ask in waiting])
+        except Exception:  # noqa: BLE001 (found out below, job by job)
+            images = None
+        for k, (job, ask) in enumerate(waiting):
             try:
-                images = self.engine.draw_all([ask for _, ask in waiting])
-            except Exception:  # noqa: BLE001 (found out below, job by job)
-                images = None
-            for k, (job, ask) in enumerate(waiting):
-                try:
-                    drawn = images[k] if images is not None else self.engine.draw_all([ask])[0]
-                except Exception as exc:  # noqa: BLE001
-                    self._fail(job, exc)
-                    continue
-                self._advance(job, drawn)
+                drawn = images[k] if images is not None else self.engine.draw_all([ask])[0]
+            except Exception as exc:  # noqa: BLE001
+                self._fail(job, exc)
+                continue
+            self._advance(job, drawn)
 
     def busy(self) -> bool:
         """Work in hand: projections in the batch or faces to draw."""

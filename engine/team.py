@@ -5,22 +5,23 @@ from __future__ import annotations
 
 from collections import Counter
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from engine import edits
 from engine.align import align_all, align_face, decode_image
-from engine.handlers import (MORPH_FPS, TILE, ProgressFn, faces_montage, faces_result, handles, project_aligned,
-                             skipped_text, together)
-from engine.lookalike import descriptors, details, distance_in_words, search_stranger
+from engine.handlers import (MORPH_FPS, TILE, Handler, ProgressFn, drawn_in_chunks, faces_montage, faces_result,
+                             project_aligned, registrar, skipped_text, together)
+from engine.lookalike import descriptors, details, distance_in_words, stranger_search
 from engine.protocol import (FacesRequest, File, LookalikeRequest, Progress, Result, StrangerRequest, TeamRequest,
                              as_face)
 from engine.protocol.requests import MAX_FACES
-from engine.render import gif_bytes, montage, mp4_bytes, png_bytes, resize
+from engine.ops import Engine
+from engine.protocol import Request
+from engine.render import Draw, gif_bytes, montage, mp4_bytes, png_bytes, resize
 
-if TYPE_CHECKING:
-    from engine.ops import Engine
+HANDLERS: dict[type[Request], Handler] = {}
+handles = registrar(HANDLERS)
+
 
 @handles(FacesRequest)
 def faces_of_photo(engine: Engine, req: FacesRequest, progress: ProgressFn) -> Result:
@@ -52,7 +53,7 @@ def team(engine: Engine, req: TeamRequest, progress: ProgressFn) -> Result:
         weights = edits.morph_weights(n, frames, loop=True)
         seq = np.einsum("fk,kij->fij", weights, np.stack(latents)).astype(np.float32)
         progress(Progress(req.id, total, total, f"frame {frames}/{frames}, drawing and encoding the {req.format.upper()}…"))
-        imgs = [engine.display(im) for im in engine.draw(seq, maps, weights)]
+        imgs = [engine.display(im) for im in (yield from drawn_in_chunks(seq, maps, weights))]
         data = (mp4_bytes if req.format == "mp4" else gif_bytes)(imgs, fps=MORPH_FPS, max_bytes=req.max_bytes)
         files.insert(0, File(f"team.{req.format}", data, f"a morph through all {n} faces"))
     scores = [round(p.likeness, 3) for p in projected]
@@ -66,13 +67,18 @@ def team(engine: Engine, req: TeamRequest, progress: ProgressFn) -> Result:
 
 
 NEAREST_FEW = 8  # distances returned: the nearest few, whatever the number of members compared
+DESCRIBED_AT_ONCE = 8  # faces described between two pauses
 
 
 @handles(LookalikeRequest)
 def lookalike(engine: Engine, req: LookalikeRequest, progress: ProgressFn) -> Result:
     latents, maps, _ = engine.faces((req.face, *req.others))
-    imgs = engine.draw(np.stack(latents), maps, np.eye(len(latents), dtype=np.float32))  # each with its own maps, one batch
-    d = descriptors(imgs)
+    imgs = yield Draw(np.stack(latents), maps, np.eye(len(latents), dtype=np.float32))  # each with its own maps, one batch
+    d = []
+    for k in range(0, len(imgs), DESCRIBED_AT_ONCE):  # ~0.1 s a face: other members' jobs go between chunks
+        if k:
+            yield engine.pause()
+        d.extend(descriptors(imgs[k:k + DESCRIBED_AT_ONCE]))
     distances = [round(float(np.linalg.norm(x - d[0])), 3) for x in d[1:]]
     best = int(np.argmin(distances))
     side = montage(np.stack([engine.display(imgs[0]), engine.display(imgs[1 + best])]), cols=2)
@@ -85,7 +91,7 @@ def lookalike(engine: Engine, req: LookalikeRequest, progress: ProgressFn) -> Re
 def stranger(engine: Engine, req: StrangerRequest, progress: ProgressFn) -> Result:
     if req.face is not None:
         ws, maps = engine.face(req.face)
-        target = engine.render(ws[None], maps)[0]
+        (target,) = yield engine.plain(ws[None], maps)
     else:
         target = align_face(decode_image(req.image, max_bytes=req.max_image_bytes), engine.G.resolution, engine.framing).image
     total = int(req.seconds)
@@ -94,8 +100,8 @@ def stranger(engine: Engine, req: StrangerRequest, progress: ProgressFn) -> Resu
         progress(Progress(req.id, min(int(elapsed), total), total,
                           f"step {min(int(elapsed), total)}/{total} s searching: best distance {best:.2f} after {evaluations} faces"))
 
-    found = search_stranger(engine, descriptors([target])[0], req.seconds, req.seed, report)
-    face_img = engine.render(found.ws[None])[0]
+    found = yield from stranger_search(engine, descriptors([target])[0], req.seconds, req.seed, report)
+    (face_img,) = yield engine.plain(found.ws[None])
     side = montage(np.stack([engine.display(target), engine.display(face_img)]), cols=2)
     files = (File("stranger.png", png_bytes(side), "you | a stranger the generator drew"),
              File("search_curve.png", png_bytes(curve_plot(found.curve, found.random_best_score)), "best distance over time"))

@@ -7,8 +7,8 @@ conditioned on gender (the gender component removed) so that ageing does not dri
 gender. SeFa's top factors are added unsupervised. Writes ``<model>.directions.npz``
 and prints the figures as JSON.
 
-    python scripts/learn_directions.py --samples 10000 --seed 7
-    python scripts/learn_directions.py --rescale-only   # only re-derive the SeFa factors' units
+    python -m scripts.learn_directions --samples 10000 --seed 7
+    python -m scripts.learn_directions --rescale-only   # only re-derive the SeFa factors' units
 
 Each SeFa factor's unit is matched to the named directions' image change
 (``engine.learn.match_unsupervised_scales``).
@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.checkpoints import DEFAULT_MODEL, load_generator  # noqa: E402
-from engine.directions import load_directions, save_directions  # noqa: E402
-from engine.learn import learn_directions, match_unsupervised_scales  # noqa: E402
+from engine.checkpoints import DEFAULT_MODEL, load_generator
+from engine.directions import load_directions, save_directions
+from engine.learn import learn_directions, match_unsupervised_scales
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ Loss: L1 on a 4-level image pyramid (64, 32, 16, 8 px), which keeps the coarse
 layout and the fine detail both in view. An EMA copy of the weights is what ships.
 Runs on the CPU; checkpoints every few minutes and resumes from the last one.
 
-    python scripts/train_embedded.py --steps 4000 --work runs/embedded \
+    python -m scripts.train_embedded --steps 4000 --work runs/embedded \
         --out engine/models/wspace64.safetensors
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,13 +21,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.align import measure_framing  # noqa: E402
-from engine.checkpoints import save_native  # noqa: E402
-from engine.render import to_uint8  # noqa: E402
-from engine.networks import Generator, GeneratorConfig  # noqa: E402
-from engine.teacher import NZ, load_teacher  # noqa: E402
-from scripts.training import Run, cosine, psnr, pyramid_loss  # noqa: E402
+from engine.align import measure_framing
+from engine.checkpoints import save_native
+from engine.render import to_uint8
+from engine.networks import Generator, GeneratorConfig
+from engine.teacher import NZ, load_teacher
+from scripts.training import Run, cosine, psnr, pyramid_loss
 
 EMBEDDED_CONFIG = dict(resolution=64, z_dim=NZ, w_dim=256, mapping_layers=8,
                        channels={4: 256, 8: 256, 16: 256, 32: 128, 64: 64})

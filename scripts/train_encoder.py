@@ -11,7 +11,7 @@ the input image and the generator's render of the encoder's answer (on a sub-bat
 rendering with gradients is the expensive part). Deterministic per step; checkpoints every
 few minutes and resumes; the EMA copy ships.
 
-    python scripts/train_encoder.py --minutes 70 --work runs/encoder \
+    python -m scripts.train_encoder --minutes 70 --work runs/encoder \
         --out engine/models/wspace64.encoder.safetensors
 """
 
@@ -28,13 +28,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.checkpoints import load_generator  # noqa: E402
-from engine.encoder import Encoder, EncoderConfig, load_encoder, save_encoder  # noqa: E402
-from engine.bundle import encoder_path_for  # noqa: E402
-from engine.projector import w_stats  # noqa: E402
-from engine.teacher import NZ, load_teacher  # noqa: E402
-from scripts.training import Run, cosine, psnr, pyramid_loss  # noqa: E402
+from engine.checkpoints import load_generator
+from engine.encoder import Encoder, EncoderConfig, load_encoder, save_encoder
+from engine.bundle import encoder_path_for
+from engine.projector import w_stats
+from engine.teacher import NZ, load_teacher
+from scripts.training import Run, cosine, psnr, pyramid_loss
 
 EMA_BETA = 0.995
 CHECKPOINT_SECONDS = 300

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.transport.local import LocalTransport
+from engine.dispatch import run
 from engine.protocol import JobFailed, Progress, ProjectRequest, RenderRequest, Result, wire
 from engine.scheduler import Scheduler
 from tests.closeness import WS_TOL, same_fit, same_kept_face
@@ -123,7 +124,7 @@ def test_a_job_whose_progress_fails_leaves_the_batch_and_the_others_finish(tiny_
 
 def test_the_gpu_bench_runs_on_the_cpu(tmp_path):
     out = tmp_path / "gpu.json"
-    proc = subprocess.run([sys.executable, str(REPO / "bench/gpu.py"), "--device", "cpu", "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu", "--device", "cpu", "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.loads(out.read_text())
@@ -146,7 +147,7 @@ def test_a_team_photo_projects_its_faces_as_one_batch_beside_another_job(tiny_mo
     engine = Engine(tiny_model)
     group = encode(group_photo()[0], "JPEG")
     team, single = TeamRequest(image=group, steps=4, frames=8), ProjectRequest(image=photos()[0], steps=6)
-    alone = engine.run(team)
+    alone = run(engine, team)
     events: list = []
     jobs = queue.Queue()
     for job in (team, single):
@@ -196,7 +197,7 @@ def test_a_step_that_fails_tells_its_members_jobs_and_the_engine_serves_on(tiny_
 
 def test_the_gpu_bench_skips_what_does_not_fit_its_time(tmp_path):
     out = tmp_path / "gpu.json"
-    proc = subprocess.run([sys.executable, str(REPO / "bench/gpu.py"), "--device", "cpu", "--quick", "--budget", "0",
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu", "--device", "cpu", "--quick", "--budget", "0",
                            "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.loads(out.read_text())
@@ -212,13 +213,13 @@ def test_renders_edits_and_blends_of_several_jobs_are_drawn_together_as_they_wou
     from engine.protocol import BlendRequest, EditRequest, GridRequest, MixRequest, RandomRequest, SwapRequest
 
     engine = Engine()
-    a, b, c = (engine.run(RandomRequest(seed=s)).faces[0] for s in (11, 12, 13))
+    a, b, c = (run(engine, RandomRequest(seed=s)).faces[0] for s in (11, 12, 13))
     direction = sorted(engine.directions)[0]
     jobs = [RenderRequest(face=a), RandomRequest(seed=5), BlendRequest(a=a, b=b, ratio=0.3),
             EditRequest(face=b, direction=direction, amount=2.0), EditRequest(face=c, direction=direction, strip=True),
             MixRequest(coarse=a, fine=c), SwapRequest(a=b, b=c), GridRequest(a=a, b=b, c=c, size=3),
             EditRequest(face=a, direction="no_such_direction")]
-    alone = {job.id: engine.run(job) for job in jobs[:-1]}
+    alone = {job.id: run(engine, job) for job in jobs[:-1]}
     events: list = []
     queue_ = queue.Queue()
     for job in jobs:

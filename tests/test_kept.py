@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from engine.dispatch import run
 from engine.protocol import BlendRequest, EditRequest, RenderRequest, as_face
 from engine.kept import KeptFaceError, load_npz, mix_noise, noise_size, pack_noise, save_npz, unpack_noise
 from engine.ops import Engine
@@ -91,7 +92,7 @@ def projected(engine):
 def test_the_kept_face_redraws_what_the_projection_showed(engine, projected):
     target, proj = projected
     face = as_face(proj.ws, engine.pack(proj.noise))
-    redraw = engine.run(RenderRequest(face=face, model_id=engine.model_id)).files[0]
+    redraw = run(engine, RenderRequest(face=face, model_id=engine.model_id)).files[0]
     drawn = engine.render(proj.ws[None], engine.face(face)[1])[0]
     assert psnr(drawn, proj.image) >= 40, "what the member saw is what they keep"
     assert np.array_equal(drawn, proj.image)
@@ -104,10 +105,10 @@ def test_every_command_starts_from_the_kept_face(engine, projected):
     face = as_face(proj.ws, engine.pack(proj.noise))
     ws, kept_maps = engine.face(face)
     shown = engine.render(ws[None], kept_maps)[0]
-    blend = engine.run(BlendRequest(a=face, b=as_face(proj.ws * 0 + engine.G.w_avg.numpy()), ratio=0.0)).face
+    blend = run(engine, BlendRequest(a=face, b=as_face(proj.ws * 0 + engine.G.w_avg.numpy()), ratio=0.0)).face
     assert np.array_equal(blend.ws, proj.ws) and np.array_equal(blend.noise, face.noise), \
         "a blend at ratio 0 is the first face, noise and all"
-    result = engine.run(EditRequest(face=face, direction="age", amount=0.0))
+    result = run(engine, EditRequest(face=face, direction="age", amount=0.0))
     edit = result.face
     again = engine.render(edit.ws[None], engine.face(edit)[1])[0]
     assert np.array_equal(again, shown), "an edit by 0 keeps the member's face exactly"
@@ -115,10 +116,10 @@ def test_every_command_starts_from_the_kept_face(engine, projected):
 
 def test_old_latents_without_noise_still_render_with_the_constant_maps(engine):
     ws = engine.G.mapping(__import__("torch").zeros(1, engine.G.z_dim))[0].detach().numpy()
-    old = engine.run(RenderRequest(face=as_face(ws)))
+    old = run(engine, RenderRequest(face=as_face(ws)))
     assert old.files[0].data == engine.png(engine.render(ws[None])[0], "x").data
     with pytest.raises(Exception, match="different model"):
-        engine.run(RenderRequest(face=as_face(ws, np.zeros(7, np.float16))))
+        run(engine, RenderRequest(face=as_face(ws, np.zeros(7, np.float16))))
 
 def test_a_large_model_keeps_only_its_coarser_noise_maps(tiny_model):
     """Above the kept resolution the projector leaves the model's constant maps, so the

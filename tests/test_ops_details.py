@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.dispatch import run
 from engine.protocol.errors import BadArgument
 from engine.protocol import MorphRequest, RandomRequest, as_face
 from engine.ops import Engine
@@ -20,7 +21,7 @@ def engine(tiny_model):
 
 def test_whole_number_bounds_are_printed_in_full(engine):
     with pytest.raises(BadArgument) as exc:
-        engine.run(RandomRequest(seed=-1))
+        run(engine, RandomRequest(seed=-1))
     assert str(exc.value) == "seed must lie between 0 and 4294967295."
 
 
@@ -30,7 +31,7 @@ def test_an_mp4_morph_lasts_as_long_as_the_gif(engine):
     ws = engine.G.mapping(__import__("torch").randn(2, engine.G.z_dim)).detach().numpy()
     lengths = {}
     for fmt in ("gif", "mp4"):
-        data = engine.run(MorphRequest(faces=(as_face(ws[0]), as_face(ws[1])), frames=24, format=fmt)).files[0].data
+        data = run(engine, MorphRequest(faces=(as_face(ws[0]), as_face(ws[1])), frames=24, format=fmt)).files[0].data
         if fmt == "gif":
             gif = Image.open(io.BytesIO(data))
             lengths[fmt] = sum(gif.info["duration"] for _ in _frames(gif)) / 1000

@@ -20,6 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 from bot.cli import full_app
+from engine.dispatch import run
 from engine import psp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def test_the_engine_starts_projections_from_it_and_refuses_it_with_another_model
     assert runner.invoke(full_app(), ["model", "import", str(pt), "-o", str(model)]).exit_code == 0
     engine = Engine(model, encoder_path=encoder)
     heard: list[Progress] = []
-    result = engine.run(ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=3), heard.append)
+    result = run(engine, ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=3), heard.append)
     assert result.figures["start"] == "encoder"
     assert heard[0].message.endswith("first guess") and heard[0].preview_png, "the member sees the encoder's face first"
     with pytest.raises(CheckpointError, match="belongs to generator") as err:

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from engine.dispatch import run
 from engine.protocol import JobFailed, ProjectRequest, RandomRequest, Result
 from tests.closeness import same_kept_face
 from tests.photos import astronaut, encode, grace_hopper
@@ -42,7 +43,7 @@ def test_a_batching_worker_gives_each_member_their_solo_face(redis_server):
     engine, threads = Engine(), torch.get_num_threads()
     torch.set_num_threads(1)  # as the worker runs (tests/redis_helpers.py): the arithmetic depends on it
     try:
-        alone = [engine.run(ProjectRequest(**k)) for k in asks]
+        alone = [run(engine, ProjectRequest(**k)) for k in asks]
     finally:
         torch.set_num_threads(threads)
     no_face = ProjectRequest(image=encode(np.full((200, 200, 3), 128, np.uint8), "PNG"), steps=5)

@@ -14,6 +14,7 @@ import pytest_asyncio
 from PIL import Image
 from typer.testing import CliRunner
 
+from engine.dispatch import run
 from engine.protocol import BadArgument, FacesRequest, ProjectRequest, TeamRequest
 from tests.bot_harness import running_bot
 from tests.photos import encode, grace_hopper, group_photo
@@ -157,7 +158,7 @@ def test_a_lookalike_among_many_members_answers_with_the_nearest_few(tiny_model)
     G = engine.G
     ws = G.mapping(torch.randn(71, G.z_dim, generator=torch.Generator().manual_seed(2))).detach().numpy()
     req = LookalikeRequest(face=as_face(ws[0]), others=tuple(as_face(w) for w in ws[1:]))
-    result = wire.loads(wire.dumps(engine.run(req)), expect=Result)
+    result = wire.loads(wire.dumps(run(engine, req)), expect=Result)
     assert 1 <= result.figures["nearest"] <= 70 and len(result.figures["nearest_distances"]) <= 8
     assert result.figures["nearest_distances"] == sorted(result.figures["nearest_distances"])
 
@@ -166,19 +167,19 @@ def test_the_engine_numbers_faces_and_projects_the_one_asked(tiny_model):
     from engine.ops import Engine
 
     engine = Engine(tiny_model)
-    found = engine.run(FacesRequest(image=GROUP))
+    found = run(engine, FacesRequest(image=GROUP))
     assert found.figures["faces"] == 6 and len(found.files) == 7
-    third = engine.run(ProjectRequest(image=GROUP, steps=2, face=3))
+    third = run(engine, ProjectRequest(image=GROUP, steps=2, face=3))
     crop = next(f for f in found.files if f.name == "face_3.png").data
     assert next(f for f in third.files if f.name == "aligned.png").data == crop, "face 3 is the montage's face 3"
     assert third.figures["face_used"] == "number 3" and "used number 3" in third.text
-    ask = engine.run(ProjectRequest(image=GROUP, steps=2, ask_if_several=True))
+    ask = run(engine, ProjectRequest(image=GROUP, steps=2, ask_if_several=True))
     assert ask.figures["choose"] and ask.figures["faces"] == 6 and not ask.faces, "several faces: the member chooses first"
-    one = engine.run(ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=2, ask_if_several=True))
+    one = run(engine, ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=2, ask_if_several=True))
     assert len(one.faces) == 1 and not one.figures.get("choose"), "one face: projected in the same job"
     with pytest.raises(BadArgument, match="choose a number from 1 to 6"):
-        engine.run(ProjectRequest(image=GROUP, steps=2, face=7))
-    team = engine.run(TeamRequest(image=GROUP, steps=2, frames=8))
+        run(engine, ProjectRequest(image=GROUP, steps=2, face=7))
+    team = run(engine, TeamRequest(image=GROUP, steps=2, frames=8))
     assert len(team.faces) == 6 and team.files[0].name == "team.gif"
 
 
@@ -187,7 +188,7 @@ def test_faces_too_small_are_skipped_with_a_reason(tiny_model):
 
     img, _ = group_photo()
     half = np.asarray(Image.fromarray(img).resize((img.shape[1] // 2, img.shape[0] // 2), Image.Resampling.LANCZOS))
-    found = Engine(tiny_model).run(FacesRequest(image=encode(half, "PNG")))
+    found = run(Engine(tiny_model), FacesRequest(image=encode(half, "PNG")))
     skipped = found.figures["skipped"]
     assert found.figures["faces"] + len(skipped) == 6 and found.figures["faces"] >= 3, found.figures
     assert skipped and all("too small to align" in s for s in skipped), found.figures

@@ -22,7 +22,7 @@ import time
 import discord
 
 from bot.commands.common import Refusal, Reply, Services, defer, refuse
-from bot.commands.stop import STOPPABLE, stop_view
+from bot.commands.stop import stop_view
 from bot.limits import RateLimited
 from bot.storage import Reach, StorageError
 from bot.transport import RERUN, EngineUnavailable, QueueFull, ShuttingDown, Transport
@@ -218,12 +218,8 @@ def files_of(result: Result) -> list[discord.File]:
 
 
 def describe(request: Request, result: Result) -> str:
-    """The reply's text: the engine's sentences, with what the bot adds for its members."""
-    if request.kind == "project":
-        return f"Here you are in latent space: {result.text}\nThis face is now yours for /blend, /age, /morph…"
-    if request.kind == "random":
-        return f"{result.text} /adopt keeps it as yours."
-    return result.text
+    """The reply's text: the engine's sentences, in what the request's kind adds for its members."""
+    return request.reply.format(text=result.text)
 
 
 def check_kept(info: WorkerReady | None, request: Request, result: Result) -> None:
@@ -311,7 +307,7 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
                 recorded = None
                 raise Refusal(QUEUE_FULL) from None
             slot.started = True
-            if request.kind in STOPPABLE:
+            if request.stoppable:
                 svc.stoppable[request.id] = (user_id, engine)
                 msg.stop = stop_view(request.id)
             position = engine.position(request.id)

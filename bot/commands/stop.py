@@ -13,7 +13,6 @@ import discord
 
 from bot.commands.common import refuse
 
-STOPPABLE = ("project", "team", "stranger", "morph", "loop", "faces")  # kinds that can take a while
 FINISHED = "That job has already finished."
 NOT_YOURS = "Only the member who started this job (or a moderator) can stop it."
 

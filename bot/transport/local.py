@@ -26,6 +26,7 @@ from bot.transport.base import RERUN, EngineUnavailable, ProgressCallback, Shutt
 from bot.transport.pidfile import EngineRegistry
 from engine.protocol import JobFailed, Progress, Request, Result, WorkerReady, wire
 from engine.protocol.errors import ENGINE_CANNOT_START
+from engine.protocol.spec import EngineSpec
 
 log = logging.getLogger("wspace.transport")
 
@@ -35,11 +36,11 @@ MAX_START_FAILURES = 3  # deaths in a row before the engine was ever ready: stop
 CANNOT_START = "The face engine cannot start right now; the server's admins have been told."
 
 
-def _engine_main(*args) -> None:
-    """The child process: run the engine worker (torch is imported here, never in the bot)."""
-    import importlib
+def _engine_main(spec: EngineSpec, job_q, event_q, stop_q) -> None:
+    """The child process: the engine's declared entry point (torch is imported here, never in the bot)."""
+    from engine.entry import serve_local
 
-    importlib.import_module("engine.worker").serve(*args)
+    serve_local(spec, job_q, event_q, stop_q)
 
 
 class LocalTransport(Transport):
@@ -92,10 +93,10 @@ class LocalTransport(Transport):
         self._generation += 1
         self._ready.clear()
         self.job_q, self.event_q, self.stop_q = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Queue()
-        self.process = self.ctx.Process(
-            target=_engine_main, name="wspace-engine", daemon=True,
-            args=(self.job_q, self.event_q, self.model, self.device, self.directions, self.threads, None, os.getpid(),
-                  self.batch, self.stop_q, self.encoder))
+        spec = EngineSpec(model=_text(self.model), device=self.device, directions=_text(self.directions),
+                          encoder=_text(self.encoder), threads=self.threads, batch=self.batch, parent_pid=os.getpid())
+        self.process = self.ctx.Process(target=_engine_main, name="wspace-engine", daemon=True,
+                                        args=(spec, self.job_q, self.event_q, self.stop_q))
         self.process.start()
         if self.registry is not None:
             self.registry.add(self.process.pid)
@@ -259,3 +260,7 @@ class LocalTransport(Transport):
                 "problem": self.broken}
 
 
+
+
+def _text(path) -> str | None:
+    return None if path is None else str(path)

@@ -11,9 +11,11 @@ To add a kind: a dataclass here (with ``kind`` and ``check``), one handler in
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import re
+import typing
 import uuid
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
@@ -39,6 +41,10 @@ class Request:
     largest attachment the reply may hold."""
 
     kind: ClassVar[str] = ""
+    # What the bot needs to know of each kind lives here, beside its bounds:
+    cost: ClassVar[float] = 1.0  # rate-limit cost in projection-equivalents (limits.costs may override it)
+    stoppable: ClassVar[bool] = False  # long enough to deserve a Stop button
+    reply: ClassVar[str] = "{text}"  # the bot's answer around the engine's sentences
     id: str = field(default_factory=new_job_id)
     model_id: str | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -62,15 +68,24 @@ class Request:
         """Every face this request carries (its fields typed ``Face`` or ``tuple[Face, ...]``),
         by a name a member can read."""
         out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type == "Face":
-                out[f.name] = value
-            elif f.type == "tuple[Face, ...]":
-                if not isinstance(value, tuple):
-                    raise BadArgument("This request needs a list of faces.")
-                out.update({f"face {i + 1}": v for i, v in enumerate(value)})
+        single, many = _face_fields(type(self))
+        for name in single:
+            out[name] = getattr(self, name)
+        for name in many:
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                raise BadArgument("This request needs a list of faces.")
+            out.update({f"face {i + 1}": v for i, v in enumerate(value)})
         return out
+
+
+@functools.cache
+def _face_fields(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The fields of a request class typed ``Face``, and those typed ``tuple[Face, ...]`` (by
+    their resolved types, not their annotations' spelling)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    return (tuple(n for n in names if hints[n] is Face), tuple(n for n in names if hints[n] == tuple[Face, ...]))
 
 
 # --- the kinds -------------------------------------------------------------------------------
@@ -88,6 +103,8 @@ def photo(image, max_image_bytes) -> None:
 @dataclass(frozen=True, kw_only=True, eq=False)
 class ProjectRequest(Request):
     kind: ClassVar[str] = "project"
+    stoppable: ClassVar[bool] = True
+    reply: ClassVar[str] = "Here you are in latent space: {text}\nThis face is now yours for /blend, /age, /morph…"
     STEPS: ClassVar[tuple[int, int]] = (1, 2000)
     DEFAULT_STEPS: ClassVar[int] = 300
     FACE: ClassVar[tuple[int, int]] = (1, MAX_FACES)
@@ -112,6 +129,8 @@ class FacesRequest(Request):
     """Every face of a photo, numbered largest first: a montage and the aligned crops."""
 
     kind: ClassVar[str] = "faces"
+    cost: ClassVar[float] = 0.0
+    stoppable: ClassVar[bool] = True
     image: bytes
     max_image_bytes: int = 10 * 2**20
 
@@ -124,6 +143,8 @@ class TeamRequest(Request):
     """Every face of a group photo projected, and a looping morph through them all."""
 
     kind: ClassVar[str] = "team"
+    cost: ClassVar[float] = 3.0
+    stoppable: ClassVar[bool] = True
     STEPS: ClassVar[tuple[int, int]] = ProjectRequest.STEPS
     FRAMES: ClassVar[tuple[int, int]] = (8, 240)
     FORMATS: ClassVar[tuple[str, ...]] = ("gif", "mp4")
@@ -147,6 +168,7 @@ class LookalikeRequest(Request):
     """How near each of ``others`` is to ``face`` by dlib descriptor distance."""
 
     kind: ClassVar[str] = "lookalike"
+    cost: ClassVar[float] = 0.1
     OTHERS: ClassVar[tuple[int, int]] = (1, 256)
     face: Face
     others: tuple[Face, ...]
@@ -168,6 +190,7 @@ class StrangerRequest(Request):
     or like the face in ``image`` when a photo is given instead."""
 
     kind: ClassVar[str] = "stranger"
+    stoppable: ClassVar[bool] = True
     SECONDS: ClassVar[tuple[float, float]] = (5.0, 300.0)
     face: Face | None = None
     image: bytes | None = None
@@ -190,12 +213,14 @@ class StrangerRequest(Request):
 @dataclass(frozen=True, kw_only=True, eq=False)
 class RenderRequest(Request):
     kind: ClassVar[str] = "render"
+    cost: ClassVar[float] = 0.0
     face: Face
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class BlendRequest(Request):
     kind: ClassVar[str] = "blend"
+    cost: ClassVar[float] = 0.1
     RATIO: ClassVar[tuple[float, float]] = (-2.0, 3.0)
     a: Face
     b: Face
@@ -210,6 +235,7 @@ class BlendRequest(Request):
 @dataclass(frozen=True, kw_only=True, eq=False)
 class AverageRequest(Request):
     kind: ClassVar[str] = "average"
+    cost: ClassVar[float] = 0.2
     FACES: ClassVar[tuple[int, int]] = (2, 64)
     faces: tuple[Face, ...]
 
@@ -222,6 +248,7 @@ class MixRequest(Request):
     """Coarse styles (pose, face shape) of one face, the rest of the other."""
 
     kind: ClassVar[str] = "mix"
+    cost: ClassVar[float] = 0.1
     SPLIT: ClassVar[tuple[int, int]] = (1, MAX_WS - 1)  # the engine narrows it to the model's styles
     coarse: Face
     fine: Face
@@ -237,6 +264,7 @@ class SwapRequest(Request):
     """Two members swap their fine styles: a's shape with b's finish, and b's shape with a's."""
 
     kind: ClassVar[str] = "swap"
+    cost: ClassVar[float] = 0.1
     SPLIT: ClassVar[tuple[int, int]] = MixRequest.SPLIT
     a: Face
     b: Face
@@ -248,6 +276,7 @@ class SwapRequest(Request):
 @dataclass(frozen=True, kw_only=True, eq=False)
 class EditRequest(Request):
     kind: ClassVar[str] = "edit"
+    cost: ClassVar[float] = 0.1
     AMOUNT: ClassVar[tuple[float, float]] = (-5.0, 5.0)
     face: Face
     direction: str
@@ -264,6 +293,8 @@ class EditRequest(Request):
 @dataclass(frozen=True, kw_only=True, eq=False)
 class MorphRequest(Request):
     kind: ClassVar[str] = "morph"
+    cost: ClassVar[float] = 0.25
+    stoppable: ClassVar[bool] = True
     FACES: ClassVar[tuple[int, int]] = (2, 64)
     FRAMES: ClassVar[tuple[int, int]] = (8, 240)
     FRAMES_PER_FACE: ClassVar[int] = 12
@@ -292,6 +323,8 @@ class LoopRequest(Request):
     """A seamless loop that sways one face's styles (``layers``) and comes back."""
 
     kind: ClassVar[str] = "loop"
+    cost: ClassVar[float] = 0.25
+    stoppable: ClassVar[bool] = True
     FRAMES: ClassVar[tuple[int, int]] = (8, 240)
     face: Face
     frames: int = 48
@@ -307,6 +340,8 @@ class LoopRequest(Request):
 @dataclass(frozen=True, kw_only=True, eq=False)
 class RandomRequest(Request):
     kind: ClassVar[str] = "random"
+    cost: ClassVar[float] = 0.1
+    reply: ClassVar[str] = "{text} /adopt keeps it as yours."
     TRUNCATION: ClassVar[tuple[float, float]] = (0.0, 1.0)
     seed: int = 0
     truncation: float = 0.7
@@ -321,6 +356,7 @@ class GridRequest(Request):
     """The plane through three faces, as a size × size grid."""
 
     kind: ClassVar[str] = "grid"
+    cost: ClassVar[float] = 0.2
     SIZE: ClassVar[tuple[int, int]] = (2, 9)
     a: Face
     b: Face
