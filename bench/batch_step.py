@@ -23,11 +23,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=40)
     args = ap.parse_args()
-    from engine.runtime import prepare_process
+    from engine.model.runtime import prepare_process
 
     prepare_process(None)
-    from engine.batch import Member
-    from engine.ops import Engine
+    from engine.latent.batch import Member
+    from engine.jobs.engine import Engine
 
     engine = Engine()
     G = engine.G

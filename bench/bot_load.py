@@ -164,9 +164,9 @@ async def measure(members: int, burst: int, in_process: bool = False, http_conne
     try:
         with tempfile.TemporaryDirectory() as tmp:
             async with running_bot(Path(tmp), remote, discord_settings=discord_settings, **limits) as (sim, bot):
-                engine_pid = bot.services.engine.process.pid
+                engine_pid = bot.services.transport.process.pid
                 rss = {"before": {"bot": rss_mb(os.getpid()), "engine": rss_mb(engine_pid)}}
-                projections = busy_projections(bot.services.engine, busy)
+                projections = busy_projections(bot.services.transport, busy)
                 if busy:
                     await asyncio.sleep(8.0)  # decoded, aligned and stepping together before the burst
                 bursts = []
@@ -176,9 +176,9 @@ async def measure(members: int, burst: int, in_process: bool = False, http_conne
                     await asyncio.sleep(1.0)
                     gc.collect()
                     rss[f"after_burst_{round_no}"] = {"bot": rss_mb(os.getpid()), "engine": rss_mb(engine_pid)}
-                stats = bot.services.engine.stats()
+                stats = bot.services.transport.stats()
                 stats["busy_projections_still_running"] = sum(not f.done() for f in projections)
-                assert bot.services.engine.process.pid == engine_pid, "the engine was not restarted"
+                assert bot.services.transport.process.pid == engine_pid, "the engine was not restarted"
                 return {"members": members, "burst": burst, "busy_projections": busy, "simulator": "in-process" if in_process else "own process",
                         "http_connections": bot.settings.discord.http_connections, "limits": limits, "bursts": bursts, "rss_mb": rss, "engine_after": stats}
     finally:

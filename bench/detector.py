@@ -1,5 +1,5 @@
 """Which detections are faces: dlib's HOG detector alone against HOG with its uncertain finds
-confirmed by dlib's CNN detector (engine/align.py), on the same images in the same run.
+confirmed by dlib's CNN detector (engine/face/align.py), on the same images in the same run.
 Prints JSON.
 
 Positives: the offline photos (the astronaut, Grace Hopper, the cameraman), the six-face
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine import align
+from engine.face import align
 from bench.report import report
 from tests.photos import astronaut, grace_hopper, group_photo
 
@@ -32,8 +32,8 @@ def positives(drawn: int) -> dict[str, tuple[np.ndarray, int]]:
     import skimage.data
     import torch
 
-    from engine.bundle import load_bundle
-    from engine.render import to_uint8
+    from engine.jobs.bundle import load_bundle
+    from engine.model.images import to_uint8
 
     out = {"astronaut": (astronaut(), 1), "grace_hopper": (grace_hopper(), 1),
            "cameraman": (rgb(skimage.data.camera()), 1), "group_photo": (group_photo()[0], 6)}

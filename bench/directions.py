@@ -23,14 +23,14 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
-from engine.align import face_descriptor
-from engine.edits import apply_direction, morph_sequence
-from engine.labels import label_face
-from engine.directions import save_directions
-from engine.bundle import directions_path_for
-from engine.ops import Engine
-from engine.render import gif_bytes, resize
-from engine.sampling import ws_from_seeds
+from engine.face.align import face_descriptor
+from engine.latent.edits import apply_direction, morph_sequence
+from engine.face.labels import label_face
+from engine.latent.directions import save_directions
+from engine.jobs.bundle import directions_path_for
+from engine.jobs.engine import Engine
+from engine.model.images import gif_bytes, resize
+from engine.model.sampling import ws_from_seeds
 
 HELD_OUT_SEEDS = range(900_000, 901_000)
 AMOUNTS = np.arange(-3, 4)

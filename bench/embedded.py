@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from engine.align import _dlib, face_descriptor
-from engine.checkpoints import load_generator
-from engine.edits import layer_ranges
-from engine.render import to_uint8
-from engine.teacher import load_teacher
+from engine.face.align import _dlib, face_descriptor
+from engine.model.checkpoints import load_generator
+from engine.latent.edits import layer_ranges
+from engine.model.images import to_uint8
+from engine.model.teacher import load_teacher
 
 HELD_OUT_SEED = 424_242  # training draws z from torch generators seeded 0..steps and 10 000
 DETECT_SIZE = 256

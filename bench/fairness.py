@@ -6,7 +6,7 @@ engine process is. First the baseline: ``/random`` and ``/age`` jobs sent one a 
 an idle engine. Then the same jobs, one a second, while a ``--seconds`` stranger search and
 a ``--frames``-frame morph run beside them. Answer time = from a job's arrival on the queue
 to its result. Last, the same search alone, to compare what it found (its budget counts
-only its own work, engine/render.py's OwnClock).
+only its own work, engine/model/images.py's OwnClock).
 
     python -m bench.fairness [--seconds 45] [--frames 48] [--out docs/fairness.json]
 """
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import report
-from engine.ops import Engine
+from engine.jobs.engine import Engine
 from engine.protocol import EditRequest, JobFailed, MorphRequest, RandomRequest, Result, StrangerRequest, as_face, wire
-from engine.sampling import ws_from_seeds
-from engine.scheduler import Scheduler
+from engine.model.sampling import ws_from_seeds
+from engine.serving.scheduler import Scheduler
 
 
 def quick_job(engine: Engine, k: int, face):

@@ -7,7 +7,7 @@ Also the grouped-convolution ("fused") path for comparison.
 
     python -m bench.generator [--repeats 20] [--runs 2]
 
-Each allocator setting (glibc's default, and the tuning ``engine/runtime.py`` applies in
+Each allocator setting (glibc's default, and the tuning ``engine/model/runtime.py`` applies in
 every engine process) is measured in its own child processes, alternated.
 """
 
@@ -22,8 +22,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from engine.networks import Generator, GeneratorConfig
-from engine.runtime import tune_allocator
+from engine.model.networks import Generator, GeneratorConfig
+from engine.model.runtime import tune_allocator
 
 EMBEDDED = dict(resolution=64, z_dim=100, w_dim=256, mapping_layers=8,
                 channels={4: 256, 8: 256, 16: 256, 32: 128, 64: 64})
@@ -161,7 +161,7 @@ def main() -> None:
                                  check=True, capture_output=True, text=True).stdout
             runs[allocator].append(json.loads(out))
     tuned, default = best_of(runs["tuned"]), best_of(runs["default"])
-    result = {"engine (allocator tuned, as engine/runtime.py sets it)": tuned,
+    result = {"engine (allocator tuned, as engine/model/runtime.py sets it)": tuned,
               "baseline (glibc's default allocator)": default,
               "tuned_over_default_images_per_s": {
                   key: round(tuned[key]["images_per_s"] / default[key]["images_per_s"], 3)

@@ -5,7 +5,7 @@ Measures on whatever device it is given:
   bf16 autocast at the largest batch;
 - an FFHQ-1024-shaped generator (random weights): ms per image and TFLOP/s at batch 1 and 16,
   fp32 with TF32 off and on, bf16 autocast, both synthesis paths;
-- projection steps (engine/batch.py): embedded and 1024-shaped, batch 1 and 8 members,
+- projection steps (engine/latent/batch.py): embedded and 1024-shaped, batch 1 and 8 members,
   eager and captured in a CUDA graph, fp32 / TF32 / bf16;
 - whether bf16 keeps the final PSNR of a projection within 0.1 dB;
 - the embedded model's encoder guess + 300 refine steps, wall time;
@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.batch import Member, ProjectionBatch
-from engine.bundle import load_bundle
-from engine.encoder import encode
-from engine.networks import Generator, GeneratorConfig, block_resolutions
-from engine.batch import project
-from engine.projector import REFINE_FAR
-from engine.render import to_uint8
+from engine.latent.batch import Member, ProjectionBatch
+from engine.jobs.bundle import load_bundle
+from engine.model.encoder import encode
+from engine.model.networks import Generator, GeneratorConfig, block_resolutions
+from engine.latent.batch import project
+from engine.latent.projector import REFINE_FAR
+from engine.model.images import to_uint8
 
 TODAY = {"gen1024_fp32_b16_tflops": 24.6, "embedded_step_ms": 34.6}  # the H100 figures, PyTorch 2.11
 
@@ -217,7 +217,7 @@ def alone_vs_batched(G, device, steps: int) -> dict:
 
 
 def parity(fixtures: Path | None, device) -> dict:
-    from engine.checkpoints import load_generator
+    from engine.model.checkpoints import load_generator
 
     if fixtures is None or not fixtures.is_dir():
         return {"skipped": "no fixture folder"}

@@ -15,7 +15,7 @@ target (encoder guess + ``--steps`` refinement, the schedule the projector picks
 - ``seconds``: mean projection time.
 
 Setting ``today`` keeps W+ only (what landed before): its redraw drops the noise maps.
-For the settings that keep noise, the noise rules between faces (engine/kept.py) are
+For the settings that keep noise, the noise rules between faces (engine/latent/kept.py) are
 compared on the same blend midpoints and on morph seams.
 
     python -m bench.kept_face [--steps 300] [--teacher 4] [--settings today kept ...] [--timing-rounds 3]
@@ -35,17 +35,17 @@ import numpy as np
 import torch
 
 from bench.photos import real_faces
-from engine import edits
-from engine.align import aligned_landmarks, face_descriptor
-from engine.encoder import encode
+from engine.latent import edits
+from engine.face.align import aligned_landmarks, face_descriptor
+from engine.model.encoder import encode
 from engine.protocol import as_face
-from engine.kept import load_npz, save_npz
-from engine.labels import label_face
-from engine.ops import Engine
-from engine.batch import project
-from engine.projector import psnr, refine_schedule
-from engine.render import to_uint8
-from engine.teacher import load_teacher
+from engine.latent.kept import load_npz, save_npz
+from engine.face.labels import label_face
+from engine.jobs.engine import Engine
+from engine.latent.batch import project
+from engine.latent.projector import psnr, refine_schedule
+from engine.model.images import to_uint8
+from engine.model.teacher import load_teacher
 
 HELD_OUT_SEED = 4242
 # name: (keep the noise maps, w_plus_weight, w_mean_weight, noise lr multiplier, finest kept noise map,
@@ -66,7 +66,7 @@ FIELDS = ("keep_noise", "w_plus_weight", "w_mean_weight", "noise_lr_mul", "kept_
 
 
 def teacher_faces(count: int, size: int) -> dict[str, np.ndarray]:
-    from engine.render import resize
+    from engine.model.images import resize
 
     gen = torch.Generator().manual_seed(HELD_OUT_SEED)
     with torch.no_grad():

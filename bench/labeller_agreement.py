@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.checkpoints import load_generator
-from engine.labels import ATTRIBUTES, label_face
-from engine.render import to_uint8
-from engine.teacher import NZ, load_teacher
+from engine.model.checkpoints import load_generator
+from engine.face.labels import ATTRIBUTES, label_face
+from engine.model.images import to_uint8
+from engine.model.teacher import NZ, load_teacher
 
 HELD_OUT_SEED = 31337
 

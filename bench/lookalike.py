@@ -1,7 +1,7 @@
 """Look-alike search vs. the best of many random people, on real faces the model never saw.
 
 For each held-out face (bench/photos.py: the astronaut, Grace Hopper, Tom Hanks and the six
-faces of a group photo, FFHQ-aligned), the stranger search (engine/lookalike.py) runs with
+faces of a group photo, FFHQ-aligned), the stranger search (engine/jobs/lookalike.py) runs with
 a time budget; its canonical dlib distance to the photo is compared with the best of
 ``--random`` random people (truncation 0.7, the same distance). Prints JSON.
 
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from bench.photos import real_faces
-from engine.lookalike import TRUNCATION, descriptors, search_stranger
-from engine.ops import Engine
+from engine.jobs.lookalike import TRUNCATION, descriptors, search_stranger
+from engine.jobs.engine import Engine
 
 
 def random_best(engine: Engine, target: np.ndarray, count: int, seed: int) -> float:

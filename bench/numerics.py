@@ -39,13 +39,13 @@ def measure(steps: int, members: int, photo_steps: int) -> dict:
 
     if os.environ.get("OMP_NUM_THREADS"):  # torch caps OMP_NUM_THREADS at the cores it sees; set as asked
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    from engine.batch import Member, ProjectionBatch, project
-    from engine.kept import pack_noise, unpack_noise
-    from engine.ops import Engine
+    from engine.latent.batch import Member, ProjectionBatch, project
+    from engine.latent.kept import pack_noise, unpack_noise
+    from engine.jobs.engine import Engine
 
     engine = Engine(None, "cpu")
     G = engine.G
-    from engine.render import to_uint8
+    from engine.model.images import to_uint8
 
     with torch.no_grad():
         faces = to_uint8(G(torch.randn(members, G.z_dim, generator=torch.Generator().manual_seed(7)), noise_mode="const"))
@@ -89,7 +89,7 @@ def photo_jobs(engine, steps: int) -> dict:
     import numpy as np
 
     from engine.protocol import ProjectRequest, Result, wire
-    from engine.scheduler import Scheduler
+    from engine.serving.scheduler import Scheduler
     from tests.photos import astronaut, encode, grace_hopper
 
     images = [encode(astronaut(), "JPEG"), encode(grace_hopper(), "JPEG")]

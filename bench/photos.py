@@ -47,7 +47,7 @@ def insightface_images() -> dict[str, np.ndarray]:
 def real_faces(size: int, framing) -> dict[str, np.ndarray]:
     """Every real face available, FFHQ-aligned at ``size``: the astronaut, Grace Hopper,
     Tom Hanks and each face dlib finds in the group photo."""
-    from engine.align import align_face, align_from_landmarks, detect_faces
+    from engine.face.align import align_face, align_from_landmarks, detect_faces
 
     photos = {"astronaut": astronaut(), "grace_hopper": grace_hopper(), **insightface_images()}
     faces = {}

@@ -26,13 +26,13 @@ import torch
 from PIL import Image
 
 from bench.projector import target_sets
-from engine.align import Framing, align_face, decode_image, likeness
-from engine.checkpoints import load_generator
-from engine.encoder import encode, load_encoder
-from engine.bundle import encoder_path_for
-from engine.batch import project
-from engine.projector import psnr
-from engine.render import montage, png_bytes, resize, to_uint8
+from engine.face.align import Framing, align_face, decode_image, likeness
+from engine.model.checkpoints import load_generator
+from engine.model.encoder import encode, load_encoder
+from engine.jobs.bundle import encoder_path_for
+from engine.latent.batch import project
+from engine.latent.projector import psnr
+from engine.model.images import montage, png_bytes, resize, to_uint8
 from tests.photos import astronaut, grace_hopper
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.align import Framing, align_face, likeness
-from engine.checkpoints import load_generator
-from engine.batch import project
-from engine.render import to_uint8
-from engine.teacher import load_teacher
+from engine.face.align import Framing, align_face, likeness
+from engine.model.checkpoints import load_generator
+from engine.latent.batch import project
+from engine.model.images import to_uint8
+from engine.model.teacher import load_teacher
 from tests.photos import astronaut, grace_hopper
 
 HELD_OUT_SEED = 31_337
@@ -36,7 +36,7 @@ def target_sets(G, per_set: int) -> dict[str, list[np.ndarray]]:
         in_domain = list(to_uint8(G(z)))
         teacher = list(to_uint8(load_teacher()(torch.randn(per_set, 100, generator=gen))))
     if teacher[0].shape[0] != G.resolution:
-        from engine.render import resize
+        from engine.model.images import resize
         teacher = [resize(t, G.resolution) for t in teacher]
     framing = Framing.from_dict(G.provenance.get("framing"))
     real = [align_face(p(), G.resolution, framing).image for p in (astronaut, grace_hopper)]

@@ -62,7 +62,7 @@ def big_group():
 
 
 async def sharing_members(bot, guild_id: int, n: int) -> None:
-    info, rng = bot.services.engine.info, np.random.default_rng(4)
+    info, rng = bot.services.transport.info, np.random.default_rng(4)
     for i in range(n):
         member = 810000000000000000 + i
         ws = (rng.standard_normal((info.num_ws, info.w_dim)) * 0.3).astype(np.float32)

@@ -32,9 +32,6 @@ log = logging.getLogger("wspace.bot")
 COMMAND_MODULES = (project, edit, blend, morph, team, privacy, admin)
 
 
-def make_engine(settings: Settings, registry: EngineRegistry | None = None) -> Transport:
-    return make_transport(settings, registry)
-
 
 def make_limits(settings: Settings) -> Limits:
     lim = settings.limits
@@ -105,7 +102,7 @@ class WspaceBot(discord.Client):
             self._told = asyncio.create_task(self.tell_interrupted(interrupted), name="tell-interrupted")
         self.registry = EngineRegistry(engines_path(self.settings))
         self.registry.end_orphans()  # engines a killed predecessor left behind
-        engine = make_engine(self.settings, self.registry)
+        engine = make_transport(self.settings, self.registry)
         await engine.start(wait=False)  # the bot answers while the model loads
         self.services = Services(self.settings, storage, engine, make_limits(self.settings), config_path=self.config_path,
                                  metrics=self.start_metrics())
@@ -142,7 +139,7 @@ class WspaceBot(discord.Client):
         from bot.metrics import BotMetrics
 
         metrics = BotMetrics()
-        metrics.engine.stats = lambda: self.services.engine.stats() if self.services else None
+        metrics.engine.stats = lambda: self.services.transport.stats() if self.services else None
         try:
             metrics.serve(self.settings.metrics.address)
         except OSError as exc:
@@ -192,7 +189,7 @@ class WspaceBot(discord.Client):
                     log.warning("could not delete expired team faces or count what is stored: %s", exc)
             if not self.is_closed() and self.is_ready():
                 wrote = True
-                engine = self.services.engine if self.services else None
+                engine = self.services.transport if self.services else None
                 state = {"time": time.time(), "pid": os.getpid(), "engine_ready": bool(engine and engine.info)}
                 try:
                     tmp = path.with_name(path.name + ".tmp")
@@ -208,7 +205,7 @@ class WspaceBot(discord.Client):
         svc = self.services
         svc.settings = settings
         svc.limits = make_limits(settings)
-        svc.engine.queue_size = settings.limits.queue_size
+        svc.transport.queue_size = settings.limits.queue_size
 
     async def switch_engine(self) -> None:
         """Start the engine the settings now describe beside the serving one. Once it is
@@ -218,13 +215,13 @@ class WspaceBot(discord.Client):
         memory for the length of the switch."""
         async with self.switching:
             wanted = self.settings.engine
-            new = make_engine(self.settings, self.registry)
+            new = make_transport(self.settings, self.registry)
             try:
                 await new.start(wait=True, timeout=ENGINE_START_SECONDS)
             except BaseException:
                 await new.close()
                 raise
-            old, self.services.engine, self.engine_settings = self.services.engine, new, wanted
+            old, self.services.transport, self.engine_settings = self.services.transport, new, wanted
             log.info("engine switched; the old one finishes its %d jobs", len(old.pending))
             self.retiring.add(old)
         try:
@@ -265,7 +262,7 @@ class WspaceBot(discord.Client):
         if getattr(self, "_heartbeat", None):
             self._heartbeat.cancel()
         if self.services is not None:
-            for engine in [self.services.engine, *self.retiring]:
+            for engine in [self.services.transport, *self.retiring]:
                 await engine.close()
             deadline = time.monotonic() + DRAIN_SECONDS
             while self.services.queued and time.monotonic() < deadline:

@@ -1,7 +1,7 @@
 """The bot's command line: ``wspace serve`` (run the Discord bot), ``health``, ``init-config``
 and ``invite``.
 
-``main`` composes these with the engine's commands (``engine.entry.commands``, the engine's
+``main`` composes these with the engine's commands (``engine.cli.entry.commands``, the engine's
 declared entry point) into one ``wspace`` command; this module imports no engine code at
 import time, so the bot process never loads torch (the engine runs in its own process).
 """
@@ -58,12 +58,12 @@ def _serve(settings, config: Path | None, verbose: bool) -> None:
 
 
 def _device_problem_elsewhere(device: str) -> str | None:
-    """:func:`engine.runtime.device_problem`, asked of a child process: the bot process
+    """:func:`engine.model.runtime.device_problem`, asked of a child process: the bot process
     never imports torch."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "engine.entry", "device-problem", device], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "engine.cli.entry", "device-problem", device], capture_output=True,
                           text=True, timeout=300)
     return done.stdout.strip() or (f"--device {device}: the engine cannot start ({done.stderr.strip()[-200:]})."
                                    if done.returncode else None)
@@ -138,7 +138,7 @@ def invite(config: Annotated[Optional[Path], typer.Option("--config", "-c", help
 
 def full_app() -> typer.Typer:
     """``wspace``: the engine's commands and the bot's, one command line (neither app is changed)."""
-    from engine.entry import compose
+    from engine.cli.entry import compose
 
     return compose(app)
 

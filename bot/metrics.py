@@ -2,7 +2,7 @@
 operator watches — jobs by kind and outcome, queue depth and wait, projection steps,
 acknowledgement latency, engine restarts and reruns, dead letters, members and faces
 stored. Served by ``prometheus_client`` on its own thread; a registry per bot (tests run
-several). Engine workers serve their own (``wspace worker --metrics``, engine/redis_worker.py).
+several). Engine workers serve their own (``wspace worker --metrics``, engine/serving/redis_worker.py).
 """
 
 from __future__ import annotations

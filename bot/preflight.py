@@ -22,7 +22,7 @@ from pathlib import Path
 from bot.config import ConfigError, Settings
 
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pkl")
-MAX_MODEL_BYTES = 2 * 2**30  # engine/checkpoints.py reads no more
+MAX_MODEL_BYTES = 2 * 2**30  # engine/model/checkpoints.py reads no more
 _held: list = []  # the database locks of this process (kept open: closing one releases it)
 
 

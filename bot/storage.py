@@ -2,7 +2,7 @@
 ``migrations/NNN_name.sql`` (shipped in the package as ``bot.migrations``, read with
 ``importlib.resources``) applied in order at start and recorded in ``schema_version``.
 
-A member's face is a kept face (``engine/kept.py``): float32 W+ and, when the projector
+A member's face is a kept face (``engine/latent/kept.py``): float32 W+ and, when the projector
 made it, its float16 noise maps, stored with the id of the model that made them; a face
 of one model is never handed out for another.
 """

@@ -11,7 +11,7 @@ and prints the figures as JSON.
     python -m scripts.learn_directions --rescale-only   # only re-derive the SeFa factors' units
 
 Each SeFa factor's unit is matched to the named directions' image change
-(``engine.learn.match_unsupervised_scales``).
+(``engine.latent.learn.match_unsupervised_scales``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.checkpoints import DEFAULT_MODEL, load_generator
-from engine.directions import load_directions, save_directions
-from engine.learn import learn_directions, match_unsupervised_scales
+from engine.model.checkpoints import DEFAULT_MODEL, load_generator
+from engine.latent.directions import load_directions, save_directions
+from engine.latent.learn import learn_directions, match_unsupervised_scales
 
 
 def main() -> None:

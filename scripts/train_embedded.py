@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from engine.align import measure_framing
-from engine.checkpoints import save_native
-from engine.render import to_uint8
-from engine.networks import Generator, GeneratorConfig
-from engine.teacher import NZ, load_teacher
+from engine.face.align import measure_framing
+from engine.model.checkpoints import save_native
+from engine.model.images import to_uint8
+from engine.model.networks import Generator, GeneratorConfig
+from engine.model.teacher import NZ, load_teacher
 from scripts.training import Run, cosine, psnr, pyramid_loss
 
 EMBEDDED_CONFIG = dict(resolution=64, z_dim=NZ, w_dim=256, mapping_layers=8,

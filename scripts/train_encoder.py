@@ -1,4 +1,4 @@
-"""Train the encoder that starts the projector near the answer (engine/encoder.py).
+"""Train the encoder that starts the projector near the answer (engine/model/encoder.py).
 
 Every training pair is made on the fly by the generator itself, so W+ is known exactly:
 - generator pairs: z -> W through the mapping, spread into W+ (style mixing at a random
@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engine.checkpoints import load_generator
-from engine.encoder import Encoder, EncoderConfig, load_encoder, save_encoder
-from engine.bundle import encoder_path_for
-from engine.projector import w_stats
-from engine.teacher import NZ, load_teacher
+from engine.model.checkpoints import load_generator
+from engine.model.encoder import Encoder, EncoderConfig, load_encoder, save_encoder
+from engine.jobs.bundle import encoder_path_for
+from engine.latent.projector import w_stats
+from engine.model.teacher import NZ, load_teacher
 from scripts.training import Run, cosine, psnr, pyramid_loss
 
 EMA_BETA = 0.995

@@ -11,8 +11,8 @@ import torch
 
 from bot.app import configure_api_base, make_bot
 from bot.config import parse_settings
-from engine.checkpoints import DEFAULT_MODEL, save_native
-from engine.networks import Generator, GeneratorConfig
+from engine.model.checkpoints import DEFAULT_MODEL, save_native
+from engine.model.networks import Generator, GeneratorConfig
 from tests.discord_sim import DiscordSimulator
 
 ORIGINAL_BASE = discord.http.Route.BASE
@@ -52,7 +52,7 @@ async def running_bot(tmp: Path, sim=None, engine: dict | None = None, discord_s
     task = asyncio.create_task(bot.start("sim-token"))
     try:
         await sim.wait_bot_ready(lambda: bot.services is not None, 60)
-        await bot.services.engine.wait_ready(120)
+        await bot.services.transport.wait_ready(120)
         yield sim, bot
     finally:
         await bot.close()

@@ -40,8 +40,8 @@ def tiny_model(tmp_path_factory) -> Path:
     """A random-init 32-px generator in the native format, for tests of the engine's plumbing."""
     import torch
 
-    from engine.checkpoints import save_native
-    from engine.networks import Generator, GeneratorConfig
+    from engine.model.checkpoints import save_native
+    from engine.model.networks import Generator, GeneratorConfig
 
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(resolution=32, z_dim=32, w_dim=32, mapping_layers=2,

@@ -35,7 +35,7 @@ GROUP_SIZES = (220, 196, 172, 150, 130, 112)  # crop sides: face 1 is the larges
 def group_photo() -> tuple[np.ndarray, list[str]]:
     """A six-person "group photo" made of the offline faces (mirrored and tinted so each is
     distinct) at six sizes on a grey wall; and what each face is, left to right."""
-    from engine.align import detect_faces
+    from engine.face.align import detect_faces
 
     sources = {"astronaut": astronaut(), "grace_hopper": grace_hopper()}
     crops = {}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.align import SAME_PERSON, align_face, decode_image, detect_faces, likeness
+from engine.face.align import SAME_PERSON, align_face, decode_image, detect_faces, likeness
 from engine.protocol.errors import ImageTooLarge, NoFaceFound, NotAnImage
 from tests.photos import astronaut, encode, grace_hopper
 
@@ -111,7 +111,7 @@ def test_several_faces_use_the_largest_and_report_the_count():
 def test_only_faces_are_faces():
     """dlib's HOG detector fires on the astronaut's mission patch (score 0.12); its uncertain
     finds must be confirmed by the CNN detector. Real faces, large and small, stay."""
-    from engine.align import detect_faces
+    from engine.face.align import detect_faces
     from tests.photos import astronaut, grace_hopper, group_photo
 
     assert len(detect_faces(astronaut())) == 1

@@ -14,15 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.align import decode_image
-from engine.checkpoints import save_native
+from engine.face.align import decode_image
+from engine.model.checkpoints import save_native
 from engine.protocol.errors import UserError
 from engine.protocol import (AverageRequest, BlendRequest, EditRequest, GridRequest, JobFailed, LoopRequest, MixRequest,
                              MorphRequest, ProjectRequest, RandomRequest, RenderRequest, Request, Result, SwapRequest,
                              as_face)
-from engine.networks import Generator, GeneratorConfig
-from engine.ops import Engine
-from engine.jobs import run_job
+from engine.model.networks import Generator, GeneratorConfig
+from engine.jobs.engine import Engine
+from engine.jobs.answers import run_job
 from tests.hostile_images import honest_orientations, metadata_bombs, np_face
 from tests.photos import encode, grace_hopper
 
@@ -129,7 +129,7 @@ def test_bad_options_fail_alone_with_one_sentence(engine):
 def test_only_the_formats_members_send_reach_a_decoder():
     from PIL import Image
 
-    from engine.align import decode_image
+    from engine.face.align import decode_image
     from engine.protocol.errors import NotAnImage
     from tests.photos import grace_hopper
 
@@ -153,7 +153,7 @@ def test_a_progressive_jpeg_scan_bomb_is_refused_before_decoding():
 
     from PIL import Image
 
-    from engine.align import MAX_JPEG_SCANS, decode_image, jpeg_scan_count
+    from engine.face.align import MAX_JPEG_SCANS, decode_image, jpeg_scan_count
     from engine.protocol.errors import NotAnImage
     from tests.photos import grace_hopper
 
@@ -174,8 +174,8 @@ import json, resource, sys, time
 import msgpack
 resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
 resource.setrlimit(resource.RLIMIT_CPU, (120, 120))
-from engine.align import decode_image, faces_in
-from engine.kept import KeptFaceError, load_npz
+from engine.face.align import decode_image, faces_in
+from engine.latent.kept import KeptFaceError, load_npz
 from engine.protocol.errors import UserError
 images, latents, folder = msgpack.unpackb(sys.stdin.buffer.read(), max_bin_len=2**30)
 out, slowest = [], 0.0

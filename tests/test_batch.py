@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.batch import Member, ProjectionBatch, project
-from engine.bundle import load_bundle
-from engine.encoder import encode
-from engine.projector import REFINE_FAR
-from engine.render import to_uint8
+from engine.latent.batch import Member, ProjectionBatch, project
+from engine.jobs.bundle import load_bundle
+from engine.model.encoder import encode
+from engine.latent.projector import REFINE_FAR
+from engine.model.images import to_uint8
 from tests.closeness import IMAGE_LEVELS, close_arrays
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from bot.transport.local import LocalTransport
-from engine.dispatch import run
+from engine.jobs.dispatch import run
 from engine.protocol import JobFailed, Progress, ProjectRequest, RenderRequest, Result, wire
-from engine.scheduler import Scheduler
+from engine.serving.scheduler import Scheduler
 from tests.closeness import WS_TOL, same_fit, same_kept_face
 from tests.photos import astronaut, encode, grace_hopper
 
@@ -96,7 +96,7 @@ def test_a_bad_job_in_a_busy_engine_fails_alone():
 
 
 def test_a_job_whose_progress_fails_leaves_the_batch_and_the_others_finish(tiny_model):
-    from engine.ops import Engine
+    from engine.jobs.engine import Engine
 
     engine = Engine(tiny_model)
     a, b = photos()
@@ -140,7 +140,7 @@ def test_the_gpu_bench_runs_on_the_cpu(tmp_path):
 def test_a_team_photo_projects_its_faces_as_one_batch_beside_another_job(tiny_model):
     """/team asks for all its faces at once: one batch, beside a member's /project, and the
     faces are the ones the team gets when run alone."""
-    from engine.ops import Engine
+    from engine.jobs.engine import Engine
     from engine.protocol import TeamRequest
     from tests.photos import group_photo
 
@@ -163,7 +163,7 @@ def test_a_team_photo_projects_its_faces_as_one_batch_beside_another_job(tiny_mo
 
 
 def test_a_step_that_fails_tells_its_members_jobs_and_the_engine_serves_on(tiny_model, monkeypatch):
-    from engine.ops import Engine
+    from engine.jobs.engine import Engine
 
     engine = Engine(tiny_model)
     a, b = photos()
@@ -209,7 +209,7 @@ def test_renders_edits_and_blends_of_several_jobs_are_drawn_together_as_they_wou
     """Quick jobs that arrive together are drawn in one forward pass, each member getting the
     pictures (within a level of 255; identical wherever measured) and the very kept faces
     their job gives alone; a job that fails fails alone."""
-    from engine.ops import Engine
+    from engine.jobs.engine import Engine
     from engine.protocol import BlendRequest, EditRequest, GridRequest, MixRequest, RandomRequest, SwapRequest
 
     engine = Engine()

@@ -99,7 +99,7 @@ async def test_project_defers_at_once_then_delivers_pictures_and_stores_the_late
     assert any("step" in (m.content or "") for m in inter.messages[:-1]), "progress was shown"
     assert final.payload.get("components"), "next-step buttons are attached"
     stored = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
-    assert stored is not None and stored.ws.shape == (bot.services.engine.info.num_ws, bot.services.engine.info.w_dim)
+    assert stored is not None and stored.ws.shape == (bot.services.transport.info.num_ws, bot.services.transport.info.w_dim)
     # the selfie itself lives only in memory: nothing in the bot's directory holds its bytes
     photo = encode(grace_hopper(), "JPEG")
     workdir = Path(bot.services.settings.storage.database).parent
@@ -147,7 +147,7 @@ async def test_blend_respects_consent(env):
     sim, bot = env
     await bot.services.storage.save_latent(sim.guild_id, BOB, bot.services.model_id,
                                            np.random.default_rng(0).standard_normal(
-                                               (bot.services.engine.info.num_ws, bot.services.engine.info.w_dim)).astype(np.float32),
+                                               (bot.services.transport.info.num_ws, bot.services.transport.info.w_dim)).astype(np.float32),
                                            "test")
     opts = [user_option("a", ALICE), user_option("b", BOB), option("ratio", 0.5, 10)]
     inter = await finished(sim, await sim.invoke(ALICE, "blend", opts, resolved=sim.member_resolved(ALICE, BOB)))
@@ -225,7 +225,7 @@ async def test_average_mix_grid_loop_and_age_answer_with_pictures(env):
     gif = Image.open(io.BytesIO(loop.all_files()["loop.gif"]))
     assert gif.n_frames >= 8 and gif.info.get("loop") == 0
     age = await finished(sim, await sim.invoke(ALICE, "age", [option("amount", 3.0, 10)]))
-    if "age" in bot.services.engine.info.directions:
+    if "age" in bot.services.transport.info.directions:
         assert "age.png" in age.all_files(), age.last_content()
     else:
         assert "don't know the direction 'age'" in age.last_content()
@@ -267,7 +267,7 @@ async def test_buttons_under_a_projection_keep_working(env):
     assert any(i.startswith("wspace:edit:age:") for i in ids)
     older = next(i for i in ids if i.startswith("wspace:edit:age:2"))
     click = await finished(sim, await sim.click(BOB, older, inter))
-    if "age" in bot.services.engine.info.directions:
+    if "age" in bot.services.transport.info.directions:
         assert "age.png" in click.all_files(), click.last_content()
     else:
         assert "don't know the direction" in click.last_content()
@@ -333,7 +333,7 @@ async def test_a_running_projection_can_be_stopped_by_its_member_or_a_moderator(
     sim, bot = env
     member = {"owner": 800000000000000021, "moderator": 800000000000000022}[who]
     svc = bot.services
-    confirmed = svc.engine.stops_confirmed
+    confirmed = svc.transport.stops_confirmed
     inter = await project(sim, member, encode(grace_hopper(), "JPEG"), "s.jpg", "image/jpeg", steps=1000)
     custom_id = await sim.wait_for(lambda: stop_button(inter), 60)
     job_id = custom_id.rsplit(":", 1)[1]
@@ -352,5 +352,5 @@ async def test_a_running_projection_can_be_stopped_by_its_member_or_a_moderator(
     db = sqlite3.connect(svc.storage.path)
     assert db.execute("SELECT status, error FROM jobs WHERE id = ?", (job_id,)).fetchone() == ("failed", "cancelled")
     assert job_id not in svc.stoppable and not svc.queued[(sim.guild_id, member)]
-    await sim.wait_for(lambda: svc.engine.stops_confirmed == confirmed + 1, 30)  # the engine gave up on it
+    await sim.wait_for(lambda: svc.transport.stops_confirmed == confirmed + 1, 30)  # the engine gave up on it
     assert (await svc.storage.stats(sim.guild_id))["jobs"]["stopped"] == (1 if who == "owner" else 2)

@@ -42,7 +42,7 @@ def heard_rerun(inter) -> bool:
 
 async def test_two_members_in_one_batch_both_get_their_faces_after_the_engine_is_killed(env):
     sim, bot = env
-    engine = bot.services.engine
+    engine = bot.services.transport
     first, second = photos()
     a = await project(sim, ALICE, first, "a.jpg", "image/jpeg", steps=300)
     b = await project(sim, BOB, second, "b.jpg", "image/jpeg", steps=60)
@@ -59,7 +59,7 @@ async def test_two_members_in_one_batch_both_get_their_faces_after_the_engine_is
 
 async def test_a_job_that_kills_the_engine_twice_fails_alone_and_the_other_member_gets_their_face(env):
     sim, bot = env
-    engine = bot.services.engine
+    engine = bot.services.transport
     restarts = engine.restarts
     first, second = photos()
     poison = await project(sim, ALICE, first, "p.jpg", "image/jpeg", steps=400)

@@ -40,12 +40,12 @@ async def test_caps_queue_bound_and_rate_limit(env):
     sim, bot = env
     photo = encode(grace_hopper(), "JPEG")
     slow_a = await project(sim, ALICE, photo, "a.jpg", "image/jpeg", steps=600)
-    await sim.wait_for(lambda: bot.services.engine.position(next(iter(bot.services.engine.pending), "")) == 1, 30)
+    await sim.wait_for(lambda: bot.services.transport.position(next(iter(bot.services.transport.pending), "")) == 1, 30)
     capped = await finished(sim, await sim.invoke(ALICE, "random", [option("seed", 1, 4)]))
     assert "already have a job waiting" in capped.last_content()
     assert private(capped), "a refusal is for the member's eyes only"
     slow_b = await project(sim, BOB, photo, "b.jpg", "image/jpeg", steps=50)
-    await sim.wait_for(lambda: len(bot.services.engine.pending) == 2, 30)
+    await sim.wait_for(lambda: len(bot.services.transport.pending) == 2, 30)
     full = await finished(sim, await sim.invoke(CAROL, "random", [option("seed", 2, 4)]))
     assert "queue is full" in full.last_content() and private(full)
     await sim.wait_for(lambda: any("position 2" in (m.content or "") for m in slow_b.messages), 30)
@@ -76,13 +76,13 @@ async def test_engine_killed_mid_projection_the_member_is_told_and_gets_their_fa
     sim, bot = env
     inter = await project(sim, CAROL, encode(grace_hopper(), "JPEG"), "c.jpg", "image/jpeg", steps=300)
     await sim.wait_for(lambda: any("step" in (m.content or "") for m in inter.messages), 60)
-    pid = bot.services.engine.process.pid
+    pid = bot.services.transport.process.pid
     os.kill(pid, signal.SIGKILL)
     await sim.wait_for(lambda: any("restarted" in (m.content or "") for m in inter.messages), 60)
     await finished(sim, inter, 300)
     assert "likeness" in inter.last_content(), "the job ran again and the member got their face"
-    await bot.services.engine.wait_ready(60)
-    assert bot.services.engine.process.pid != pid
+    await bot.services.transport.wait_ready(60)
+    assert bot.services.transport.process.pid != pid
     again = await finished(sim, await sim.invoke(BOB, "random", [option("seed", 5, 4)]), 60)
     assert "seed5.png" in again.all_files(), again.last_content()
     status = await bot.services.storage._rows("SELECT COUNT(*) FROM jobs WHERE status = 'running'")
@@ -103,10 +103,10 @@ async def test_forget_while_a_projection_is_queued_keeps_nothing(env):
     sim, bot = env
     svc = bot.services
     inter = await project(sim, DAVE, encode(grace_hopper(), "JPEG"), "d.jpg", "image/jpeg", steps=200)
-    await sim.wait_for(lambda: any(p.job.kind == "project" for p in svc.engine.pending.values()), 30)
+    await sim.wait_for(lambda: any(p.job.kind == "project" for p in svc.transport.pending.values()), 30)
     forget = await sim.invoke(DAVE, "forget")
     await sim.wait_for(lambda: forget.messages, 10)
-    await sim.wait_for(lambda: not svc.engine.pending, 120)
+    await sim.wait_for(lambda: not svc.transport.pending, 120)
     await sim.wait_for(lambda: "nothing was kept" in inter.last_content()
                        or any("nothing was kept" in (m.content or "") for m in sim.channel_messages), 30)
     assert await svc.storage.latent(sim.guild_id, DAVE, svc.model_id) is None

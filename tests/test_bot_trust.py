@@ -55,7 +55,7 @@ async def test_consent_is_per_server_and_a_dm_has_nobodys(env):
     assert "per server" in share.last_content(), share.last_content()
     assert not await bot.services.storage.shares(0, BOB)
     await bot.services.storage.set_share(0, BOB, True)  # a row an older release wrote: still nobody's consent
-    ws = np.zeros((bot.services.engine.info.num_ws, bot.services.engine.info.w_dim), np.float32)
+    ws = np.zeros((bot.services.transport.info.num_ws, bot.services.transport.info.w_dim), np.float32)
     await bot.services.storage.save_latent(0, BOB, bot.services.model_id, ws, "project")
     await bot.services.storage.save_latent(0, CAROL, bot.services.model_id, ws + 0.1, "project")
     blend = await finished(sim, await sim.invoke(CAROL, "blend", [user_option("a", CAROL), user_option("b", BOB)],
@@ -101,7 +101,7 @@ async def test_mix_offers_the_splits_the_loaded_model_takes(env):
     await sim.wait_for(lambda: inter.messages, 10)
     assert inter.callback_type == 8, inter.callback_type
     values = [c["value"] for c in inter.messages[0].payload["data"]["choices"]]
-    assert values == list(range(1, bot.services.engine.info.num_ws))[:25], values
+    assert values == list(range(1, bot.services.transport.info.num_ws))[:25], values
 
 
 async def test_the_astronauts_sleeve_patch_is_not_a_face(env):
@@ -120,7 +120,7 @@ async def test_lookalike_among_seventy_sharing_members_answers_and_a_quiet_searc
     import bot.commands.running as running
 
     sim, bot = env
-    storage, info = bot.services.storage, bot.services.engine.info
+    storage, info = bot.services.storage, bot.services.transport.info
     rng = np.random.default_rng(4)
     for i in range(70):
         member = 810000000000000000 + i

@@ -11,9 +11,9 @@ import types
 import pytest
 import torch
 
-from engine.checkpoints import CheckpointError, load_generator, read_native, save_native
-from engine.networks import Generator, GeneratorConfig
-from engine.safe_pickle import UnsafePickle, load_snapshot
+from engine.model.checkpoints import CheckpointError, load_generator, read_native, save_native
+from engine.model.networks import Generator, GeneratorConfig
+from engine.model.safe_pickle import UnsafePickle, load_snapshot
 
 
 def small_generator() -> Generator:

@@ -8,8 +8,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bot.cli import full_app
-from engine.cli import app
-from engine.checkpoints import load_generator, save_native
+from engine.cli.commands import app
+from engine.model.checkpoints import load_generator, save_native
 
 runner = CliRunner()
 
@@ -206,15 +206,15 @@ def test_serve_with_a_refused_token_is_one_sentence_and_a_nonzero_exit(tmp_path,
 def test_directions_layers_sets_what_edit_moves(tmp_path):
     import shutil
 
-    from engine.checkpoints import DEFAULT_MODEL
-    from engine.directions import load_directions
+    from engine.model.checkpoints import DEFAULT_MODEL
+    from engine.latent.directions import load_directions
 
     src = DEFAULT_MODEL.with_name(DEFAULT_MODEL.stem + ".directions.npz")
     path = tmp_path / "d.npz"
     shutil.copy(src, path)
     r = runner.invoke(app, ["directions", "layers", "smile", "2-5", "--directions", str(path)])
     assert r.exit_code == 0, r.output
-    from engine.checkpoints import load_generator
+    from engine.model.checkpoints import load_generator
 
     assert load_directions(path, load_generator(None).model_id)["smile"].layers == "2-5"
     r = runner.invoke(app, ["directions", "layers", "smile", "9-40", "--directions", str(path)])

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.directions import (DirectionError, condition, fit_boundary, get_direction, import_npy,
+from engine.latent.directions import (DirectionError, condition, fit_boundary, get_direction, import_npy,
                                load_directions, save_directions, sefa, Direction)
 from engine.protocol.errors import UnknownDirection
-from engine.networks import Generator, GeneratorConfig
+from engine.model.networks import Generator, GeneratorConfig
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +84,13 @@ def test_directions_are_kept_with_their_model(tmp_path, G):
 
 def test_unsupervised_factors_get_the_named_directions_unit():
     """The shipped SeFa factors change the model's faces per unit as much as the named
-    directions do, and re-deriving a wrong unit brings it back (engine/learn.py)."""
+    directions do, and re-deriving a wrong unit brings it back (engine/latent/learn.py)."""
     import copy
 
     import torch as th
 
-    from engine.bundle import load_bundle
-    from engine.learn import image_change, match_unsupervised_scales
+    from engine.jobs.bundle import load_bundle
+    from engine.latent.learn import image_change, match_unsupervised_scales
 
     bundle = load_bundle()
     G, shipped = bundle.G, list(bundle.directions.values())

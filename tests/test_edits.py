@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import edits
+from engine.latent import edits
 
 rng = np.random.default_rng(0)
 A, B, C = (rng.standard_normal((10, 16)).astype(np.float32) for _ in range(3))
@@ -83,7 +83,7 @@ def test_plane_grid_corners_are_the_three_faces():
 
 
 def test_a_style_range_names_the_styles_it_moves():
-    from engine.edits import layer_mask, parse_layers
+    from engine.latent.edits import layer_mask, parse_layers
 
     assert parse_layers(10, "1-3") == range(1, 4)
     assert layer_mask(10, "1-3")[:, 0].tolist() == [0, 1, 1, 1, 0, 0, 0, 0, 0, 0]

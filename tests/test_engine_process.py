@@ -12,10 +12,10 @@ import pytest
 
 from bot.transport import RERUN, QueueFull
 from bot.transport.local import LocalTransport
-from engine.ops import Engine
+from engine.jobs.engine import Engine
 from engine.protocol import (BlendRequest, EditRequest, JobFailed, MorphRequest, Progress, ProjectRequest, RandomRequest,
                              RenderRequest, Result, as_face, wire)
-from engine.jobs import run_job
+from engine.jobs.answers import run_job
 from tests.photos import encode, grace_hopper
 
 WS = as_face(np.zeros((2, 3)))  # a face of no model here
@@ -51,7 +51,7 @@ def test_a_bad_job_fails_alone_and_the_engine_keeps_serving(engine, job, code):
 @pytest.mark.parametrize("data", [b"not a job", b"", wire.dumps(RandomRequest(seed=1))[:-3],
                                   wire.dumps(JobFailed("0" * 12, "x", "y"))])
 def test_bytes_that_are_no_request_fail_once_by_their_id(engine, data):
-    from engine.scheduler import Scheduler
+    from engine.serving.scheduler import Scheduler
 
     events = []
     Scheduler(engine, events.append, 1).take("abcdefabcdef", data)

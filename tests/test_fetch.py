@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoints import load_generator
-from engine.fetch import FetchError, download, fetch_known
+from engine.model.checkpoints import load_generator
+from engine.model.fetch import FetchError, download, fetch_known
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):
@@ -89,7 +89,7 @@ def test_fetch_ffhq_pins_then_checks_and_imports(tmp_path, server, ada_pkl):
 def test_cli_model_fetch_writes_a_native_model(tmp_path, server, ada_pkl):
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from engine.cli.commands import app
 
     _, base = server
     RangeHandler.files["/ffhq.pkl"] = ada_pkl.read_bytes()

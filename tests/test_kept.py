@@ -8,13 +8,13 @@ import zipfile
 import numpy as np
 import pytest
 
-from engine.dispatch import run
+from engine.jobs.dispatch import run
 from engine.protocol import BlendRequest, EditRequest, RenderRequest, as_face
-from engine.kept import KeptFaceError, load_npz, mix_noise, noise_size, pack_noise, save_npz, unpack_noise
-from engine.ops import Engine
-from engine.batch import project
-from engine.projector import psnr
-from engine.render import to_uint8
+from engine.latent.kept import KeptFaceError, load_npz, mix_noise, noise_size, pack_noise, save_npz, unpack_noise
+from engine.jobs.engine import Engine
+from engine.latent.batch import project
+from engine.latent.projector import psnr
+from engine.model.images import to_uint8
 
 RES = [4, 8, 8, 16, 16]
 
@@ -81,8 +81,8 @@ def projected(engine):
     """A teacher-like target the model cannot draw exactly, projected briefly."""
     import torch
 
-    from engine.teacher import load_teacher
-    from engine.render import resize
+    from engine.model.teacher import load_teacher
+    from engine.model.images import resize
 
     with torch.no_grad():
         img = to_uint8(load_teacher()(torch.randn(1, 100, generator=torch.Generator().manual_seed(5))))[0]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.align import DESCRIPTOR_SIZE, Framing, align_face
-from engine.labels import ATTRIBUTES, age_gender_scores, label_face
+from engine.face.align import DESCRIPTOR_SIZE, Framing, align_face
+from engine.face.labels import ATTRIBUTES, age_gender_scores, label_face
 from tests.photos import astronaut, grace_hopper
 
 

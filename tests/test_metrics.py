@@ -54,7 +54,7 @@ async def test_the_bot_and_a_worker_serve_metrics_an_operator_can_scrape(redis_s
                     break
                 await asyncio.sleep(0.2)
             assert scrape(mine)["wspace_faces"] == 1.0 and scrape(mine)["wspace_members"] >= 1
-            theirs = svc.engine.workers["metered"]["metrics"]
+            theirs = svc.transport.workers["metered"]["metrics"]
             assert theirs, "the worker says where its metrics are"
             w = scrape(theirs)
             assert w['wspace_worker_jobs_total{worker="metered"}'] == 2.0

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoints import save_native
-from engine.networks import Generator, GeneratorConfig
+from engine.model.checkpoints import save_native
+from engine.model.networks import Generator, GeneratorConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "stylegan2"
@@ -247,8 +247,8 @@ def sentinel(*a, **k):
     called.append(repr(a)[:80])
     raise RuntimeError("sentinel")
 os.system = os.popen = os.execv = subprocess.Popen = sentinel
-from engine.checkpoints import CheckpointError, load_generator
-from engine import safe_pickle
+from engine.model.checkpoints import CheckpointError, load_generator
+from engine.model import safe_pickle
 defaults = safe_pickle._rebuild_parameter.__defaults__
 out = {}
 for label, path in json.load(sys.stdin).items():
@@ -298,7 +298,7 @@ def test_hostile_model_files_are_refused_with_one_sentence(tmp_path):
 
 
 def test_a_model_with_nan_weights_is_refused_not_drawn_black(tmp_path):
-    from engine.checkpoints import CheckpointError, load_generator
+    from engine.model.checkpoints import CheckpointError, load_generator
 
     G = Generator(GeneratorConfig(**CONFIG))
     with torch.no_grad():
@@ -317,8 +317,8 @@ def test_an_absurd_architecture_is_refused_before_allocation():
 def test_a_damaged_encoder_beside_a_model_is_one_sentence(tmp_path):
     from safetensors.torch import save_file
 
-    from engine.checkpoints import CheckpointError
-    from engine.encoder import load_encoder
+    from engine.model.checkpoints import CheckpointError
+    from engine.model.encoder import load_encoder
 
     meta = {"config": {"resolution": 64, "num_ws": 10, "w_dim": 256, "channels": [10**6] * 5, "hidden": 512},
             "model_id": "m"}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoints import load_generator
-from engine.networks import Generator, GeneratorConfig, channel_schedule
+from engine.model.checkpoints import load_generator
+from engine.model.networks import Generator, GeneratorConfig, channel_schedule
 
 TOL = 1e-3
 
@@ -151,6 +151,6 @@ def test_changed_weights_are_never_served_from_the_cache():
 
 
 def test_the_engine_process_keeps_large_blocks_in_the_heap():
-    from engine.runtime import tune_allocator
+    from engine.model.runtime import tune_allocator
 
     assert tune_allocator() is True  # glibc (this project's Linux hosts) accepts both settings

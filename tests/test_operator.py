@@ -97,8 +97,8 @@ def test_an_empty_config_file_is_refused(tmp_path, monkeypatch):
 
 
 def test_directions_layers_never_changes_the_shipped_file(tmp_path):
-    from engine.checkpoints import DEFAULT_MODEL
-    from engine.directions import load_directions
+    from engine.model.checkpoints import DEFAULT_MODEL
+    from engine.latent.directions import load_directions
 
     shipped = DEFAULT_MODEL.with_name(DEFAULT_MODEL.stem + ".directions.npz")
     before = hashlib.sha256(shipped.read_bytes()).hexdigest()
@@ -108,7 +108,7 @@ def test_directions_layers_never_changes_the_shipped_file(tmp_path):
     r = runner.invoke(full_app(), ["directions", "layers", "smile", "2-5", "-o", str(mine)])
     assert r.exit_code == 0, r.output
     assert hashlib.sha256(shipped.read_bytes()).hexdigest() == before, "the package is untouched"
-    from engine.checkpoints import load_generator
+    from engine.model.checkpoints import load_generator
 
     assert load_directions(mine, load_generator(None).model_id)["smile"].layers == "2-5"
 

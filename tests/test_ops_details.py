@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.dispatch import run
+from engine.jobs.dispatch import run
 from engine.protocol.errors import BadArgument
 from engine.protocol import MorphRequest, RandomRequest, as_face
-from engine.ops import Engine
+from engine.jobs.engine import Engine
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoints import load_generator
-from engine.batch import project
-from engine.projector import INITIAL_LR, LR_RAMPUP, Schedule, latent_noise_scale, lr_schedule, noise_regularizer, psnr, ssim
-from engine.render import to_uint8
+from engine.model.checkpoints import load_generator
+from engine.latent.batch import project
+from engine.latent.projector import INITIAL_LR, LR_RAMPUP, Schedule, latent_noise_scale, lr_schedule, noise_regularizer, psnr, ssim
+from engine.model.images import to_uint8
 
 
 @pytest.fixture(scope="module")

@@ -236,7 +236,7 @@ def test_the_bots_option_ranges_are_the_protocols_bounds():
 def test_the_clis_option_ranges_are_the_protocols_bounds():
     import typer
 
-    from engine.cli import app
+    from engine.cli.commands import app
 
     cli = typer.main.get_command(app)
 
@@ -324,6 +324,21 @@ def test_the_bot_reaches_the_engine_only_through_the_protocol_and_its_entry_poin
     (the contract) and engine.entry (the declared entry point)."""
     graph = import_graph()
     crossing = {(m, d) for m, deps in graph.items() if m.startswith("bot") for d in deps
-                if d.startswith("engine") and d != "engine" and not d.startswith(("engine.protocol", "engine.entry"))}
+                if d.startswith("engine") and d != "engine" and not d.startswith(("engine.protocol", "engine.cli.entry"))}
     assert not crossing, sorted(crossing)
-    assert any(d == "engine.entry" for m, deps in graph.items() if m.startswith("bot") for d in deps)
+    assert any(d == "engine.cli.entry" for m, deps in graph.items() if m.startswith("bot") for d in deps)
+
+
+ENGINE_LAYERS = ("protocol", "model", "face", "latent", "jobs", "serving", "cli")  # each imports only those before it
+
+
+def test_the_engine_is_a_map_whose_imports_only_point_down():
+    """engine/ holds at most 8 entries (its packages and __init__), and no module imports one
+    of a layer above its own (function-level and TYPE_CHECKING imports counted)."""
+    entries = [p.name for p in (REPO / "engine").iterdir() if p.name != "__pycache__"]
+    assert len(entries) <= 8 and set(ENGINE_LAYERS) <= set(entries), entries
+    graph = import_graph()
+    layer = {name: ENGINE_LAYERS.index(name.split(".")[1]) for name in graph
+             if name.startswith("engine.") and name.split(".")[1] in ENGINE_LAYERS}
+    upward = sorted((m, d) for m in layer for d in graph[m] if d in layer and layer[d] > layer[m])
+    assert not upward, upward

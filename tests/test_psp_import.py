@@ -1,4 +1,4 @@
-"""e4e and pSp encoders imported as the projector's first guess (engine/psp.py).
+"""e4e and pSp encoders imported as the projector's first guess (engine/model/psp.py).
 
 With ``../shared/fixtures/encoders`` (checkpoints written by e4e's own code, with its
 outputs): the codes, e4e's w0 and the decoder's images match the reference; the engine
@@ -20,8 +20,8 @@ import torch
 from typer.testing import CliRunner
 
 from bot.cli import full_app
-from engine.dispatch import run
-from engine import psp
+from engine.jobs.dispatch import run
+from engine.model import psp
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "encoders"
@@ -65,7 +65,7 @@ def test_the_imported_encoder_gives_the_reference_codes(imported, tmp_path):
 
 
 def test_its_decoder_imports_as_the_model_and_draws_the_reference_images(imported, tmp_path):
-    from engine.checkpoints import load_generator
+    from engine.model.checkpoints import load_generator
 
     pt, encoder, ref = imported
     model = tmp_path / "decoder.safetensors"
@@ -79,8 +79,8 @@ def test_its_decoder_imports_as_the_model_and_draws_the_reference_images(importe
 
 
 def test_the_engine_starts_projections_from_it_and_refuses_it_with_another_model(imported, tmp_path):
-    from engine.checkpoints import CheckpointError
-    from engine.ops import Engine
+    from engine.model.checkpoints import CheckpointError
+    from engine.jobs.engine import Engine
     from engine.protocol import Progress, ProjectRequest
     from tests.photos import encode, grace_hopper
 

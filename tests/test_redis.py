@@ -161,7 +161,7 @@ async def test_the_bot_over_redis_keeps_every_stored_latent_through_a_redis_rest
     _, _, server = cluster
     async with running_bot(tmp_path, engine={"transport": "redis", "redis_url": server.url,
                                                             "redis_secret": SECRET}) as (sim, bot):
-        assert bot.services.engine.transport == "redis"
+        assert bot.services.transport.transport == "redis"
         inter = await finished(sim, await project(sim, ALICE, encode(grace_hopper(), "JPEG"), "g.jpg", "image/jpeg"), 180)
         assert "likeness" in inter.last_content(), inter.last_content()
         stored = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
@@ -173,7 +173,7 @@ async def test_the_bot_over_redis_keeps_every_stored_latent_through_a_redis_rest
         assert down.last_content() in ("The face engine is not available right now; try again in a minute.",
                                        "The connection to the face engines was interrupted; please try again.")
         server.start()
-        await bot.services.engine.wait_ready(60)
+        await bot.services.transport.wait_ready(60)
         again = await finished(sim, await sim.invoke(ALICE, "me"), 60)
         assert again.all_files(), again.last_content()
         kept = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)

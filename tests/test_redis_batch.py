@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.dispatch import run
+from engine.jobs.dispatch import run
 from engine.protocol import JobFailed, ProjectRequest, RandomRequest, Result
 from tests.closeness import same_kept_face
 from tests.photos import astronaut, encode, grace_hopper
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
 
 
 def test_a_batching_worker_gives_each_member_their_solo_face(redis_server):
-    from engine.ops import Engine
+    from engine.jobs.engine import Engine
 
     photos = [encode(astronaut(), "JPEG"), encode(grace_hopper(), "JPEG")]
     asks = [dict(image=photos[0], steps=10), dict(image=photos[1], steps=7), dict(image=photos[0], steps=5)]

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from engine.protocol import JobFailed, Progress, ProjectRequest, Result
-from engine.redis_worker import POISON
+from engine.serving.redis_worker import POISON
 from tests.photos import astronaut, encode, grace_hopper
 from tests.redis_helpers import SECRET, start_worker
 

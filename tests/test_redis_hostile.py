@@ -29,8 +29,8 @@ PREFIX = "hostile"
 
 @pytest.fixture(scope="module")
 def worker(redis_server, tiny_model):
-    from engine.ops import Engine
-    from engine.redis_worker import RedisWorker
+    from engine.jobs.engine import Engine
+    from engine.serving.redis_worker import RedisWorker
 
     w = RedisWorker(redis_server.url, Engine(tiny_model), KEY, worker_id="w-test", claim_idle=0.001, prefix=PREFIX)
     w.ensure_group()
@@ -264,7 +264,7 @@ def results_for(worker, job_id: str) -> int:
 
 @pytest.fixture()
 def second_worker(redis_server, tiny_model, worker):
-    from engine.redis_worker import RedisWorker
+    from engine.serving.redis_worker import RedisWorker
 
     w = RedisWorker(redis_server.url, worker.engine, KEY, worker_id="w-two", claim_idle=0.001, prefix=PREFIX, batch=4)
     worker.batch = 4

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.render import from_uint8, gif_bytes, montage, mp4_bytes, png_bytes, to_uint8
+from engine.model.images import from_uint8, gif_bytes, montage, mp4_bytes, png_bytes, to_uint8
 
 rng = np.random.default_rng(0)
 FRAMES = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(40)]

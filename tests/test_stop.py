@@ -8,16 +8,16 @@ import queue
 
 
 from bot.transport.local import LocalTransport
-from engine.dispatch import run
+from engine.jobs.dispatch import run
 from engine.protocol import JobFailed, MorphRequest, Progress, ProjectRequest, RandomRequest, Result, Stopped, wire
-from engine.scheduler import Scheduler
-from engine.stops import StopList, drain
+from engine.serving.scheduler import Scheduler
+from engine.serving.stops import StopList, drain
 from tests.closeness import same_kept_face
 from tests.photos import astronaut, encode, grace_hopper
 
 
 def test_the_scheduler_stops_what_was_stopped_and_nothing_else(tiny_model):
-    from engine.ops import Engine
+    from engine.jobs.engine import Engine
 
     engine = Engine(tiny_model)
     faces = [run(engine, RandomRequest(seed=s)).faces[0] for s in (1, 2)]

@@ -167,7 +167,7 @@ async def test_database_survives_sigkill_in_a_loop_of_writes(tmp_path):
 
 
 async def test_a_kept_face_keeps_its_noise_maps_and_old_rows_still_read(tmp_path):
-    from engine.kept import pack_noise
+    from engine.latent.kept import pack_noise
 
     s = await Storage.open(tmp_path / "db.sqlite3")
     ws = np.random.default_rng(1).standard_normal((10, 256)).astype(np.float32)

@@ -14,7 +14,7 @@ import pytest_asyncio
 from PIL import Image
 from typer.testing import CliRunner
 
-from engine.dispatch import run
+from engine.jobs.dispatch import run
 from engine.protocol import BadArgument, FacesRequest, ProjectRequest, TeamRequest
 from tests.bot_harness import running_bot
 from tests.photos import encode, grace_hopper, group_photo
@@ -151,7 +151,7 @@ def test_a_lookalike_among_many_members_answers_with_the_nearest_few(tiny_model)
     """Any number of members (here more than a wire list holds): the answer crosses the wire."""
     import torch
 
-    from engine.ops import Engine
+    from engine.jobs.engine import Engine
     from engine.protocol import LookalikeRequest, Result, as_face, wire
 
     engine = Engine(tiny_model)
@@ -164,7 +164,7 @@ def test_a_lookalike_among_many_members_answers_with_the_nearest_few(tiny_model)
 
 
 def test_the_engine_numbers_faces_and_projects_the_one_asked(tiny_model):
-    from engine.ops import Engine
+    from engine.jobs.engine import Engine
 
     engine = Engine(tiny_model)
     found = run(engine, FacesRequest(image=GROUP))
@@ -184,7 +184,7 @@ def test_the_engine_numbers_faces_and_projects_the_one_asked(tiny_model):
 
 
 def test_faces_too_small_are_skipped_with_a_reason(tiny_model):
-    from engine.ops import Engine
+    from engine.jobs.engine import Engine
 
     img, _ = group_photo()
     half = np.asarray(Image.fromarray(img).resize((img.shape[1] // 2, img.shape[0] // 2), Image.Resampling.LANCZOS))
@@ -196,7 +196,7 @@ def test_faces_too_small_are_skipped_with_a_reason(tiny_model):
 
 
 def test_cli_faces_project_face_team_and_lookalike(tmp_path, tiny_model):
-    from engine.cli import app
+    from engine.cli.commands import app
 
     runner = CliRunner()
     photo = tmp_path / "group.jpg"

@@ -28,7 +28,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     @group.command(name="stats", description="Queue, throughput, model and storage figures.")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def stats(interaction: discord.Interaction) -> None:
-        e = svc.engine.stats()
+        e = svc.transport.stats()
         s = await svc.storage.stats(interaction.guild_id)
         jobs = ", ".join(f"{k} {v}" for k, v in sorted(s["jobs"].items())) or "none yet"
         lines = [

@@ -69,7 +69,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     @swap.autocomplete("split")
     async def split_choices(interaction: discord.Interaction, current: int | str | None) -> list[app_commands.Choice[int]]:
         """The style indices the loaded model takes (1 … its styles − 1), not the option's widest range."""
-        info = svc.engine.info
+        info = svc.transport.info
         if info is None:
             return []
         typed = str(current or "").strip()

@@ -51,7 +51,7 @@ async def refuse(interaction: discord.Interaction, sentence: str) -> None:
 class Services:
     settings: Settings
     storage: Storage
-    engine: Transport
+    transport: Transport  # the engine, local or over Redis
     limits: Limits
     queued: Counter = field(default_factory=Counter)  # (guild, user) -> jobs waiting or running
     forget_epoch: Counter = field(default_factory=Counter)  # bumped by /forget

@@ -36,7 +36,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
 
     @edit.autocomplete("attribute")
     async def attribute_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        names = svc.engine.info.directions if svc.engine.info else []
+        names = svc.transport.info.directions if svc.transport.info else []
         return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:25]
 
     @tree.command(name="loop", description="A face that breathes: a seamless looping GIF.")

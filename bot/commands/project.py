@@ -144,7 +144,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     async def adopt(interaction: discord.Interaction) -> None:
         try:
             model_id = svc.model_id
-            info = svc.engine.info
+            info = svc.transport.info
             ok = await svc.storage.adopt_pending(interaction.guild_id or 0, interaction.user.id, model_id,
                                                  info.num_ws, info.w_dim)
         except Reply as exc:

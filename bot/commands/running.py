@@ -117,7 +117,7 @@ class Slot:
         if waiting >= self.svc.settings.limits.per_member_queued:
             raise Refusal(f"You already have {'a job' if waiting == 1 else f'{waiting} jobs'} waiting; let it finish first.")
         self.svc.limits.check(*self.key, self.kind)
-        if self.svc.engine.full():
+        if self.svc.transport.full():
             raise Refusal(QUEUE_FULL)
 
     async def __aenter__(self) -> Slot:
@@ -288,7 +288,7 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
         slot.check()
         await defer(interaction)
         async with slot:
-            engine = svc.engine  # the job stays with this engine, even if a reload switches engines meanwhile
+            engine = svc.transport  # the job stays with this engine, even if a reload switches engines meanwhile
             if engine.info is None:
                 await engine.wait_ready(READY_TIMEOUT)
             cap = min(interaction.filesize_limit, svc.settings.limits.max_gif_bytes, MAX_ATTACHMENT_BYTES)

@@ -2,7 +2,7 @@
 
 The member who started the job, or a member with Manage Server, may press it; the job's
 future resolves at once (``Transport.cancel``) and its own message says it stopped, while
-the engine drops the job before its next step (engine/stops.py). The custom id carries the
+the engine drops the job before its next step (engine/serving/stops.py). The custom id carries the
 job id, but who may stop it is read from what the bot holds (``Services.stoppable``), not
 from the button.
 """

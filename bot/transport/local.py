@@ -38,7 +38,7 @@ CANNOT_START = "The face engine cannot start right now; the server's admins have
 
 def _engine_main(spec: EngineSpec, job_q, event_q, stop_q) -> None:
     """The child process: the engine's declared entry point (torch is imported here, never in the bot)."""
-    from engine.entry import serve_local
+    from engine.cli.entry import serve_local
 
     serve_local(spec, job_q, event_q, stop_q)
 
@@ -54,8 +54,8 @@ class LocalTransport(Transport):
         super().__init__(queue_size, job_timeout)
         self.registry = registry  # records each engine process, so a later bot can end what we leave
         self.model, self.device, self.directions, self.threads = model, device, directions, threads
-        self.batch = batch  # jobs the engine works on at once (engine/scheduler.py)
-        self.encoder = encoder  # an imported e4e/pSp encoder file (engine/psp.py), or None
+        self.batch = batch  # jobs the engine works on at once (engine/serving/scheduler.py)
+        self.encoder = encoder  # an imported e4e/pSp encoder file (engine/model/psp.py), or None
         self.ctx = mp.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task | None = None

@@ -1,6 +1,6 @@
 """Engines left by a dead bot are found and ended at the next start.
 
-The parent-death signal (``engine/runtime.py``) ends an engine when its bot dies, on
+The parent-death signal (``engine/model/runtime.py``) ends an engine when its bot dies, on
 Linux. This file is the second line, for whatever that misses (another OS, a signal lost
 in a race): the bot records its own pid and start time and those of every engine process
 it spawns; a new bot on the same database ends each recorded engine whose pid still has

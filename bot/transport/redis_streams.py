@@ -3,7 +3,7 @@
 Same interface and objects as the local transport (``bot/transport/local.py``); the
 command layer cannot tell them apart. The key layout lives with the protocol
 (``engine/protocol/redis_keys.py``); why delivery is at least once is written in
-``engine/redis_worker.py``. Every job is sealed (encrypted and authenticated) with the shared
+``engine/serving/redis_worker.py``. Every job is sealed (encrypted and authenticated) with the shared
 secret for the entry id this side chooses, and every event is checked before use: its
 size inside Redis before it is loaded (a Lua script; an oversized entry is noted in the
 dead letters unread), its seal for this reply stream, job id and worker (forged,

@@ -42,7 +42,7 @@ class ModelMismatch(UserError):
 
 
 class Stopped(UserError):
-    """The member (or a moderator) stopped the job (engine/stops.py)."""
+    """The member (or a moderator) stopped the job (engine/serving/stops.py)."""
 
     code = "cancelled"
 

@@ -21,7 +21,7 @@ MAX_NOISE_VALUES = 1 << 20  # a kept face's packed maps (up to 256 px: 174 776 v
 
 @dataclass(frozen=True, eq=False)
 class Face:
-    """A kept face (``engine/kept.py``): W+ ``[num_ws, w_dim]`` float32 and its packed float16
+    """A kept face (``engine/latent/kept.py``): W+ ``[num_ws, w_dim]`` float32 and its packed float16
     noise maps (``None``: the model's constant maps, e.g. a /random face)."""
 
     ws: np.ndarray

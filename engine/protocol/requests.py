@@ -6,7 +6,7 @@ what depends on the loaded model: style-layer counts and direction names). A req
 that fails gets one sentence (:class:`BadArgument`).
 
 To add a kind: a dataclass here (with ``kind`` and ``check``), one handler in
-``engine/handlers.py``, one command. The wire needs nothing more.
+``engine/jobs/handlers.py``, one command. The wire needs nothing more.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What the bot tells a local engine process when it starts one: one typed record instead of
-a row of positional arguments (``engine.entry.serve_local`` reads it)."""
+a row of positional arguments (``engine.cli.entry.serve_local`` reads it)."""
 
 from __future__ import annotations
 
