@@ -62,9 +62,9 @@ class Services:
 
     @property
     def model_id(self) -> str:
-        if self.engine.info is None:
+        if self.transport.info is None:
             raise Reply("The face engine is still starting; try again in a few seconds.")
-        return self.engine.info.model_id
+        return self.transport.info.model_id
 
 
 def plain(text: str) -> str:
