@@ -10,6 +10,7 @@ demo: install
 	$(PY) -m bot.cli demo -o out/demo
 
 test: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 bench:

@@ -62,7 +62,9 @@ def _instrumented_app(self, *args, **kwargs):
 
 
 web.Application.__init__ = _instrumented_app
-gc.callbacks.append(lambda phase, info: phase == "start" and info["generation"] == 2 and FULL_GCS.append(time.monotonic()))
+gc.callbacks.append(
+    lambda phase, info: phase == "start" and info["generation"] == 2 and FULL_GCS.append(time.monotonic())
+)
 
 _dispatch = sim_module.DiscordSimulator._dispatch
 
@@ -128,8 +130,11 @@ load.one_burst = _traced_burst
 def stats(values: list[float]) -> dict:
     v = np.asarray(values, dtype=float) * 1000
     v = v[np.isfinite(v)]
-    return {"p50": round(float(np.percentile(v, 50)), 1), "p99": round(float(np.percentile(v, 99)), 1),
-            "max": round(float(v.max()), 1)}
+    return {
+        "p50": round(float(np.percentile(v, 50)), 1),
+        "p99": round(float(np.percentile(v, 99)), 1),
+        "max": round(float(v.max()), 1),
+    }
 
 
 def split(burst: dict) -> dict:
@@ -142,10 +147,13 @@ def split(burst: dict) -> dict:
         legs["to_ack"].append(acked - started if acked is not None else np.nan)
     first = min(sent for _, sent, _ in events)
     last_ack = max(acked for _, _, acked in events if acked is not None)
-    return {"ack_ms_p99": burst["ack_ms_p99"], **{k: stats(v) for k, v in legs.items()},
-            "others_before_last_ack": sum(1 for cb, t in CONNECTED if not cb and first <= t <= last_ack),
-            "simulator_longest_pause_ms": burst.pop("_longest_pause_ms"),
-            "bot_full_gcs_ms_after_start": [round(1000 * (t - first)) for t in FULL_GCS if first <= t <= last_ack]}
+    return {
+        "ack_ms_p99": burst["ack_ms_p99"],
+        **{k: stats(v) for k, v in legs.items()},
+        "others_before_last_ack": sum(1 for cb, t in CONNECTED if not cb and first <= t <= last_ack),
+        "simulator_longest_pause_ms": burst.pop("_longest_pause_ms"),
+        "bot_full_gcs_ms_after_start": [round(1000 * (t - first)) for t in FULL_GCS if first <= t <= last_ack],
+    }
 
 
 def main() -> None:
@@ -155,8 +163,17 @@ def main() -> None:
     ap.add_argument("--busy", type=int, default=6)
     args = ap.parse_args()
     run = asyncio.run(load.measure(args.members, args.burst, busy=args.busy))
-    print(json.dumps({"members": args.members, "burst": args.burst, "busy_projections": args.busy,
-                      "bursts": [split(b) for b in run["bursts"]]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "members": args.members,
+                "burst": args.burst,
+                "busy_projections": args.busy,
+                "bursts": [split(b) for b in run["bursts"]],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ def main() -> None:
         for n in ms:
             batch = engine.new_batch()
             for i in range(n):
-                batch.add(Member((rng.random((G.resolution, G.resolution, 3)) * 255).astype(np.uint8), steps=1000, seed=i))
+                batch.add(
+                    Member((rng.random((G.resolution, G.resolution, 3)) * 255).astype(np.uint8), steps=1000, seed=i)
+                )
             for _ in range(5):
                 batch.step()
             t0 = time.perf_counter()
@@ -45,8 +47,15 @@ def main() -> None:
                 batch.step()
             ms[n].append(round((time.perf_counter() - t0) / args.steps * 1000, 2))
     best = {n: min(v) for n, v in ms.items()}
-    print(json.dumps({"ms_per_step": {str(n): v for n, v in ms.items()}, "best": {str(n): b for n, b in best.items()},
-                      "step_ratio_8": round(8 * best[1] / best[8], 3)}))
+    print(
+        json.dumps(
+            {
+                "ms_per_step": {str(n): v for n, v in ms.items()},
+                "best": {str(n): b for n, b in best.items()},
+                "step_ratio_8": round(8 * best[1] / best[8], 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Discord simulator with the default limits of config.example.toml, then sends
 asks for a /random face, /me, /adopt and /random again — and waits until every one
 has its final answer. The simulator runs in its own process, as Discord runs on its own
 machines: its work is not the bot's, so it does not count against the bot's latency
-(``--in-process`` puts it back in the bot's event loop, for comparison). Reported: acknowledgement times (Discord drops an interaction
+(``--in-process`` puts it back in the bot's event loop, for comparison). Reported: acknowledgement
+times (Discord drops an interaction
 not acknowledged within 3 s), how the answers split (results, "queue full", per-member
 caps, rate limits, anything else), and the resident memory of the bot and the engine
 process before the bursts and after each of two identical bursts (flat = no leak).
@@ -69,10 +70,15 @@ async def one_burst(sim, members: int, burst: int, round_no: int) -> dict:
     await asyncio.gather(*[finished(sim, inter, 600) for inter in inters])
     acks = np.array([i.ack_seconds if i.ack_seconds is not None else np.inf for i in inters]) * 1000
     kinds = Counter(classify(i.last_content()) for i in inters)
-    return {"interactions": burst, "acknowledged": int(np.isfinite(acks).sum()),
-            "ack_ms_p50": round(float(np.percentile(acks, 50)), 1), "ack_ms_p99": round(float(np.percentile(acks, 99)), 1),
-            "ack_ms_max": round(float(acks.max()), 1), "answers": dict(kinds),
-            "other_examples": [i.last_content()[:120] for i in inters if classify(i.last_content()) == "other"][:3]}
+    return {
+        "interactions": burst,
+        "acknowledged": int(np.isfinite(acks).sum()),
+        "ack_ms_p50": round(float(np.percentile(acks, 50)), 1),
+        "ack_ms_p99": round(float(np.percentile(acks, 99)), 1),
+        "ack_ms_max": round(float(acks.max()), 1),
+        "answers": dict(kinds),
+        "other_examples": [i.last_content()[:120] for i in inters if classify(i.last_content()) == "other"][:3],
+    }
 
 
 class RemoteSimulator:
@@ -132,7 +138,7 @@ def _simulator_process(conn) -> None:
                     reply = True
                 else:
                     reply = await one_burst(sim, *args)
-            except Exception as exc:  # the parent re-raises it
+            except Exception as exc:  # noqa: BLE001 (the parent re-raises it)
                 reply = exc
             conn.send(reply)
         await sim.stop()
@@ -157,8 +163,9 @@ def busy_projections(engine, count: int) -> list:
     return futures
 
 
-async def measure(members: int, burst: int, in_process: bool = False, http_connections: int | None = None,
-                  busy: int = 0, **limits) -> dict:
+async def measure(
+    members: int, burst: int, in_process: bool = False, http_connections: int | None = None, busy: int = 0, **limits
+) -> dict:
     remote = None if in_process else RemoteSimulator()
     discord_settings = {} if http_connections is None else {"http_connections": http_connections}
     try:
@@ -171,16 +178,30 @@ async def measure(members: int, burst: int, in_process: bool = False, http_conne
                     await asyncio.sleep(8.0)  # decoded, aligned and stepping together before the burst
                 bursts = []
                 for round_no in (1, 2):
-                    bursts.append(await (remote.burst(members, burst, round_no) if remote
-                                         else one_burst(sim, members, burst, round_no)))
+                    bursts.append(
+                        await (
+                            remote.burst(members, burst, round_no)
+                            if remote
+                            else one_burst(sim, members, burst, round_no)
+                        )
+                    )
                     await asyncio.sleep(1.0)
                     gc.collect()
                     rss[f"after_burst_{round_no}"] = {"bot": rss_mb(os.getpid()), "engine": rss_mb(engine_pid)}
                 stats = bot.services.transport.stats()
                 stats["busy_projections_still_running"] = sum(not f.done() for f in projections)
                 assert bot.services.transport.process.pid == engine_pid, "the engine was not restarted"
-                return {"members": members, "burst": burst, "busy_projections": busy, "simulator": "in-process" if in_process else "own process",
-                        "http_connections": bot.settings.discord.http_connections, "limits": limits, "bursts": bursts, "rss_mb": rss, "engine_after": stats}
+                return {
+                    "members": members,
+                    "burst": burst,
+                    "busy_projections": busy,
+                    "simulator": "in-process" if in_process else "own process",
+                    "http_connections": bot.settings.discord.http_connections,
+                    "limits": limits,
+                    "bursts": bursts,
+                    "rss_mb": rss,
+                    "engine_after": stats,
+                }
     finally:
         if remote is not None:
             remote.stop()
@@ -191,12 +212,19 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=100)
     ap.add_argument("--burst", type=int, default=500)
     ap.add_argument("--in-process", action="store_true", help="run the simulator in the bot's event loop")
-    ap.add_argument("--http-connections", type=int, nargs="+", default=[None],
-                    help="discord.http_connections settings to compare, each with a fresh (cold) bot; "
-                         "0 = discord.py's unbounded pool; default: the config's")
+    ap.add_argument(
+        "--http-connections",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="discord.http_connections settings to compare, each with a fresh (cold) bot; "
+        "0 = discord.py's unbounded pool; default: the config's",
+    )
     ap.add_argument("--busy", type=int, default=0, help="long projections the engine batches through the bursts")
     args = ap.parse_args()
-    runs = [asyncio.run(measure(args.members, args.burst, args.in_process, n, args.busy)) for n in args.http_connections]
+    runs = [
+        asyncio.run(measure(args.members, args.burst, args.in_process, n, args.busy)) for n in args.http_connections
+    ]
     print(json.dumps(runs[0] if len(runs) == 1 else runs, indent=2))
 
 

@@ -103,27 +103,31 @@ def effects(engine: Engine, r: dict, age, smile, yaw) -> dict[str, str]:
     n = r["count"]
     out = {
         "age": f"On this model, age -3 to +3 moves the predicted age by about {age[1] - age[0]:.0f} years "
-               f"({age[0]:.0f} to {age[1]:.0f}, mean of {n} faces); it reads as faint shading more than ageing.",
+        f"({age[0]:.0f} to {age[1]:.0f}, mean of {n} faces); it reads as faint shading more than ageing.",
         "gender": f"On this model, gender -3 to +3 flips the labeller's verdict on {r['gender_flip_rate']:.0%} "
-                  f"of {n} faces.",
+        f"of {n} faces.",
         "smile": f"On this model, smile -3 to +3 raises the smile measure (mouth width and corner lift over eye "
-                 f"distance) by {100 * (smile[1] / smile[0] - 1):.0f}% (the right way on {r['smile_moves_with_sign']:.0%} "
-                 f"of {n} faces).",
+        f"distance) by {100 * (smile[1] / smile[0] - 1):.0f}% (the right way on {r['smile_moves_with_sign']:.0%} "
+        f"of {n} faces).",
         "yaw": f"On this model, yaw -3 to +3 turns the head: the nose moves {100 * (yaw[1] - yaw[0]):.0f}% "
-               f"of the face width (the right way on {r['yaw_moves_with_sign']:.0%} of {n} faces).",
+        f"of the face width (the right way on {r['yaw_moves_with_sign']:.0%} of {n} faces).",
     }
     for name, d in engine.directions.items():
         if name in out:
             continue
         u = r.get("unnamed", {}).get(name)
         if u is None:
-            out[name] = (f"{name} is an unnamed factor of this model ({d.meta.get('method', 'imported')}); "
-                         "what it changes was not measured.")
+            out[name] = (
+                f"{name} is an unnamed factor of this model ({d.meta.get('method', 'imported')}); "
+                "what it changes was not measured."
+            )
             continue
-        out[name] = (f"{name} is an unnamed factor of this model ({d.meta.get('method', 'imported')}). Measured on "
-                     f"{n} faces, -3 to +3 moves the predicted age by {signed(u['age_years'])} years, flips the "
-                     f"gender verdict on {u['gender_flip_rate']:.0%} of faces, changes the smile measure by "
-                     f"{signed(u['smile_percent'])}% and moves the nose {signed(u['yaw_percent'])}% of the face width.")
+        out[name] = (
+            f"{name} is an unnamed factor of this model ({d.meta.get('method', 'imported')}). Measured on "
+            f"{n} faces, -3 to +3 moves the predicted age by {signed(u['age_years'])} years, flips the "
+            f"gender verdict on {u['gender_flip_rate']:.0%} of faces, changes the smile measure by "
+            f"{signed(u['smile_percent'])}% and moves the nose {signed(u['yaw_percent'])}% of the face width."
+        )
     return out
 
 
@@ -144,9 +148,13 @@ def unnamed_effect(engine: Engine, latents: np.ndarray, name: str) -> dict:
         g = [lo["gender"], hi["gender"]]
         flips.append(bool(np.isfinite(g).all() and np.sign(g[0]) != np.sign(g[1])))
     (age0, age1), (smile0, smile1), (yaw0, yaw1) = np.nanmean(np.asarray(ends, dtype=float), axis=0)
-    return {"age_years": round(float(age1 - age0), 1), "gender_flip_rate": round(float(np.mean(flips)), 3),
-            "smile_percent": round(float(100 * (smile1 / smile0 - 1)), 1), "yaw_percent": round(float(100 * (yaw1 - yaw0)), 1),
-            "identity_distance_at_pm2": round(float(np.mean(ident)), 3)}
+    return {
+        "age_years": round(float(age1 - age0), 1),
+        "gender_flip_rate": round(float(np.mean(flips)), 3),
+        "smile_percent": round(float(100 * (smile1 / smile0 - 1)), 1),
+        "yaw_percent": round(float(100 * (yaw1 - yaw0)), 1),
+        "identity_distance_at_pm2": round(float(np.mean(ident)), 3),
+    }
 
 
 if __name__ == "__main__":

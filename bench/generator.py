@@ -157,15 +157,23 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"tuned": [], "default": []}
     for _ in range(args.runs):
         for allocator in ("default", "tuned"):  # alternated: a slow spell hits both alike
-            out = subprocess.run([sys.executable, "-m", "bench.generator", "--allocator", allocator, "--repeats", str(args.repeats)],
-                                 check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.generator", "--allocator", allocator, "--repeats", str(args.repeats)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             runs[allocator].append(json.loads(out))
     tuned, default = best_of(runs["tuned"]), best_of(runs["default"])
-    result = {"engine (allocator tuned, as engine/model/runtime.py sets it)": tuned,
-              "baseline (glibc's default allocator)": default,
-              "tuned_over_default_images_per_s": {
-                  key: round(tuned[key]["images_per_s"] / default[key]["images_per_s"], 3)
-                  for key in tuned if isinstance(tuned[key], dict) and "images_per_s" in tuned[key]}}
+    result = {
+        "engine (allocator tuned, as engine/model/runtime.py sets it)": tuned,
+        "baseline (glibc's default allocator)": default,
+        "tuned_over_default_images_per_s": {
+            key: round(tuned[key]["images_per_s"] / default[key]["images_per_s"], 3)
+            for key in tuned
+            if isinstance(tuned[key], dict) and "images_per_s" in tuned[key]
+        },
+    }
     print(json.dumps(result, indent=2))
 
 

@@ -104,7 +104,9 @@ def generation(G: Generator, device, batches, reps: int, paths=(None, False)) ->
     for name, tf, dtype in variants:
         for fused in paths:
             for n in (batches if fused is None else batches[-1:]):  # the shared path only matters batched
-                ws = G.w_avg.expand(n, G.num_ws, -1).contiguous() + 0.1 * torch.randn(n, G.num_ws, G.w_dim, device=device)
+                ws = G.w_avg.expand(n, G.num_ws, -1).contiguous() + 0.1 * torch.randn(
+                    n, G.num_ws, G.w_dim, device=device
+                )
 
                 def draw():
                     with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -128,6 +130,7 @@ def compiled_generation(G: Generator, device, n: int, reps: int) -> dict:
         for name, dtype in (("tf32", None), ("bf16", torch.bfloat16)):
             key = f"{name}_{'fused' if fused else 'shared'}_b{n}"
             try:
+
                 def draw():
                     with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                         fn(ws)
@@ -138,7 +141,11 @@ def compiled_generation(G: Generator, device, n: int, reps: int) -> dict:
                     sync(device)
                     compile_s = time.perf_counter() - t0
                     ms = median_ms(draw, device, reps) / n
-                out[key] = {"ms_per_image": round(ms, 4), "tflops": round(gflop / ms, 2), "compile_s": round(compile_s, 1)}
+                out[key] = {
+                    "ms_per_image": round(ms, 4),
+                    "tflops": round(gflop / ms, 2),
+                    "compile_s": round(compile_s, 1),
+                }
             except Exception as exc:  # noqa: BLE001 (a variant that fails is a figure too)
                 out[key] = f"{type(exc).__name__}: {exc}"[:300]
     return out
@@ -158,16 +165,26 @@ def projection_steps(G, device, quick: bool, label: str) -> dict:
         faces = to_uint8(G(torch.randn(8, G.z_dim, device=device, generator=None)))
     reps = 3 if quick else 12
     out = {}
-    configs = [("eager_fp32", False, False, None), ("graph_fp32", True, False, None), ("graph_tf32", True, True, None),
-               ("graph_bf16", True, True, torch.bfloat16)] if device.type == "cuda" else [("eager_fp32", False, False, None)]
+    configs = (
+        [
+            ("eager_fp32", False, False, None),
+            ("graph_fp32", True, False, None),
+            ("graph_tf32", True, True, None),
+            ("graph_bf16", True, True, torch.bfloat16),
+        ]
+        if device.type == "cuda"
+        else [("eager_fp32", False, False, None)]
+    )
     for name, graphs, tf, dtype in configs:
         for n in (1, 8):
-            for fused in ((None, False) if n > 1 and G.resolution <= 256 else (None,)):
+            for fused in (None, False) if n > 1 and G.resolution <= 256 else (None,):
                 try:
                     ms = steps_ms(G, faces[:n], device, reps, graphs, tf, dtype, fused)
                     out[f"{name}_{'shared' if fused is False else 'default'}_b{n}"] = round(ms, 3)
                 except Exception as exc:  # noqa: BLE001 (a variant that fails is a figure too)
-                    out[f"{name}_{'shared' if fused is False else 'default'}_b{n}"] = f"{type(exc).__name__}: {exc}"[:300]
+                    out[f"{name}_{'shared' if fused is False else 'default'}_b{n}"] = f"{type(exc).__name__}: {exc}"[
+                        :300
+                    ]
     return {label: out}
 
 
@@ -192,8 +209,14 @@ def encoder_refine(bundle, device, steps: int) -> dict:
         face = to_uint8(G(torch.randn(1, G.z_dim, device=device, generator=None)))[0]
     sync(device)
     t0 = time.perf_counter()
-    project(G, face, steps, init_ws=encode(E, face) if E is not None else None, every=max(1, steps // 20),
-            graphs=device.type == "cuda")  # as the engine runs it
+    project(
+        G,
+        face,
+        steps,
+        init_ws=encode(E, face) if E is not None else None,
+        every=max(1, steps // 20),
+        graphs=device.type == "cuda",
+    )  # as the engine runs it
     sync(device)
     return {"steps": steps, "seconds": round(time.perf_counter() - t0, 2)}
 
@@ -211,9 +234,13 @@ def alone_vs_batched(G, device, steps: int) -> dict:
     for m in members:
         batch.add(m)
     got = {id(m): p for m, p in batch.run()}[id(members[3])]
-    return {"steps": lengths[3], "ws_max_diff": float(np.abs(got.ws - alone.ws).max()),
-            "image_max_diff_levels": int(np.abs(got.image.astype(int) - alone.image).max()),
-            "psnr_alone": round(alone.psnr, 2), "psnr_batched": round(got.psnr, 2)}
+    return {
+        "steps": lengths[3],
+        "ws_max_diff": float(np.abs(got.ws - alone.ws).max()),
+        "image_max_diff_levels": int(np.abs(got.image.astype(int) - alone.image).max()),
+        "psnr_alone": round(alone.psnr, 2),
+        "psnr_batched": round(got.psnr, 2),
+    }
 
 
 def parity(fixtures: Path | None, device) -> dict:
@@ -222,8 +249,10 @@ def parity(fixtures: Path | None, device) -> dict:
     if fixtures is None or not fixtures.is_dir():
         return {"skipped": "no fixture folder"}
     out = {}
-    for name, ref_name, key in (("ada_tiny.pkl", "ada_tiny_ref.npz", "ws_plus"),
-                                ("rosinality_tiny.pt", "rosinality_tiny_ref.npz", "wplus")):
+    for name, ref_name, key in (
+        ("ada_tiny.pkl", "ada_tiny_ref.npz", "ws_plus"),
+        ("rosinality_tiny.pt", "rosinality_tiny_ref.npz", "wplus"),
+    ):
         G = load_generator(fixtures / name, device=str(device))
         ref = np.load(fixtures / ref_name)
         ws = torch.from_numpy(ref[key]).to(device)
@@ -241,16 +270,24 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes and few repeats (the CPU check)")
     ap.add_argument("--out", type=Path, default=Path("gpu.json"))
     ap.add_argument("--only", nargs="+", default=None, help="run only these sections")
-    ap.add_argument("--budget", type=float, default=330.0,
-                    help="seconds; sections not started by then are skipped (the script must fit 6 minutes)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=330.0,
+        help="seconds; sections not started by then are skipped (the script must fit 6 minutes)",
+    )
     ap.add_argument("--fixtures", type=Path, default=Path(__file__).resolve().parents[2] / "shared/fixtures/stylegan2")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     quick = args.quick
-    result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                    "torch": torch.__version__, "quick": quick, "today": TODAY}
+    result: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "quick": quick,
+        "today": TODAY,
+    }
     t_start = time.perf_counter()
 
     def section(name, fn):

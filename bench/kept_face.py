@@ -134,14 +134,20 @@ def blend_checks(engine: Engine, faces: dict, pairs: list[tuple[str, str]], rule
             imgs = engine.draw(np.stack(ws), maps, np.full((len(ws), 2), 0.5, np.float32))
             detected += [aligned_landmarks(im)[1] for im in imgs]
             ends = engine.draw(np.stack([wa, wb]), maps, np.eye(2, dtype=np.float32))
-            mid_identity.append(float(np.mean([np.linalg.norm(face_descriptor(imgs[0]) - face_descriptor(e)) for e in ends])))
+            middle = face_descriptor(imgs[0])
+            mid_identity.append(float(np.mean([np.linalg.norm(middle - face_descriptor(e)) for e in ends])))
             weights = edits.morph_weights(2, 24, loop=True)
-            frames = engine.draw(np.einsum("fk,kij->fij", weights, np.stack([wa, wb])).astype(np.float32), maps, weights)
+            frames = engine.draw(
+                np.einsum("fk,kij->fij", weights, np.stack([wa, wb])).astype(np.float32), maps, weights
+            )
             steps = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
             seams.append(float(steps.max() / max(np.median(steps), 1e-6)))
-        return {"detect_rate": round(float(np.mean(detected)), 3), "n": len(detected),
-                "midpoint_to_ends_dlib": round(float(np.mean(mid_identity)), 3),
-                "morph_seam_max_over_median_step": round(float(np.mean(seams)), 2)}
+        return {
+            "detect_rate": round(float(np.mean(detected)), 3),
+            "n": len(detected),
+            "midpoint_to_ends_dlib": round(float(np.mean(mid_identity)), 3),
+            "morph_seam_max_over_median_step": round(float(np.mean(seams)), 2),
+        }
     finally:
         engine.noise_rule = old
 
@@ -165,7 +171,9 @@ def seam_with_independent_maps(engine: Engine, seed: int = 0) -> dict:
     models, longer projections) this is how each rule's morph steps look."""
     rng = np.random.default_rng(seed)
     faces = [[rng.standard_normal(m.shape).astype(np.float32) for m in engine.const_noise] for _ in range(2)]
-    ws = engine.G.mapping(torch.randn(2, engine.G.z_dim, generator=torch.Generator().manual_seed(seed))).detach().numpy()
+    ws = (
+        engine.G.mapping(torch.randn(2, engine.G.z_dim, generator=torch.Generator().manual_seed(seed))).detach().numpy()
+    )
     weights = edits.morph_weights(2, 24, loop=True)
     seq = np.einsum("fk,kij->fij", weights, ws).astype(np.float32)
     out, old = {}, engine.noise_rule
@@ -182,16 +190,18 @@ def seam_with_independent_maps(engine: Engine, seed: int = 0) -> dict:
 
 def summarise(rows: dict, names: list[str]) -> dict:
     sel = [rows[n] for n in names]
-    return {"n": len(sel),
-            "redraw_db_min": round(min(r["redraw_db"] for r in sel), 2),
-            "kept_psnr_db": round(float(np.mean([r["kept_psnr_db"] for r in sel])), 2),
-            "kept_dlib_mean": round(float(np.mean([r["kept_dlib"] for r in sel])), 3),
-            "kept_dlib_max": round(float(np.max([r["kept_dlib"] for r in sel])), 3),
-            "identity_pm2": {d: round(float(np.mean([r["identity"][d] for r in sel])), 3) for d in sel[0]["identity"]},
-            "detected_pm2": {d: round(float(np.mean([r["detected"][d] for r in sel])), 3) for d in sel[0]["detected"]},
-            "smile_sign": round(float(np.mean([r["signs"]["smile"] for r in sel])), 3),
-            "yaw_sign": round(float(np.mean([r["signs"]["yaw"] for r in sel])), 3),
-            "seconds": round(float(np.mean([r["seconds"] for r in sel])), 2)}
+    return {
+        "n": len(sel),
+        "redraw_db_min": round(min(r["redraw_db"] for r in sel), 2),
+        "kept_psnr_db": round(float(np.mean([r["kept_psnr_db"] for r in sel])), 2),
+        "kept_dlib_mean": round(float(np.mean([r["kept_dlib"] for r in sel])), 3),
+        "kept_dlib_max": round(float(np.max([r["kept_dlib"] for r in sel])), 3),
+        "identity_pm2": {d: round(float(np.mean([r["identity"][d] for r in sel])), 3) for d in sel[0]["identity"]},
+        "detected_pm2": {d: round(float(np.mean([r["detected"][d] for r in sel])), 3) for d in sel[0]["detected"]},
+        "smile_sign": round(float(np.mean([r["signs"]["smile"] for r in sel])), 3),
+        "yaw_sign": round(float(np.mean([r["signs"]["yaw"] for r in sel])), 3),
+        "seconds": round(float(np.mean([r["seconds"] for r in sel])), 2),
+    }
 
 
 def main() -> None:
@@ -210,22 +220,36 @@ def main() -> None:
     targets = {**real, **teacher}
     names = list(real)
     pairs = [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
-    out = {"model_id": engine.model_id, "steps": args.steps, "threads": torch.get_num_threads(),
-           "real_faces": names, "teacher_faces": len(teacher), "settings": {}}
+    out = {
+        "model_id": engine.model_id,
+        "steps": args.steps,
+        "threads": torch.get_num_threads(),
+        "real_faces": names,
+        "teacher_faces": len(teacher),
+        "settings": {},
+    }
     for name in args.settings:
         setting = SETTINGS[name]
         faces, rows = evaluate(engine, targets, args.steps, setting)
-        res = {"setting": dict(zip(FIELDS, setting)),
-               "real": summarise(rows, names), "teacher": summarise(rows, list(teacher)),
-               "per_face_dlib": {n: round(r["kept_dlib"], 3) for n, r in rows.items()}}
+        res = {
+            "setting": dict(zip(FIELDS, setting)),
+            "real": summarise(rows, names),
+            "teacher": summarise(rows, list(teacher)),
+            "per_face_dlib": {n: round(r["kept_dlib"], 3) for n, r in rows.items()},
+        }
         rules = ("mix", "nearest", "const") if setting[0] else ("const",)
         res["blends"] = {rule: blend_checks(engine, faces, pairs, rule) for rule in rules}
         out["settings"][name] = res
         print(json.dumps({name: res}), file=sys.stderr, flush=True)
     out["independent_maps"] = seam_with_independent_maps(engine)
     if args.timing_rounds:
-        out["timing"] = timing(engine, list(targets.values())[:3], args.steps, args.timing_rounds,
-                               [n for n in ("today", args.ship) if n in SETTINGS])
+        out["timing"] = timing(
+            engine,
+            list(targets.values())[:3],
+            args.steps,
+            args.timing_rounds,
+            [n for n in ("today", args.ship) if n in SETTINGS],
+        )
     out["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(out, indent=2))
 

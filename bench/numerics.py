@@ -48,7 +48,9 @@ def measure(steps: int, members: int, photo_steps: int) -> dict:
     from engine.model.images import to_uint8
 
     with torch.no_grad():
-        faces = to_uint8(G(torch.randn(members, G.z_dim, generator=torch.Generator().manual_seed(7)), noise_mode="const"))
+        faces = to_uint8(
+            G(torch.randn(members, G.z_dim, generator=torch.Generator().manual_seed(7)), noise_mode="const")
+        )
     lengths = [steps + 3 * i for i in range(members)]
     alone = [project(G, faces[i], lengths[i], seed=i) for i in range(members)]
     batch = ProjectionBatch(G)
@@ -73,12 +75,21 @@ def measure(steps: int, members: int, photo_steps: int) -> dict:
     draw_diff = max(int(np.abs(a.astype(int) - b[0]).max()) for a, b in zip(drawn_alone, drawn_together))
     redraw = max(int(np.abs(p.image.astype(int) - d).max()) for p, d in zip(alone, drawn_alone))
     photos = photo_jobs(engine, photo_steps)
-    return {"threads": torch.get_num_threads(), "isa": torch.backends.cpu.get_cpu_capability(), "photos": photos,
-            "batched": {"members": members, "steps": lengths, "ws_max_diff": ws_diff, "image_max_levels": img_diff,
-                        "psnr_max_diff_db": round(psnr_diff, 3),
-                        "psnr_alone": [round(p.psnr, 2) for p in alone],
-                        "psnr_batched": [round(p.psnr, 2) for p in together]},
-            "drawn": {"together_vs_alone_max_levels": draw_diff, "redraw_max_levels": redraw}}
+    return {
+        "threads": torch.get_num_threads(),
+        "isa": torch.backends.cpu.get_cpu_capability(),
+        "photos": photos,
+        "batched": {
+            "members": members,
+            "steps": lengths,
+            "ws_max_diff": ws_diff,
+            "image_max_levels": img_diff,
+            "psnr_max_diff_db": round(psnr_diff, 3),
+            "psnr_alone": [round(p.psnr, 2) for p in alone],
+            "psnr_batched": [round(p.psnr, 2) for p in together],
+        },
+        "drawn": {"together_vs_alone_max_levels": draw_diff, "redraw_max_levels": redraw},
+    }
 
 
 def photo_jobs(engine, steps: int) -> dict:
@@ -106,10 +117,14 @@ def photo_jobs(engine, steps: int) -> dict:
     alone = [serve([ProjectRequest(image=im, steps=steps)], 1)[0] for im in images]
     together = serve([ProjectRequest(image=im, steps=steps) for im in images], 4)
     ws = [float(np.abs(a.faces[0].ws - b.faces[0].ws).max()) for a, b in zip(alone, together)]
-    return {"steps": steps, "ws_max_diff": max(ws),
-            "likeness_alone": [a.figures["likeness"] for a in alone],
-            "likeness_batched": [b.figures["likeness"] for b in together],
-            "psnr_alone": [a.figures["psnr"] for a in alone], "psnr_batched": [b.figures["psnr"] for b in together]}
+    return {
+        "steps": steps,
+        "ws_max_diff": max(ws),
+        "likeness_alone": [a.figures["likeness"] for a in alone],
+        "likeness_batched": [b.figures["likeness"] for b in together],
+        "psnr_alone": [a.figures["psnr"] for a in alone],
+        "psnr_batched": [b.figures["psnr"] for b in together],
+    }
 
 
 def isa_env(isa: str) -> dict:
@@ -122,15 +137,34 @@ def isa_env(isa: str) -> dict:
 
 
 def settings(threads: list[int], isas: list[str]) -> list[dict]:
-    return [{"setting": f"{t} threads, {isa}", "env": {"OMP_NUM_THREADS": str(t), **isa_env(isa)}}
-            for t in threads for isa in isas]
+    return [
+        {"setting": f"{t} threads, {isa}", "env": {"OMP_NUM_THREADS": str(t), **isa_env(isa)}}
+        for t in threads
+        for isa in isas
+    ]
 
 
 def run_setting(setting: dict, steps: int, members: int, photo_steps: int) -> dict:
     env = {**os.environ, **setting["env"]}
-    proc = subprocess.run([sys.executable, "-m", "bench.numerics", "--one", "--steps", str(steps), "--members", str(members),
-                           "--photo-steps", str(photo_steps)],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.numerics",
+            "--one",
+            "--steps",
+            str(steps),
+            "--members",
+            str(members),
+            "--photo-steps",
+            str(photo_steps),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=1800,
+    )
     if proc.returncode != 0:
         return {**setting, "error": proc.stderr.strip().splitlines()[-1:]}
     return {**setting, **json.loads(proc.stdout)}
@@ -139,7 +173,9 @@ def run_setting(setting: dict, steps: int, members: int, photo_steps: int) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--isa", nargs="+", default=["native", "avx2", "default"], choices=["native", "avx2", "avx512", "default"])
+    ap.add_argument(
+        "--isa", nargs="+", default=["native", "avx2", "default"], choices=["native", "avx2", "avx512", "default"]
+    )
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--members", type=int, default=4)
     ap.add_argument("--photo-steps", type=int, default=300, help="steps of the two photos' /project jobs")

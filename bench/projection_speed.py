@@ -74,30 +74,41 @@ def run_set(G, encoders: dict, targets, ref_steps: int, refine_steps: list[int])
     for t in targets:
         ref = project(G, t, ref_steps, every=ref_steps)
         ref_loss = ref.losses[-1]
-        ref_rows["ref_loss"].append(ref_loss); ref_rows["ref_s"].append(ref.seconds); ref_rows["ref_psnr"].append(ref.psnr)
+        ref_rows["ref_loss"].append(ref_loss)
+        ref_rows["ref_s"].append(ref.seconds)
+        ref_rows["ref_psnr"].append(ref.psnr)
         for name, E in encoders.items():
             rows, ours = per_encoder[name]
             t0 = time.perf_counter()
             init = encode(E, t)
             enc_s = time.perf_counter() - t0
             guess = render(G, init)
-            rows["enc_ms"].append(enc_s * 1000); rows["enc_psnr"].append(psnr(guess, t))
+            rows["enc_ms"].append(enc_s * 1000)
+            rows["enc_psnr"].append(psnr(guess, t))
             rows["enc_dlib"].append(likeness(t, guess))
             for n in refine_steps:
                 r = project(G, t, n, init_ws=init, every=n)
                 reach = reach_seconds(r, ref_loss)
                 reach = enc_s + reach if reach is not None else None
                 o = ours[n]
-                o["reach_s"].append(reach); o["ratio"].append(reach / ref.seconds if reach is not None else None)
-                o["final_psnr"].append(r.psnr); o["final_loss"].append(r.losses[-1])
+                o["reach_s"].append(reach)
+                o["ratio"].append(reach / ref.seconds if reach is not None else None)
+                o["final_psnr"].append(r.psnr)
+                o["final_loss"].append(r.losses[-1])
 
     def summary(rows, ours) -> dict:
         out = {k: mean(v) for k, v in rows.items()}
-        out["ours"] = {n: {"reached": sum(x is not None for x in o["reach_s"]), "mean_reach_s": mean(o["reach_s"]),
-                           "mean_ratio_to_ref": mean(o["ratio"]),
-                           "worst_ratio_to_ref": max((x for x in o["ratio"] if x is not None), default=None),
-                           "final_psnr": mean(o["final_psnr"]), "final_loss": mean(o["final_loss"])}
-                       for n, o in ours.items()}
+        out["ours"] = {
+            n: {
+                "reached": sum(x is not None for x in o["reach_s"]),
+                "mean_reach_s": mean(o["reach_s"]),
+                "mean_ratio_to_ref": mean(o["ratio"]),
+                "worst_ratio_to_ref": max((x for x in o["ratio"] if x is not None), default=None),
+                "final_psnr": mean(o["final_psnr"]),
+                "final_loss": mean(o["final_loss"]),
+            }
+            for n, o in ours.items()
+        }
         return out
 
     out = {k: mean(v) for k, v in ref_rows.items()}
@@ -114,8 +125,13 @@ def main() -> None:
     ap.add_argument("--per-set", type=int, default=4)
     ap.add_argument("--ref-steps", type=int, default=1000)
     ap.add_argument("--refine-steps", type=int, nargs="+", default=[100, 200, 300])
-    ap.add_argument("--encoder", type=Path, nargs="+", default=None,
-                    help="encoders to compare against the same references (default: the model's own)")
+    ap.add_argument(
+        "--encoder",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="encoders to compare against the same references (default: the model's own)",
+    )
     args = ap.parse_args()
     G = load_generator(args.model)
     paths = args.encoder or [encoder_path_for(args.model)]
@@ -125,10 +141,16 @@ def main() -> None:
         sys.exit(f"not an encoder for model {G.model_id}: {', '.join(missing)}")
     E = next(iter(encoders.values()))
     sets = target_sets(G, args.per_set)
-    result = {"model_id": G.model_id, "threads": torch.get_num_threads(), "ref_steps": args.ref_steps,
-              "first_preview_s": {name: round(min(first_preview_seconds(G, E, p()) for _ in range(3)), 3)
-                                  for name, p in (("astronaut", astronaut), ("grace_hopper", grace_hopper))},
-              "sets": {name: run_set(G, encoders, ts, args.ref_steps, args.refine_steps) for name, ts in sets.items()}}
+    result = {
+        "model_id": G.model_id,
+        "threads": torch.get_num_threads(),
+        "ref_steps": args.ref_steps,
+        "first_preview_s": {
+            name: round(min(first_preview_seconds(G, E, p()) for _ in range(3)), 3)
+            for name, p in (("astronaut", astronaut), ("grace_hopper", grace_hopper))
+        },
+        "sets": {name: run_set(G, encoders, ts, args.ref_steps, args.refine_steps) for name, ts in sets.items()},
+    }
     print(json.dumps(result, indent=2))
 
 

@@ -59,8 +59,11 @@ async def one_round(engine: LocalTransport, images: list[bytes], busy: int, step
     await wait_until(lambda: waiting.id in heard)
     next_started = time.perf_counter() - t0
     await asyncio.gather(*futures[1:], later)
-    return {"member_answered_s": None if answered is None else round(answered, 5), "engine_gave_up_s": round(gave_up, 4),
-            "waiting_job_started_s": round(next_started, 4)}
+    return {
+        "member_answered_s": None if answered is None else round(answered, 5),
+        "engine_gave_up_s": round(gave_up, 4),
+        "waiting_job_started_s": round(next_started, 4),
+    }
 
 
 async def main_async(args) -> dict:
@@ -76,9 +79,13 @@ async def main_async(args) -> dict:
         await engine.close()
     gave_up = [r["engine_gave_up_s"] for r in rounds]
     started = [r["waiting_job_started_s"] for r in rounds]
-    return {"batch": args.batch, "steps": args.steps, "rounds": rounds,
-            "engine_gave_up_s": {"median": float(np.median(gave_up)), "max": max(gave_up)},
-            "waiting_job_started_s": {"median": float(np.median(started)), "max": max(started)}}
+    return {
+        "batch": args.batch,
+        "steps": args.steps,
+        "rounds": rounds,
+        "engine_gave_up_s": {"median": float(np.median(gave_up)), "max": max(gave_up)},
+        "waiting_job_started_s": {"median": float(np.median(started)), "max": max(started)},
+    }
 
 
 def main() -> None:

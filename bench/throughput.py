@@ -127,7 +127,9 @@ def quick_jobs(faces: list, directions: tuple[str, ...], n: int) -> list:
              lambda i: BlendRequest(a=faces[i % len(faces)], b=faces[(i + 1) % len(faces)], ratio=0.4),
              lambda i: MixRequest(coarse=faces[(i + 2) % len(faces)], fine=faces[i % len(faces)])]
     if directions:
-        kinds.append(lambda i: EditRequest(face=faces[i % len(faces)], direction=directions[i % len(directions)], amount=2.0))
+        kinds.append(
+            lambda i: EditRequest(face=faces[i % len(faces)], direction=directions[i % len(directions)], amount=2.0)
+        )
     return [kinds[i % len(kinds)](i) for i in range(n)]
 
 
@@ -141,15 +143,18 @@ async def quick_bursts(engines: dict[str, LocalTransport], sizes: list[int], rou
         identical = True
         for k in range(rounds):
             results = {}
-            for mode in (("off", "on") if k % 2 == 0 else ("on", "off")):
+            for mode in ("off", "on") if k % 2 == 0 else ("on", "off"):
                 wall, _, results[mode] = await burst(engines[mode], quick_jobs(faces, directions, n))
                 seconds[mode].append(wall)
-            identical &= all([f.data for f in x.files] == [f.data for f in y.files]
-                              for x, y in zip(results["off"], results["on"]))
+            identical &= all(
+                [f.data for f in x.files] == [f.data for f in y.files] for x, y in zip(results["off"], results["on"])
+            )
         row = {"n": n, "rounds": rounds, "identical_pictures": identical}
         for mode in ("off", "on"):
-            row[mode] = {"seconds_median": round(float(np.median(seconds[mode])), 3),
-                         "jobs_per_second": round(n / float(np.median(seconds[mode])), 1)}
+            row[mode] = {
+                "seconds_median": round(float(np.median(seconds[mode])), 3),
+                "jobs_per_second": round(n / float(np.median(seconds[mode])), 1),
+            }
         row["ratio_on_off"] = round(row["on"]["jobs_per_second"] / row["off"]["jobs_per_second"], 2)
         note(json.dumps(row))
         rows.append(row)

@@ -60,8 +60,8 @@ HEARTBEAT_SECONDS = 10.0
 UNANSWERED_COMPONENT_SECONDS = 1.0  # a component's own handler answers at once; after this, nobody will
 TOKEN_LIFETIME = 14 * 60.0  # Discord's interaction tokens last 15 minutes; leave a margin
 DRAIN_SECONDS = 3.0  # at SIGTERM/SIGINT: time for members' messages to say the bot is restarting
-HEALTHY_WITHIN = 60.0
-ENGINE_START_SECONDS = 180.0  # a reload's new engine must be ready within this, else the old one stays  # `wspace health` fails when the heartbeat is older than this
+HEALTHY_WITHIN = 60.0  # `wspace health` fails when the heartbeat is older than this
+ENGINE_START_SECONDS = 180.0  # a reload's new engine must be ready within this, else the old one stays
 
 
 class WspaceBot(discord.Client):
@@ -98,14 +98,22 @@ class WspaceBot(discord.Client):
         storage = await Storage.open(self.settings.storage.database)
         interrupted = await storage.fail_unfinished_jobs()
         if interrupted:
-            log.warning("marked %d unfinished jobs from a previous run as failed; telling their members", len(interrupted))
+            log.warning(
+                "marked %d unfinished jobs from a previous run as failed; telling their members", len(interrupted)
+            )
             self._told = asyncio.create_task(self.tell_interrupted(interrupted), name="tell-interrupted")
         self.registry = EngineRegistry(engines_path(self.settings))
         self.registry.end_orphans()  # engines a killed predecessor left behind
         engine = make_transport(self.settings, self.registry)
         await engine.start(wait=False)  # the bot answers while the model loads
-        self.services = Services(self.settings, storage, engine, make_limits(self.settings), config_path=self.config_path,
-                                 metrics=self.start_metrics())
+        self.services = Services(
+            self.settings,
+            storage,
+            engine,
+            make_limits(self.settings),
+            config_path=self.config_path,
+            metrics=self.start_metrics(),
+        )
         for module in COMMAND_MODULES:
             module.register(self.tree, self.services)
         self.add_dynamic_items(EditButton, StopButton, PickExpired)
@@ -128,8 +136,13 @@ class WspaceBot(discord.Client):
         if interaction.response.is_done():
             return
         custom_id = str((interaction.data or {}).get("custom_id", ""))
-        sentence = (FINISHED if custom_id.startswith("wspace:stop:") else EXPIRED if custom_id.startswith("wspace:pick:")
-                    else "That button belongs to a finished job; run the command again.")
+        sentence = (
+            FINISHED
+            if custom_id.startswith("wspace:stop:")
+            else EXPIRED
+            if custom_id.startswith("wspace:pick:")
+            else "That button belongs to a finished job; run the command again."
+        )
         await refuse(interaction, sentence)
 
     def start_metrics(self):
@@ -143,7 +156,9 @@ class WspaceBot(discord.Client):
         try:
             metrics.serve(self.settings.metrics.address)
         except OSError as exc:
-            raise ServeError(f"cannot serve metrics at {self.settings.metrics.address}: {exc.strerror or exc}") from None
+            raise ServeError(
+                f"cannot serve metrics at {self.settings.metrics.address}: {exc.strerror or exc}"
+            ) from None
         return metrics
 
     async def on_ready(self) -> None:
@@ -168,7 +183,9 @@ class WspaceBot(discord.Client):
             if reach.channel_id:
                 try:
                     await self.get_partial_messageable(reach.channel_id).send(
-                        f"<@{job.user_id}> {sentence}", allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]))
+                        f"<@{job.user_id}> {sentence}",
+                        allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
+                    )
                 except discord.HTTPException as exc:
                     log.warning("could not tell the member of job %s: %s", job.job_id, exc)
 
@@ -248,7 +265,10 @@ class WspaceBot(discord.Client):
             return
         log.error("command %s failed", getattr(interaction.command, "name", "?"), exc_info=error)
         try:
-            await reply_now(interaction, f"Sorry, something went wrong on my side (interaction {interaction.id}); it has been logged.")
+            await reply_now(
+                interaction,
+                f"Sorry, something went wrong on my side (interaction {interaction.id}); it has been logged.",
+            )
         except discord.HTTPException:
             pass
 
@@ -300,7 +320,9 @@ async def serve_until_stopped(bot: WspaceBot, token: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
-            loop.add_signal_handler(sig, lambda s=sig: (log.info("%s: draining", s.name), loop.create_task(bot.close())))
+            loop.add_signal_handler(
+                sig, lambda s=sig: (log.info("%s: draining", s.name), loop.create_task(bot.close()))
+            )
         except (NotImplementedError, RuntimeError):  # not the main thread, or not Unix
             pass
     async with bot:

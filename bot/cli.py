@@ -92,9 +92,11 @@ def health(config: Annotated[Optional[Path], typer.Option("--config", "-c", help
 
 
 @app.command("init-config")
-def init_config(path: Annotated[Path, typer.Argument(help="where the config goes, e.g. /data/config.toml")],
-                example: Annotated[Path, typer.Option(help="the example config to start from")] = Path("config.example.toml"),
-                device: Annotated[Optional[str], typer.Option(help="engine.device, e.g. cuda")] = None) -> None:
+def init_config(
+    path: Annotated[Path, typer.Argument(help="where the config goes, e.g. /data/config.toml")],
+    example: Annotated[Path, typer.Option(help="the example config to start from")] = Path("config.example.toml"),
+    device: Annotated[Optional[str], typer.Option(help="engine.device, e.g. cuda")] = None,
+) -> None:
     """Write a first config at PATH (the example's keys and comments) unless one is there, and check
     that its folder is writable. WSPACE_REDIS_URL in the environment selects the Redis transport,
     WSPACE_METRICS_ADDRESS serves Prometheus metrics there."""
@@ -105,20 +107,31 @@ def init_config(path: Annotated[Path, typer.Argument(help="where the config goes
     try:
         if not path.exists() and not example.is_file():
             fail(f"No example config at {example}; pass --example FILE.")
-        wrote = write_first_config(path, example, device, os.environ.get("WSPACE_REDIS_URL") or None,
-                                   os.environ.get("WSPACE_METRICS_ADDRESS") or None)
+        wrote = write_first_config(
+            path,
+            example,
+            device,
+            os.environ.get("WSPACE_REDIS_URL") or None,
+            os.environ.get("WSPACE_METRICS_ADDRESS") or None,
+        )
         check_writable(path.parent)
     except ConfigError as exc:
         fail(str(exc)[0].upper() + str(exc)[1:] + ".")
     if wrote:
-        typer.echo(f"wrote {path} from the example{f' (engine.device = {device!r})' if device else ''}; "
-                   "edit it and restart", err=True)
+        typer.echo(
+            f"wrote {path} from the example{f' (engine.device = {device!r})' if device else ''}; edit it and restart",
+            err=True,
+        )
 
 
 @app.command()
-def invite(config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file")] = None,
-           application_id: Annotated[Optional[int], typer.Option(
-               "--application-id", min=1, help="The application's id (default: read from the bot token)")] = None) -> None:
+def invite(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file")] = None,
+    application_id: Annotated[
+        Optional[int],
+        typer.Option("--application-id", min=1, help="The application's id (default: read from the bot token)"),
+    ] = None,
+) -> None:
     """Print the link that adds the bot to a server, asking for exactly the permissions it uses."""
     from bot.config import ConfigError, load_settings
     from bot.invite import ROUTES, application_id_from_token, invite_url
@@ -129,8 +142,10 @@ def invite(config: Annotated[Optional[Path], typer.Option("--config", "-c", help
         except ConfigError:
             application_id = None
         if application_id is None:
-            fail("No application id: pass --application-id (Developer Portal, your application, General Information) "
-                 "or set the bot token.")
+            fail(
+                "No application id: pass --application-id (Developer Portal, your application, General Information) "
+                "or set the bot token."
+            )
     granted = sorted({name for needs in ROUTES.values() for name in needs})
     typer.echo(invite_url(application_id))
     typer.echo(f"scopes: bot, applications.commands; permissions: {', '.join(granted)}", err=True)

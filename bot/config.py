@@ -40,14 +40,19 @@ class DiscordSettings(_Strict):
     token_env: str = Field(TOKEN_ENV, description="Environment variable holding the token when the file has none")
     allowed_guilds: list[Snowflake] = Field(default_factory=list, max_length=10_000,
                                             description="Empty: every server the bot is in")
-    allowed_channels: list[Snowflake] = Field(default_factory=list, max_length=10_000, description="Empty: every channel")
+    allowed_channels: list[Snowflake] = Field(
+        default_factory=list, max_length=10_000, description="Empty: every channel"
+    )
     api_base: str | None = Field(None, description="Override Discord's API root (a local simulator in tests)")
     gateway_url: str | None = Field(None, description="Override Discord's gateway websocket URL (same)")
     sync_commands: bool = True
     sharded: bool = Field(False, description="Run discord.py's auto-sharded client (large bots)")
-    shard_count: int | None = Field(None, ge=1, le=1024, description="With sharded: this many shards; empty = Discord's advice")
-    http_connections: int = Field(32, ge=0, le=1000,
-                                  description="Open HTTPS connections to Discord at most (0: unbounded, discord.py's default)")
+    shard_count: int | None = Field(
+        None, ge=1, le=1024, description="With sharded: this many shards; empty = Discord's advice"
+    )
+    http_connections: int = Field(
+        32, ge=0, le=1000, description="Open HTTPS connections to Discord at most (0: unbounded, discord.py's default)"
+    )
 
     @model_validator(mode="after")
     def _shards_need_sharding(self):
@@ -59,19 +64,32 @@ class DiscordSettings(_Strict):
 class EngineSettings(_Strict):
     model: Path | None = Field(None, strict=False, description="Generator file; empty = the embedded model")
     directions: Path | None = Field(None, strict=False)
-    encoder: Path | None = Field(None, strict=False, description="An e4e or pSp encoder imported with `wspace encoder "
-                                 "import`, the projector's first guess; it must belong to the model")
+    encoder: Path | None = Field(
+        None,
+        strict=False,
+        description="An e4e or pSp encoder imported with `wspace encoder "
+        "import`, the projector's first guess; it must belong to the model",
+    )
     device: str = Field("cpu", description="torch device of the engine: cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, le=256)
-    batch: int = Field(8, ge=1, le=64, description="jobs the local engine works on at once, their projections "
-                       "advancing as one batch; 1 = one job at a time")
+    batch: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="jobs the local engine works on at once, their projections "
+        "advancing as one batch; 1 = one job at a time",
+    )
     transport: Literal["local", "redis"] = Field(
-        "local", description="local: one engine process here; redis: workers anywhere (`wspace worker --redis URL`)")
+        "local", description="local: one engine process here; redis: workers anywhere (`wspace worker --redis URL`)"
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field("wspace", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     redis_secret: SecretStr | None = Field(
-        None, strict=False, description="shared with the workers: every job and result is signed with it (HMAC-SHA256)")
-    redis_secret_env: str = Field("WSPACE_REDIS_SECRET", description="read the secret from this variable when redis_secret is empty")
+        None, strict=False, description="shared with the workers: every job and result is signed with it (HMAC-SHA256)"
+    )
+    redis_secret_env: str = Field(
+        "WSPACE_REDIS_SECRET", description="read the secret from this variable when redis_secret is empty"
+    )
     job_timeout_seconds: float = Field(900.0, ge=10, le=86_400, description="a running job is stopped after this")
 
     @field_validator("device")
@@ -97,24 +115,36 @@ class LimitSettings(_Strict):
 
     queue_size: int = Field(32, ge=1, le=10_000)
     per_member_queued: int = Field(2, ge=1, le=100)
-    member_rate: float = Field(6, ge=0.01, le=10_000,
-                               description="projection-equivalents a member may start per member_period")
+    member_rate: float = Field(
+        6, ge=0.01, le=10_000, description="projection-equivalents a member may start per member_period"
+    )
     member_period: float = Field(60.0, ge=1, le=86_400)
     server_rate: float = Field(60, ge=0.01, le=100_000, description="… and a whole server per server_period")
-    costs: dict[str, float] = Field(default_factory=dict,
-                                    description="cost of a job kind in projection-equivalents (defaults: bot/limits.py)")
+    costs: dict[str, float] = Field(
+        default_factory=dict, description="cost of a job kind in projection-equivalents (defaults: bot/limits.py)"
+    )
     server_period: float = Field(60.0, ge=1, le=86_400)
-    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=32 * 1024 * 1024,
-                                 description="largest photo a member may send (the engine reads at most 32 MiB)")
+    max_image_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        le=32 * 1024 * 1024,
+        description="largest photo a member may send (the engine reads at most 32 MiB)",
+    )
     project_steps: int = Field(300, ge=1, le=2000)
     max_project_steps: int = Field(1000, ge=1, le=2000)
     morph_max_members: int = Field(24, ge=2, le=64)
     max_frames: int = Field(120, ge=8, le=240)
-    max_gif_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024, le=100 * 1024 * 1024,
-                               description="largest GIF sent back (Discord's largest upload is 100 MiB)")
+    max_gif_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        le=100 * 1024 * 1024,
+        description="largest GIF sent back (Discord's largest upload is 100 MiB)",
+    )
     progress_interval: float = Field(1.5, ge=0.5, le=60)
     team_steps: int = Field(100, ge=1, le=2000, description="projection steps per face of a /team photo")
-    team_face_hours: float = Field(24.0, ge=0.01, le=24 * 30, description="unclaimed /team faces are deleted after this")
+    team_face_hours: float = Field(
+        24.0, ge=0.01, le=24 * 30, description="unclaimed /team faces are deleted after this"
+    )
     stranger_seconds: float = Field(45.0, ge=5, le=300, description="time budget of /lookalike's stranger search")
 
 
@@ -141,8 +171,13 @@ class MetricsSettings(_Strict):
     def _host_port(cls, value: str) -> str:
         if value:
             host, sep, port = value.rpartition(":")
-            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or len(value) > 255 or any(
-                    c.isspace() for c in value):
+            if (
+                not sep
+                or not port.isdigit()
+                or not 0 <= int(port) <= 65535
+                or len(value) > 255
+                or any(c.isspace() for c in value)
+            ):
                 raise ValueError('address must be host:port, e.g. "127.0.0.1:9108" (port 0: any free port)')
         return value
 
@@ -158,10 +193,16 @@ class Settings(_Strict):
     def redis_secret(self) -> bytes:
         """The Redis transport's signing secret (config, else its environment variable)."""
         engine = self.engine
-        secret = engine.redis_secret.get_secret_value() if engine.redis_secret else os.environ.get(engine.redis_secret_env, "")
+        secret = (
+            engine.redis_secret.get_secret_value()
+            if engine.redis_secret
+            else os.environ.get(engine.redis_secret_env, "")
+        )
         if len(secret) < MIN_SECRET:
-            raise ConfigError(f"the redis transport needs a shared secret of at least {MIN_SECRET} characters: "
-                              f"set engine.redis_secret or {engine.redis_secret_env}")
+            raise ConfigError(
+                f"the redis transport needs a shared secret of at least {MIN_SECRET} characters: "
+                f"set engine.redis_secret or {engine.redis_secret_env}"
+            )
         return secret.encode()
 
     def token(self) -> str:
@@ -184,8 +225,12 @@ def number_ranges(model: type[BaseModel] = Settings, prefix: str = "") -> dict[s
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             out.update(number_ranges(field.annotation, f"{prefix}{name}."))
             continue
-        low = next((m.ge if isinstance(m, at.Ge) else m.gt for m in field.metadata if isinstance(m, (at.Ge, at.Gt))), None)
-        high = next((m.le if isinstance(m, at.Le) else m.lt for m in field.metadata if isinstance(m, (at.Le, at.Lt))), None)
+        low = next(
+            (m.ge if isinstance(m, at.Ge) else m.gt for m in field.metadata if isinstance(m, (at.Ge, at.Gt))), None
+        )
+        high = next(
+            (m.le if isinstance(m, at.Le) else m.lt for m in field.metadata if isinstance(m, (at.Le, at.Lt))), None
+        )
         if low is not None or high is not None or field.annotation in (int, float):
             out[prefix + name] = (field.default, low, high)
     return out
@@ -252,8 +297,10 @@ def _read_text(path: Path) -> str:
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start} is not UTF-8, e.g. Latin-1); "
-                          "TOML files are UTF-8, so save it as UTF-8") from None
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {exc.start} is not UTF-8, e.g. Latin-1); "
+            "TOML files are UTF-8, so save it as UTF-8"
+        ) from None
 
 
 def _load_file(path: Path) -> Settings:
@@ -286,13 +333,15 @@ def _load_file(path: Path) -> Settings:
 
 # --- the first config of a new install (the Docker image's entry point) -------------------------
 
+
 def _toml_string(value: str) -> str:
     """A TOML basic string: any character a URL or password may hold survives."""
     return json.dumps(value, ensure_ascii=False)  # JSON's escapes are a subset of TOML's basic strings
 
 
-def first_config(example: str, device: str | None = None, redis_url: str | None = None,
-                 metrics: str | None = None) -> str:
+def first_config(
+    example: str, device: str | None = None, redis_url: str | None = None, metrics: str | None = None
+) -> str:
     """``example`` (config.example.toml, comments kept) with ``engine.device`` set; given a
     Redis URL, ``engine.transport = "redis"`` and ``engine.redis_url``; given an address,
     ``metrics.address``. The result is checked by parsing it as the bot will."""
@@ -304,7 +353,7 @@ def first_config(example: str, device: str | None = None, redis_url: str | None 
         elif table == "metrics" and metrics and stripped.startswith("address"):
             line = f"address = {_toml_string(metrics)}"
         elif table == "engine":
-            comment = line[line.index("#"):] if "#" in line and not stripped.startswith("#") else ""
+            comment = line[line.index("#") :] if "#" in line and not stripped.startswith("#") else ""
             key = stripped.lstrip("# ").split("=", 1)[0].strip() if "=" in stripped else ""
             if key == "device" and device and not stripped.startswith("#"):
                 line = f"device = {_toml_string(device)}  {comment}".rstrip()
@@ -315,14 +364,23 @@ def first_config(example: str, device: str | None = None, redis_url: str | None 
         out.append(line)
     text = "\n".join(out) + "\n"
     settings = parse_settings(tomllib.loads(text), "the first config")
-    if (device and settings.engine.device != device or redis_url and settings.engine.redis_url != redis_url
-            or metrics and settings.metrics.address != metrics):
-        raise ConfigError("the example config has no line for engine.device, engine.redis_url or metrics.address to set")
+    if (
+        device
+        and settings.engine.device != device
+        or redis_url
+        and settings.engine.redis_url != redis_url
+        or metrics
+        and settings.metrics.address != metrics
+    ):
+        raise ConfigError(
+            "the example config has no line for engine.device, engine.redis_url or metrics.address to set"
+        )
     return text
 
 
-def write_first_config(path: Path, example: Path, device: str | None = None, redis_url: str | None = None,
-                       metrics: str | None = None) -> bool:
+def write_first_config(
+    path: Path, example: Path, device: str | None = None, redis_url: str | None = None, metrics: str | None = None
+) -> bool:
     """Write :func:`first_config` to ``path`` unless a file is there; atomically (a crash leaves
     no partial file). False when one was there. A folder that cannot be written is one sentence."""
     if path.exists():
@@ -336,9 +394,11 @@ def write_first_config(path: Path, example: Path, device: str | None = None, red
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path} ({exc.strerror or exc}): the folder must be writable by user "
-                          f"{os.getuid()}; on the host, run `sudo chown {os.getuid()} <the folder mounted there>` "
-                          "or start the container with --user matching the folder's owner") from None
+        raise ConfigError(
+            f"cannot write {path} ({exc.strerror or exc}): the folder must be writable by user "
+            f"{os.getuid()}; on the host, run `sudo chown {os.getuid()} <the folder mounted there>` "
+            "or start the container with --user matching the folder's owner"
+        ) from None
     return True
 
 
@@ -347,5 +407,7 @@ def check_writable(folder: Path) -> None:
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder; mount a folder there")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{folder} is not writable by user {os.getuid()}; on the host, run `sudo chown "
-                          f"{os.getuid()} <the folder mounted there>` or start the container with --user matching its owner")
+        raise ConfigError(
+            f"{folder} is not writable by user {os.getuid()}; on the host, run `sudo chown "
+            f"{os.getuid()} <the folder mounted there>` or start the container with --user matching its owner"
+        )

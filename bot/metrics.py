@@ -35,27 +35,43 @@ class EngineCollector:
                                   value=e.get("restarts", 0))
         yield CounterMetricFamily("wspace_jobs_rerun_after_restart", "Jobs a dead engine held, run again alone",
                                   value=e.get("rerun_after_restart", 0))
-        yield CounterMetricFamily("wspace_jobs_failed_after_restart", "Jobs that ended because an engine died holding them",
-                                  value=e.get("failed_after_restart", 0))
+        yield CounterMetricFamily(
+            "wspace_jobs_failed_after_restart",
+            "Jobs that ended because an engine died holding them",
+            value=e.get("failed_after_restart", 0),
+        )
         workers = e.get("workers", [])
         yield GaugeMetricFamily("wspace_workers", "Redis engine workers alive", value=len(workers))
-        yield GaugeMetricFamily("wspace_dead_letters", "Job entries the live workers set aside",
-                                value=sum(w.get("set_aside", 0) for w in workers))
+        yield GaugeMetricFamily(
+            "wspace_dead_letters",
+            "Job entries the live workers set aside",
+            value=sum(w.get("set_aside", 0) for w in workers),
+        )
 
 
 class BotMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.jobs = Counter("wspace_jobs", "Jobs ended, by kind and outcome (ok, or why not)", ["kind", "outcome"],
-                            registry=r)
-        self.wait = Histogram("wspace_job_wait_seconds", "From a job's submission to the engine starting it",
-                              buckets=WAIT_BUCKETS, registry=r)
-        self.duration = Histogram("wspace_job_seconds", "From a job's submission to its answer", ["kind"],
-                                  buckets=WAIT_BUCKETS, registry=r)
-        self.steps = Counter("wspace_projection_steps", "Projection steps of answered /project jobs "
-                             "(rate() of it: steps per second)", registry=r)
-        self.ack = Histogram("wspace_ack_seconds", "From receiving an interaction to acknowledging it",
-                             buckets=ACK_BUCKETS, registry=r)
+        self.jobs = Counter(
+            "wspace_jobs", "Jobs ended, by kind and outcome (ok, or why not)", ["kind", "outcome"], registry=r
+        )
+        self.wait = Histogram(
+            "wspace_job_wait_seconds",
+            "From a job's submission to the engine starting it",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.duration = Histogram(
+            "wspace_job_seconds", "From a job's submission to its answer", ["kind"], buckets=WAIT_BUCKETS, registry=r
+        )
+        self.steps = Counter(
+            "wspace_projection_steps",
+            "Projection steps of answered /project jobs (rate() of it: steps per second)",
+            registry=r,
+        )
+        self.ack = Histogram(
+            "wspace_ack_seconds", "From receiving an interaction to acknowledging it", buckets=ACK_BUCKETS, registry=r
+        )
         self.members = Gauge("wspace_members", "Members with a row in the database", registry=r)
         self.faces = Gauge("wspace_faces", "Kept faces stored", registry=r)
         self.engine = EngineCollector(lambda: None)

@@ -38,7 +38,9 @@ def check_database_path(path: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"storage.database: cannot look at {path} ({exc.strerror or exc})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise ConfigError(f"storage.database: {path} is a folder; name a file inside it, e.g. {path / 'wspace.sqlite3'}")
+        raise ConfigError(
+            f"storage.database: {path} is a folder; name a file inside it, e.g. {path / 'wspace.sqlite3'}"
+        )
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"storage.database: {path} is not a regular file (a device or a pipe); name a file")
 
@@ -56,8 +58,10 @@ def lock_database(path: Path) -> None:
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise ConfigError(f"another wspace bot (pid {holder}) is running on {path}; stop it first, or give this one "
-                          "its own storage.database") from None
+        raise ConfigError(
+            f"another wspace bot (pid {holder}) is running on {path}; stop it first, or give this one "
+            "its own storage.database"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _held.append(fd)
@@ -98,8 +102,10 @@ def check_engine_file(key: str, path: Path | None, suffixes: tuple[str, ...], op
     if path.suffix.lower() not in suffixes:
         raise ConfigError(f"{key}: {path.name} is not a file the engine reads ({', '.join(suffixes)})")
     if st.st_size > MAX_MODEL_BYTES:
-        raise ConfigError(f"{key}: {path.name} is {st.st_size / 2**30:.1f} GiB; the engine reads at most "
-                          f"{MAX_MODEL_BYTES // 2**30} GiB")
+        raise ConfigError(
+            f"{key}: {path.name} is {st.st_size / 2**30:.1f} GiB; the engine reads at most "
+            f"{MAX_MODEL_BYTES // 2**30} GiB"
+        )
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{key}: {path} is not readable by user {os.getuid()}")
 

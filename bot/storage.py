@@ -137,7 +137,8 @@ class Storage:
             newest = (await cur.fetchone())[0]
         if newest is not None and known and newest > known[-1][0]:
             raise NewerSchema(f"the database {self.path.name} has schema version {newest}, written by a newer wspace; "
-                              f"this one knows up to version {known[-1][0]}, so upgrade wspace (or use another database)")
+                              f"this one knows up to version {known[-1][0]}, so upgrade wspace "
+                              "(or use another database)")
         applied = []
         for version, name, sql in known:
             await self.db.execute("BEGIN IMMEDIATE")
@@ -177,12 +178,16 @@ class Storage:
     # --- members and consent ------------------------------------------------------------
 
     async def ensure_member(self, guild_id: int, user_id: int) -> None:
-        await self._write("INSERT OR IGNORE INTO members (guild_id, user_id, created_at) VALUES (?, ?, ?)",
-                          (guild_id, user_id, time.time()))
+        await self._write(
+            "INSERT OR IGNORE INTO members (guild_id, user_id, created_at) VALUES (?, ?, ?)",
+            (guild_id, user_id, time.time()),
+        )
 
     async def set_share(self, guild_id: int, user_id: int, share: bool) -> None:
         await self.ensure_member(guild_id, user_id)
-        await self._write("UPDATE members SET share = ? WHERE guild_id = ? AND user_id = ?", (int(share), guild_id, user_id))
+        await self._write(
+            "UPDATE members SET share = ? WHERE guild_id = ? AND user_id = ?", (int(share), guild_id, user_id)
+        )
 
     async def shares(self, guild_id: int, user_id: int) -> bool:
         rows = await self._rows("SELECT share FROM members WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
@@ -190,8 +195,9 @@ class Storage:
 
     # --- latents ------------------------------------------------------------------------
 
-    async def save_latent(self, guild_id: int, user_id: int, model_id: str, ws: np.ndarray, source: str,
-                          noise: np.ndarray | None = None) -> None:
+    async def save_latent(
+        self, guild_id: int, user_id: int, model_id: str, ws: np.ndarray, source: str, noise: np.ndarray | None = None
+    ) -> None:
         ws = np.ascontiguousarray(ws, dtype="<f4")
         await self.ensure_member(guild_id, user_id)
         await self._write(
@@ -199,16 +205,31 @@ class Storage:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, user_id, model_id) DO UPDATE SET "
             "num_ws = excluded.num_ws, w_dim = excluded.w_dim, ws = excluded.ws, source = excluded.source, "
             "created_at = excluded.created_at, noise = excluded.noise",
-            (guild_id, user_id, model_id, ws.shape[0], ws.shape[1], ws.tobytes(), source, time.time(), _noise_blob(noise)))
+            (
+                guild_id,
+                user_id,
+                model_id,
+                ws.shape[0],
+                ws.shape[1],
+                ws.tobytes(),
+                source,
+                time.time(),
+                _noise_blob(noise),
+            ),
+        )
 
     async def latent(self, guild_id: int, user_id: int, model_id: str) -> StoredLatent | None:
-        rows = await self._rows("SELECT num_ws, w_dim, ws, source, created_at, noise FROM latents "
-                                "WHERE guild_id = ? AND user_id = ? AND model_id = ?", (guild_id, user_id, model_id))
+        rows = await self._rows(
+            "SELECT num_ws, w_dim, ws, source, created_at, noise FROM latents "
+            "WHERE guild_id = ? AND user_id = ? AND model_id = ?",
+            (guild_id, user_id, model_id),
+        )
         if not rows:
             return None
         num_ws, w_dim, blob, source, created, noise = rows[0]
-        return StoredLatent(np.frombuffer(blob, dtype="<f4").reshape(num_ws, w_dim).copy(), model_id, source, created,
-                            _noise_of(noise))
+        return StoredLatent(
+            np.frombuffer(blob, dtype="<f4").reshape(num_ws, w_dim).copy(), model_id, source, created, _noise_of(noise)
+        )
 
     async def faces_of_members(self, guild_id: int, model_id: str, user_ids: list[int]) -> dict[int, Face]:
         """The kept faces of several members (those who have one)."""
@@ -221,34 +242,64 @@ class Storage:
 
     # --- team faces (/team, /claim) -----------------------------------------------------
 
-    async def save_team(self, team_id: str, guild_id: int, channel_id: int, owner_id: int, model_id: str,
-                        faces: list[Face], lifetime: float) -> None:
+    async def save_team(
+        self,
+        team_id: str,
+        guild_id: int,
+        channel_id: int,
+        owner_id: int,
+        model_id: str,
+        faces: list[Face],
+        lifetime: float,
+    ) -> None:
         now = time.time()
         for number, face in enumerate(faces, 1):
             ws = np.ascontiguousarray(face.ws, dtype="<f4")
-            await self._write("INSERT INTO team_faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                              (team_id, number, guild_id, channel_id, owner_id, model_id, ws.shape[0], ws.shape[1],
-                               ws.tobytes(), _noise_blob(face.noise), now, now + lifetime))
+            await self._write(
+                "INSERT INTO team_faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    team_id,
+                    number,
+                    guild_id,
+                    channel_id,
+                    owner_id,
+                    model_id,
+                    ws.shape[0],
+                    ws.shape[1],
+                    ws.tobytes(),
+                    _noise_blob(face.noise),
+                    now,
+                    now + lifetime,
+                ),
+            )
 
     async def claim_team_face(self, guild_id: int, channel_id: int, user_id: int, number: int, model_id: str) -> str:
         """Make face ``number`` of this channel's latest team the member's own ("claimed"); else
         "no_team", "no_face" (no such number, or already claimed), "taken" (another member
         claimed it in the same moment) or "other_model"."""
         now = time.time()
-        teams = await self._rows("SELECT team_id FROM team_faces WHERE guild_id = ? AND channel_id = ? AND expires_at > ? "
-                                 "ORDER BY created_at DESC LIMIT 1", (guild_id, channel_id, now))
+        teams = await self._rows(
+            "SELECT team_id FROM team_faces WHERE guild_id = ? AND channel_id = ? AND expires_at > ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            (guild_id, channel_id, now),
+        )
         if not teams:
             return "no_team"
-        rows = await self._rows("SELECT model_id, num_ws, w_dim, ws, noise FROM team_faces WHERE team_id = ? AND number = ?",
-                                (teams[0][0], number))
+        rows = await self._rows(
+            "SELECT model_id, num_ws, w_dim, ws, noise FROM team_faces WHERE team_id = ? AND number = ?",
+            (teams[0][0], number),
+        )
         if not rows:
             return "no_face"
         if rows[0][0] != model_id:
             return "other_model"
         # One statement takes the face: of two members claiming it at once, one gets the row, the
         # other nothing ("taken"). Only then is it saved as the winner's.
-        taken = await self._rows("DELETE FROM team_faces WHERE team_id = ? AND number = ? AND model_id = ? "
-                                 "RETURNING num_ws, w_dim, ws, noise", (teams[0][0], number, model_id))
+        taken = await self._rows(
+            "DELETE FROM team_faces WHERE team_id = ? AND number = ? AND model_id = ? "
+            "RETURNING num_ws, w_dim, ws, noise",
+            (teams[0][0], number, model_id),
+        )
         if not taken:
             return "taken"
         num_ws, w_dim, blob, noise = taken[0]
@@ -261,22 +312,35 @@ class Storage:
         return await self._write("DELETE FROM team_faces WHERE expires_at <= ?", (time.time() if now is None else now,))
 
     async def sharing_members_with_latents(self, guild_id: int, model_id: str) -> list[int]:
-        rows = await self._rows("SELECT l.user_id FROM latents l JOIN members m USING (guild_id, user_id) "
-                                "WHERE l.guild_id = ? AND l.model_id = ? AND m.share = 1 ORDER BY l.created_at",
-                                (guild_id, model_id))
+        rows = await self._rows(
+            "SELECT l.user_id FROM latents l JOIN members m USING (guild_id, user_id) "
+            "WHERE l.guild_id = ? AND l.model_id = ? AND m.share = 1 ORDER BY l.created_at",
+            (guild_id, model_id),
+        )
         return [r[0] for r in rows]
 
-    async def save_pending(self, guild_id: int, user_id: int, model_id: str, ws: np.ndarray,
-                           noise: np.ndarray | None = None) -> None:
+    async def save_pending(
+        self, guild_id: int, user_id: int, model_id: str, ws: np.ndarray, noise: np.ndarray | None = None
+    ) -> None:
         await self.ensure_member(guild_id, user_id)
-        await self._write("INSERT OR REPLACE INTO pending_latents (guild_id, user_id, model_id, ws, created_at, noise) "
-                          "VALUES (?, ?, ?, ?, ?, ?)", (guild_id, user_id, model_id,
-                                                        np.ascontiguousarray(ws, dtype="<f4").tobytes(), time.time(),
-                                                        _noise_blob(noise)))
+        await self._write(
+            "INSERT OR REPLACE INTO pending_latents (guild_id, user_id, model_id, ws, created_at, noise) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                guild_id,
+                user_id,
+                model_id,
+                np.ascontiguousarray(ws, dtype="<f4").tobytes(),
+                time.time(),
+                _noise_blob(noise),
+            ),
+        )
 
     async def adopt_pending(self, guild_id: int, user_id: int, model_id: str, num_ws: int, w_dim: int) -> bool:
-        rows = await self._rows("SELECT ws, noise FROM pending_latents WHERE guild_id = ? AND user_id = ? AND model_id = ?",
-                                (guild_id, user_id, model_id))
+        rows = await self._rows(
+            "SELECT ws, noise FROM pending_latents WHERE guild_id = ? AND user_id = ? AND model_id = ?",
+            (guild_id, user_id, model_id),
+        )
         if not rows:
             return False
         ws = np.frombuffer(rows[0][0], dtype="<f4").reshape(num_ws, w_dim)
@@ -290,8 +354,12 @@ class Storage:
         await self._write("BEGIN IMMEDIATE")
         try:
             for table in ("latents", "pending_latents", "jobs", "members"):
-                total += await self._write(f"DELETE FROM {table} WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
-            total += await self._write("DELETE FROM team_faces WHERE guild_id = ? AND owner_id = ?", (guild_id, user_id))
+                total += await self._write(
+                    f"DELETE FROM {table} WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+                )
+            total += await self._write(
+                "DELETE FROM team_faces WHERE guild_id = ? AND owner_id = ?", (guild_id, user_id)
+            )
             await self._write("COMMIT")
         except BaseException:
             await self.db.execute("ROLLBACK")
@@ -301,36 +369,49 @@ class Storage:
     async def rows_about(self, guild_id: int, user_id: int) -> int:
         total = 0
         for table in ("latents", "pending_latents", "jobs", "members"):
-            rows = await self._rows(f"SELECT COUNT(*) FROM {table} WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+            rows = await self._rows(
+                f"SELECT COUNT(*) FROM {table} WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+            )
             total += rows[0][0]
-        rows = await self._rows("SELECT COUNT(*) FROM team_faces WHERE guild_id = ? AND owner_id = ?", (guild_id, user_id))
+        rows = await self._rows(
+            "SELECT COUNT(*) FROM team_faces WHERE guild_id = ? AND owner_id = ?", (guild_id, user_id)
+        )
         return total + rows[0][0]
 
     # --- jobs -----------------------------------------------------------------------------
 
-    async def job_queued(self, job_id: str, guild_id: int, user_id: int, kind: str,
-                         reach: "Reach | None" = None) -> None:
+    async def job_queued(
+        self, job_id: str, guild_id: int, user_id: int, kind: str, reach: "Reach | None" = None
+    ) -> None:
         reach = reach or Reach(None, None, None)
-        await self._write("INSERT INTO jobs (id, guild_id, user_id, kind, status, created_at, application_id, "
-                          "interaction_token, channel_id) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-                          (job_id, guild_id, user_id, kind, time.time(), reach.application_id, reach.token,
-                           reach.channel_id))
+        await self._write(
+            "INSERT INTO jobs (id, guild_id, user_id, kind, status, created_at, application_id, "
+            "interaction_token, channel_id) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+            (job_id, guild_id, user_id, kind, time.time(), reach.application_id, reach.token, reach.channel_id),
+        )
 
     async def job_started(self, job_id: str) -> None:
         await self._write("UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?", (time.time(), job_id))
 
     async def job_finished(self, job_id: str, error: str | None = None) -> None:
         """The job is over; the member's interaction token is no longer kept."""
-        await self._write("UPDATE jobs SET status = ?, finished_at = ?, error = ?, interaction_token = NULL WHERE id = ?",
-                          ("failed" if error else "done", time.time(), error, job_id))
+        await self._write(
+            "UPDATE jobs SET status = ?, finished_at = ?, error = ?, interaction_token = NULL WHERE id = ?",
+            ("failed" if error else "done", time.time(), error, job_id),
+        )
 
     async def fail_unfinished_jobs(self, reason: str = "the bot restarted") -> list["Interrupted"]:
         """At start-up: no job stays queued or running forever. Returns how to reach each
         member whose job was cut off (the tokens are forgotten here; the caller uses them now)."""
-        rows = await self._rows("SELECT id, user_id, kind, created_at, application_id, interaction_token, channel_id "
-                                "FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at")
-        await self._write("UPDATE jobs SET status = 'failed', finished_at = ?, error = ?, interaction_token = NULL "
-                          "WHERE status IN ('queued', 'running')", (time.time(), reason))
+        rows = await self._rows(
+            "SELECT id, user_id, kind, created_at, application_id, interaction_token, channel_id "
+            "FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at"
+        )
+        await self._write(
+            "UPDATE jobs SET status = 'failed', finished_at = ?, error = ?, interaction_token = NULL "
+            "WHERE status IN ('queued', 'running')",
+            (time.time(), reason),
+        )
         return [Interrupted(r[0], r[1], r[2], r[3], Reach(r[4], r[5], r[6])) for r in rows]
 
     async def job_status(self, job_id: str) -> str | None:
@@ -345,14 +426,24 @@ class Storage:
         for table in ("members", "latents"):
             out[table] = (await self._rows(f"SELECT COUNT(*) FROM {table} {where}", params))[0][0]
         # A job its member stopped is a failed row with the error "cancelled"; admins see it apart.
-        rows = await self._rows("SELECT CASE WHEN error = 'cancelled' THEN 'stopped' ELSE status END AS shown, COUNT(*), "
-                                f"AVG(finished_at - started_at) FROM jobs {where} GROUP BY shown", params)
+        rows = await self._rows(
+            "SELECT CASE WHEN error = 'cancelled' THEN 'stopped' ELSE status END AS shown, COUNT(*), "
+            f"AVG(finished_at - started_at) FROM jobs {where} GROUP BY shown",
+            params,
+        )
         out["jobs"] = {status: count for status, count, _ in rows}
         done = [avg for status, _, avg in rows if status == "done" and avg is not None]
         out["mean_job_seconds"] = round(done[0], 2) if done else None
         # The write-ahead log holds recent writes until a checkpoint: count it (and its index) too.
-        out["database_bytes"] = sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal"),
-                                                               self.path.with_name(self.path.name + "-shm")) if p.exists())
+        out["database_bytes"] = sum(
+            p.stat().st_size
+            for p in (
+                self.path,
+                self.path.with_name(self.path.name + "-wal"),
+                self.path.with_name(self.path.name + "-shm"),
+            )
+            if p.exists()
+        )
         return out
 
     async def integrity_ok(self) -> bool:

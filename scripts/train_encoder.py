@@ -66,7 +66,9 @@ def make_batch(G, teacher, n_gen: int, n_teacher: int, w_dim_std: float, gen: to
         cut = torch.randint(1, G.num_ws, (n_gen, 1, 1), generator=gen)
         mix = (torch.rand(n_gen, 1, 1, generator=gen) < MIX_PROB) & (torch.arange(G.num_ws).reshape(1, -1, 1) >= cut)
         ws = torch.where(mix, w2, w)
-        ws = ws + LATENT_JITTER * w_dim_std * torch.randn(ws.shape, generator=gen) * torch.rand(n_gen, 1, 1, generator=gen)
+        ws = ws + LATENT_JITTER * w_dim_std * torch.randn(ws.shape, generator=gen) * torch.rand(
+            n_gen, 1, 1, generator=gen
+        )
         clean = G.synthesis(ws, noise_mode="random")
         zt = torch.randn(n_teacher, NZ, generator=gen)
         t_img = teacher(zt)
@@ -83,13 +85,22 @@ def main() -> None:
     ap.add_argument("--teacher-batch", type=int, default=8)
     ap.add_argument("--render-batch", type=int, default=8, help="samples per step that get the image loss")
     ap.add_argument("--image-weight", type=float, default=1.0)
-    ap.add_argument("--teacher-latent-weight", type=float, default=1.0,
-                    help="weight of the latent loss on teacher pairs: their target, the student's W for "
-                         "the same z, renders only ~19 dB from the teacher's face; 0 = image loss alone")
-    ap.add_argument("--teacher-render", type=int, default=None,
-                    help="teacher pairs per step that get the image loss (default: half of --render-batch)")
-    ap.add_argument("--init", type=Path, default=None,
-                    help="start from this trained encoder (a fine-tune; a new --work directory)")
+    ap.add_argument(
+        "--teacher-latent-weight",
+        type=float,
+        default=1.0,
+        help="weight of the latent loss on teacher pairs: their target, the student's W for "
+        "the same z, renders only ~19 dB from the teacher's face; 0 = image loss alone",
+    )
+    ap.add_argument(
+        "--teacher-render",
+        type=int,
+        default=None,
+        help="teacher pairs per step that get the image loss (default: half of --render-batch)",
+    )
+    ap.add_argument(
+        "--init", type=Path, default=None, help="start from this trained encoder (a fine-tune; a new --work directory)"
+    )
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", type=Path, default=None, help="generator (default: the embedded model)")
@@ -137,8 +148,9 @@ def main() -> None:
                     group["lr"] = lr
                 pred = E(x)
                 per_sample = ((pred - target) / w_dim_std).square().mean(dim=[1, 2])
-                latent = torch.cat([per_sample[:args.gen_batch],
-                                    args.teacher_latent_weight * per_sample[args.gen_batch:]]).mean()
+                latent = torch.cat(
+                    [per_sample[: args.gen_batch], args.teacher_latent_weight * per_sample[args.gen_batch :]]
+                ).mean()
                 # image loss on a sub-batch drawn from both kinds of pair
                 k = args.render_batch // 2
                 kt = min(args.teacher_batch, args.teacher_render if args.teacher_render is not None else k)
@@ -150,19 +162,37 @@ def main() -> None:
                 bar.update(1)
                 bar.set_postfix(latent=f"{latent.item():.3f}", image=f"{image.item():.3f}")
                 if step % 100 == 0:
-                    log.write(json.dumps({"step": step, "latent": round(latent.item(), 4), "image": round(image.item(), 4),
-                                          **probe(E_ema, G, probe_in, probe_clean, probe_ws, w_dim_std),
-                                          "lr": round(lr, 6), "elapsed_s": round(run.elapsed, 1)}) + "\n")
+                    log.write(
+                        json.dumps(
+                            {
+                                "step": step,
+                                "latent": round(latent.item(), 4),
+                                "image": round(image.item(), 4),
+                                **probe(E_ema, G, probe_in, probe_clean, probe_ws, w_dim_std),
+                                "lr": round(lr, 6),
+                                "elapsed_s": round(run.elapsed, 1),
+                            }
+                        )
+                        + "\n"
+                    )
                     log.flush()
                 run.checkpoint_every(CHECKPOINT_SECONDS, args)
         bar.close()
         run.save(args)
     step, elapsed = run.step, run.elapsed
     figures = probe(E_ema, G, probe_in, probe_clean, probe_ws, w_dim_std)
-    provenance = {"trained_by": "scripts/train_encoder.py", "steps": step, "train_seconds": round(elapsed),
-                  "gen_batch": args.gen_batch, "teacher_batch": args.teacher_batch, "lr": args.lr,
-                  "teacher_latent_weight": args.teacher_latent_weight, "teacher_render": args.teacher_render,
-                  "seed": args.seed, "probe": figures}
+    provenance = {
+        "trained_by": "scripts/train_encoder.py",
+        "steps": step,
+        "train_seconds": round(elapsed),
+        "gen_batch": args.gen_batch,
+        "teacher_batch": args.teacher_batch,
+        "lr": args.lr,
+        "teacher_latent_weight": args.teacher_latent_weight,
+        "teacher_render": args.teacher_render,
+        "seed": args.seed,
+        "probe": figures,
+    }
     if start is not None:
         provenance["fine_tuned_from"] = {"file": args.init.name, **start.provenance}
     save_encoder(E_ema, out, G.model_id, provenance)
@@ -175,9 +205,11 @@ def probe(E, G, x, clean, ws, w_dim_std) -> dict:
         pred = E(x)
         img = G.synthesis(pred, noise_mode="const")
     n_gen = x.shape[0] - 16
-    return {"probe_latent": round(((pred - ws) / w_dim_std).square().mean().item(), 4),
-            "probe_psnr_gen": round(psnr(img[:n_gen], clean[:n_gen]), 2),
-            "probe_psnr_teacher": round(psnr(img[n_gen:], clean[n_gen:]), 2)}
+    return {
+        "probe_latent": round(((pred - ws) / w_dim_std).square().mean().item(), 4),
+        "probe_psnr_gen": round(psnr(img[:n_gen], clean[:n_gen]), 2),
+        "probe_psnr_teacher": round(psnr(img[n_gen:], clean[n_gen:]), 2),
+    }
 
 
 if __name__ == "__main__":

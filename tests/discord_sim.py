@@ -66,7 +66,8 @@ class SimInteraction:
     expired: bool = False
     original_deleted: bool = False
     original_id: str = field(default_factory=snowflake)
-    components: list = field(default_factory=list)  # what the original message shows now (an edit without them keeps them)
+    # what the original message shows now (an edit without them keeps them)
+    components: list = field(default_factory=list)
 
     @property
     def ack_seconds(self) -> float | None:
@@ -161,9 +162,13 @@ class DiscordSimulator:
     # --- gateway -----------------------------------------------------------------------------
 
     async def gateway_bot(self, request):
-        return json_response({"url": f"ws://127.0.0.1:{self.port}/gateway", "shards": self.recommended_shards,
-                                  "session_start_limit": {"total": 1000, "remaining": 1000,
-                                                          "reset_after": 0, "max_concurrency": 1}})
+        return json_response(
+            {
+                "url": f"ws://127.0.0.1:{self.port}/gateway",
+                "shards": self.recommended_shards,
+                "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1},
+            }
+        )
 
     async def me(self, request):
         token = request.headers.get("Authorization", "").removeprefix("Bot ")
@@ -175,10 +180,22 @@ class DiscordSimulator:
         return json_response(self.commands)
 
     async def app_info(self, request):
-        return json_response({"id": str(APP_ID), "name": "wspace", "description": "", "icon": None,
-                                  "bot_public": True, "bot_require_code_grant": False, "verify_key": "00",
-                                  "owner": user_payload(self.owner_id, "owner"), "team": None, "flags": 0,
-                                  "rpc_origins": [], "summary": ""})
+        return json_response(
+            {
+                "id": str(APP_ID),
+                "name": "wspace",
+                "description": "",
+                "icon": None,
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "verify_key": "00",
+                "owner": user_payload(self.owner_id, "owner"),
+                "team": None,
+                "flags": 0,
+                "rpc_origins": [],
+                "summary": "",
+            }
+        )
 
     async def gateway(self, request):
         ws = web.WebSocketResponse(max_msg_size=0)
@@ -195,11 +212,21 @@ class DiscordSimulator:
                 shard = tuple(data["d"].get("shard") or (0, 1))
                 self.shard_of[ws] = shard
                 mine = self.shard_for(self.guild_id, shard[1]) == shard[0]
-                await self._dispatch(ws, "READY", {
-                    "v": 10, "user": user_payload(BOT_ID, "wspace", bot=True), "shard": list(shard),
-                    "guilds": [{"id": str(self.guild_id), "unavailable": True}] if mine else [], "session_id": "sim",
-                    "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
-                    "application": {"id": str(APP_ID), "flags": 0}, "private_channels": [], "relationships": []})
+                await self._dispatch(
+                    ws,
+                    "READY",
+                    {
+                        "v": 10,
+                        "user": user_payload(BOT_ID, "wspace", bot=True),
+                        "shard": list(shard),
+                        "guilds": [{"id": str(self.guild_id), "unavailable": True}] if mine else [],
+                        "session_id": "sim",
+                        "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
+                        "application": {"id": str(APP_ID), "flags": 0},
+                        "private_channels": [],
+                        "relationships": [],
+                    },
+                )
                 if mine:
                     await self._dispatch(ws, "GUILD_CREATE", self.guild_payload())
                 self.identified.set()
@@ -214,16 +241,56 @@ class DiscordSimulator:
         return (guild_id >> 22) % shard_count
 
     def guild_payload(self) -> dict:
-        return {"id": str(self.guild_id), "name": "sim guild", "owner_id": str(self.owner_id), "icon": None,
-                "unavailable": False, "member_count": 2, "large": False, "features": [], "emojis": [], "stickers": [],
-                "roles": [{"id": str(self.guild_id), "name": "@everyone", "permissions": "0", "position": 0,
-                           "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}],
-                "channels": [{"id": str(self.channel_id), "type": 0, "name": "general", "position": 0,
-                              "permission_overwrites": [], "guild_id": str(self.guild_id)}],
-                "members": [], "threads": [], "voice_states": [], "presences": [], "stage_instances": [],
-                "guild_scheduled_events": [], "premium_tier": 0, "preferred_locale": "en-US",
-                "verification_level": 0, "default_message_notifications": 0, "explicit_content_filter": 0,
-                "mfa_level": 0, "nsfw_level": 0, "system_channel_flags": 0, "max_members": 1000}
+        return {
+            "id": str(self.guild_id),
+            "name": "sim guild",
+            "owner_id": str(self.owner_id),
+            "icon": None,
+            "unavailable": False,
+            "member_count": 2,
+            "large": False,
+            "features": [],
+            "emojis": [],
+            "stickers": [],
+            "roles": [
+                {
+                    "id": str(self.guild_id),
+                    "name": "@everyone",
+                    "permissions": "0",
+                    "position": 0,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": False,
+                    "flags": 0,
+                }
+            ],
+            "channels": [
+                {
+                    "id": str(self.channel_id),
+                    "type": 0,
+                    "name": "general",
+                    "position": 0,
+                    "permission_overwrites": [],
+                    "guild_id": str(self.guild_id),
+                }
+            ],
+            "members": [],
+            "threads": [],
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "premium_tier": 0,
+            "preferred_locale": "en-US",
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "system_channel_flags": 0,
+            "max_members": 1000,
+        }
 
     async def _dispatch(self, ws, event: str, data: dict) -> None:
         self.seq += 1
@@ -234,14 +301,28 @@ class DiscordSimulator:
     def add_attachment(self, data: bytes, filename: str = "selfie.png", content_type: str = "image/png") -> dict:
         aid = snowflake()
         self.attachments[aid] = (data, content_type)
-        return {"id": aid, "filename": filename, "size": len(data), "content_type": content_type,
-                "url": f"http://127.0.0.1:{self.port}/attachments/{aid}/{filename}",
-                "proxy_url": f"http://127.0.0.1:{self.port}/attachments/{aid}/{filename}"}
+        return {
+            "id": aid,
+            "filename": filename,
+            "size": len(data),
+            "content_type": content_type,
+            "url": f"http://127.0.0.1:{self.port}/attachments/{aid}/{filename}",
+            "proxy_url": f"http://127.0.0.1:{self.port}/attachments/{aid}/{filename}",
+        }
 
-    async def invoke(self, user_id: int, name: str, options: list[dict] | None = None, *,
-                     subcommand: str | None = None, resolved: dict | None = None,
-                     permissions: int = 0, guild_id: int | None = None, dm: bool = False,
-                     autocomplete: bool = False) -> SimInteraction:
+    async def invoke(
+        self,
+        user_id: int,
+        name: str,
+        options: list[dict] | None = None,
+        *,
+        subcommand: str | None = None,
+        resolved: dict | None = None,
+        permissions: int = 0,
+        guild_id: int | None = None,
+        dm: bool = False,
+        autocomplete: bool = False,
+    ) -> SimInteraction:
         """A member runs a slash command: INTERACTION_CREATE goes out on the gateway (``dm``: in a
         direct message with the bot, with no server)."""
         await asyncio.wait_for(self.identified.wait(), 30)
@@ -254,27 +335,60 @@ class DiscordSimulator:
         if subcommand:
             opts = [{"type": 1, "name": subcommand, "options": opts}]
         cmd = next((c for c in self.commands if c["name"] == name), None)
-        data = {"id": cmd.get("id", snowflake()) if cmd else snowflake(), "name": name, "type": 1, "options": opts,
-                "resolved": resolved or {}}
+        data = {
+            "id": cmd.get("id", snowflake()) if cmd else snowflake(),
+            "name": name,
+            "type": 1,
+            "options": opts,
+            "resolved": resolved or {},
+        }
         payload = {
-            "id": iid, "application_id": str(APP_ID), "type": 2, "data": data, "guild_id": str(guild_id),
+            "id": iid,
+            "application_id": str(APP_ID),
+            "type": 2,
+            "data": data,
+            "guild_id": str(guild_id),
             "channel_id": str(self.channel_id),
-            "channel": {"id": str(self.channel_id), "type": 0, "name": "general", "guild_id": str(guild_id),
-                        "position": 0, "permission_overwrites": []},
-            "member": {"user": user_payload(user_id), "roles": [], "joined_at": "2024-01-01T00:00:00+00:00",
-                       "deaf": False, "mute": False, "flags": 0, "permissions": str(permissions)},
-            "token": token, "version": 1, "app_permissions": str((1 << 50) - 1), "locale": "en-US",
-            "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": str(guild_id)},
-            "context": 0, "attachment_size_limit": 8 * 1024 * 1024}
+            "channel": {
+                "id": str(self.channel_id),
+                "type": 0,
+                "name": "general",
+                "guild_id": str(guild_id),
+                "position": 0,
+                "permission_overwrites": [],
+            },
+            "member": {
+                "user": user_payload(user_id),
+                "roles": [],
+                "joined_at": "2024-01-01T00:00:00+00:00",
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "permissions": str(permissions),
+            },
+            "token": token,
+            "version": 1,
+            "app_permissions": str((1 << 50) - 1),
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(guild_id)},
+            "context": 0,
+            "attachment_size_limit": 8 * 1024 * 1024,
+        }
         if autocomplete:  # the member is typing an option marked "focused": the bot answers with choices
             payload["type"] = 4
         if dm:  # what Discord sends from a DM: a user, no member, no guild, a DM channel
             dm_channel = str(700000000000000000 + user_id % 10**15)
             for key in ("guild_id", "member", "guild_locale"):
                 payload.pop(key)
-            payload.update(user=user_payload(user_id), channel_id=dm_channel, context=1,
-                           channel={"id": dm_channel, "type": 1, "recipients": [user_payload(user_id)]},
-                           authorizing_integration_owners={"1": str(user_id)})
+            payload.update(
+                user=user_payload(user_id),
+                channel_id=dm_channel,
+                context=1,
+                channel={"id": dm_channel, "type": 1, "recipients": [user_payload(user_id)]},
+                authorizing_integration_owners={"1": str(user_id)},
+            )
             inter.guild_id = 0
             guild_id = 0
         for ws in list(self.sockets):
@@ -285,34 +399,80 @@ class DiscordSimulator:
                 await self._dispatch(ws, "INTERACTION_CREATE", payload)
         return inter
 
-    async def click(self, user_id: int, custom_id: str, source: SimInteraction,
-                    values: list[str] | None = None, permissions: int = 0) -> SimInteraction:
+    async def click(
+        self,
+        user_id: int,
+        custom_id: str,
+        source: SimInteraction,
+        values: list[str] | None = None,
+        permissions: int = 0,
+    ) -> SimInteraction:
         """A member presses a button under the bot's message for ``source`` (or, with
         ``values``, chooses in a select menu)."""
         iid, token = snowflake(), f"tok{snowflake()}"
         inter = SimInteraction(iid, token, user_id, self.guild_id, self.channel_id, f"button:{custom_id}")
         self.interactions[iid] = inter
         self.by_token[token] = inter
-        carrier = next((m for m in reversed(source.messages) if custom_id in json.dumps(
-            m.payload.get("components") or (m.payload.get("data") or {}).get("components") or [])), None)
+        carrier = next(
+            (
+                m
+                for m in reversed(source.messages)
+                if custom_id
+                in json.dumps(m.payload.get("components") or (m.payload.get("data") or {}).get("components") or [])
+            ),
+            None,
+        )
         if carrier is not None and carrier.id is not None:  # a component on a follow-up message: that message
-            message = self._message(source, {"content": carrier.content, "components": carrier.payload["components"],
-                                             "flags": carrier.payload.get("flags", 0)}, {}, carrier.id)
+            message = self._message(
+                source,
+                {
+                    "content": carrier.content,
+                    "components": carrier.payload["components"],
+                    "flags": carrier.payload.get("flags", 0),
+                },
+                {},
+                carrier.id,
+            )
         else:
-            message = self._message(source, {"content": source.last_content(), "components": source.components}, {},
-                                    source.original_id)
+            message = self._message(
+                source, {"content": source.last_content(), "components": source.components}, {}, source.original_id
+            )
         payload = {
-            "id": iid, "application_id": str(APP_ID), "type": 3, "guild_id": str(self.guild_id),
-            "channel_id": str(self.channel_id), "message": message,
-            "data": {"custom_id": custom_id, "component_type": 2} if values is None else
-                    {"custom_id": custom_id, "component_type": 3, "values": values},
-            "channel": {"id": str(self.channel_id), "type": 0, "name": "general", "guild_id": str(self.guild_id),
-                        "position": 0, "permission_overwrites": []},
-            "member": {"user": user_payload(user_id), "roles": [], "joined_at": "2024-01-01T00:00:00+00:00",
-                       "deaf": False, "mute": False, "flags": 0, "permissions": str(permissions)},
-            "token": token, "version": 1, "app_permissions": str((1 << 50) - 1), "locale": "en-US",
-            "entitlements": [], "authorizing_integration_owners": {"0": str(self.guild_id)}, "context": 0,
-            "attachment_size_limit": 8 * 1024 * 1024}
+            "id": iid,
+            "application_id": str(APP_ID),
+            "type": 3,
+            "guild_id": str(self.guild_id),
+            "channel_id": str(self.channel_id),
+            "message": message,
+            "data": {"custom_id": custom_id, "component_type": 2}
+            if values is None
+            else {"custom_id": custom_id, "component_type": 3, "values": values},
+            "channel": {
+                "id": str(self.channel_id),
+                "type": 0,
+                "name": "general",
+                "guild_id": str(self.guild_id),
+                "position": 0,
+                "permission_overwrites": [],
+            },
+            "member": {
+                "user": user_payload(user_id),
+                "roles": [],
+                "joined_at": "2024-01-01T00:00:00+00:00",
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "permissions": str(permissions),
+            },
+            "token": token,
+            "version": 1,
+            "app_permissions": str((1 << 50) - 1),
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "context": 0,
+            "attachment_size_limit": 8 * 1024 * 1024,
+        }
         for ws in list(self.sockets):
             shard_id, count = self.shard_of.get(ws, (0, 1))
             if self.shard_for(self.guild_id, count) == shard_id:
@@ -322,16 +482,35 @@ class DiscordSimulator:
         return inter
 
     def member_resolved(self, *user_ids: int) -> dict:
-        return {"users": {str(u): user_payload(u) for u in user_ids},
-                "members": {str(u): {"roles": [], "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False,
-                                     "mute": False, "flags": 0, "permissions": "0"}
-                            for u in user_ids if u not in self.left_members}}
+        return {
+            "users": {str(u): user_payload(u) for u in user_ids},
+            "members": {
+                str(u): {
+                    "roles": [],
+                    "joined_at": "2024-01-01T00:00:00+00:00",
+                    "deaf": False,
+                    "mute": False,
+                    "flags": 0,
+                    "permissions": "0",
+                }
+                for u in user_ids
+                if u not in self.left_members
+            },
+        }
 
     async def put_commands(self, request):
         body = await request.json()
-        self.commands = [{**c, "id": snowflake(), "application_id": str(APP_ID), "version": snowflake(),
-                          "default_member_permissions": c.get("default_member_permissions"), "type": c.get("type", 1)}
-                         for c in body]
+        self.commands = [
+            {
+                **c,
+                "id": snowflake(),
+                "application_id": str(APP_ID),
+                "version": snowflake(),
+                "default_member_permissions": c.get("default_member_permissions"),
+                "type": c.get("type", 1),
+            }
+            for c in body
+        ]
         return json_response(self.commands)
 
     async def _read_body(self, request) -> tuple[dict, dict[str, bytes]]:
@@ -348,15 +527,38 @@ class DiscordSimulator:
         text = await request.text()
         return (json.loads(text) if text else {}), files
 
-    def _message(self, inter: SimInteraction | None, payload: dict, files: dict[str, bytes], mid: str | None = None) -> dict:
-        attachments = [{"id": snowflake(), "filename": n, "size": len(b), "url": f"http://127.0.0.1:{self.port}/x/{n}",
-                        "proxy_url": f"http://127.0.0.1:{self.port}/x/{n}"} for n, b in files.items()]
-        return {"id": mid or snowflake(), "channel_id": str(self.channel_id), "type": 0,
-                "content": payload.get("content") or "", "author": user_payload(BOT_ID, "wspace", bot=True),
-                "attachments": attachments, "embeds": payload.get("embeds") or [], "mentions": [], "mention_roles": [],
-                "pinned": False, "mention_everyone": False, "tts": False, "timestamp": "2026-01-01T00:00:00+00:00",
-                "edited_timestamp": None, "flags": payload.get("flags", 0), "components": payload.get("components") or [],
-                "application_id": str(APP_ID)}
+    def _message(
+        self, inter: SimInteraction | None, payload: dict, files: dict[str, bytes], mid: str | None = None
+    ) -> dict:
+        attachments = [
+            {
+                "id": snowflake(),
+                "filename": n,
+                "size": len(b),
+                "url": f"http://127.0.0.1:{self.port}/x/{n}",
+                "proxy_url": f"http://127.0.0.1:{self.port}/x/{n}",
+            }
+            for n, b in files.items()
+        ]
+        return {
+            "id": mid or snowflake(),
+            "channel_id": str(self.channel_id),
+            "type": 0,
+            "content": payload.get("content") or "",
+            "author": user_payload(BOT_ID, "wspace", bot=True),
+            "attachments": attachments,
+            "embeds": payload.get("embeds") or [],
+            "mentions": [],
+            "mention_roles": [],
+            "pinned": False,
+            "mention_everyone": False,
+            "tts": False,
+            "timestamp": "2026-01-01T00:00:00+00:00",
+            "edited_timestamp": None,
+            "flags": payload.get("flags", 0),
+            "components": payload.get("components") or [],
+            "application_id": str(APP_ID),
+        }
 
     def _error(self, status: int, code: int, message: str):
         return json_response({"code": code, "message": message}, status=status)
@@ -376,10 +578,18 @@ class DiscordSimulator:
         inter.messages.append(Sent("callback", data.get("content"), files, payload))
         inter.components = data.get("components") or []
         message = self._message(inter, data, files, inter.original_id)
-        return json_response({"interaction": {"id": inter.id, "type": 2, "response_message_id": inter.original_id,
-                                                  "response_message_loading": inter.callback_type == 5,
-                                                  "response_message_ephemeral": bool(data.get("flags", 0) & 64)},
-                                  "resource": {"type": inter.callback_type, "message": message}})
+        return json_response(
+            {
+                "interaction": {
+                    "id": inter.id,
+                    "type": 2,
+                    "response_message_id": inter.original_id,
+                    "response_message_loading": inter.callback_type == 5,
+                    "response_message_ephemeral": bool(data.get("flags", 0) & 64),
+                },
+                "resource": {"type": inter.callback_type, "message": message},
+            }
+        )
 
     def _by_token(self, request) -> SimInteraction | None:
         return self.by_token.get(request.match_info["token"])
@@ -394,7 +604,9 @@ class DiscordSimulator:
         inter.messages.append(Sent("edit", payload.get("content"), files, payload))
         if "components" in payload and request.match_info["mid"] == "@original":
             inter.components = payload["components"] or []
-        return json_response(self._message(inter, {**payload, "components": inter.components}, files, inter.original_id))
+        return json_response(
+            self._message(inter, {**payload, "components": inter.components}, files, inter.original_id)
+        )
 
     async def get_message(self, request):
         inter = self._by_token(request)

@@ -43,7 +43,13 @@ def with_webp_chunk(webp_rgb: Image.Image, kind: bytes, payload: bytes, flag: in
     plain = encode(webp_rgb, "WEBP", lossless=True)
     body = plain[12:]
     w, h = webp_rgb.size
-    vp8x = b"VP8X" + struct.pack("<I", 10) + bytes([flag, 0, 0, 0]) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    vp8x = (
+        b"VP8X"
+        + struct.pack("<I", 10)
+        + bytes([flag, 0, 0, 0])
+        + (w - 1).to_bytes(3, "little")
+        + (h - 1).to_bytes(3, "little")
+    )
     extra = kind + struct.pack("<I", len(payload)) + payload + (b"\x00" if len(payload) & 1 else b"")
     chunks = vp8x + body + extra
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
@@ -64,7 +70,7 @@ def with_gif_blocks(gif: bytes, *blocks: bytes) -> bytes:
 
 def gif_extension(label: int, payload: bytes, head: bytes = b"") -> bytes:
     """A GIF extension block: ``head`` (an application's own block) then ``payload`` in 255-byte pieces."""
-    pieces = b"".join(bytes([len(payload[k:k + 255])]) + payload[k:k + 255] for k in range(0, len(payload), 255))
+    pieces = b"".join(bytes([len(payload[k : k + 255])]) + payload[k : k + 255] for k in range(0, len(payload), 255))
     return b"\x21" + bytes([label]) + (bytes([len(head)]) + head if head else b"") + pieces + b"\x00"
 
 
@@ -77,27 +83,48 @@ def metadata_bombs() -> list[tuple[str, bytes]]:
         cases.append((f"PNG eXIf {tags} tags x {region} B", with_png_chunks(png, png_chunk(b"eXIf", bomb))))
         cases.append((f"WebP EXIF {tags} tags x {region} B", with_webp_chunk(face, b"EXIF", bomb, 0x08)))
     cases.append(("PNG eXIf big-endian", with_png_chunks(png, png_chunk(b"eXIf", tiff_bomb(2000, 400_000, ">")))))
-    cases.append(("JPEG APP1 5000 tags x 4 KB", with_jpeg_segments(jpeg, (0xE1, b"Exif\x00\x00" + tiff_bomb(4000, 15_000)))))
-    cases.append(("JPEG APP1 x 150", with_jpeg_segments(jpeg, *[(0xE1, b"Exif\x00\x00" + tiff_bomb(5000, 5000))] * 150)))
+    cases.append(
+        ("JPEG APP1 5000 tags x 4 KB", with_jpeg_segments(jpeg, (0xE1, b"Exif\x00\x00" + tiff_bomb(4000, 15_000))))
+    )
+    cases.append(
+        ("JPEG APP1 x 150", with_jpeg_segments(jpeg, *[(0xE1, b"Exif\x00\x00" + tiff_bomb(5000, 5000))] * 150))
+    )
     inflating = zlib.compress(b"\x00" * 200_000_000, 9)  # 0.2 MB that inflates to 200 MB
-    cases += [("PNG iCCP bomb", with_png_chunks(png, png_chunk(b"iCCP", b"icc\x00\x00" + inflating))),
-              ("PNG zTXt bomb", with_png_chunks(png, *[png_chunk(b"zTXt", b"k\x00\x00" + inflating)] * 4)),
-              ("PNG iTXt compressed XMP", with_png_chunks(png, png_chunk(
-                  b"iTXt", b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + inflating))),
-              ("PNG 3000 tEXt", with_png_chunks(png, *[png_chunk(b"tEXt", b"k\x00" + b"v" * 3000)] * 3000)),
-              ("WebP ICCP 9 MB", with_webp_chunk(face, b"ICCP", b"\x00" * 9_000_000, 0x20)),
-              ("WebP XMP 9 MB", with_webp_chunk(face, b"XMP ", b"<x:xmpmeta " + b"a" * 9_000_000, 0x04)),
-              ("JPEG APP2 ICC x 150", with_jpeg_segments(jpeg, *[(0xE2, b"ICC_PROFILE\x00" + bytes([k % 255 + 1, 150]) +
-                                                                  b"\x00" * 60_000) for k in range(150)])),
-              ("JPEG COM x 150", with_jpeg_segments(jpeg, *[(0xFE, b"c" * 65_000)] * 150))]
+    cases += [
+        ("PNG iCCP bomb", with_png_chunks(png, png_chunk(b"iCCP", b"icc\x00\x00" + inflating))),
+        ("PNG zTXt bomb", with_png_chunks(png, *[png_chunk(b"zTXt", b"k\x00\x00" + inflating)] * 4)),
+        (
+            "PNG iTXt compressed XMP",
+            with_png_chunks(png, png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + inflating)),
+        ),
+        ("PNG 3000 tEXt", with_png_chunks(png, *[png_chunk(b"tEXt", b"k\x00" + b"v" * 3000)] * 3000)),
+        ("WebP ICCP 9 MB", with_webp_chunk(face, b"ICCP", b"\x00" * 9_000_000, 0x20)),
+        ("WebP XMP 9 MB", with_webp_chunk(face, b"XMP ", b"<x:xmpmeta " + b"a" * 9_000_000, 0x04)),
+        (
+            "JPEG APP2 ICC x 150",
+            with_jpeg_segments(
+                jpeg, *[(0xE2, b"ICC_PROFILE\x00" + bytes([k % 255 + 1, 150]) + b"\x00" * 60_000) for k in range(150)]
+            ),
+        ),
+        ("JPEG COM x 150", with_jpeg_segments(jpeg, *[(0xFE, b"c" * 65_000)] * 150)),
+    ]
     gif = encode(face, "GIF")
-    cases += [("GIF comment 9 MB", with_gif_blocks(gif, gif_extension(0xFE, b"c" * 9_000_000))),
-              ("GIF 4000 comments", with_gif_blocks(gif, *[gif_extension(0xFE, b"c" * 2000)] * 4000)),
-              ("GIF XMP 9 MB", with_gif_blocks(gif, gif_extension(0xFF, b"x" * 9_000_000, b"XMP DataXMP")))]
+    cases += [
+        ("GIF comment 9 MB", with_gif_blocks(gif, gif_extension(0xFE, b"c" * 9_000_000))),
+        ("GIF 4000 comments", with_gif_blocks(gif, *[gif_extension(0xFE, b"c" * 2000)] * 4000)),
+        ("GIF XMP 9 MB", with_gif_blocks(gif, gif_extension(0xFF, b"x" * 9_000_000, b"XMP DataXMP"))),
+    ]
     for w, h in ((8, 5_000_000), (5_000_000, 8), (16, 2_500_000), (39, 600), (2000, 200), (3, 3)):
         header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-        cases.append((f"thin {w}x{h}", b"\x89PNG\r\n\x1a\n" + header
-                      + png_chunk(b"IDAT", zlib.compress(b"\x00" * (min(w, h) * 3 + 1) * max(w, h), 9)) + png_chunk(b"IEND", b"")))
+        cases.append(
+            (
+                f"thin {w}x{h}",
+                b"\x89PNG\r\n\x1a\n"
+                + header
+                + png_chunk(b"IDAT", zlib.compress(b"\x00" * (min(w, h) * 3 + 1) * max(w, h), 9))
+                + png_chunk(b"IEND", b""),
+            )
+        )
     return cases
 
 
@@ -105,10 +132,20 @@ def honest_orientations() -> list[tuple[str, bytes, tuple[int, int]]]:
     """Honest photos stored sideways with an EXIF orientation, and the upright shape expected."""
     face = Image.fromarray(grace_hopper()).resize((128, 150))
     out = []
-    for orientation, stored in ((6, face.rotate(90, expand=True)), (8, face.rotate(-90, expand=True)), (3, face.rotate(180))):
+    for orientation, stored in (
+        (6, face.rotate(90, expand=True)),
+        (8, face.rotate(-90, expand=True)),
+        (3, face.rotate(180)),
+    ):
         exif = tiff_bomb(0, 0, orientation=orientation)
         out.append((f"JPEG orientation {orientation}", encode(stored, "JPEG", exif=b"Exif\x00\x00" + exif), (150, 128)))
-        out.append((f"PNG orientation {orientation}", with_png_chunks(encode(stored, "PNG"), png_chunk(b"eXIf", exif)), (150, 128)))
+        out.append(
+            (
+                f"PNG orientation {orientation}",
+                with_png_chunks(encode(stored, "PNG"), png_chunk(b"eXIf", exif)),
+                (150, 128),
+            )
+        )
         out.append((f"WebP orientation {orientation}", with_webp_chunk(stored, b"EXIF", exif, 0x08), (150, 128)))
     return out
 

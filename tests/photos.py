@@ -43,14 +43,21 @@ def group_photo() -> tuple[np.ndarray, list[str]]:
         left, top, right, bottom = detect_faces(img)[0].box
         cx, cy, half = (left + right) // 2, (top + bottom) // 2, (right - left)
         crops[name] = img[max(0, cy - half):cy + half, max(0, cx - half):cx + half]
-    people = [("astronaut", lambda a: a), ("grace_hopper", lambda a: a), ("astronaut mirrored", lambda a: a[:, ::-1]),
-              ("grace_hopper mirrored", lambda a: a[:, ::-1]), ("astronaut grey", lambda a: a.mean(2, keepdims=True).repeat(3, 2)),
-              ("grace_hopper warm", lambda a: np.clip(a * [1.1, 1.0, 0.85], 0, 255))]
+    people = [
+        ("astronaut", lambda a: a),
+        ("grace_hopper", lambda a: a),
+        ("astronaut mirrored", lambda a: a[:, ::-1]),
+        ("grace_hopper mirrored", lambda a: a[:, ::-1]),
+        ("astronaut grey", lambda a: a.mean(2, keepdims=True).repeat(3, 2)),
+        ("grace_hopper warm", lambda a: np.clip(a * [1.1, 1.0, 0.85], 0, 255)),
+    ]
     canvas = np.full((520, 1400, 3), 128, np.uint8)
     x = 20
     for (label, change), side in zip(people, GROUP_SIZES):
-        face = np.asarray(Image.fromarray(np.uint8(change(crops[label.split()[0]]))).resize((side, side), Image.Resampling.LANCZOS))
+        face = np.asarray(
+            Image.fromarray(np.uint8(change(crops[label.split()[0]]))).resize((side, side), Image.Resampling.LANCZOS)
+        )
         y = 40 + (GROUP_SIZES[0] - side) // 2
-        canvas[y:y + side, x:x + side] = face
+        canvas[y : y + side, x : x + side] = face
         x += side + 30
     return canvas, [label for label, _ in people]

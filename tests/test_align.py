@@ -51,7 +51,9 @@ def test_exif_rotation_is_applied():
 @pytest.mark.parametrize("mode", ["RGBA", "L", "CMYK", "I;16", "P"])
 def test_other_colour_modes_decode_to_rgb(mode):
     img = Image.fromarray(grace_hopper())
-    img = img.convert(mode) if mode != "I;16" else Image.fromarray((np.asarray(img.convert("L")).astype(np.uint16) * 257))
+    img = (
+        img.convert(mode) if mode != "I;16" else Image.fromarray((np.asarray(img.convert("L")).astype(np.uint16) * 257))
+    )
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     arr = decode_image(encode(img, fmt))
     assert arr.shape == (600, 512, 3)
@@ -61,6 +63,7 @@ def test_other_colour_modes_decode_to_rgb(mode):
 def test_animated_gif_uses_the_first_frame():
     frames = [Image.fromarray(grace_hopper()), Image.new("RGB", (512, 600), "red")]
     import io
+
     buf = io.BytesIO()
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
     arr = decode_image(buf.getvalue())
@@ -70,19 +73,27 @@ def test_animated_gif_uses_the_first_frame():
 def bomb_png(w: int, h: int) -> bytes:
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(
-        b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("data, error", [
-    (b"", NotAnImage),
-    (b"hello, not an image", NotAnImage),
-    (encode(grace_hopper(), "PNG")[:2000], NotAnImage),
-    (encode(grace_hopper(), "JPEG")[:500], NotAnImage),
-    (bomb_png(30_000, 30_000), ImageTooLarge),
-    (b"\x00" * (11 * 1024 * 1024), ImageTooLarge),
-    (encode(np.zeros((1, 1, 3), np.uint8)), NoFaceFound),
-])
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        (b"", NotAnImage),
+        (b"hello, not an image", NotAnImage),
+        (encode(grace_hopper(), "PNG")[:2000], NotAnImage),
+        (encode(grace_hopper(), "JPEG")[:500], NotAnImage),
+        (bomb_png(30_000, 30_000), ImageTooLarge),
+        (b"\x00" * (11 * 1024 * 1024), ImageTooLarge),
+        (encode(np.zeros((1, 1, 3), np.uint8)), NoFaceFound),
+    ],
+)
 def test_bad_files_get_a_typed_error_with_one_sentence(data, error):
     with pytest.raises(error) as exc:
         arr = decode_image(data)

@@ -46,20 +46,27 @@ def corpus() -> list[tuple[str, bytes]]:
         cases += [(f"{fmt} truncated at {n}", data[:n]) for n in sorted(rng.sample(range(1, len(data)), 20))]
         cases += [(f"{fmt} flipped bytes {i}", bytes(b ^ (0xFF if rng.random() < 0.01 else 0) for b in data))
                   for i in range(5)]
-    cases += [(f"bomb {w}x{h}", png_header(w, h)) for w, h in ((30000, 30000), (100000, 1), (1, 100000), (65535, 65535))]
+    cases += [
+        (f"bomb {w}x{h}", png_header(w, h)) for w, h in ((30000, 30000), (100000, 1), (1, 100000), (65535, 65535))
+    ]
     cases += [("1x1", encode(np.zeros((1, 1, 3), np.uint8))), ("2x2 grey", encode(np.zeros((2, 2), np.uint8)))]
-    cases += [("16-bit", encode(Image.fromarray((np.asarray(Image.fromarray(SMALL).convert("L")).astype(np.uint16) * 257)))),
-              ("CMYK jpeg", encode(Image.fromarray(SMALL).convert("CMYK"), "JPEG")),
-              ("RGBA", encode(Image.fromarray(SMALL).convert("RGBA"))), ("palette", encode(Image.fromarray(SMALL).convert("P"))),
-              ("too many bytes", b"\xff\xd8" + b"\x00" * (10 * 1024 * 1024 + 1))]
+    cases += [
+        ("16-bit", encode(Image.fromarray((np.asarray(Image.fromarray(SMALL).convert("L")).astype(np.uint16) * 257)))),
+        ("CMYK jpeg", encode(Image.fromarray(SMALL).convert("CMYK"), "JPEG")),
+        ("RGBA", encode(Image.fromarray(SMALL).convert("RGBA"))),
+        ("palette", encode(Image.fromarray(SMALL).convert("P"))),
+        ("too many bytes", b"\xff\xd8" + b"\x00" * (10 * 1024 * 1024 + 1)),
+    ]
     return cases + metadata_bombs() + largest_accepted()
 
 
 def largest_accepted() -> list[tuple[str, bytes]]:
     """Uploads at the pixel limit in the modes that cost the most to turn into RGB."""
-    side = int(40_000_000 ** 0.5) - 1
-    return [(f"largest {mode}", encode(Image.new(mode, (side, side), fill)))
-            for mode, fill in (("RGB", (90, 120, 150)), ("RGBA", (90, 120, 150, 128)), ("I;16", 3000))]
+    side = int(40_000_000**0.5) - 1
+    return [
+        (f"largest {mode}", encode(Image.new(mode, (side, side), fill)))
+        for mode, fill in (("RGB", (90, 120, 150)), ("RGBA", (90, 120, 150, 128)), ("I;16", 3000))
+    ]
 
 
 CORPUS = corpus()
@@ -89,21 +96,51 @@ def engine(tmp_path_factory):
     return Engine(path)
 
 
-BAD_NUMBERS = [float("nan"), float("inf"), -float("inf"), 1e308, -1e308, "1e400", "abc", "", [1], {"x": 1}, b"7", -1e-300j]
+BAD_NUMBERS = [
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    1e308,
+    -1e308,
+    "1e400",
+    "abc",
+    "",
+    [1],
+    {"x": 1},
+    b"7",
+    -1e-300j,
+]
 
 
 def option_corpus(engine) -> list[Request]:
     ws = as_face(np.zeros((engine.G.num_ws, engine.G.w_dim)))
     jobs = []
     for x in BAD_NUMBERS:
-        jobs += [BlendRequest(a=ws, b=ws, ratio=x), RandomRequest(seed=x), RandomRequest(seed=1, truncation=x),
-                 MorphRequest(faces=(ws, ws), frames=x), LoopRequest(face=ws, frames=x), GridRequest(a=ws, b=ws, c=ws, size=x),
-                 MixRequest(coarse=ws, fine=ws, split=x), SwapRequest(a=ws, b=ws, split=x), ProjectRequest(image=b"x", steps=x),
-                 EditRequest(face=ws, direction="age", amount=x)]
+        jobs += [
+            BlendRequest(a=ws, b=ws, ratio=x),
+            RandomRequest(seed=x),
+            RandomRequest(seed=1, truncation=x),
+            MorphRequest(faces=(ws, ws), frames=x),
+            LoopRequest(face=ws, frames=x),
+            GridRequest(a=ws, b=ws, c=ws, size=x),
+            MixRequest(coarse=ws, fine=ws, split=x),
+            SwapRequest(a=ws, b=ws, split=x),
+            ProjectRequest(image=b"x", steps=x),
+            EditRequest(face=ws, direction="age", amount=x),
+        ]
     jobs += [MorphRequest(faces=(ws,) * n) for n in (0, 1, 65, 500)]
     jobs += [EditRequest(face=ws, direction=d, amount=1.0) for d in ("", "x" * 10_000, "../../etc/passwd", None)]
-    jobs += [RenderRequest(face=bad) for bad in (as_face(ws.ws[:1]), as_face(ws.ws.T), as_face(np.full_like(ws.ws, np.nan)),
-                                                 "text", None, as_face(ws.ws, np.zeros(7)))]
+    jobs += [
+        RenderRequest(face=bad)
+        for bad in (
+            as_face(ws.ws[:1]),
+            as_face(ws.ws.T),
+            as_face(np.full_like(ws.ws, np.nan)),
+            "text",
+            None,
+            as_face(ws.ws, np.zeros(7)),
+        )
+    ]
     jobs += [BlendRequest(a=ws, b=ws, layers=bad) for bad in ("toes", "", None, 3, "0-99", "5-2")]
     jobs += [AverageRequest(faces=(ws,) * n) for n in (0, 1)] + [AverageRequest(faces=[ws, ws])]
     jobs += [RandomRequest(id=bad) for bad in ("", None, "x" * 1000, "../../x")]
@@ -139,7 +176,9 @@ def test_only_the_formats_members_send_reach_a_decoder():
         try:
             img.save(buf, fmt)
         except (KeyError, OSError, ValueError):  # Pillow here cannot write it: the magic bytes will do
-            buf = io.BytesIO({"QOI": b"qoif", "DDS": b"DDS ", "EPS": b"%!PS-Adobe-3.0 EPSF-3.0\n"}.get(fmt, b"??") + bytes(200))
+            buf = io.BytesIO(
+                {"QOI": b"qoif", "DDS": b"DDS ", "EPS": b"%!PS-Adobe-3.0 EPSF-3.0\n"}.get(fmt, b"??") + bytes(200)
+            )
         with pytest.raises(NotAnImage, match=r"^That file is not an image I can read \(PNG, JPEG, WebP or GIF\)\.$"):
             decode_image(buf.getvalue())
     for fmt in ("JPEG", "PNG", "WEBP", "GIF"):
@@ -223,9 +262,14 @@ def latent_corpus() -> list[tuple[str, bytes]]:
     flipped = bytearray(good)
     flipped[good.find(b"NUMPY") + 200] ^= 0xFF
     cases.append(("CRC error", bytes(flipped)))
-    cases += [(label, npz(ws=arr, model_id=np.array("m"))) for label, arr in (
-        ("complex", ws.astype(np.complex64)), ("datetime", np.zeros((10, 256), "datetime64[s]")),
-        ("objects", np.array([1, "x"], dtype=object)))]
+    cases += [
+        (label, npz(ws=arr, model_id=np.array("m")))
+        for label, arr in (
+            ("complex", ws.astype(np.complex64)),
+            ("datetime", np.zeros((10, 256), "datetime64[s]")),
+            ("objects", np.array([1, "x"], dtype=object)),
+        )
+    ]
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:  # 0.4 MB that declares 400 MB
         header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (100000000,), }".ljust(117) + b"\n"
@@ -251,9 +295,13 @@ def test_uploads_and_latent_files_stay_bounded_in_a_capped_child(tmp_path):
     import msgpack
 
     latents = latent_corpus()
-    done = subprocess.run([sys.executable, "-c", BOUNDED_CHILD], capture_output=True, timeout=600,
-                          input=msgpack.packb([CORPUS, latents, str(tmp_path)], use_bin_type=True),
-                          env={"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin", "PYTHONPATH": str(Path(__file__).parents[1])})
+    done = subprocess.run(
+        [sys.executable, "-c", BOUNDED_CHILD],
+        capture_output=True,
+        timeout=600,
+        input=msgpack.packb([CORPUS, latents, str(tmp_path)], use_bin_type=True),
+        env={"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin", "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     report = json.loads(done.stdout)
     crashes = [o for o in report["outcomes"] if o[1] == "crash"]
@@ -265,10 +313,13 @@ def test_uploads_and_latent_files_stay_bounded_in_a_capped_child(tmp_path):
     assert by_name["bomb 30000x30000"] == by_name["zip bomb"] == by_name["objects"] == "refused"
     assert by_name["a good latent"] == "decoded"
     bombs = [name for name, _ in metadata_bombs()]
-    assert all(by_name[n] == "decoded" for n in bombs if not n.startswith("thin")), "the photo under the metadata is kept"
+    assert all(by_name[n] == "decoded" for n in bombs if not n.startswith("thin")), (
+        "the photo under the metadata is kept"
+    )
     assert all(by_name[n] == "refused" for n in bombs if n.startswith("thin"))
     assert report["peak_mb"] - report["base_mb"] < 1024 and report["slowest_s"] < 10, {
-        k: v for k, v in report.items() if k != "outcomes"}
+        k: v for k, v in report.items() if k != "outcomes"
+    }
 
 
 @pytest.mark.parametrize("name, data, shape", honest_orientations(), ids=[c[0] for c in honest_orientations()])

@@ -81,7 +81,9 @@ async def test_hostile_uploads_get_one_sentence_and_touch_no_one_else(env):
 
     refused = [n for n, t in answers.items() if "likeness" not in t]
     assert {"empty", "bomb 30000x30000", "too many bytes", "no face", "claims to be a PDF"} <= set(refused), answers
-    assert "I found 3 faces" in answers["three faces"] and "Which one is you?" in answers["three faces"], answers["three faces"]
+    assert "I found 3 faces" in answers["three faces"] and "Which one is you?" in answers["three faces"], answers[
+        "three faces"
+    ]
     assert await storage.integrity_ok()
     alice_after = await storage.latent(sim.guild_id, ALICE, model)
     assert alice_after.ws.tobytes() == alice_before.ws.tobytes(), "another member's face was touched"

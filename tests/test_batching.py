@@ -65,7 +65,9 @@ def test_concurrent_projections_are_batched_and_each_member_gets_their_solo_fit(
         return alone, together, heard, jobs
 
     alone, together, heard, jobs = asyncio.run(main())
-    assert all(isinstance(r, Result) for r in alone + together), [r for r in alone + together if isinstance(r, JobFailed)]
+    assert all(isinstance(r, Result) for r in alone + together), [
+        r for r in alone + together if isinstance(r, JobFailed)
+    ]
     for x, y in zip(alone, together):  # the face they would have got alone, up to a batch's rounding
         same_kept_face(x.faces[0], y.faces[0])
         same_fit(x, y)
@@ -81,8 +83,12 @@ def test_a_bad_job_in_a_busy_engine_fails_alone():
         try:
             a, _ = photos()
             no_face = encode(np.full((200, 200, 3), 128, np.uint8), "PNG")
-            jobs = [ProjectRequest(image=a, steps=6), ProjectRequest(image=no_face, steps=6),
-                    ProjectRequest(image=b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, steps=6), ProjectRequest(image=a, steps=4)]
+            jobs = [
+                ProjectRequest(image=a, steps=6),
+                ProjectRequest(image=no_face, steps=6),
+                ProjectRequest(image=b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, steps=6),
+                ProjectRequest(image=a, steps=4),
+            ]
             results, _ = await run_all(engine, jobs)
             positions = engine.pending
         finally:
@@ -116,7 +122,10 @@ def test_a_job_whose_progress_fails_leaves_the_batch_and_the_others_finish(tiny_
     scheduler = Scheduler(engine, emit, max_jobs=4)
     scheduler.serve(jobs)
     answers = {e.job_id: e for e in events if isinstance(e, (Result, JobFailed))}
-    assert isinstance(answers[good.id], Result) and answers[good.id].faces[0].ws.shape == (engine.G.num_ws, engine.G.w_dim)
+    assert isinstance(answers[good.id], Result) and answers[good.id].faces[0].ws.shape == (
+        engine.G.num_ws,
+        engine.G.w_dim,
+    )
     assert isinstance(answers[bad.id], JobFailed) and answers[bad.id].code == "internal"
     assert answers["0" * 12].message == "That request could not be read."
     assert scheduler.most == 2 and len(scheduler.batch) == 0 and not scheduler.jobs
@@ -124,8 +133,13 @@ def test_a_job_whose_progress_fails_leaves_the_batch_and_the_others_finish(tiny_
 
 def test_the_gpu_bench_runs_on_the_cpu(tmp_path):
     out = tmp_path / "gpu.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu", "--device", "cpu", "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--device", "cpu", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.loads(out.read_text())
     failed = {k: v for k, v in figures.items() if isinstance(v, dict) and "error" in v}
@@ -167,8 +181,11 @@ def test_a_step_that_fails_tells_its_members_jobs_and_the_engine_serves_on(tiny_
 
     engine = Engine(tiny_model)
     a, b = photos()
-    first, second, later = (ProjectRequest(image=a, steps=6), ProjectRequest(image=b, steps=6),
-                            ProjectRequest(image=a, steps=3))
+    first, second, later = (
+        ProjectRequest(image=a, steps=6),
+        ProjectRequest(image=b, steps=6),
+        ProjectRequest(image=a, steps=3),
+    )
     events: list = []
     scheduler = Scheduler(engine, events.append, max_jobs=4)
     real_step, calls = scheduler.batch.step, [0]
@@ -197,8 +214,13 @@ def test_a_step_that_fails_tells_its_members_jobs_and_the_engine_serves_on(tiny_
 
 def test_the_gpu_bench_skips_what_does_not_fit_its_time(tmp_path):
     out = tmp_path / "gpu.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu", "--device", "cpu", "--quick", "--budget", "0",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--device", "cpu", "--quick", "--budget", "0", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.loads(out.read_text())
     assert "parity" in figures["skipped_for_time"] and "projection_1024" in figures["skipped_for_time"]
@@ -215,10 +237,17 @@ def test_renders_edits_and_blends_of_several_jobs_are_drawn_together_as_they_wou
     engine = Engine()
     a, b, c = (run(engine, RandomRequest(seed=s)).faces[0] for s in (11, 12, 13))
     direction = sorted(engine.directions)[0]
-    jobs = [RenderRequest(face=a), RandomRequest(seed=5), BlendRequest(a=a, b=b, ratio=0.3),
-            EditRequest(face=b, direction=direction, amount=2.0), EditRequest(face=c, direction=direction, strip=True),
-            MixRequest(coarse=a, fine=c), SwapRequest(a=b, b=c), GridRequest(a=a, b=b, c=c, size=3),
-            EditRequest(face=a, direction="no_such_direction")]
+    jobs = [
+        RenderRequest(face=a),
+        RandomRequest(seed=5),
+        BlendRequest(a=a, b=b, ratio=0.3),
+        EditRequest(face=b, direction=direction, amount=2.0),
+        EditRequest(face=c, direction=direction, strip=True),
+        MixRequest(coarse=a, fine=c),
+        SwapRequest(a=b, b=c),
+        GridRequest(a=a, b=b, c=c, size=3),
+        EditRequest(face=a, direction="no_such_direction"),
+    ]
     alone = {job.id: run(engine, job) for job in jobs[:-1]}
     events: list = []
     queue_ = queue.Queue()

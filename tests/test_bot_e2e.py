@@ -99,7 +99,10 @@ async def test_project_defers_at_once_then_delivers_pictures_and_stores_the_late
     assert any("step" in (m.content or "") for m in inter.messages[:-1]), "progress was shown"
     assert final.payload.get("components"), "next-step buttons are attached"
     stored = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
-    assert stored is not None and stored.ws.shape == (bot.services.transport.info.num_ws, bot.services.transport.info.w_dim)
+    assert stored is not None and stored.ws.shape == (
+        bot.services.transport.info.num_ws,
+        bot.services.transport.info.w_dim,
+    )
     # the selfie itself lives only in memory: nothing in the bot's directory holds its bytes
     photo = encode(grace_hopper(), "JPEG")
     workdir = Path(bot.services.settings.storage.database).parent
@@ -145,17 +148,29 @@ async def test_non_image_content_type_is_refused_before_download(env):
 
 async def test_blend_respects_consent(env):
     sim, bot = env
-    await bot.services.storage.save_latent(sim.guild_id, BOB, bot.services.model_id,
-                                           np.random.default_rng(0).standard_normal(
-                                               (bot.services.transport.info.num_ws, bot.services.transport.info.w_dim)).astype(np.float32),
-                                           "test")
+    await bot.services.storage.save_latent(
+        sim.guild_id,
+        BOB,
+        bot.services.model_id,
+        np.random.default_rng(0)
+        .standard_normal((bot.services.transport.info.num_ws, bot.services.transport.info.w_dim))
+        .astype(np.float32),
+        "test",
+    )
     opts = [user_option("a", ALICE), user_option("b", BOB), option("ratio", 0.5, 10)]
     inter = await finished(sim, await sim.invoke(ALICE, "blend", opts, resolved=sim.member_resolved(ALICE, BOB)))
     assert "keeps their face private" in inter.last_content()
     await sim.invoke(BOB, "privacy", [option("share", "on", 3)])
     await sim.wait_for(lambda: bot.services is not None)
-    await sim.wait_for(lambda: any("Sharing is on" in (m.content or "") for i in sim.interactions.values()
-                                   if i.user_id == BOB for m in i.messages), 10)
+    await sim.wait_for(
+        lambda: any(
+            "Sharing is on" in (m.content or "")
+            for i in sim.interactions.values()
+            if i.user_id == BOB
+            for m in i.messages
+        ),
+        10,
+    )
     inter = await finished(sim, await sim.invoke(ALICE, "blend", opts, resolved=sim.member_resolved(ALICE, BOB)))
     assert "blend.png" in inter.all_files(), inter.last_content()
 
@@ -204,23 +219,34 @@ async def test_a_member_who_left_is_never_used(env):
     finally:
         sim.left_members.discard(BOB)
 
+
 async def test_average_mix_grid_loop_and_age_answer_with_pictures(env):
     sim, bot = env
     everyone = sim.member_resolved(ALICE, BOB, CAROL)
-    avg = await finished(sim, await sim.invoke(ALICE, "average", [option("users", f"<@{BOB}> <@{CAROL}> <@!{ALICE}>", 3)]))
+    avg = await finished(
+        sim, await sim.invoke(ALICE, "average", [option("users", f"<@{BOB}> <@{CAROL}> <@!{ALICE}>", 3)])
+    )
     assert "average.png" in avg.all_files(), avg.last_content()
-    mix = await finished(sim, await sim.invoke(ALICE, "mix", [user_option("coarse", BOB), user_option("fine", CAROL)],
-                                               resolved=everyone))
+    mix = await finished(
+        sim, await sim.invoke(ALICE, "mix", [user_option("coarse", BOB), user_option("fine", CAROL)], resolved=everyone)
+    )
     assert "mix_strip.png" in mix.all_files(), mix.last_content()
-    grid = await finished(sim, await sim.invoke(ALICE, "grid", [user_option("a", ALICE), user_option("b", BOB),
-                                                                user_option("c", CAROL)], resolved=everyone))
+    grid = await finished(
+        sim,
+        await sim.invoke(
+            ALICE, "grid", [user_option("a", ALICE), user_option("b", BOB), user_option("c", CAROL)], resolved=everyone
+        ),
+    )
     assert "grid.png" in grid.all_files(), grid.last_content()
-    swap = await finished(sim, await sim.invoke(ALICE, "swap", [user_option("a", BOB), user_option("b", CAROL)],
-                                                resolved=everyone))
+    swap = await finished(
+        sim, await sim.invoke(ALICE, "swap", [user_option("a", BOB), user_option("b", CAROL)], resolved=everyone)
+    )
     assert "swap.png" in swap.all_files() and "swapped" in swap.last_content(), swap.last_content()
     strip = png_of(swap.all_files(), "swap.png")
     quarter = strip.shape[1] // 4
-    assert not np.array_equal(strip[:, 2 * quarter:3 * quarter], strip[:, 3 * quarter:]), "the two swapped faces differ"
+    assert not np.array_equal(strip[:, 2 * quarter : 3 * quarter], strip[:, 3 * quarter :]), (
+        "the two swapped faces differ"
+    )
     loop = await finished(sim, await sim.invoke(ALICE, "loop"))
     gif = Image.open(io.BytesIO(loop.all_files()["loop.gif"]))
     assert gif.n_frames >= 8 and gif.info.get("loop") == 0
@@ -229,8 +255,9 @@ async def test_average_mix_grid_loop_and_age_answer_with_pictures(env):
         assert "age.png" in age.all_files(), age.last_content()
     else:
         assert "don't know the direction 'age'" in age.last_content()
-    unknown = await finished(sim, await sim.invoke(ALICE, "edit", [option("attribute", "wings", 3),
-                                                                   option("amount", 1.0, 10)]))
+    unknown = await finished(
+        sim, await sim.invoke(ALICE, "edit", [option("attribute", "wings", 3), option("amount", 1.0, 10)])
+    )
     assert "don't know the direction 'wings'" in unknown.last_content()
     too_few = await finished(sim, await sim.invoke(ALICE, "average", [option("users", "nobody", 3)]))
     assert "at least two" in too_few.last_content()
@@ -342,8 +369,9 @@ async def test_a_running_projection_can_be_stopped_by_its_member_or_a_moderator(
     assert intruder.messages[0].payload["data"]["flags"] & 64, "the refusal is private"
     assert "Only the member who started this job" in intruder.last_content()
     assert job_id in svc.stoppable, "someone else's press stops nothing"
-    press = await sim.click(member if who == "owner" else CAROL, custom_id, inter,
-                            permissions=MANAGE_GUILD if who == "moderator" else 0)
+    press = await sim.click(
+        member if who == "owner" else CAROL, custom_id, inter, permissions=MANAGE_GUILD if who == "moderator" else 0
+    )
     await sim.wait_for(lambda: press.acked_at is not None, 10)
     await sim.wait_for(lambda: "topped" in inter.last_content(), 30)
     assert inter.last_content() == ("Stopped, as you asked." if who == "owner" else "A moderator stopped this.")

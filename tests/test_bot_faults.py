@@ -15,15 +15,26 @@ from tests.test_storage import fill_to_the_brim
 from tests.test_bot_e2e import ALICE, BOB, CAROL, finished, option, project
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-DAVE, EVE, FRANK = 800000000000000004, 800000000000000005, 800000000000000006  # each test's member stays inside member_rate=2
+DAVE, EVE, FRANK = (
+    800000000000000004,
+    800000000000000005,
+    800000000000000006,
+)  # each test's member stays inside member_rate=2
 GINA = 800000000000000007
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(tmp_path_factory):
     # member_period: a slow machine must not see the budget refill during the 600-step projection.
-    async with running_bot(tmp_path_factory.mktemp("faults"), member_rate=2, member_period=3600, per_member_queued=1,
-                           queue_size=2, max_project_steps=2000, costs={"random": 1.0}) as (sim, bot):
+    async with running_bot(
+        tmp_path_factory.mktemp("faults"),
+        member_rate=2,
+        member_period=3600,
+        per_member_queued=1,
+        queue_size=2,
+        max_project_steps=2000,
+        costs={"random": 1.0},
+    ) as (sim, bot):
         yield sim, bot
 
 
@@ -68,7 +79,9 @@ async def test_expired_interaction_gets_its_result_in_the_channel(env):
     inter = await project(sim, DAVE, encode(grace_hopper(), "JPEG"), "d.jpg", "image/jpeg", steps=60)
     await sim.wait_for(lambda: inter.acked_at is not None, 10)
     inter.expired = True  # 15 minutes have passed, as far as Discord is concerned
-    msg = await sim.wait_for(lambda: next((m for m in sim.channel_messages if str(DAVE) in (m.content or "")), None), 120)
+    msg = await sim.wait_for(
+        lambda: next((m for m in sim.channel_messages if str(DAVE) in (m.content or "")), None), 120
+    )
     assert "likeness" in msg.content and "side_by_side.png" in msg.files
 
 
@@ -95,7 +108,9 @@ async def test_deleted_message_while_editing_progress_posts_the_result_in_the_ch
     inter = await project(sim, EVE, encode(grace_hopper(), "JPEG"), "e.jpg", "image/jpeg", steps=60)
     await sim.wait_for(lambda: inter.acked_at is not None, 10)
     inter.original_deleted = True  # the member deleted the "thinking…" message (10008 on edit)
-    msg = await sim.wait_for(lambda: next((m for m in sim.channel_messages[before:] if str(EVE) in (m.content or "")), None), 120)
+    msg = await sim.wait_for(
+        lambda: next((m for m in sim.channel_messages[before:] if str(EVE) in (m.content or "")), None), 120
+    )
     assert "likeness" in msg.content
 
 
@@ -107,8 +122,13 @@ async def test_forget_while_a_projection_is_queued_keeps_nothing(env):
     forget = await sim.invoke(DAVE, "forget")
     await sim.wait_for(lambda: forget.messages, 10)
     await sim.wait_for(lambda: not svc.transport.pending, 120)
-    await sim.wait_for(lambda: "nothing was kept" in inter.last_content()
-                       or any("nothing was kept" in (m.content or "") for m in sim.channel_messages), 30)
+    await sim.wait_for(
+        lambda: (
+            "nothing was kept" in inter.last_content()
+            or any("nothing was kept" in (m.content or "") for m in sim.channel_messages)
+        ),
+        30,
+    )
     assert await svc.storage.latent(sim.guild_id, DAVE, svc.model_id) is None
 
 
@@ -137,8 +157,12 @@ async def test_the_invite_asks_for_what_the_bot_calls_and_nothing_more(env):
     sim, _ = env
     patterns = {route: re.compile("^/api/v10" + re.sub(r"\{[^}]+\}", "[^/]+", route[1]) + "$") for route in ROUTES}
     called = {(method, path) for method, path in sim.requests if path.startswith("/api/v10/")}
-    used = {route for route, pattern in patterns.items() for method, path in called
-            if method == route[0] and pattern.match(path)}
+    used = {
+        route
+        for route, pattern in patterns.items()
+        for method, path in called
+        if method == route[0] and pattern.match(path)
+    }
     unknown = {(m, p) for m, p in called if not any(m == r[0] and patterns[r].match(p) for r in ROUTES)}
     assert not unknown, f"calls bot/invite.py does not list (say what they need there): {unknown}"
     assert ("POST", "/channels/{channel_id}/messages") in used, "the channel post was exercised"

@@ -37,7 +37,9 @@ async def test_a_mention_typed_into_an_option_pings_nobody(env):
     assert "how alike: **" in plain and "dlib" not in plain and "PSNR" not in plain, mine
     assert "likeness" in details and "PSNR" in details, mine
     typed = "@everyone <@&555555555555555555> @here"
-    inter = await finished(sim, await sim.invoke(ALICE, "edit", [option("attribute", typed, 3), option("amount", 1.0, 10)]))
+    inter = await finished(
+        sim, await sim.invoke(ALICE, "edit", [option("attribute", typed, 3), option("amount", 1.0, 10)])
+    )
     assert inter.messages, "answered"
     for m in inter.messages:
         text = m.content or ""
@@ -58,9 +60,16 @@ async def test_consent_is_per_server_and_a_dm_has_nobodys(env):
     ws = np.zeros((bot.services.transport.info.num_ws, bot.services.transport.info.w_dim), np.float32)
     await bot.services.storage.save_latent(0, BOB, bot.services.model_id, ws, "project")
     await bot.services.storage.save_latent(0, CAROL, bot.services.model_id, ws + 0.1, "project")
-    blend = await finished(sim, await sim.invoke(CAROL, "blend", [user_option("a", CAROL), user_option("b", BOB)],
-                                                 resolved={"users": {str(u): user_payload(u) for u in (CAROL, BOB)}},
-                                                 dm=True))
+    blend = await finished(
+        sim,
+        await sim.invoke(
+            CAROL,
+            "blend",
+            [user_option("a", CAROL), user_option("b", BOB)],
+            resolved={"users": {str(u): user_payload(u) for u in (CAROL, BOB)}},
+            dm=True,
+        ),
+    )
     assert "only your own face" in blend.last_content() and not blend.all_files(), blend.last_content()
     morph = await finished(sim, await sim.invoke(CAROL, "morph", dm=True))
     assert "direct message" in morph.last_content() and not morph.all_files(), morph.last_content()
@@ -95,8 +104,11 @@ async def test_photos_refused_for_their_content_cost_nothing(env):
 
 async def test_mix_offers_the_splits_the_loaded_model_takes(env):
     sim, bot = env
-    focused = [{"name": "coarse", "type": 6, "value": str(ALICE)}, {"name": "fine", "type": 6, "value": str(BOB)},
-               {"name": "split", "type": 4, "value": "", "focused": True}]
+    focused = [
+        {"name": "coarse", "type": 6, "value": str(ALICE)},
+        {"name": "fine", "type": 6, "value": str(BOB)},
+        {"name": "split", "type": 4, "value": "", "focused": True},
+    ]
     inter = await sim.invoke(ALICE, "mix", focused, autocomplete=True)
     await sim.wait_for(lambda: inter.messages, 10)
     assert inter.callback_type == 8, inter.callback_type

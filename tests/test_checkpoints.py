@@ -141,7 +141,8 @@ def mutations(data: bytes, rng: random.Random, count: int):
         elif kind == 1:
             del buf[rng.randrange(len(buf)):]
         elif kind == 2:
-            a = rng.randrange(len(buf)); b = min(len(buf), a + rng.randint(1, 64))
+            a = rng.randrange(len(buf))
+            b = min(len(buf), a + rng.randint(1, 64))
             buf[a:a] = buf[a:b] * rng.randint(1, 4)
         elif kind == 3:
             a = rng.randrange(len(buf))

@@ -33,7 +33,9 @@ def test_help_lists_the_subcommands():
 
 
 def test_generate_writes_singles_and_a_grid(tmp_path, native_model):
-    result = runner.invoke(app, ["generate", "--seed", "3", "--count", "4", "-o", str(tmp_path), "-m", str(native_model)])
+    result = runner.invoke(
+        app, ["generate", "--seed", "3", "--count", "4", "-o", str(tmp_path), "-m", str(native_model)]
+    )
     assert result.exit_code == 0, result.output
     singles = sorted(tmp_path.glob("seed*.png"))
     assert [p.name for p in singles] == ["seed0003.png", "seed0004.png", "seed0005.png", "seed0006.png"]
@@ -45,7 +47,9 @@ def test_generate_writes_singles_and_a_grid(tmp_path, native_model):
 
 
 def test_truncation_zero_draws_the_average_face_for_every_seed(tmp_path, native_model):
-    result = runner.invoke(app, ["generate", "--count", "3", "--psi", "0", "-o", str(tmp_path), "-m", str(native_model)])
+    result = runner.invoke(
+        app, ["generate", "--count", "3", "--psi", "0", "-o", str(tmp_path), "-m", str(native_model)]
+    )
     assert result.exit_code == 0, result.output
     imgs = [np.asarray(Image.open(p)) for p in sorted(tmp_path.glob("seed*.png"))]
     assert all(np.array_equal(imgs[0], im) for im in imgs[1:])
@@ -75,7 +79,8 @@ def test_project_then_every_latent_command(tmp_path, native_model):
     r = runner.invoke(app, ["project", str(photo), "--steps", "20", "-o", str(tmp_path / "me"), *m])
     assert r.exit_code == 0, r.output
     assert {"aligned.png", "projected.png", "side_by_side.png", "progress.gif", "latent.npz"} <= {
-        p.name for p in (tmp_path / "me").iterdir()}
+        p.name for p in (tmp_path / "me").iterdir()
+    }
     assert "likeness" in r.output and "saw 1 face; used it." in r.output
     me = str(tmp_path / "me" / "latent.npz")
     r = runner.invoke(app, ["render", me, "-o", str(tmp_path / "again"), *m])
@@ -102,8 +107,12 @@ def test_project_then_every_latent_command(tmp_path, native_model):
     r = runner.invoke(app, ["swap", me, other, "--split", "3", "-o", str(tmp_path / "swap"), *m])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "swap" / "swap.png").exists() and "swapped" in r.output
-    with np.load(me) as a, np.load(other) as b, np.load(tmp_path / "swap" / "latent_1.npz") as ab, \
-            np.load(tmp_path / "swap" / "latent_2.npz") as ba:
+    with (
+        np.load(me) as a,
+        np.load(other) as b,
+        np.load(tmp_path / "swap" / "latent_1.npz") as ab,
+        np.load(tmp_path / "swap" / "latent_2.npz") as ba,
+    ):
         assert np.array_equal(ab["ws"][:3], a["ws"][:3]) and np.array_equal(ab["ws"][3:], b["ws"][3:])
         assert np.array_equal(ba["ws"][:3], b["ws"][:3]) and np.array_equal(ba["ws"][3:], a["ws"][3:])
     r = runner.invoke(app, ["edit", me, "--direction", "age", "-o", str(tmp_path / "e"), *m])
@@ -138,8 +147,19 @@ def test_directions_import_checks_shape_and_then_edits(tmp_path, native_model):
     photo = tmp_path / "g.jpg"
     photo.write_bytes(encode(grace_hopper(), "JPEG"))
     runner.invoke(app, ["project", str(photo), "--steps", "5", "-o", str(tmp_path / "me"), *m])
-    r = runner.invoke(app, ["edit", str(tmp_path / "me" / "latent.npz"), "--direction", "glasses", "--strip",
-                            "-o", str(tmp_path / "e"), *m])
+    r = runner.invoke(
+        app,
+        [
+            "edit",
+            str(tmp_path / "me" / "latent.npz"),
+            "--direction",
+            "glasses",
+            "--strip",
+            "-o",
+            str(tmp_path / "e"),
+            *m,
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "e" / "glasses_strip.png").exists()
 
@@ -160,14 +180,18 @@ def discord_globals(monkeypatch):
     import discord
 
     monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    )
 
 
 def serve_against(tmp_path, token: str, api_base: str, gateway_url: str):
     """`wspace serve` with a config pointing at ``api_base``; it must end with one line and exit 1."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[discord]\ntoken = "{token}"\napi_base = "{api_base}"\ngateway_url = "{gateway_url}"\n'
-                   '[storage]\ndatabase = "db.sqlite3"\n')
+    cfg.write_text(
+        f'[discord]\ntoken = "{token}"\napi_base = "{api_base}"\ngateway_url = "{gateway_url}"\n'
+        '[storage]\ndatabase = "db.sqlite3"\n'
+    )
     r = runner.invoke(full_app(), ["serve", "--config", str(cfg)])
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     return r

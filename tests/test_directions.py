@@ -14,7 +14,7 @@ from engine.model.networks import Generator, GeneratorConfig
 
 
 @pytest.fixture(scope="module")
-def G():
+def G():  # noqa: N802
     torch.manual_seed(0)
     g = Generator(GeneratorConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channels={4: 16, 8: 16, 16: 8}))
     g.model_id = "test-model"

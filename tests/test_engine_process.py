@@ -13,8 +13,19 @@ import pytest
 from bot.transport import RERUN, QueueFull
 from bot.transport.local import LocalTransport
 from engine.jobs.engine import Engine
-from engine.protocol import (BlendRequest, EditRequest, JobFailed, MorphRequest, Progress, ProjectRequest, RandomRequest,
-                             RenderRequest, Result, as_face, wire)
+from engine.protocol import (
+    BlendRequest,
+    EditRequest,
+    JobFailed,
+    MorphRequest,
+    Progress,
+    ProjectRequest,
+    RandomRequest,
+    RenderRequest,
+    Result,
+    as_face,
+    wire,
+)
 from engine.jobs.answers import run_job
 from tests.photos import encode, grace_hopper
 
@@ -26,17 +37,20 @@ def engine(tiny_model):
     return Engine(tiny_model)
 
 
-@pytest.mark.parametrize("job, code", [
-    (BlendRequest(a=WS, b=WS, ratio=float("nan")), "bad_argument"),
-    (RandomRequest(seed=-1), "bad_argument"),
-    (RandomRequest(seed=2**40), "bad_argument"),
-    (RandomRequest(truncation="lots"), "bad_argument"),
-    (ProjectRequest(image=b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, steps=5), "not_an_image"),
-    (ProjectRequest(image=b"x", steps=10**9), "bad_argument"),
-    (RenderRequest(face=as_face([[1.0, 2.0]])), "model_mismatch"),
-    (EditRequest(face=None, direction="../../etc/passwd"), "bad_argument"),
-    (MorphRequest(faces=(None,), frames=10), "bad_argument"),
-])
+@pytest.mark.parametrize(
+    "job, code",
+    [
+        (BlendRequest(a=WS, b=WS, ratio=float("nan")), "bad_argument"),
+        (RandomRequest(seed=-1), "bad_argument"),
+        (RandomRequest(seed=2**40), "bad_argument"),
+        (RandomRequest(truncation="lots"), "bad_argument"),
+        (ProjectRequest(image=b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, steps=5), "not_an_image"),
+        (ProjectRequest(image=b"x", steps=10**9), "bad_argument"),
+        (RenderRequest(face=as_face([[1.0, 2.0]])), "model_mismatch"),
+        (EditRequest(face=None, direction="../../etc/passwd"), "bad_argument"),
+        (MorphRequest(faces=(None,), frames=10), "bad_argument"),
+    ],
+)
 def test_a_bad_job_fails_alone_and_the_engine_keeps_serving(engine, job, code):
     events = []
     run_job(engine, job, events.append)
@@ -48,8 +62,9 @@ def test_a_bad_job_fails_alone_and_the_engine_keeps_serving(engine, job, code):
     assert isinstance(good[-1], Result) and good[-1].files[0].name == "seed3.png"
 
 
-@pytest.mark.parametrize("data", [b"not a job", b"", wire.dumps(RandomRequest(seed=1))[:-3],
-                                  wire.dumps(JobFailed("0" * 12, "x", "y"))])
+@pytest.mark.parametrize(
+    "data", [b"not a job", b"", wire.dumps(RandomRequest(seed=1))[:-3], wire.dumps(JobFailed("0" * 12, "x", "y"))]
+)
 def test_bytes_that_are_no_request_fail_once_by_their_id(engine, data):
     from engine.serving.scheduler import Scheduler
 

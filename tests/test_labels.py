@@ -17,7 +17,9 @@ def _faces() -> list[np.ndarray]:
     faces = [align_face(p(), 256, Framing()).image for p in (astronaut, grace_hopper)]
     # Mirrored and shrunk-then-enlarged versions give the networks other inputs to agree on.
     faces += [f[:, ::-1].copy() for f in faces]
-    faces += [np.asarray(Image.fromarray(f).resize((64, 64)).resize((DESCRIPTOR_SIZE, DESCRIPTOR_SIZE))) for f in faces[:2]]
+    faces += [
+        np.asarray(Image.fromarray(f).resize((64, 64)).resize((DESCRIPTOR_SIZE, DESCRIPTOR_SIZE))) for f in faces[:2]
+    ]
     return faces
 
 

@@ -174,7 +174,7 @@ async def test_reload_of_the_engine_answers_at_once_and_drops_no_job(tmp_path, s
         await sim.wait_for(lambda: reload.messages, 10)
         assert time.monotonic() - t0 < 3, "answered within Discord's 3 seconds"
         assert "starting beside the old one" in reload.last_content(), reload.last_content()
-        await sim.wait_for(lambda: "likeness" in (alice.last_content() or "") or "try again" in (alice.last_content() or ""), 240)
+        await sim.wait_for(lambda: any(w in (alice.last_content() or "") for w in ("likeness", "try again")), 240)
         assert "likeness" in alice.last_content(), alice.last_content()
         await sim.wait_for(lambda: bobs.all_files(), 60)
         assert "seed5.png" in bobs.all_files(), bobs.last_content()
@@ -195,16 +195,30 @@ async def test_engines_of_a_dead_bot_are_ended_and_reused_pids_are_not(tmp_path)
     stranger = subprocess.Popen(["sleep", "300"])  # its pid is recorded with another start time: a reused pid
     try:
         path = tmp_path / "db.sqlite3.engines.json"
-        path.write_text(json.dumps({"bot": {"pid": 2**22 + 7, "start": 1},  # long dead
-                                    "engines": [{"pid": orphan.pid, "start": start_time(orphan.pid)},
-                                                {"pid": stranger.pid, "start": 12345}]}))
+        path.write_text(
+            json.dumps(
+                {
+                    "bot": {"pid": 2**22 + 7, "start": 1},  # long dead
+                    "engines": [
+                        {"pid": orphan.pid, "start": start_time(orphan.pid)},
+                        {"pid": stranger.pid, "start": 12345},
+                    ],
+                }
+            )
+        )
         assert EngineRegistry(path).end_orphans() == [orphan.pid]
         assert orphan.wait(5) == -signal.SIGKILL and stranger.poll() is None
         living_bot = subprocess.Popen(["sleep", "300"])  # a bot still running on the same database
         try:
             again = subprocess.Popen(["sleep", "300"])
-            path.write_text(json.dumps({"bot": {"pid": living_bot.pid, "start": start_time(living_bot.pid)},
-                                        "engines": [{"pid": again.pid, "start": start_time(again.pid)}]}))
+            path.write_text(
+                json.dumps(
+                    {
+                        "bot": {"pid": living_bot.pid, "start": start_time(living_bot.pid)},
+                        "engines": [{"pid": again.pid, "start": start_time(again.pid)}],
+                    }
+                )
+            )
             assert EngineRegistry(path).end_orphans() == [] and again.poll() is None
             again.kill()
         finally:

@@ -66,15 +66,29 @@ async def test_a_normal_session_through_the_real_bot_is_never_refused(tmp_path):
         other = await finished(sim, await project(sim, BOB, encode(grace_hopper(), "JPEG"), "b.jpg", "image/jpeg"), 180)
         share = await sim.invoke(BOB, "privacy", [option("share", "on", 3)])
         await sim.wait_for(lambda: share.messages, 10)
-        answers = [await finished(sim, await project(sim, ALICE, encode(grace_hopper(), "JPEG"), "a.jpg", "image/jpeg"), 180)]
+        answers = [
+            await finished(sim, await project(sim, ALICE, encode(grace_hopper(), "JPEG"), "a.jpg", "image/jpeg"), 180)
+        ]
         answers += [await finished(sim, await sim.invoke(ALICE, "me"), 60) for _ in range(10)]
-        answers += [await finished(sim, await sim.invoke(ALICE, "age", [option("amount", float(a), 10)]), 60)
-                    for a in (1, 2, -1, -2, 3)]
-        answers += [await finished(sim, await sim.invoke(ALICE, "morph", [option("users", f"<@{ALICE}> <@{BOB}>", 3),
-                                                                           option("frames", 8, 4)]), 120)
-                    for _ in range(2)]
-        refused = [a.last_content() for a in answers if "going a little fast" in a.last_content()
-                   or "busy with faces" in a.last_content() or "waiting" in a.last_content()]
+        answers += [
+            await finished(sim, await sim.invoke(ALICE, "age", [option("amount", float(a), 10)]), 60)
+            for a in (1, 2, -1, -2, 3)
+        ]
+        answers += [
+            await finished(
+                sim,
+                await sim.invoke(ALICE, "morph", [option("users", f"<@{ALICE}> <@{BOB}>", 3), option("frames", 8, 4)]),
+                120,
+            )
+            for _ in range(2)
+        ]
+        refused = [
+            a.last_content()
+            for a in answers
+            if "going a little fast" in a.last_content()
+            or "busy with faces" in a.last_content()
+            or "waiting" in a.last_content()
+        ]
         assert not refused, refused
         assert all(a.all_files() for a in answers), [a.last_content() for a in answers if not a.all_files()]
         assert "likeness" in other.last_content()

@@ -37,7 +37,9 @@ async def test_the_bot_and_a_worker_serve_metrics_an_operator_can_scrape(redis_s
                                sections={"metrics": {"address": "127.0.0.1:0"}}) as (sim, bot):
             svc = bot.services
             mine = f"127.0.0.1:{svc.metrics.port}"
-            face = await finished(sim, await project(sim, ALICE, encode(grace_hopper(), "JPEG"), "g.jpg", "image/jpeg"), 180)
+            face = await finished(
+                sim, await project(sim, ALICE, encode(grace_hopper(), "JPEG"), "g.jpg", "image/jpeg"), 180
+            )
             assert "likeness" in face.last_content(), face.last_content()
             stranger = await finished(sim, await sim.invoke(ALICE, "random", [option("seed", 3, 4)]), 60)
             assert "seed3.png" in stranger.all_files()

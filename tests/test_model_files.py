@@ -40,26 +40,38 @@ def native_cases(d: Path) -> dict[str, Path]:
     n = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8:8 + n])
     meta = json.loads(header["__metadata__"]["wspace"])
-    cases: dict[str, bytes] = {f"truncated at {k}": raw[:k] for k in (0, 4, 8, 20, 8 + n // 2, 8 + n, len(raw) // 2, len(raw) - 1)}
+    cases: dict[str, bytes] = {
+        f"truncated at {k}": raw[:k] for k in (0, 4, 8, 20, 8 + n // 2, 8 + n, len(raw) // 2, len(raw) - 1)
+    }
     cases["header length 2**60"] = struct.pack("<Q", 2**60) + raw[8:]
-    cases["header not json"] = struct.pack("<Q", 5) + b"{{{{{" + raw[8 + n:]
+    cases["header not json"] = struct.pack("<Q", 5) + b"{{{{{" + raw[8 + n :]
 
     def with_meta(m) -> bytes:
         h = dict(header, __metadata__={"wspace": m if isinstance(m, str) else json.dumps(m)})
         body = json.dumps(h).encode()
         body += b" " * (-len(body) % 8)
-        return struct.pack("<Q", len(body)) + body + raw[8 + n:]
+        return struct.pack("<Q", len(body)) + body + raw[8 + n :]
 
     for label, change in {
-        "meta not json": "{", "meta a list": [1, 2], "no config": {"model_id": "x"},
-        "resolution 2**20": {"resolution": 2**20}, "resolution 48": {"resolution": 48},
+        "meta not json": "{",
+        "meta a list": [1, 2],
+        "no config": {"model_id": "x"},
+        "resolution 2**20": {"resolution": 2**20},
+        "resolution 48": {"resolution": 48},
         "channels of a billion": {"channels": {str(r): 10**9 for r in (4, 8, 16)}},
-        "z_dim as text": {"z_dim": "big"}, "mapping layers 1000": {"mapping_layers": 1000},
-        "w_dim 0": {"w_dim": 0}, "negative channels": {"channels": {"4": -8, "8": 8, "16": 8}},
+        "z_dim as text": {"z_dim": "big"},
+        "mapping layers 1000": {"mapping_layers": 1000},
+        "w_dim 0": {"w_dim": 0},
+        "negative channels": {"channels": {"4": -8, "8": 8, "16": 8}},
         "too many parameters": {"resolution": 1024, "channels": {}, "w_dim": 2048, "mapping_layers": 16},
-        "nan lr mul": {"mapping_lr_mul": float("nan")}, "unknown key": {"evil": 1},
+        "nan lr mul": {"mapping_lr_mul": float("nan")},
+        "unknown key": {"evil": 1},
     }.items():
-        m = change if not isinstance(change, dict) or "model_id" in change else {**meta, "config": {**meta["config"], **change}}
+        m = (
+            change
+            if not isinstance(change, dict) or "model_id" in change
+            else {**meta, "config": {**meta["config"], **change}}
+        )
         cases[f"meta: {label}"] = with_meta(json.dumps(m, allow_nan=True) if isinstance(m, dict) else m)
     cases["meta: model id of 10 000 characters"] = with_meta({**meta, "model_id": "a" * 10_000})
     cases["meta: provenance a list"] = with_meta({**meta, "provenance": [1]})
@@ -105,15 +117,19 @@ def torch_zip(d: Path, label: str, obj) -> Path:
 def rosinality_cases(d: Path) -> dict[str, Path]:
     import argparse
 
-    out = {"code in the pickle": torch_zip(d, "boom", {"g_ema": {"x": torch.zeros(1)}, "evil": Boom()}),
-           "an argparse namespace": torch_zip(d, "ns", {"g_ema": {}, "args": argparse.Namespace(a=1)}),
-           "no g_ema": torch_zip(d, "none", {"g": {}}), "g_ema a list": torch_zip(d, "list", {"g_ema": [1, 2]}),
-           "g_ema of numbers": torch_zip(d, "nums", {"g_ema": {"style.1.weight": 3}}),
-           "a bare tensor": torch_zip(d, "t", torch.zeros(3)),
-           "a stride-0 tensor declaring 10 GB": torch_zip(d, "stride0", {"g_ema": {
-               "style.1.weight": torch.zeros(1).expand(2_500_000_000)}}),
-           "deflated members": deflated_pt(d, "deflated", 0),
-           "a deflate-bombed storage (1 GiB in ~1 MB)": deflated_pt(d, "bomb", 2**30)}
+    out = {
+        "code in the pickle": torch_zip(d, "boom", {"g_ema": {"x": torch.zeros(1)}, "evil": Boom()}),
+        "an argparse namespace": torch_zip(d, "ns", {"g_ema": {}, "args": argparse.Namespace(a=1)}),
+        "no g_ema": torch_zip(d, "none", {"g": {}}),
+        "g_ema a list": torch_zip(d, "list", {"g_ema": [1, 2]}),
+        "g_ema of numbers": torch_zip(d, "nums", {"g_ema": {"style.1.weight": 3}}),
+        "a bare tensor": torch_zip(d, "t", torch.zeros(3)),
+        "a stride-0 tensor declaring 10 GB": torch_zip(
+            d, "stride0", {"g_ema": {"style.1.weight": torch.zeros(1).expand(2_500_000_000)}}
+        ),
+        "deflated members": deflated_pt(d, "deflated", 0),
+        "a deflate-bombed storage (1 GiB in ~1 MB)": deflated_pt(d, "bomb", 2**30),
+    }
     (d / "notzip.pt").write_bytes(b"PK\x03\x04" + bytes(200))
     out["not a zip"] = d / "notzip.pt"
     fixture = FIXTURES / "rosinality_tiny.pt"
@@ -123,9 +139,17 @@ def rosinality_cases(d: Path) -> dict[str, Path]:
             (d / f"rt{k}.pt").write_bytes(raw[:k])
             out[f"fixture truncated at {k}"] = d / f"rt{k}.pt"
         ck = torch.load(fixture, weights_only=True)
-        nan = {**ck, "g_ema": {k: (v.clone().fill_(float("nan")) if k == "style.1.weight" else v) for k, v in ck["g_ema"].items()}}
+        nan = {
+            **ck,
+            "g_ema": {
+                k: (v.clone().fill_(float("nan")) if k == "style.1.weight" else v) for k, v in ck["g_ema"].items()
+            },
+        }
         out["fixture with NaN"] = torch_zip(d, "nan", nan)
-        shapes = {**ck, "g_ema": {k: (torch.zeros(3, 3) if k == "convs.0.conv.weight" else v) for k, v in ck["g_ema"].items()}}
+        shapes = {
+            **ck,
+            "g_ema": {k: (torch.zeros(3, 3) if k == "convs.0.conv.weight" else v) for k, v in ck["g_ema"].items()},
+        }
         out["fixture with a wrong shape"] = torch_zip(d, "shape", shapes)
         dropped = {**ck, "g_ema": {k: v for k, v in ck["g_ema"].items() if k != "to_rgbs.0.bias"}}
         out["fixture missing a tensor"] = torch_zip(d, "drop", dropped)
@@ -181,8 +205,9 @@ def stride_zero(Record):
 
 
 # BUILD on an allowlisted function: would set safe_pickle._rebuild_parameter.__defaults__ = ()
-BUILD_ON_A_FUNCTION = (b"\x80\x02}X\x05\x00\x00\x00G_emactorch._utils\n_rebuild_parameter\nN}X\x0c\x00\x00\x00__defaults__)s"
-                       b"\x86bs.")
+BUILD_ON_A_FUNCTION = (
+    b"\x80\x02}X\x05\x00\x00\x00G_emactorch._utils\n_rebuild_parameter\nN}X\x0c\x00\x00\x00__defaults__)s\x86bs."
+)
 
 
 def deflated_pt(d: Path, label: str, bomb_bytes: int) -> Path:
@@ -205,11 +230,15 @@ def deflated_pt(d: Path, label: str, bomb_bytes: int) -> Path:
 
 def ada_cases(d: Path) -> dict[str, Path]:
     out = {}
-    for label, data in (("module tree naming one child twice per level, 40 deep", ada_pickle(twice_per_level)),
-                        ("module tree naming one child twice per level, 22 deep",
-                         ada_pickle(lambda Record: twice_per_level(Record, 22))),
-                        ("a stride-0 parameter declaring 10 GB", ada_pickle(stride_zero)),
-                        ("BUILD on an allowlisted function", BUILD_ON_A_FUNCTION)):
+    for label, data in (
+        ("module tree naming one child twice per level, 40 deep", ada_pickle(twice_per_level)),
+        (
+            "module tree naming one child twice per level, 22 deep",
+            ada_pickle(lambda Record: twice_per_level(Record, 22)),
+        ),
+        ("a stride-0 parameter declaring 10 GB", ada_pickle(stride_zero)),
+        ("BUILD on an allowlisted function", BUILD_ON_A_FUNCTION),
+    ):
         path = d / f"r3_{abs(hash(label)) % 10**8}.pkl"
         path.write_bytes(data)
         out[label] = path
@@ -266,17 +295,29 @@ print(json.dumps({"outcomes": out, "called": called, "peak_mb": peak / 1024,
 
 
 def test_hostile_model_files_are_refused_with_one_sentence(tmp_path):
-    cases = {f"{kind}: {label}": path for kind, made in (("native", native_cases(tmp_path)),
-                                                         ("rosinality", rosinality_cases(tmp_path)),
-                                                         ("ada", ada_cases(tmp_path))) for label, path in made.items()}
+    cases = {
+        f"{kind}: {label}": path
+        for kind, made in (
+            ("native", native_cases(tmp_path)),
+            ("rosinality", rosinality_cases(tmp_path)),
+            ("ada", ada_cases(tmp_path)),
+        )
+        for label, path in made.items()
+    }
     own = [k for k in cases if "fixture" not in k]  # what this test writes itself, on any checkout
     assert len(own) >= OWN_CASES
     for kind, name in (("rosinality", "rosinality_tiny.pt"), ("ada", "ada_tiny.pkl")):
         derived = [k for k in cases if k.startswith(f"{kind}: fixture")]
         assert bool(derived) == (FIXTURES / name).exists(), f"{kind}: the reference file's variants follow the file"
-    done = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps({k: str(v) for k, v in cases.items()}),
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        input=json.dumps({k: str(v) for k, v in cases.items()}),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     outcomes = report["outcomes"]
@@ -290,10 +331,15 @@ def test_hostile_model_files_are_refused_with_one_sentence(tmp_path):
             pytest.fail(f"{label} loaded: {text}")
     assert report["peak_mb"] < 3000, report["peak_mb"]
     assert report["loader_unchanged"], "no pickle changed the loader's own functions"
-    for label in ("ada: module tree naming one child twice per level, 40 deep",
-                  "ada: module tree naming one child twice per level, 22 deep", "ada: a stride-0 parameter declaring 10 GB",
-                  "ada: BUILD on an allowlisted function", "rosinality: a stride-0 tensor declaring 10 GB",
-                  "rosinality: a deflate-bombed storage (1 GiB in ~1 MB)", "rosinality: deflated members"):
+    for label in (
+        "ada: module tree naming one child twice per level, 40 deep",
+        "ada: module tree naming one child twice per level, 22 deep",
+        "ada: a stride-0 parameter declaring 10 GB",
+        "ada: BUILD on an allowlisted function",
+        "rosinality: a stride-0 tensor declaring 10 GB",
+        "rosinality: a deflate-bombed storage (1 GiB in ~1 MB)",
+        "rosinality: deflated members",
+    ):
         assert outcomes[label][0] == "refused", (label, outcomes[label])
 
 
@@ -310,7 +356,9 @@ def test_a_model_with_nan_weights_is_refused_not_drawn_black(tmp_path):
 
 def test_an_absurd_architecture_is_refused_before_allocation():
     with pytest.raises(ValueError, match="million parameters"):
-        GeneratorConfig(resolution=1024, w_dim=2048, channels={r: 2048 for r in (4, 8, 16, 32, 64, 128, 256, 512, 1024)})
+        GeneratorConfig(
+            resolution=1024, w_dim=2048, channels={r: 2048 for r in (4, 8, 16, 32, 64, 128, 256, 512, 1024)}
+        )
     assert GeneratorConfig(resolution=1024).parameter_estimate() < 40 * 10**6, "FFHQ 1024 still fits"
 
 
@@ -320,8 +368,10 @@ def test_a_damaged_encoder_beside_a_model_is_one_sentence(tmp_path):
     from engine.model.checkpoints import CheckpointError
     from engine.model.encoder import load_encoder
 
-    meta = {"config": {"resolution": 64, "num_ws": 10, "w_dim": 256, "channels": [10**6] * 5, "hidden": 512},
-            "model_id": "m"}
+    meta = {
+        "config": {"resolution": 64, "num_ws": 10, "w_dim": 256, "channels": [10**6] * 5, "hidden": 512},
+        "model_id": "m",
+    }
     save_file({"x": torch.zeros(1)}, str(tmp_path / "e.safetensors"), metadata={"wspace-encoder": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="impossible architecture"):
         load_encoder(tmp_path / "e.safetensors", "m")

@@ -53,17 +53,37 @@ def entrypoint(tmp_path: Path, env: dict, *args: str) -> subprocess.CompletedPro
     shim.chmod(0o755)
     full = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(REPO),
             "WSPACE_EXAMPLE_CONFIG": str(REPO / "config.example.toml"), **env}
-    return subprocess.run(["sh", str(REPO / "scripts/docker-entrypoint.sh"), *(args or ("serve",))], env=full, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["sh", str(REPO / "scripts/docker-entrypoint.sh"), *(args or ("serve",))],
+        env=full,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-@pytest.mark.parametrize("url", [
-    'redis://:pa|ss@redis:6379/0', 'redis://:a&b\\1@redis:6379/0', 'redis://:"quoted"#x@redis:6379/0',
-    "redis://:$(touch PWNED)`touch PWNED`@redis:6379/0", "redis://:new\nline = 1@redis:6379/0"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:pa|ss@redis:6379/0",
+        "redis://:a&b\\1@redis:6379/0",
+        'redis://:"quoted"#x@redis:6379/0',
+        "redis://:$(touch PWNED)`touch PWNED`@redis:6379/0",
+        "redis://:new\nline = 1@redis:6379/0",
+    ],
+)
 def test_the_entry_points_first_config_keeps_any_redis_url_exactly(tmp_path, url):
     config = tmp_path / "data" / "config.toml"
-    done = entrypoint(tmp_path, {"WSPACE_CONFIG": str(config), "WSPACE_REDIS_URL": url, "WSPACE_DEVICE": "cuda",
-                                 "WSPACE_METRICS_ADDRESS": "0.0.0.0:9108"})
+    done = entrypoint(
+        tmp_path,
+        {
+            "WSPACE_CONFIG": str(config),
+            "WSPACE_REDIS_URL": url,
+            "WSPACE_DEVICE": "cuda",
+            "WSPACE_METRICS_ADDRESS": "0.0.0.0:9108",
+        },
+    )
     assert done.returncode == 0 and "SERVED" in done.stdout, done.stderr
     assert tomllib.loads(config.read_text())["metrics"]["address"] == "0.0.0.0:9108"
     engine = tomllib.loads(config.read_text())["engine"]
@@ -71,7 +91,9 @@ def test_the_entry_points_first_config_keeps_any_redis_url_exactly(tmp_path, url
     assert not (tmp_path / "PWNED").exists() and not list(tmp_path.rglob("PWNED"))
     assert "# " in config.read_text(), "the example's comments are kept"
     again = entrypoint(tmp_path, {"WSPACE_CONFIG": str(config), "WSPACE_REDIS_URL": "redis://other"})
-    assert again.returncode == 0 and tomllib.loads(config.read_text())["engine"]["redis_url"] == url, "never overwritten"
+    assert again.returncode == 0 and tomllib.loads(config.read_text())["engine"]["redis_url"] == url, (
+        "never overwritten"
+    )
 
 
 def test_a_data_folder_that_cannot_be_written_is_one_sentence(tmp_path, monkeypatch):

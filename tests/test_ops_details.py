@@ -36,7 +36,9 @@ def test_an_mp4_morph_lasts_as_long_as_the_gif(engine):
             gif = Image.open(io.BytesIO(data))
             lengths[fmt] = sum(gif.info["duration"] for _ in _frames(gif)) / 1000
         else:
-            meta = iio.immeta(data, extension=".mp4", plugin="pyav") if _has_pyav() else iio.immeta(data, extension=".mp4")
+            meta = (
+                iio.immeta(data, extension=".mp4", plugin="pyav") if _has_pyav() else iio.immeta(data, extension=".mp4")
+            )
             lengths[fmt] = meta["duration"]
     assert lengths["mp4"] == pytest.approx(lengths["gif"], rel=0.1), lengths
 

@@ -8,12 +8,21 @@ import torch
 
 from engine.model.checkpoints import load_generator
 from engine.latent.batch import project
-from engine.latent.projector import INITIAL_LR, LR_RAMPUP, Schedule, latent_noise_scale, lr_schedule, noise_regularizer, psnr, ssim
+from engine.latent.projector import (
+    INITIAL_LR,
+    LR_RAMPUP,
+    Schedule,
+    latent_noise_scale,
+    lr_schedule,
+    noise_regularizer,
+    psnr,
+    ssim,
+)
 from engine.model.images import to_uint8
 
 
 @pytest.fixture(scope="module")
-def G(ada_pkl):
+def G(ada_pkl):  # noqa: N802
     return load_generator(ada_pkl)
 
 
@@ -32,8 +41,10 @@ def test_a_schedule_sets_its_ramp_down_and_the_noise_maps_lr(G):
     torch.manual_seed(3)
     with torch.no_grad():
         target = to_uint8(G(torch.randn(1, G.z_dim)))[0]
-    const = [layer.noise_const.detach().reshape(layer.resolution, layer.resolution).numpy()
-             for layer in G.synthesis.noise_layers()]
+    const = [
+        layer.noise_const.detach().reshape(layer.resolution, layer.resolution).numpy()
+        for layer in G.synthesis.noise_layers()
+    ]
     frozen = project(G, target, steps=20, loss_kind="pixel", schedule=Schedule(noise_lr_mul=0.0))
     moving = project(G, target, steps=20, loss_kind="pixel", schedule=Schedule())
     normalised = [(c - c.mean()) / c.std() for c in const]
@@ -62,8 +73,14 @@ def test_projection_redraws_an_in_domain_target(G):
         target = to_uint8(G.synthesis(w_true))[0]
         start = to_uint8(G.synthesis(G.w_avg.expand(1, G.num_ws, -1).contiguous()))[0]
     calls = []
-    result = project(G, target, steps=80, every=20, loss_kind="pixel",
-                     progress=lambda k, n, loss, preview: calls.append((k, n, preview.shape)))
+    result = project(
+        G,
+        target,
+        steps=80,
+        every=20,
+        loss_kind="pixel",
+        progress=lambda k, n, loss, preview: calls.append((k, n, preview.shape)),
+    )
     assert result.ws.shape == (G.num_ws, G.w_dim) and result.ws.dtype == np.float32
     assert result.psnr > psnr(start, target) + 6, "the projection is much closer than the starting face"
     assert result.losses[-1] < 0.5 * result.losses[0]

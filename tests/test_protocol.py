@@ -20,10 +20,31 @@ import msgpack
 import numpy as np
 import pytest
 
-from engine.protocol import (REQUESTS, AverageRequest, BlendRequest, EditRequest, FacesRequest, File, GridRequest,
-                             JobFailed, LookalikeRequest, LoopRequest, MixRequest, MorphRequest, Progress, ProjectRequest,
-                             RandomRequest, RenderRequest, Result, StrangerRequest, SwapRequest, TeamRequest,
-                             WorkerReady, as_face, wire)
+from engine.protocol import (
+    REQUESTS,
+    AverageRequest,
+    BlendRequest,
+    EditRequest,
+    FacesRequest,
+    File,
+    GridRequest,
+    JobFailed,
+    LookalikeRequest,
+    LoopRequest,
+    MixRequest,
+    MorphRequest,
+    Progress,
+    ProjectRequest,
+    RandomRequest,
+    RenderRequest,
+    Result,
+    StrangerRequest,
+    SwapRequest,
+    TeamRequest,
+    WorkerReady,
+    as_face,
+    wire,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = as_face(np.arange(20, dtype=np.float32).reshape(2, 10) / 7, np.linspace(-1, 1, 33))
@@ -31,18 +52,30 @@ FACE = as_face(np.arange(20, dtype=np.float32).reshape(2, 10) / 7, np.linspace(-
 
 def every_message():
     f = FACE
-    return [ProjectRequest(image=b"\xff\xd8jpeg", steps=12, encoder=False, face=2), RenderRequest(face=f),
-            BlendRequest(a=f, b=as_face(f.ws * 2), ratio=-1.5, layers="2-3"), AverageRequest(faces=(f, f, f)),
-            MixRequest(coarse=f, fine=f, split=3), SwapRequest(a=f, b=f), EditRequest(face=f, direction="age", amount=-2.5, strip=True),
-            MorphRequest(faces=(f, f), frames=30, format="mp4"), LoopRequest(face=f, frames=8, layers="fine", seed=4),
-            RandomRequest(seed=2**32 - 1, truncation=0.25), GridRequest(a=f, b=f, c=f, size=3),
-            FacesRequest(image=b"png"), TeamRequest(image=b"jpeg", steps=5, frames=16, format="mp4"),
-            LookalikeRequest(face=f, others=(f, f)), StrangerRequest(face=f, seconds=6.5, seed=3),
-            StrangerRequest(image=b"photo", seconds=10.0),
-            Progress("abcdefabcdef", 3, 10, "step 3/10", b"\x89PNG"),
-            Result("abcdefabcdef", (File("a.png", b"123", "x"),), (f, as_face(f.ws)), "m1", {"psnr": 30.5, "l": [1, 2.5]}, "hi"),
-            JobFailed("abcdefabcdef", "bad_argument", "No.", "trace"),
-            WorkerReady("w1", "m1", 64, 10, 256, ("age", "smile"), "cpu", 42)]
+    return [
+        ProjectRequest(image=b"\xff\xd8jpeg", steps=12, encoder=False, face=2),
+        RenderRequest(face=f),
+        BlendRequest(a=f, b=as_face(f.ws * 2), ratio=-1.5, layers="2-3"),
+        AverageRequest(faces=(f, f, f)),
+        MixRequest(coarse=f, fine=f, split=3),
+        SwapRequest(a=f, b=f),
+        EditRequest(face=f, direction="age", amount=-2.5, strip=True),
+        MorphRequest(faces=(f, f), frames=30, format="mp4"),
+        LoopRequest(face=f, frames=8, layers="fine", seed=4),
+        RandomRequest(seed=2**32 - 1, truncation=0.25),
+        GridRequest(a=f, b=f, c=f, size=3),
+        FacesRequest(image=b"png"),
+        TeamRequest(image=b"jpeg", steps=5, frames=16, format="mp4"),
+        LookalikeRequest(face=f, others=(f, f)),
+        StrangerRequest(face=f, seconds=6.5, seed=3),
+        StrangerRequest(image=b"photo", seconds=10.0),
+        Progress("abcdefabcdef", 3, 10, "step 3/10", b"\x89PNG"),
+        Result(
+            "abcdefabcdef", (File("a.png", b"123", "x"),), (f, as_face(f.ws)), "m1", {"psnr": 30.5, "l": [1, 2.5]}, "hi"
+        ),
+        JobFailed("abcdefabcdef", "bad_argument", "No.", "trace"),
+        WorkerReady("w1", "m1", 64, 10, 256, ("age", "smile"), "cpu", 42),
+    ]
 
 
 def same(a, b) -> bool:
@@ -90,16 +123,27 @@ def hostile_corpus() -> list[bytes]:
         b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR.",
         b"\x80\x05\x95" + bytes(range(256)) * 2,
         # envelopes that are not ours
-        msgpack.packb([1, 2, 3]), msgpack.packb({"type": "Job"}), envelope("Job", {}), envelope("os.system", {}),
-        envelope("RandomRequest", {}, extra=1), msgpack.packb({"type": "RandomRequest", "v": 2, "body": {}}),
-        envelope("RandomRequest", {"seed": 1, "evil": 2}), envelope("RandomRequest", []),
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb({"type": "Job"}),
+        envelope("Job", {}),
+        envelope("os.system", {}),
+        envelope("RandomRequest", {}, extra=1),
+        msgpack.packb({"type": "RandomRequest", "v": 2, "body": {}}),
+        envelope("RandomRequest", {"seed": 1, "evil": 2}),
+        envelope("RandomRequest", []),
         envelope("RenderRequest", {}),  # a missing field
         # ids and fields of the wrong type (a None or list id used to kill the worker)
-        envelope("RandomRequest", {"id": None}), envelope("RandomRequest", {"id": [1, 2]}),
-        envelope("RandomRequest", {"seed": "1"}), envelope("RandomRequest", {"seed": True}),
-        envelope("RandomRequest", {"truncation": [0.5]}), envelope("ProjectRequest", {"image": "not bytes"}),
+        envelope("RandomRequest", {"id": None}),
+        envelope("RandomRequest", {"id": [1, 2]}),
+        envelope("RandomRequest", {"seed": "1"}),
+        envelope("RandomRequest", {"seed": True}),
+        envelope("RandomRequest", {"truncation": [0.5]}),
+        envelope("ProjectRequest", {"image": "not bytes"}),
         # arrays: object, complex, datetime and big-endian dtypes, forged shapes and strides
-        *[envelope("RenderRequest", {"face": {"ws": array(d), "noise": None}}) for d in ("|O", "<c8", "<M8[s]", ">f4", "<f8", "O")],
+        *[
+            envelope("RenderRequest", {"face": {"ws": array(d), "noise": None}})
+            for d in ("|O", "<c8", "<M8[s]", ">f4", "<f8", "O")
+        ],
         envelope("RenderRequest", {"face": {"ws": array(shape=(10**8,), data=b"\0" * 4), "noise": None}}),
         envelope("RenderRequest", {"face": {"ws": array(shape=(2**40, 2**40), data=b""), "noise": None}}),
         envelope("RenderRequest", {"face": {"ws": array(shape=(-1, 20)), "noise": None}}),
@@ -112,10 +156,17 @@ def hostile_corpus() -> list[bytes]:
         envelope("Result", {"job_id": "a", "figures": {"x": {"nested": 1}}}),
         envelope("Result", {"job_id": "a", "figures": {"x": [[1]]}}),
         # msgpack that lies about its sizes, nests deeply, or is simply too big
-        b"\xdf\xff\xff\xff\xff", b"\xdd\xff\xff\xff\xff", b"\xc6\xff\xff\xff\xff" + b"\0" * 10,
-        b"\x91" * 100_000 + b"\xc0", b"\xd4\x01\x00", b"\xc7\x10\x05" + b"\0" * 16,
+        b"\xdf\xff\xff\xff\xff",
+        b"\xdd\xff\xff\xff\xff",
+        b"\xc6\xff\xff\xff\xff" + b"\0" * 10,
+        b"\x91" * 100_000 + b"\xc0",
+        b"\xd4\x01\x00",
+        b"\xc7\x10\x05" + b"\0" * 16,
         envelope("ProjectRequest", {"image": b"\0" * (wire.MAX_MESSAGE_BYTES + 1)}),
-        b"", b"\xc0", good[:-1], good + b"\0",
+        b"",
+        b"\xc0",
+        good[:-1],
+        good + b"\0",
         # amplification: 16 MiB of nested empty lists and maps would be ~1 GB of Python objects
         b"\xdc\x10\x00" + (b"\xdc\x10\x00" + b"\x90" * 4096) * 4096,
         b"\xdc\x10\x00" + (b"\xde\x08\x00" + b"".join(b"\xa4%04x\x80" % i for i in range(2048))) * 4096,
@@ -155,7 +206,8 @@ for data in cases:
         out.append(["refused", str(exc)])
     except Exception as exc:
         out.append(["crash", f"{type(exc).__name__}: {exc}"[:300]])
-peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))  # this image's own peak
+# this image's own peak
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"outcomes": out, "cpu": time.process_time() - t0, "max_rss_mb": peak / 1024}))
 """
 
@@ -164,13 +216,19 @@ def test_hostile_wire_bytes_are_refused_in_bounded_memory_and_cpu():
     named = hostile_corpus()
     corpus = named + fuzz_corpus()
     assert len(named) > 50 and len(corpus) > 600
-    done = subprocess.run([sys.executable, "-c", CHILD], input=msgpack.packb(corpus, use_bin_type=True),
-                          capture_output=True, cwd=REPO, timeout=300, env={"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin"})
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        input=msgpack.packb(corpus, use_bin_type=True),
+        capture_output=True,
+        cwd=REPO,
+        timeout=300,
+        env={"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin"},
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     report = json.loads(done.stdout)
     crashes = [(i, o) for i, o in enumerate(report["outcomes"]) if o[0] == "crash"]
     assert not crashes, crashes[:5]
-    outcomes = report["outcomes"][:len(named)]
+    outcomes = report["outcomes"][: len(named)]
     assert all(kind == "refused" for kind, _ in outcomes), [(i, o) for i, o in enumerate(outcomes) if o[0] != "refused"]
     for kind, text in report["outcomes"]:
         if kind == "refused":
@@ -191,11 +249,18 @@ def test_a_seal_refuses_forged_unsigned_moved_stale_and_future_messages():
     forged, restamped = bytearray(sealed), bytearray(sealed)
     forged[-1] ^= 1
     restamped[4:12] = struct.pack(">d", 1001.0)
-    cases = {"forged payload": bytes(forged), "restamped": bytes(restamped), "unsigned": payload, "empty": b"",
-             "wrong key": wire.seal(payload, b"x" * 32, b"job|s|1-1", now=1000.0),
-             "moved": wire.seal(payload, key, b"job|s|2-1", now=1000.0), "no context": wire.seal(payload, key, now=1000.0),
-             "stale": sealed, "future": wire.seal(payload, key, b"job|s|1-1", now=5000.0),
-             "nan time": wire.seal(payload, key, b"job|s|1-1", now=float("nan"))}
+    cases = {
+        "forged payload": bytes(forged),
+        "restamped": bytes(restamped),
+        "unsigned": payload,
+        "empty": b"",
+        "wrong key": wire.seal(payload, b"x" * 32, b"job|s|1-1", now=1000.0),
+        "moved": wire.seal(payload, key, b"job|s|2-1", now=1000.0),
+        "no context": wire.seal(payload, key, now=1000.0),
+        "stale": sealed,
+        "future": wire.seal(payload, key, b"job|s|1-1", now=5000.0),
+        "nan time": wire.seal(payload, key, b"job|s|1-1", now=float("nan")),
+    }
     for name, data in cases.items():
         with pytest.raises(wire.WireError):
             wire.unseal(data, key, 60, b"job|s|1-1", now=1000.0 if name not in ("stale",) else 2000.0)
@@ -207,7 +272,7 @@ def test_a_sealed_message_hides_what_it_carries():
     sealed = wire.seal(wire.dumps(ProjectRequest(image=photo)), b"k" * 32)
     assert photo[:64] not in sealed and b"ProjectRequest" not in sealed and b"image" not in sealed
     with pytest.raises(Exception):
-        msgpack.unpackb(sealed[wire.SEAL_OVERHEAD - 16:])
+        msgpack.unpackb(sealed[wire.SEAL_OVERHEAD - 16 :])
     assert wire.seal(b"same", b"k" * 32, now=1.0) != wire.seal(b"same", b"k" * 32, now=1.0), "a fresh nonce each time"
 
 
@@ -263,8 +328,13 @@ print(json.dumps(sorted(sys.modules)))
 
 
 def imported_by_all_of(package: str) -> set[str]:
-    done = subprocess.run([sys.executable, "-c", IMPORT_ALL.format(package=package)], capture_output=True, text=True,
-                          cwd=REPO, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL.format(package=package)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return set(json.loads(done.stdout))
 
@@ -308,8 +378,11 @@ def test_no_modules_import_each_other_in_a_cycle():
         state[node] = 1
         for dep in sorted(graph[node]):
             if state.get(dep) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(dep):] + [dep]) if dep in path
-                                     else f"import cycle through {dep}")
+                raise AssertionError(
+                    "import cycle: " + " -> ".join(path[path.index(dep) :] + [dep])
+                    if dep in path
+                    else f"import cycle through {dep}"
+                )
             if dep not in state:
                 visit(dep, path + [dep])
         state[node] = 2
@@ -323,8 +396,13 @@ def test_the_bot_reaches_the_engine_only_through_the_protocol_and_its_entry_poin
     """Counting imports inside functions too: bot/ names no engine module but engine.protocol
     (the contract) and engine.entry (the declared entry point)."""
     graph = import_graph()
-    crossing = {(m, d) for m, deps in graph.items() if m.startswith("bot") for d in deps
-                if d.startswith("engine") and d != "engine" and not d.startswith(("engine.protocol", "engine.cli.entry"))}
+    crossing = {
+        (m, d)
+        for m, deps in graph.items()
+        if m.startswith("bot")
+        for d in deps
+        if d.startswith("engine") and d != "engine" and not d.startswith(("engine.protocol", "engine.cli.entry"))
+    }
     assert not crossing, sorted(crossing)
     assert any(d == "engine.cli.entry" for m, deps in graph.items() if m.startswith("bot") for d in deps)
 
@@ -338,7 +416,10 @@ def test_the_engine_is_a_map_whose_imports_only_point_down():
     entries = [p.name for p in (REPO / "engine").iterdir() if p.name != "__pycache__"]
     assert len(entries) <= 8 and set(ENGINE_LAYERS) <= set(entries), entries
     graph = import_graph()
-    layer = {name: ENGINE_LAYERS.index(name.split(".")[1]) for name in graph
-             if name.startswith("engine.") and name.split(".")[1] in ENGINE_LAYERS}
+    layer = {
+        name: ENGINE_LAYERS.index(name.split(".")[1])
+        for name in graph
+        if name.startswith("engine.") and name.split(".")[1] in ENGINE_LAYERS
+    }
     upward = sorted((m, d) for m in layer for d in graph[m] if d in layer and layer[d] > layer[m])
     assert not upward, upward

@@ -153,7 +153,8 @@ def test_foreign_and_hostile_files_are_refused_in_one_sentence(tmp_path):
                tmp_path / "opts.pt")
     cases["opts.pt"] = "plain settings"
     for name, words in cases.items():
-        r = runner.invoke(full_app(), ["encoder", "import", str(tmp_path / name), "-o", str(tmp_path / "o.safetensors")])
+        out = str(tmp_path / "o.safetensors")
+        r = runner.invoke(full_app(), ["encoder", "import", str(tmp_path / name), "-o", out])
         text = r.output.strip()
         assert r.exit_code == 1 and "Traceback" not in text and len(text.splitlines()) <= 2, (name, text)
         assert words in text and "code ran" not in text, (name, text)

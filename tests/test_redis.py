@@ -54,7 +54,9 @@ async def test_jobs_spread_across_both_workers(cluster):
 
 async def test_latents_of_another_model_are_never_dispatched(cluster):
     client, _, _ = cluster
-    outcome = await asyncio.wait_for(client.submit(RenderRequest(face=as_face([[0.0]]), model_id="0123456789abcdef")), 10)
+    outcome = await asyncio.wait_for(
+        client.submit(RenderRequest(face=as_face([[0.0]]), model_id="0123456789abcdef")), 10
+    )
     assert isinstance(outcome, JobFailed) and outcome.code == "model_mismatch"
     assert "No engine here has the model" in outcome.message
 
@@ -62,8 +64,7 @@ async def test_latents_of_another_model_are_never_dispatched(cluster):
 async def test_a_worker_killed_mid_projection_hands_its_job_over_and_answers_once(cluster):
     client, workers, _ = cluster
     steps = []
-    fut = client.submit(ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=150),
-                        lambda p: steps.append(p.step))
+    fut = client.submit(ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=150), lambda p: steps.append(p.step))
     deadline = time.monotonic() + 60
     while not (any(s > 0 for s in steps) and any(w["busy"] for w in client.workers.values())):
         assert time.monotonic() < deadline, "the projection started"
@@ -159,19 +160,26 @@ async def test_the_bot_over_redis_keeps_every_stored_latent_through_a_redis_rest
     from tests.test_bot_e2e import ALICE, MANAGE_GUILD, finished, option, project
 
     _, _, server = cluster
-    async with running_bot(tmp_path, engine={"transport": "redis", "redis_url": server.url,
-                                                            "redis_secret": SECRET}) as (sim, bot):
+    async with running_bot(
+        tmp_path, engine={"transport": "redis", "redis_url": server.url, "redis_secret": SECRET}
+    ) as (sim, bot):
         assert bot.services.transport.transport == "redis"
-        inter = await finished(sim, await project(sim, ALICE, encode(grace_hopper(), "JPEG"), "g.jpg", "image/jpeg"), 180)
+        inter = await finished(
+            sim, await project(sim, ALICE, encode(grace_hopper(), "JPEG"), "g.jpg", "image/jpeg"), 180
+        )
         assert "likeness" in inter.last_content(), inter.last_content()
         stored = await bot.services.storage.latent(sim.guild_id, ALICE, bot.services.model_id)
         stats = await sim.invoke(ALICE, "wspace", subcommand="stats", permissions=MANAGE_GUILD)
         await sim.wait_for(lambda: stats.messages, 10)
-        assert "(redis) up" in stats.last_content() and "`w1`" in stats.last_content() and "`w2`" in stats.last_content()
+        assert (
+            "(redis) up" in stats.last_content() and "`w1`" in stats.last_content() and "`w2`" in stats.last_content()
+        )
         server.kill()
         down = await finished(sim, await sim.invoke(ALICE, "me"), 60)
-        assert down.last_content() in ("The face engine is not available right now; try again in a minute.",
-                                       "The connection to the face engines was interrupted; please try again.")
+        assert down.last_content() in (
+            "The face engine is not available right now; try again in a minute.",
+            "The connection to the face engines was interrupted; please try again.",
+        )
         server.start()
         await bot.services.transport.wait_ready(60)
         again = await finished(sim, await sim.invoke(ALICE, "me"), 60)

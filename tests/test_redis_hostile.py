@@ -57,7 +57,11 @@ def job_entry(request=None, *, seal=True, key=KEY, when=None, job_id=None, reply
     data = wire.dumps(request)
     job_id = request.id if job_id is None else job_id
     context = job_context(stream, entry_id, request.id, reply)
-    return entry_id, {"job_id": job_id, "reply": reply, "job": wire.seal(data, key, context, now=when) if seal else data}
+    return entry_id, {
+        "job_id": job_id,
+        "reply": reply,
+        "job": wire.seal(data, key, context, now=when) if seal else data,
+    }
 
 
 def add(worker, entry) -> bytes:
@@ -68,8 +72,12 @@ def add(worker, entry) -> bytes:
 def replies(worker) -> list:
     got = worker.r.xrange(REPLY)
     worker.r.delete(REPLY)
-    return [wire.loads(wire.unseal(f[b"event"], KEY, 60, event_context(REPLY, f[b"job_id"].decode(), f[b"worker"].decode())))
-            for _, f in got]
+    return [
+        wire.loads(
+            wire.unseal(f[b"event"], KEY, 60, event_context(REPLY, f[b"job_id"].decode(), f[b"worker"].decode()))
+        )
+        for _, f in got
+    ]
 
 
 def drain(*workers) -> None:
@@ -112,33 +120,47 @@ def test_unsealed_job_entries_go_to_the_dead_letters_and_answer_nobody(worker, c
         "stale": lambda: job_entry(request, when=time.time() - 3 * 3600, stream=s),
         "id mismatch": lambda: job_entry(request, job_id="0123456789ab", stream=s),  # another member's job id
         "moved": lambda: (next_id(), job_entry(request, stream=s)[1]),  # a copy added under another id
-        "other reply": lambda: (lambda e: (e[0], {**e[1], "reply": f"{PREFIX}:events:attacker"}))(job_entry(request, stream=s)),
-        "garbage": lambda: (next_id(), {"job_id": request.id, "reply": REPLY, "job": b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR."}),
+        "other reply": lambda: (lambda e: (e[0], {**e[1], "reply": f"{PREFIX}:events:attacker"}))(
+            job_entry(request, stream=s)
+        ),
+        "garbage": lambda: (
+            next_id(),
+            {"job_id": request.id, "reply": REPLY, "job": b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR."},
+        ),
     }[case]()
     dead_before = worker.r.xlen(worker.k["dead"])
     run_one(worker, (entry_id, fields))
     assert worker.r.xlen(worker.k["dead"]) == dead_before + 1
     assert worker.r.xlen(worker.stream) == 0, "the entry left the job stream"
-    assert replies(worker) == [] and not worker.r.exists(f"{PREFIX}:events:attacker"), "nothing unsealed makes a worker answer"
+    assert replies(worker) == [] and not worker.r.exists(f"{PREFIX}:events:attacker"), (
+        "nothing unsealed makes a worker answer"
+    )
     test_a_sealed_job_runs(worker)  # still serving
 
 
 def test_a_sealed_entry_that_does_not_decode_fails_its_job_once(worker):
     entry_id, job_id = next_id(), "0123456789ab"
     junk = b"\x83\xa4type\xadRandomRequest\xa1v\x01\xa4body\x81\xa2id\xc0"  # a request whose id is nil
-    fields = {"job_id": job_id, "reply": REPLY, "job": wire.seal(junk, KEY, job_context(worker.stream, entry_id, job_id, REPLY))}
+    fields = {
+        "job_id": job_id,
+        "reply": REPLY,
+        "job": wire.seal(junk, KEY, job_context(worker.stream, entry_id, job_id, REPLY)),
+    }
     run_one(worker, (entry_id, fields))
     failed = [e for e in replies(worker) if isinstance(e, JobFailed)]
     assert len(failed) == 1 and failed[0].job_id == job_id and failed[0].message == "That request could not be read."
 
 
-@pytest.mark.parametrize("fields", [
-    {"job_id": "", "reply": REPLY, "job": b""},
-    {"reply": REPLY, "job": b"x"},
-    {"job_id": "abcdefabcdef", "reply": f"{PREFIX}:workers", "job": b"x"},  # a reply 'stream' that is another key
-    {"job_id": "abcdefabcdef", "reply": "elsewhere:events:x", "job": b"x"},
-    {"job_id": "abcdefabcdef", "job": b"x"},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"job_id": "", "reply": REPLY, "job": b""},
+        {"reply": REPLY, "job": b"x"},
+        {"job_id": "abcdefabcdef", "reply": f"{PREFIX}:workers", "job": b"x"},  # a reply 'stream' that is another key
+        {"job_id": "abcdefabcdef", "reply": "elsewhere:events:x", "job": b"x"},
+        {"job_id": "abcdefabcdef", "job": b"x"},
+    ],
+)
 def test_entries_with_bad_fields_are_set_aside_without_writing_anywhere(worker, fields):
     worker.r.sadd(f"{PREFIX}:workers", "w-test")
     before = {k: worker.r.type(k) for k in worker.r.keys("*")}
@@ -146,8 +168,9 @@ def test_entries_with_bad_fields_are_set_aside_without_writing_anywhere(worker, 
     run_one(worker, (next_id(), fields))
     assert worker.r.xlen(worker.k["dead"]) == dead_before + 1
     after = {k: worker.r.type(k) for k in worker.r.keys("*")}
-    assert {k: t for k, t in after.items() if k != worker.k["dead"].encode()} == \
-        {k: t for k, t in before.items() if k != worker.k["dead"].encode()}, "nothing else was written"
+    assert {k: t for k, t in after.items() if k != worker.k["dead"].encode()} == {
+        k: t for k, t in before.items() if k != worker.k["dead"].encode()
+    }, "nothing else was written"
     test_a_sealed_job_runs(worker)
 
 
@@ -170,11 +193,14 @@ def test_a_poison_job_is_set_aside_after_its_deliveries(worker):
 def test_only_a_sealed_stop_key_for_that_very_job_stops_it(worker):
     job, other = "0123456789ab", "ba9876543210"
     key = worker.k["stop"].format
-    cases = {b"forged": False, wire.seal(job.encode(), b"not-the-secret-at-all", stop_context(job)): False,
-             wire.seal(other.encode(), KEY, stop_context(other)): False,  # a real stop key, copied onto another job
-             wire.seal(job.encode(), KEY, stop_context(job), now=time.time() - 3 * 3600): False,  # stale
-             wire.seal(job.encode(), KEY): False,  # sealed for no stop
-             wire.seal(job.encode(), KEY, stop_context(job)): True}
+    cases = {
+        b"forged": False,
+        wire.seal(job.encode(), b"not-the-secret-at-all", stop_context(job)): False,
+        wire.seal(other.encode(), KEY, stop_context(other)): False,  # a real stop key, copied onto another job
+        wire.seal(job.encode(), KEY, stop_context(job), now=time.time() - 3 * 3600): False,  # stale
+        wire.seal(job.encode(), KEY): False,  # sealed for no stop
+        wire.seal(job.encode(), KEY, stop_context(job)): True,
+    }
     for value, stops in cases.items():
         worker.r.set(key(job), value)
         assert worker._stopped([job, other]) == ([job] if stops else []), value[:20]
@@ -207,7 +233,11 @@ def event_fields(transport, event, job_id=None, key=KEY, seal=True, worker="w", 
     data = wire.dumps(event)
     job_id = job_id or event.job_id
     context = event_context(reply or transport.reply_stream, job_id, worker)
-    return {b"worker": worker.encode(), b"job_id": job_id.encode(), b"event": wire.seal(data, key, context) if seal else data}
+    return {
+        b"worker": worker.encode(),
+        b"job_id": job_id.encode(),
+        b"event": wire.seal(data, key, context) if seal else data,
+    }
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -215,12 +245,14 @@ async def test_forged_events_neither_answer_nor_fail_a_job(transport):
     request, fut = await pending_job(transport)
     refused = transport.refused
     failed = JobFailed(request.id, "x", "forged")
-    forged = [event_fields(transport, failed, seal=False),
-              event_fields(transport, failed, key=b"wrong-key-wrong-key"),
-              event_fields(transport, JobFailed("0123456789ab", "x", "forged"), job_id=request.id),
-              event_fields(transport, failed, reply=f"{PREFIX}:events:another-bot"),  # moved from another bot's stream
-              {**event_fields(transport, failed), b"worker": b"evil"},  # another worker's name on it
-              {b"worker": b"evil", b"job_id": request.id.encode(), b"event": b"\x80\x04N."}]
+    forged = [
+        event_fields(transport, failed, seal=False),
+        event_fields(transport, failed, key=b"wrong-key-wrong-key"),
+        event_fields(transport, JobFailed("0123456789ab", "x", "forged"), job_id=request.id),
+        event_fields(transport, failed, reply=f"{PREFIX}:events:another-bot"),  # moved from another bot's stream
+        {**event_fields(transport, failed), b"worker": b"evil"},  # another worker's name on it
+        {b"worker": b"evil", b"job_id": request.id.encode(), b"event": b"\x80\x04N."},
+    ]
     for fields in forged:
         await transport._on_entry(fields)
     assert not fut.done() and transport.refused == refused + len(forged)
@@ -240,7 +272,9 @@ async def test_a_result_ref_may_name_only_that_jobs_own_key(transport):
     assert await transport.r.get("elsewhere:result:x") == b"keep me too"
     assert not fut.done()
     own = transport.k["result"].format(request.id)
-    await transport.r.set(own, wire.seal(wire.dumps(Result(request.id)), KEY, event_context(transport.reply_stream, request.id, "w")))
+    await transport.r.set(
+        own, wire.seal(wire.dumps(Result(request.id)), KEY, event_context(transport.reply_stream, request.id, "w"))
+    )
     await transport._on_entry({b"worker": b"w", b"job_id": request.id.encode(), b"ref": own.encode()})
     assert isinstance(fut.result(), Result) and await transport.r.get(own) is None
 
@@ -324,7 +358,10 @@ def test_an_oversized_job_entry_goes_to_the_dead_letters_unread(worker):
     finally:
         tracemalloc.stop()
     assert peak < 4 * 2**20, f"{peak / 2**20:.0f} MiB loaded"
-    assert worker.r.xlen(worker.k["dead"]) == dead_before + 1 and b"oversized" in worker.r.xrange(worker.k["dead"])[-1][1][b"reason"]
+    assert (
+        worker.r.xlen(worker.k["dead"]) == dead_before + 1
+        and b"oversized" in worker.r.xrange(worker.k["dead"])[-1][1][b"reason"]
+    )
     assert worker.r.xlen(worker.stream) == 0
     test_a_sealed_job_runs(worker)
 
@@ -356,7 +393,7 @@ def test_without_the_secret_nothing_in_redis_or_its_dump_is_readable(worker, red
         for start in range(0, min(len(value), 64)):
             try:
                 doc = msgpack.unpackb(value[start:], raw=False)
-            except Exception:
+            except Exception:  # noqa: BLE001 (not msgpack at this offset, whatever the error)
                 continue
             assert not (isinstance(doc, dict) and "body" in doc), "a message readable without the secret"
     worker.r.delete(worker.stream, REPLY)
@@ -368,12 +405,27 @@ async def test_a_forged_heartbeat_changes_nothing(transport):
     """Unsealed, wrongly keyed and moved heartbeats (one claiming an 'evil' model) are not workers."""
     import json
 
-    good = {"id": "evil", "model_id": "evil", "resolution": 32, "num_ws": 8, "w_dim": 32, "directions": [], "device": "cpu",
-            "pid": 1, "host": "h", "jobs_done": 0, "busy": False, "up_seconds": 1.0}
+    good = {
+        "id": "evil",
+        "model_id": "evil",
+        "resolution": 32,
+        "num_ws": 8,
+        "w_dim": 32,
+        "directions": [],
+        "device": "cpu",
+        "pid": 1,
+        "host": "h",
+        "jobs_done": 0,
+        "busy": False,
+        "up_seconds": 1.0,
+    }
     raw = json.dumps(good).encode()
     key = transport.k["worker"].format("evil")
-    for value in (raw, wire.seal(raw, b"wrong-key-wrong-key", beat_context(key)),
-                  wire.seal(raw, KEY, beat_context(transport.k["worker"].format("other")))):
+    for value in (
+        raw,
+        wire.seal(raw, b"wrong-key-wrong-key", beat_context(key)),
+        wire.seal(raw, KEY, beat_context(transport.k["worker"].format("other"))),
+    ):
         await transport.r.set(key, value)
         await transport.r.sadd(transport.k["workers"], "evil")
         await asyncio.sleep(transport.poll * 3)
@@ -392,10 +444,18 @@ async def test_oversized_reply_entries_are_refused_unread_and_a_real_answer_stil
     refused = transport.refused
     tracemalloc.start()
     try:
-        await transport.r.setrange(f"{PREFIX}:blob", 300 * 2**20 - 1, b"x")  # built inside Redis: none of it comes through here
+        await transport.r.setrange(
+            f"{PREFIX}:blob", 300 * 2**20 - 1, b"x"
+        )  # built inside Redis: none of it comes through here
         for _ in range(3):
-            await transport.r.eval("redis.call('XADD', KEYS[1], '*', 'worker', 'evil', 'job_id', ARGV[1], 'event', "
-                                   "redis.call('GET', KEYS[2]))", 2, transport.reply_stream, f"{PREFIX}:blob", request.id)
+            await transport.r.eval(
+                "redis.call('XADD', KEYS[1], '*', 'worker', 'evil', 'job_id', ARGV[1], 'event', "
+                "redis.call('GET', KEYS[2]))",
+                2,
+                transport.reply_stream,
+                f"{PREFIX}:blob",
+                request.id,
+            )
         await transport.r.delete(f"{PREFIX}:blob")
         await transport.r.xadd(transport.reply_stream, event_fields(transport, Result(request.id)))
         await asyncio.wait_for(fut, 10)

@@ -20,8 +20,12 @@ async def test_two_shards_each_answer_their_own_guild(tmp_path):
             other_guild = sim.guild_id + (1 << 22)  # the next shard's guild
             assert {sim.shard_for(sim.guild_id, 2), sim.shard_for(other_guild, 2)} == {0, 1}
             for guild in (sim.guild_id, other_guild):
-                inter = await finished(sim, await sim.invoke(ALICE, "random", [option("seed", 3, 4)], guild_id=guild), 60)
+                inter = await finished(
+                    sim, await sim.invoke(ALICE, "random", [option("seed", 3, 4)], guild_id=guild), 60
+                )
                 assert "seed3.png" in inter.all_files(), inter.last_content()
-            assert sim.interactions_per_shard == {(0, 2): 1, (1, 2): 1}, "each guild's interaction went to its own shard"
+            assert sim.interactions_per_shard == {(0, 2): 1, (1, 2): 1}, (
+                "each guild's interaction went to its own shard"
+            )
     finally:
         await sim.stop()

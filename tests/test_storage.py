@@ -211,7 +211,8 @@ def test_processes_opening_a_fresh_database_at_once_migrate_it_once(tmp_path):
     for round_ in range(10):
         db = tmp_path / f"race{round_}.sqlite3"
         start = str(time.time() + 1.0)
-        procs = [subprocess.Popen([sys.executable, "-c", code, str(db), start], stderr=subprocess.PIPE) for _ in range(3)]
+        command = [sys.executable, "-c", code, str(db), start]
+        procs = [subprocess.Popen(command, stderr=subprocess.PIPE) for _ in range(3)]
         for p in procs:
             _, err = p.communicate(timeout=60)
             assert p.returncode == 0, err.decode()[-800:]

@@ -119,7 +119,9 @@ async def test_team_morphs_every_face_and_claim_adopts_one(env):
     forget = await sim.invoke(ALICE, "forget")
     await sim.wait_for(lambda: forget.messages, 10)
     assert db.execute("SELECT COUNT(*) FROM team_faces").fetchone() == (0,), "/forget by whoever ran /team deletes them"
-    assert await bot.services.storage.latent(sim.guild_id, BOB, bot.services.model_id) is not None, "a claimed face is Bob's"
+    assert await bot.services.storage.latent(sim.guild_id, BOB, bot.services.model_id) is not None, (
+        "a claimed face is Bob's"
+    )
 
 
 @on_the_bot
@@ -174,7 +176,9 @@ def test_the_engine_numbers_faces_and_projects_the_one_asked(tiny_model):
     assert next(f for f in third.files if f.name == "aligned.png").data == crop, "face 3 is the montage's face 3"
     assert third.figures["face_used"] == "number 3" and "used number 3" in third.text
     ask = run(engine, ProjectRequest(image=GROUP, steps=2, ask_if_several=True))
-    assert ask.figures["choose"] and ask.figures["faces"] == 6 and not ask.faces, "several faces: the member chooses first"
+    assert ask.figures["choose"] and ask.figures["faces"] == 6 and not ask.faces, (
+        "several faces: the member chooses first"
+    )
     one = run(engine, ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=2, ask_if_several=True))
     assert len(one.faces) == 1 and not one.figures.get("choose"), "one face: projected in the same job"
     with pytest.raises(BadArgument, match="choose a number from 1 to 6"):
@@ -213,6 +217,8 @@ def test_cli_faces_project_face_team_and_lookalike(tmp_path, tiny_model):
     r = runner.invoke(app, ["team", str(photo), "--steps", "2", "--frames", "8", "-o", str(tmp_path / "team"), *m])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "team" / "team.gif").exists() and len(list((tmp_path / "team").glob("latent_*.npz"))) == 6
-    r = runner.invoke(app, ["lookalike", str(tmp_path / "p4" / "latent.npz"), "--seconds", "5", "-o", str(tmp_path / "l"), *m])
+    r = runner.invoke(
+        app, ["lookalike", str(tmp_path / "p4" / "latent.npz"), "--seconds", "5", "-o", str(tmp_path / "l"), *m]
+    )
     assert r.exit_code == 0 and "A stranger who does not exist" in r.output and "-#" not in r.output, r.output
     assert (tmp_path / "l" / "stranger.png").exists() and (tmp_path / "l" / "latent.npz").exists()

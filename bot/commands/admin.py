@@ -34,13 +34,20 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         lines = [
             f"**Queue** {e['queued']}/{e['queue_size']} · {e['jobs_last_hour']} jobs in the last hour"
             + (f" · mean {s['mean_job_seconds']} s" if s["mean_job_seconds"] else ""),
-            f"**Engine** ({e['transport']}) {'up' if e['alive'] else 'down'} · model `{e['model_id']}` · {e['resolution']} px · "
-            f"{e['device']} · restarts {e['restarts']}{restart_toll(e)} · directions: {', '.join(e['directions']) or 'none'}"
+            f"**Engine** ({e['transport']}) {'up' if e['alive'] else 'down'} · model `{e['model_id']}` · "
+            f"{e['resolution']} px · {e['device']} · restarts {e['restarts']}{restart_toll(e)} · "
+            f"directions: {', '.join(e['directions']) or 'none'}"
             + (f"\n**Problem** {e['problem'][0].upper()}{e['problem'][1:]}." if e.get("problem") else ""),
-            *[f"**Worker** `{w['id']}` on {w['host']} · model `{w['model_id']}` · {w['device']} · "
-              f"{w['jobs_done']} jobs ({w['jobs_per_minute']}/min){' · busy' if w['busy'] else ''}"
-              + (f" · {w['rerun_alone']} run again alone, {w['set_aside']} set aside" if w.get('rerun_alone') or w.get('set_aside') else "")
-              for w in e.get("workers", [])],
+            *[
+                f"**Worker** `{w['id']}` on {w['host']} · model `{w['model_id']}` · {w['device']} · "
+                f"{w['jobs_done']} jobs ({w['jobs_per_minute']}/min){' · busy' if w['busy'] else ''}"
+                + (
+                    f" · {w['rerun_alone']} run again alone, {w['set_aside']} set aside"
+                    if w.get("rerun_alone") or w.get("set_aside")
+                    else ""
+                )
+                for w in e.get("workers", [])
+            ],
             f"**This server** {s['members']} members · {s['latents']} faces · jobs: {jobs}",
             f"**Storage** {s['database_bytes'] / 1e6:.2f} MB",
         ]
@@ -56,7 +63,10 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             settings = load_settings(svc.config_path)
         except ConfigError as exc:
             log.warning("reload refused: %s", exc)
-            await reply_now(interaction, f"The config file has a problem, so I kept the old settings: {str(exc).splitlines()[-1].strip()}")
+            await reply_now(
+                interaction,
+                f"The config file has a problem, so I kept the old settings: {str(exc).splitlines()[-1].strip()}",
+            )
             return
         bot = interaction.client
         restart = settings.engine != bot.engine_settings
@@ -68,8 +78,11 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             await reply_now(interaction, "Configuration reloaded.")
             return
         # Answered at once (Discord wants an answer within 3 s); the switch is reported when done.
-        await reply_now(interaction, "Configuration reloaded. The new engine is starting beside the old one; "
-                                     "jobs already queued finish there, and I'll say here when the new one takes over.")
+        await reply_now(
+            interaction,
+            "Configuration reloaded. The new engine is starting beside the old one; "
+            "jobs already queued finish there, and I'll say here when the new one takes over.",
+        )
         asyncio.create_task(report_switch(bot, interaction), name="engine-switch")
 
     async def report_switch(bot, interaction: discord.Interaction) -> None:

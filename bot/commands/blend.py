@@ -49,32 +49,51 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         faces = await faces_of(svc, interaction, [discord.Object(i) if i != interaction.user.id else None for i in ids])
         await run_job(svc, interaction, AverageRequest(faces=faces), title=f"**The average of {len(ids)} faces** ")
 
-    @tree.command(name="mix", description="Style mixing: pose and face shape from one member, colours and skin from another.")
-    @app_commands.describe(coarse="Whose pose and face shape", fine="Whose colours, skin and hair",
-                           split="Style index where the second face takes over")
-    async def mix(interaction: discord.Interaction, coarse: discord.User, fine: discord.User,
-                  split: SPLIT | None = None) -> None:
+    @tree.command(
+        name="mix", description="Style mixing: pose and face shape from one member, colours and skin from another."
+    )
+    @app_commands.describe(
+        coarse="Whose pose and face shape",
+        fine="Whose colours, skin and hair",
+        split="Style index where the second face takes over",
+    )
+    async def mix(
+        interaction: discord.Interaction, coarse: discord.User, fine: discord.User, split: SPLIT | None = None
+    ) -> None:
         fc, ff = await faces_of(svc, interaction, [coarse, fine])
-        await run_job(svc, interaction, MixRequest(coarse=fc, fine=ff, split=split),
-                      title=f"**{name_of(coarse)}'s shape, {name_of(fine)}'s colours** ")
+        await run_job(
+            svc,
+            interaction,
+            MixRequest(coarse=fc, fine=ff, split=split),
+            title=f"**{name_of(coarse)}'s shape, {name_of(fine)}'s colours** ",
+        )
 
-    @tree.command(name="swap", description="Two members swap their fine styles: each keeps their shape and wears the other's finish.")
+    @tree.command(
+        name="swap",
+        description="Two members swap their fine styles: each keeps their shape and wears the other's finish.",
+    )
     @app_commands.describe(a="First member", b="Second member", split="Style index where the swapped styles begin")
-    async def swap(interaction: discord.Interaction, a: discord.User, b: discord.User, split: SPLIT | None = None) -> None:
+    async def swap(
+        interaction: discord.Interaction, a: discord.User, b: discord.User, split: SPLIT | None = None
+    ) -> None:
         fa, fb = await faces_of(svc, interaction, [a, b])
-        await run_job(svc, interaction, SwapRequest(a=fa, b=fb, split=split),
-                      title=f"**{name_of(a)} ⇄ {name_of(b)}** ")
+        await run_job(svc, interaction, SwapRequest(a=fa, b=fb, split=split), title=f"**{name_of(a)} ⇄ {name_of(b)}** ")
 
     @mix.autocomplete("split")
     @swap.autocomplete("split")
-    async def split_choices(interaction: discord.Interaction, current: int | str | None) -> list[app_commands.Choice[int]]:
+    async def split_choices(
+        interaction: discord.Interaction, current: int | str | None
+    ) -> list[app_commands.Choice[int]]:
         """The style indices the loaded model takes (1 … its styles − 1), not the option's widest range."""
         info = svc.transport.info
         if info is None:
             return []
         typed = str(current or "").strip()
-        return [app_commands.Choice(name=f"{k}: the first {k} style{'s' if k > 1 else ''} from the first face", value=k)
-                for k in range(1, info.num_ws) if str(k).startswith(typed)][:25]
+        return [
+            app_commands.Choice(name=f"{k}: the first {k} style{'s' if k > 1 else ''} from the first face", value=k)
+            for k in range(1, info.num_ws)
+            if str(k).startswith(typed)
+        ][:25]
 
     @tree.command(name="grid", description="A plane through three members' faces, as a montage.")
     @app_commands.describe(a="Top-left corner", b="Along the rows", c="Down the columns")

@@ -17,21 +17,39 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     async def edit_job(interaction, attribute: str, amount: float, user, strip: bool) -> None:
         (face,) = await faces_of(svc, interaction, [user])
         whose = "" if user is None or user.id == interaction.user.id else f"{name_of(user)}, "
-        await run_job(svc, interaction, EditRequest(face=face, direction=attribute, amount=amount, strip=strip),
-                      title=f"**{whose}{plain(attribute)} {amount:+g}** ", view_factory=None if strip else after_project_view)
+        await run_job(
+            svc,
+            interaction,
+            EditRequest(face=face, direction=attribute, amount=amount, strip=strip),
+            title=f"**{whose}{plain(attribute)} {amount:+g}** ",
+            view_factory=None if strip else after_project_view,
+        )
 
     @tree.command(name="age", description="Make a face older (+) or younger (-).")
-    @app_commands.describe(amount="-5 (much younger) to 5 (much older)", user="Whose face (default: yours)",
-                           strip="Show a strip from -amount to +amount instead")
-    async def age(interaction: discord.Interaction, amount: AMOUNT, user: discord.User | None = None,
-                  strip: bool = False) -> None:
+    @app_commands.describe(
+        amount="-5 (much younger) to 5 (much older)",
+        user="Whose face (default: yours)",
+        strip="Show a strip from -amount to +amount instead",
+    )
+    async def age(
+        interaction: discord.Interaction, amount: AMOUNT, user: discord.User | None = None, strip: bool = False
+    ) -> None:
         await edit_job(interaction, "age", amount, user, strip)
 
     @tree.command(name="edit", description="Move a face along a learned direction (smile, gender, pose, …).")
-    @app_commands.describe(attribute="Which direction", amount="-5 to 5", user="Whose face (default: yours)",
-                           strip="Show a strip from -amount to +amount instead")
-    async def edit(interaction: discord.Interaction, attribute: str, amount: AMOUNT,
-                   user: discord.User | None = None, strip: bool = False) -> None:
+    @app_commands.describe(
+        attribute="Which direction",
+        amount="-5 to 5",
+        user="Whose face (default: yours)",
+        strip="Show a strip from -amount to +amount instead",
+    )
+    async def edit(
+        interaction: discord.Interaction,
+        attribute: str,
+        amount: AMOUNT,
+        user: discord.User | None = None,
+        strip: bool = False,
+    ) -> None:
         await edit_job(interaction, attribute, amount, user, strip)
 
     @edit.autocomplete("attribute")

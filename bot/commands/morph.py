@@ -36,10 +36,16 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             if interaction.user.id not in ids and await svc.storage.latent(guild_id, interaction.user.id, svc.model_id):
                 ids.insert(0, interaction.user.id)
             ids = await members_here(interaction, ids, cap)  # members who left are skipped
-        latents = await faces_of(svc, interaction, [None if i == interaction.user.id else discord.Object(i) for i in ids])
+        latents = await faces_of(
+            svc, interaction, [None if i == interaction.user.id else discord.Object(i) for i in ids]
+        )
         if len(latents) < MorphRequest.FACES[0]:
             raise Reply("A morph needs at least two faces; ask members to /project and share with /privacy.")
         request = MorphRequest(faces=latents, format=format)
         frames = max(MorphRequest.FRAMES[0], min(frames or request.frame_count, svc.settings.limits.max_frames))
-        await run_job(svc, interaction, MorphRequest(faces=latents, frames=frames, format=format),
-                      title=f"**The morph of {len(latents)} faces** ")
+        await run_job(
+            svc,
+            interaction,
+            MorphRequest(faces=latents, frames=frames, format=format),
+            title=f"**The morph of {len(latents)} faces** ",
+        )

@@ -22,10 +22,21 @@ async def project_face(svc: Services, interaction: discord.Interaction, data: by
     """Project face ``number`` of the photo; with none given and several found, the result is
     the numbered faces (``figures["choose"]``), left for the caller to show."""
     title = "**/project** " if number is None else f"**/project** face {number}: "
-    return await run_job(svc, interaction, ProjectRequest(image=data, steps=steps, face=number, ask_if_several=number is None,
-                                                          max_image_bytes=svc.settings.limits.max_image_bytes),
-                         title=title, keep="me", view_factory=after_project_view,
-                         show=lambda result: not result.figures.get("choose"))
+    return await run_job(
+        svc,
+        interaction,
+        ProjectRequest(
+            image=data,
+            steps=steps,
+            face=number,
+            ask_if_several=number is None,
+            max_image_bytes=svc.settings.limits.max_image_bytes,
+        ),
+        title=title,
+        keep="me",
+        view_factory=after_project_view,
+        show=lambda result: not result.figures.get("choose"),
+    )
 
 
 EXPIRED = "That menu has expired; send the photo again with /project."
@@ -41,10 +52,13 @@ class FacePicker(discord.ui.View):
         super().__init__(timeout=PICK_SECONDS)
         self.svc, self.origin, self.data, self.steps = svc, origin, data, steps
         self.message: discord.WebhookMessage | None = None  # the private message the menu is on
-        options = [discord.SelectOption(label=f"Face {i}" + (" (the largest)" if i == 1 else ""), value=str(i))
-                   for i in range(1, min(count, 25) + 1)]
-        self.select = discord.ui.Select(placeholder="Which face is you?", options=options,
-                                        custom_id=f"wspace:pick:{origin.id}")
+        options = [
+            discord.SelectOption(label=f"Face {i}" + (" (the largest)" if i == 1 else ""), value=str(i))
+            for i in range(1, min(count, 25) + 1)
+        ]
+        self.select = discord.ui.Select(
+            placeholder="Which face is you?", options=options, custom_id=f"wspace:pick:{origin.id}"
+        )
         self.select.callback = self.chosen
         self.add_item(self.select)
         svc.pickers.add(origin.id)
@@ -62,18 +76,24 @@ class FacePicker(discord.ui.View):
     async def chosen(self, interaction: discord.Interaction) -> None:
         number = int(self.select.values[0])
         self.stop()
-        await interaction.response.edit_message(content=f"Face {number} it is; its projection shows where you sent the photo.",
-                                                attachments=[], view=None)
+        await interaction.response.edit_message(
+            content=f"Face {number} it is; its projection shows where you sent the photo.", attachments=[], view=None
+        )
         self.data, data = b"", self.data
-        await self.origin.edit_original_response(content=f"**/project** face {number}: starting…", attachments=[], view=None)
+        await self.origin.edit_original_response(
+            content=f"**/project** face {number}: starting…", attachments=[], view=None
+        )
         await project_face(self.svc, self.origin, data, self.steps, number)
 
     async def on_timeout(self) -> None:
         self.svc.pickers.discard(self.origin.id)
         self.data = b""
         try:
-            await self.origin.edit_original_response(content="No face was chosen in time, so nothing was projected; "
-                                                              "run /project again.", attachments=[], view=None)
+            await self.origin.edit_original_response(
+                content="No face was chosen in time, so nothing was projected; run /project again.",
+                attachments=[],
+                view=None,
+            )
             if self.message is not None:
                 await self.message.edit(content="No face was chosen in time.", attachments=[], view=None)
         except discord.HTTPException:
@@ -85,7 +105,9 @@ class PickExpired(discord.ui.DynamicItem[discord.ui.Select], template=r"wspace:p
     a press on a dead menu gets one private sentence instead of Discord's "interaction failed"."""
 
     def __init__(self, origin: int) -> None:
-        super().__init__(discord.ui.Select(custom_id=f"wspace:pick:{origin}", options=[discord.SelectOption(label="-")]))
+        super().__init__(
+            discord.ui.Select(custom_id=f"wspace:pick:{origin}", options=[discord.SelectOption(label="-")])
+        )
         self.origin = origin
 
     @classmethod
@@ -99,11 +121,13 @@ class PickExpired(discord.ui.DynamicItem[discord.ui.Select], template=r"wspace:p
 
 
 def register(tree: app_commands.CommandTree, svc: Services) -> None:
-    @tree.command(name="project", description="Project your selfie into StyleGAN2's latent space; it becomes your face here.")
-    @app_commands.describe(image="A photo with your face (PNG, JPEG, WebP or GIF)",
-                           steps="Optimisation steps: more is closer but slower")
-    async def project(interaction: discord.Interaction, image: discord.Attachment,
-                      steps: STEPS | None = None) -> None:
+    @tree.command(
+        name="project", description="Project your selfie into StyleGAN2's latent space; it becomes your face here."
+    )
+    @app_commands.describe(
+        image="A photo with your face (PNG, JPEG, WebP or GIF)", steps="Optimisation steps: more is closer but slower"
+    )
+    async def project(interaction: discord.Interaction, image: discord.Attachment, steps: STEPS | None = None) -> None:
         await defer(interaction)
         limits = svc.settings.limits
         steps = steps or limits.project_steps
@@ -118,10 +142,17 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             picker = FacePicker(svc, interaction, data, steps, found.figures["faces"])
             await interaction.edit_original_response(
                 content=f"**/project** {found.figures['faces']} faces in that photo: I sent you a private menu to pick "
-                        "yours; only its projection will show here.", attachments=[], view=None)
+                "yours; only its projection will show here.",
+                attachments=[],
+                view=None,
+            )
             picker.message = await interaction.followup.send(
-                f"{found.text} Which one is you? (choose within {PICK_SECONDS // 60} minutes)", files=files_of(found),
-                view=picker, ephemeral=True, wait=True)
+                f"{found.text} Which one is you? (choose within {PICK_SECONDS // 60} minutes)",
+                files=files_of(found),
+                view=picker,
+                ephemeral=True,
+                wait=True,
+            )
 
     @tree.command(name="me", description="Show your face in latent space, or another member's if they share it.")
     @app_commands.describe(user="Whose face (default: yours)")
@@ -131,10 +162,14 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         await run_job(svc, interaction, RenderRequest(face=face), title=f"**{who} face**: ")
 
     @tree.command(name="random", description="A person who does not exist; /adopt keeps it as your face.")
-    @app_commands.describe(seed="Seed (the same seed draws the same person)",
-                           truncation="0 = the average face, 1 = anything goes")
-    async def random_face(interaction: discord.Interaction, seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
-                          truncation: TRUNCATION = 0.7) -> None:
+    @app_commands.describe(
+        seed="Seed (the same seed draws the same person)", truncation="0 = the average face, 1 = anything goes"
+    )
+    async def random_face(
+        interaction: discord.Interaction,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        truncation: TRUNCATION = 0.7,
+    ) -> None:
         import secrets
 
         seed = secrets.randbelow(MAX_SEED + 1) if seed is None else seed
@@ -145,10 +180,13 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         try:
             model_id = svc.model_id
             info = svc.transport.info
-            ok = await svc.storage.adopt_pending(interaction.guild_id or 0, interaction.user.id, model_id,
-                                                 info.num_ws, info.w_dim)
+            ok = await svc.storage.adopt_pending(
+                interaction.guild_id or 0, interaction.user.id, model_id, info.num_ws, info.w_dim
+            )
         except Reply as exc:
             await reply_now(interaction, str(exc))
             return
-        await reply_now(interaction, "Adopted: that face is yours now." if ok
-                        else "There is no /random face to adopt; run /random first.")
+        await reply_now(
+            interaction,
+            "Adopted: that face is yours now." if ok else "There is no /random face to adopt; run /random first.",
+        )

@@ -115,7 +115,9 @@ class Slot:
         takes nothing."""
         waiting = self.svc.queued[self.key]
         if waiting >= self.svc.settings.limits.per_member_queued:
-            raise Refusal(f"You already have {'a job' if waiting == 1 else f'{waiting} jobs'} waiting; let it finish first.")
+            raise Refusal(
+                f"You already have {'a job' if waiting == 1 else f'{waiting} jobs'} waiting; let it finish first."
+            )
         self.svc.limits.check(*self.key, self.kind)
         if self.svc.transport.full():
             raise Refusal(QUEUE_FULL)
@@ -145,8 +147,18 @@ class Slot:
 
 # Jobs the engine refused for their input (or lost to an engine death) cost the member nothing:
 # a member whose photos were refused can try a good one at once.
-REFUNDED = frozenset({"not_an_image", "image_too_large", "no_face", "bad_argument", "unknown_direction",
-                      "model_mismatch", "user_error", "engine_restarted"})
+REFUNDED = frozenset(
+    {
+        "not_an_image",
+        "image_too_large",
+        "no_face",
+        "bad_argument",
+        "unknown_direction",
+        "model_mismatch",
+        "user_error",
+        "engine_restarted",
+    }
+)
 
 
 def precheck(svc: Services, interaction: discord.Interaction, kind: str) -> None:
@@ -159,8 +171,11 @@ def precheck(svc: Services, interaction: discord.Interaction, kind: str) -> None
 
 
 def rate_sentence(exc: RateLimited) -> str:
-    return (f"You're going a little fast; try again in {exc.seconds} s." if exc.scope == "member"
-            else f"This server is busy with faces; try again in {exc.seconds} s.")
+    return (
+        f"You're going a little fast; try again in {exc.seconds} s."
+        if exc.scope == "member"
+        else f"This server is busy with faces; try again in {exc.seconds} s."
+    )
 
 
 class ProgressReporter:
@@ -213,8 +228,10 @@ class ProgressReporter:
 
 
 def files_of(result: Result) -> list[discord.File]:
-    return [discord.File(io.BytesIO(f.data), filename=f.name, description=f.description[:1000] or None)
-            for f in result.files]
+    return [
+        discord.File(io.BytesIO(f.data), filename=f.name, description=f.description[:1000] or None)
+        for f in result.files
+    ]
 
 
 def describe(request: Request, result: Result) -> str:
@@ -235,9 +252,22 @@ def check_kept(info: WorkerReady | None, request: Request, result: Result) -> No
         raise Reply(f"Sorry, something went wrong on my side (job {request.id}); it has been logged.")
 
 
-async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessage, request: Request,
-                  outcome: Result | JobFailed, *, title: str, keep: str | None, forgot: bool, view_factory,
-                  info: WorkerReady | None = None, show=True, after=None, extra_files=()) -> None:
+async def deliver(
+    svc: Services,
+    interaction: discord.Interaction,
+    msg: JobMessage,
+    request: Request,
+    outcome: Result | JobFailed,
+    *,
+    title: str,
+    keep: str | None,
+    forgot: bool,
+    view_factory,
+    info: WorkerReady | None = None,
+    show=True,
+    after=None,
+    extra_files=(),
+) -> None:
     """Close the job's row, keep the new face if asked (and not forgotten meanwhile), run
     ``after(result, forgot)`` (its sentence joins the text), show the pictures (unless ``show`` is off:
     the command goes on in the same message)."""
@@ -255,8 +285,9 @@ async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessa
         if forgot:
             text += "\nYou ran /forget while this was running, so nothing was kept."
         elif keep == "me":
-            await svc.storage.save_latent(guild_id, user_id, outcome.model_id, outcome.face.ws, request.kind,
-                                          outcome.face.noise)
+            await svc.storage.save_latent(
+                guild_id, user_id, outcome.model_id, outcome.face.ws, request.kind, outcome.face.noise
+            )
         elif keep == "pending":
             await svc.storage.save_pending(guild_id, user_id, outcome.model_id, outcome.face.ws, outcome.face.noise)
     if after is not None:
@@ -267,9 +298,18 @@ async def deliver(svc: Services, interaction: discord.Interaction, msg: JobMessa
     await msg.finish(f"{title}{text}".strip(), list(extra_files) + files_of(outcome), view)
 
 
-async def run_job(svc: Services, interaction: discord.Interaction, request: Request, *, title: str = "",
-                  view_factory=None, keep: str | None = None, show=True, after=None,
-                  extra_files: tuple[discord.File, ...] = ()) -> Result | None:
+async def run_job(
+    svc: Services,
+    interaction: discord.Interaction,
+    request: Request,
+    *,
+    title: str = "",
+    view_factory=None,
+    keep: str | None = None,
+    show=True,
+    after=None,
+    extra_files: tuple[discord.File, ...] = (),
+) -> Result | None:
     """Run one engine request for a slash command; returns the Result (or None on failure,
     which the member has been told). ``keep``: "me" keeps the new face as the member's,
     "pending" for /adopt; ``show=False`` (or a predicate of the result that is false) leaves the
@@ -301,7 +341,9 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
             try:
                 ended["submitted"] = reporter.submitted = time.monotonic()
                 future = engine.submit(request, reporter)
-                log.info("job %s (%s) submitted for member %s in server %s", request.id, request.kind, user_id, guild_id)
+                log.info(
+                    "job %s (%s) submitted for member %s in server %s", request.id, request.kind, user_id, guild_id
+                )
             except QueueFull:
                 await svc.storage.job_finished(request.id, "queue_full")
                 recorded = None
@@ -324,9 +366,21 @@ async def run_job(svc: Services, interaction: discord.Interaction, request: Requ
             log.info("job %s (%s) answered: %s", request.id, request.kind, ended["outcome"])
             slot.release()
             recorded = None
-            await deliver(svc, interaction, msg, request, outcome, title=title, keep=keep,
-                          forgot=svc.forget_epoch[slot.key] != epoch, view_factory=view_factory, info=engine.info,
-                          show=show, after=after, extra_files=extra_files)
+            await deliver(
+                svc,
+                interaction,
+                msg,
+                request,
+                outcome,
+                title=title,
+                keep=keep,
+                forgot=svc.forget_epoch[slot.key] != epoch,
+                view_factory=view_factory,
+                info=engine.info,
+                show=show,
+                after=after,
+                extra_files=extra_files,
+            )
             return outcome if isinstance(outcome, Result) else None
     except Refusal as exc:
         await refuse(interaction, str(exc))

@@ -49,35 +49,54 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
                     f"and are deleted after {hours:g} hours or when {name_of(interaction.user)} "
                     "uses /forget.")
 
-        request = TeamRequest(image=data, steps=limits.team_steps, format=format, max_image_bytes=limits.max_image_bytes,
-                              frames=None if frames is None else min(frames, limits.max_frames))
+        request = TeamRequest(
+            image=data,
+            steps=limits.team_steps,
+            format=format,
+            max_image_bytes=limits.max_image_bytes,
+            frames=None if frames is None else min(frames, limits.max_frames),
+        )
         await run_job(svc, interaction, request, title="**/team** ", after=keep_team)
 
     @tree.command(name="claim", description="Adopt one face of this channel's latest /team photo as your own.")
     @app_commands.describe(number="The face's number on the /team picture")
     async def claim(interaction: discord.Interaction, number: app_commands.Range[int, 1, MAX_FACES]) -> None:
-        outcome = await svc.storage.claim_team_face(interaction.guild_id or 0, interaction.channel_id or 0,
-                                                    interaction.user.id, number, svc.model_id)
+        outcome = await svc.storage.claim_team_face(
+            interaction.guild_id or 0, interaction.channel_id or 0, interaction.user.id, number, svc.model_id
+        )
         if outcome != "claimed":
             raise Reply(CLAIMED[outcome])
-        await reply_now(interaction, f"Face {number} of the team photo is your face now; /me shows it, and others may "
-                                     "use it only if you share with /privacy.", ephemeral=False)
+        await reply_now(
+            interaction,
+            f"Face {number} of the team photo is your face now; /me shows it, and others may "
+            "use it only if you share with /privacy.",
+            ephemeral=False,
+        )
 
-    @tree.command(name="lookalike", description="Who looks like you: the nearest member who shares, and a stranger the generator draws.")
+    @tree.command(
+        name="lookalike",
+        description="Who looks like you: the nearest member who shares, and a stranger the generator draws.",
+    )
     @app_commands.describe(user="Whose look-alikes (default: yours)")
     async def lookalike(interaction: discord.Interaction, user: discord.User | None = None) -> None:
         precheck(svc, interaction, "lookalike")  # a refused search looks nobody up
         (face,) = await faces_of(svc, interaction, [user])
         guild_id = interaction.guild_id or 0
         target_id = interaction.user.id if user is None else user.id
-        ids = [] if interaction.guild_id is None else [  # in a DM nobody has consented: only the stranger
-            i for i in await svc.storage.sharing_members_with_latents(guild_id, svc.model_id) if i != target_id]
+        ids = (
+            []
+            if interaction.guild_id is None
+            else [  # in a DM nobody has consented: only the stranger
+                i for i in await svc.storage.sharing_members_with_latents(guild_id, svc.model_id) if i != target_id
+            ]
+        )
         ids = await members_here(interaction, ids, LOOKALIKE_MEMBERS)
         others = await svc.storage.faces_of_members(guild_id, svc.model_id, ids)
         title, shown = "**/lookalike** ", ()
         if others:
-            found = await run_job(svc, interaction, LookalikeRequest(face=face, others=tuple(others.values())),
-                                  title=title, show=False)
+            found = await run_job(
+                svc, interaction, LookalikeRequest(face=face, others=tuple(others.values())), title=title, show=False
+            )
             if found is None:
                 return
             nearest = list(others)[found.figures["nearest"] - 1]
@@ -85,5 +104,10 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             shown = tuple(files_of(found))  # both faces have consent: the asker's (or a sharer's) and a sharer's
         else:
             title += "No other member shares a face yet.\n"
-        await run_job(svc, interaction, StrangerRequest(face=face, seconds=svc.settings.limits.stranger_seconds), title=title,
-                      extra_files=shown)
+        await run_job(
+            svc,
+            interaction,
+            StrangerRequest(face=face, seconds=svc.settings.limits.stranger_seconds),
+            title=title,
+            extra_files=shown,
+        )

@@ -16,8 +16,13 @@ NEXT_STEPS = (("age", -2, "Younger"), ("age", 2, "Older"), ("smile", 2, "Smile")
 class EditButton(discord.ui.DynamicItem[discord.ui.Button],
                  template=r"wspace:edit:(?P<direction>[a-z_]{1,32}):(?P<amount>-?\d{1,2}):(?P<user>\d{1,20})"):
     def __init__(self, direction: str, amount: int, user_id: int, label: str | None = None) -> None:
-        super().__init__(discord.ui.Button(label=label or f"{direction} {amount:+d}", style=discord.ButtonStyle.secondary,
-                                           custom_id=f"wspace:edit:{direction}:{amount}:{user_id}"))
+        super().__init__(
+            discord.ui.Button(
+                label=label or f"{direction} {amount:+d}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"wspace:edit:{direction}:{amount}:{user_id}",
+            )
+        )
         self.direction, self.amount, self.user_id = direction, amount, user_id
 
     @classmethod
@@ -30,8 +35,12 @@ class EditButton(discord.ui.DynamicItem[discord.ui.Button],
         face = await latent_or_answer(svc, interaction, owner)
         if face is None:
             return
-        await run_job(svc, interaction, EditRequest(face=face, direction=self.direction, amount=float(self.amount)),
-                      title=f"**{self.direction} {self.amount:+d}** ")
+        await run_job(
+            svc,
+            interaction,
+            EditRequest(face=face, direction=self.direction, amount=float(self.amount)),
+            title=f"**{self.direction} {self.amount:+d}** ",
+        )
 
 
 def after_project_view(user_id: int) -> discord.ui.View:

@@ -143,7 +143,8 @@ class Transport(ABC):
         twice that (an engine that took them and went silent), so none holds the queue for good."""
         now = time.monotonic()
         return [p for p in self.pending.values()
-                if (now - p.started > self.job_timeout if p.started is not None else now - p.submitted > 2 * self.job_timeout)]
+                if (now - p.started > self.job_timeout if p.started is not None
+                    else now - p.submitted > 2 * self.job_timeout)]
 
     def position(self, job_id: str) -> int | None:
         """1 = being worked on (or next), 2 = one job ahead, …; None when not queued. Jobs the
@@ -182,11 +183,16 @@ class Transport(ABC):
 
     def _stats(self) -> dict:
         now = time.monotonic()
-        return {"transport": self.transport, "queued": len(self.pending), "queue_size": self.queue_size,
-                "jobs_last_hour": sum(1 for t in self.completed if now - t < 3600), "restarts": self.restarts,
-                "rerun_after_restart": self.rerun_after_restart, "failed_after_restart": self.failed_after_restart,
-                "duplicates": self.duplicates, "model_id": self.info.model_id if self.info else None,
-                "resolution": self.info.resolution if self.info else None,
-                "directions": list(self.info.directions) if self.info else []}
-
-
+        return {
+            "transport": self.transport,
+            "queued": len(self.pending),
+            "queue_size": self.queue_size,
+            "jobs_last_hour": sum(1 for t in self.completed if now - t < 3600),
+            "restarts": self.restarts,
+            "rerun_after_restart": self.rerun_after_restart,
+            "failed_after_restart": self.failed_after_restart,
+            "duplicates": self.duplicates,
+            "model_id": self.info.model_id if self.info else None,
+            "resolution": self.info.resolution if self.info else None,
+            "directions": list(self.info.directions) if self.info else [],
+        }

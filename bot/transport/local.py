@@ -112,7 +112,7 @@ class LocalTransport(Transport):
         if self.process and self.process.is_alive():
             try:
                 self.job_q.put(None)
-            except Exception:
+            except Exception:  # noqa: BLE001 (the queue may already be closed with a dead engine)
                 pass
             await asyncio.to_thread(self.process.join, 5)
             if self.process.is_alive():
@@ -133,7 +133,8 @@ class LocalTransport(Transport):
             except (EOFError, OSError, ValueError):
                 return
             try:
-                event = wire.loads(event, expect=(Progress, Result, JobFailed, WorkerReady)) if isinstance(event, bytes) else None
+                expect = (Progress, Result, JobFailed, WorkerReady)
+                event = wire.loads(event, expect=expect) if isinstance(event, bytes) else None
             except wire.WireError as exc:
                 log.error("unreadable event from the engine: %s", exc)
                 continue
@@ -184,9 +185,11 @@ class LocalTransport(Transport):
         restarting cannot help. Tell the admin once (the engine's own line says why), fail what
         waits, and refuse new jobs until the config is fixed (``/wspace reload``)."""
         code = self.process.exitcode
-        self.broken = (f"the engine cannot start (exit status {code}"
-                       f"{', its model could not be loaded' if code == ENGINE_CANNOT_START else ''}); check "
-                       "engine.model, engine.directions and engine.encoder, then run /wspace reload or restart the bot")
+        self.broken = (
+            f"the engine cannot start (exit status {code}"
+            f"{', its model could not be loaded' if code == ENGINE_CANNOT_START else ''}); check "
+            "engine.model, engine.directions and engine.encoder, then run /wspace reload or restart the bot"
+        )
         log.error("%s", self.broken)
         for job_id in list(self.pending):
             self._fail(job_id, "engine_unavailable", CANNOT_START)
@@ -255,11 +258,14 @@ class LocalTransport(Transport):
             log.info("could not tell the engine to stop job %s: %s", job_id, exc)
 
     def stats(self) -> dict:
-        return {**self._stats(), "alive": bool(self.process and self.process.is_alive()),
-                "pid": self.process.pid if self.process else None, "device": self.device, "workers": [],
-                "problem": self.broken}
-
-
+        return {
+            **self._stats(),
+            "alive": bool(self.process and self.process.is_alive()),
+            "pid": self.process.pid if self.process else None,
+            "device": self.device,
+            "workers": [],
+            "problem": self.broken,
+        }
 
 
 def _text(path) -> str | None:

@@ -38,9 +38,23 @@ from redis.exceptions import RedisError, ResponseError, TimeoutError as RedisTim
 
 from bot.transport.base import EngineUnavailable, ProgressCallback, ShuttingDown, Transport
 from engine.protocol import BadArgument, JobFailed, Progress, Request, Result, WorkerReady, wire
-from engine.protocol.redis_keys import (DONE_TTL, GROUP, GET_BOUNDED, GETDEL_BOUNDED, JOBS_MAXLEN, MAX_AGE, MAX_EVENT_ENTRY,
-                                        MAX_HEARTBEAT, READ_AND_TRIM, STALE_RETRIES, event_context, job_context, keys,
-                                        open_heartbeat, stop_context)
+from engine.protocol.redis_keys import (
+    DONE_TTL,
+    GROUP,
+    GET_BOUNDED,
+    GETDEL_BOUNDED,
+    JOBS_MAXLEN,
+    MAX_AGE,
+    MAX_EVENT_ENTRY,
+    MAX_HEARTBEAT,
+    READ_AND_TRIM,
+    STALE_RETRIES,
+    event_context,
+    job_context,
+    keys,
+    open_heartbeat,
+    stop_context,
+)
 
 log = logging.getLogger("wspace.redis")
 
@@ -55,8 +69,15 @@ READ_COUNT = 1  # entries per read: the script copies each entry inside Redis to
 class RedisTransport(Transport):
     transport = "redis"
 
-    def __init__(self, url: str, secret: bytes, queue_size: int = 32, job_timeout: float = 900.0,
-                 prefix: str = "wspace", poll_seconds: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: bytes,
+        queue_size: int = 32,
+        job_timeout: float = 900.0,
+        prefix: str = "wspace",
+        poll_seconds: float = 0.5,
+    ) -> None:
         super().__init__(queue_size, job_timeout)
         if not secret:
             raise ValueError("the Redis transport needs the shared secret")
@@ -79,14 +100,20 @@ class RedisTransport(Transport):
         # stale pooled connection failed one command, and each failure looked like a new
         # outage (workers forgotten, a member told the engine was away). A few quick retries
         # reconnect a stale connection; a real outage still surfaces within about a second.
-        self.r = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=3,
-                                         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), STALE_RETRIES),
-                                         retry_on_error=[RedisConnectionError, RedisTimeout])
+        self.r = aioredis.Redis.from_url(
+            self.url,
+            socket_timeout=5,
+            socket_connect_timeout=3,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), STALE_RETRIES),
+            retry_on_error=[RedisConnectionError, RedisTimeout],
+        )
         self._read = self.r.register_script(READ_AND_TRIM)
         self._get = self.r.register_script(GET_BOUNDED)
         self._getdel = self.r.register_script(GETDEL_BOUNDED)
-        self._tasks = [asyncio.create_task(self._read_events(), name="redis-events"),
-                       asyncio.create_task(self._watch_workers(), name="redis-workers")]
+        self._tasks = [
+            asyncio.create_task(self._read_events(), name="redis-events"),
+            asyncio.create_task(self._watch_workers(), name="redis-workers"),
+        ]
         if wait:
             await self.wait_ready(timeout)
 
@@ -155,7 +182,9 @@ class RedisTransport(Transport):
                 for worker_id, name, beat in zip(ids, names, beats):
                     if not beat:
                         await self.r.srem(self.k["workers"], worker_id)  # missed its heartbeats (or never had any)
-                    elif (w := _heartbeat(open_heartbeat(beat, self.secret, name))) is not None and w["id"] == worker_id:
+                    elif (w := _heartbeat(open_heartbeat(beat, self.secret, name))) is not None and w[
+                        "id"
+                    ] == worker_id:
                         alive[worker_id] = w
                 if not self.redis_up:
                     log.info("Redis reachable; %d engine workers", len(alive))
@@ -180,8 +209,16 @@ class RedisTransport(Transport):
         models = [w["model_id"] for w in self.workers.values()]
         if self.info is None or self.info.model_id not in models:  # the model most workers serve
             w = next(w for w in self.workers.values() if w["model_id"] == max(set(models), key=models.count))
-            self.info = WorkerReady(w["id"], w["model_id"], w["resolution"], w["num_ws"], w["w_dim"],
-                                    tuple(w["directions"]), w["device"], w["pid"])
+            self.info = WorkerReady(
+                w["id"],
+                w["model_id"],
+                w["resolution"],
+                w["num_ws"],
+                w["w_dim"],
+                tuple(w["directions"]),
+                w["device"],
+                w["pid"],
+            )
             self.device = w["device"]
         self._ready.set()
 
@@ -220,7 +257,9 @@ class RedisTransport(Transport):
             if b"ref" in fields:  # a large result parked beside the stream: only this job's own key
                 if fields[b"ref"] != self.k["result"].format(job_id).encode():
                     raise wire.WireError("the result key is not this job's")
-                data = await self._getdel(keys=[self.k["result"].format(job_id)], args=[wire.MAX_MESSAGE_BYTES + wire.SEAL_OVERHEAD])
+                data = await self._getdel(
+                    keys=[self.k["result"].format(job_id)], args=[wire.MAX_MESSAGE_BYTES + wire.SEAL_OVERHEAD]
+                )
                 if not data:
                     raise LookupError("the stored result has expired (or was too large)")
                 self.parked_results += 1
@@ -278,8 +317,11 @@ class RedisTransport(Transport):
             ms = max(int(time.time() * 1000), top[0])
             seq = top[1] + 1 if ms == top[0] else 0
             entry_id = f"{ms}-{seq}"
-            fields = {"job_id": job_id, "reply": self.reply_stream,
-                      "job": wire.seal(data, self.secret, job_context(stream, entry_id, job_id, self.reply_stream))}
+            fields = {
+                "job_id": job_id,
+                "reply": self.reply_stream,
+                "job": wire.seal(data, self.secret, job_context(stream, entry_id, job_id, self.reply_stream)),
+            }
             try:
                 return await self.r.xadd(stream, fields, id=entry_id, maxlen=JOBS_MAXLEN, approximate=True)
             except ResponseError as exc:
@@ -298,8 +340,11 @@ class RedisTransport(Transport):
         """The job's stop key, sealed, for the worker that holds it (or takes it later); its entry
         deleted when no worker has taken it yet (a stopped member's photo does not wait in Redis)."""
         try:
-            await self.r.set(self.k["stop"].format(job_id), wire.seal(job_id.encode(), self.secret, stop_context(job_id)),
-                             ex=DONE_TTL)
+            await self.r.set(
+                self.k["stop"].format(job_id),
+                wire.seal(job_id.encode(), self.secret, stop_context(job_id)),
+                ex=DONE_TTL,
+            )
             if job_id in self.sent:
                 stream, entry = self.sent.pop(job_id)
                 if not await self.r.xpending_range(stream, GROUP, min=entry, max=entry, count=1):
@@ -308,18 +353,46 @@ class RedisTransport(Transport):
             log.warning("could not tell the workers that job %s was stopped: %s", job_id, exc)
 
     def stats(self) -> dict:
-        workers = [{"id": w["id"], "model_id": w["model_id"], "device": w["device"], "host": w["host"],
-                    "jobs_done": w["jobs_done"], "busy": w["busy"],
-                    "jobs_per_minute": round(60 * w["jobs_done"] / max(w["up_seconds"], 1.0), 1),
-                    "rerun_alone": _count(w.get("rerun_alone")), "set_aside": _count(w.get("set_aside")),
-                    "metrics": str(w.get("metrics") or "")[:100]}
-                   for w in self.workers.values()]
-        return {**self._stats(), "alive": bool(self.workers), "pid": None, "device": self.device,
-                "redis": "up" if self.redis_up else "down", "workers": workers, "refused": self.refused}
+        workers = [
+            {
+                "id": w["id"],
+                "model_id": w["model_id"],
+                "device": w["device"],
+                "host": w["host"],
+                "jobs_done": w["jobs_done"],
+                "busy": w["busy"],
+                "jobs_per_minute": round(60 * w["jobs_done"] / max(w["up_seconds"], 1.0), 1),
+                "rerun_alone": _count(w.get("rerun_alone")),
+                "set_aside": _count(w.get("set_aside")),
+                "metrics": str(w.get("metrics") or "")[:100],
+            }
+            for w in self.workers.values()
+        ]
+        return {
+            **self._stats(),
+            "alive": bool(self.workers),
+            "pid": None,
+            "device": self.device,
+            "redis": "up" if self.redis_up else "down",
+            "workers": workers,
+            "refused": self.refused,
+        }
 
 
-_BEAT = {"id": str, "model_id": str, "resolution": int, "num_ws": int, "w_dim": int, "directions": list,
-         "device": str, "pid": int, "host": str, "jobs_done": int, "busy": bool, "up_seconds": (int, float)}
+_BEAT = {
+    "id": str,
+    "model_id": str,
+    "resolution": int,
+    "num_ws": int,
+    "w_dim": int,
+    "directions": list,
+    "device": str,
+    "pid": int,
+    "host": str,
+    "jobs_done": int,
+    "busy": bool,
+    "up_seconds": (int, float),
+}
 
 
 def _heartbeat(w: dict | None) -> dict | None:

@@ -11,12 +11,25 @@ import typer
 
 model_app = typer.Typer(help="Import, fetch and inspect generator checkpoints.", no_args_is_help=True)
 directions_app = typer.Typer(help="Learn or import attribute directions for a model.", no_args_is_help=True)
-encoder_app = typer.Typer(help="Import e4e and pSp encoders (FFHQ) as the projector's first guess.", no_args_is_help=True)
+encoder_app = typer.Typer(
+    help="Import e4e and pSp encoders (FFHQ) as the projector's first guess.", no_args_is_help=True
+)
 
-ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="Generator file (.safetensors, rosinality .pt, NVIDIA .pkl); default: the embedded model.")]
+ModelOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--model", "-m", help="Generator file (.safetensors, rosinality .pt, NVIDIA .pkl); default: the embedded model."
+    ),
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda")]
-EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="an e4e/pSp encoder from `wspace encoder import` "
-                                                    "(it must belong to the model): the projector's first guess")]
+EncoderOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--encoder",
+        help="an e4e/pSp encoder from `wspace encoder import` "
+        "(it must belong to the model): the projector's first guess",
+    ),
+]
 
 
 def _out_folder(out: Path) -> Path:
@@ -29,8 +42,9 @@ def _out_folder(out: Path) -> Path:
     return out
 
 
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (made when the command succeeds)",
-                                      callback=_out_folder)]
+OutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Output folder (made when the command succeeds)", callback=_out_folder)
+]
 THREADS: dict[str, int | None] = {"threads": None}  # `wspace --threads N`: torch CPU threads of engine commands
 
 
@@ -59,10 +73,14 @@ def load_model(model: Path | None, device: str):
     return loaded(load_generator, model, device)
 
 
-def generate(seed: Annotated[int, typer.Option(help="First seed")] = 1,
-             count: Annotated[int, typer.Option(min=1, max=1024, help="How many faces")] = 16,
-             truncation: Annotated[float, typer.Option("--truncation", "--psi", help="Truncation ψ (1 = none)")] = 1.0,
-             out: OutOpt = Path("out"), model: ModelOpt = None, device: DeviceOpt = "cpu") -> None:
+def generate(
+    seed: Annotated[int, typer.Option(help="First seed")] = 1,
+    count: Annotated[int, typer.Option(min=1, max=1024, help="How many faces")] = 16,
+    truncation: Annotated[float, typer.Option("--truncation", "--psi", help="Truncation ψ (1 = none)")] = 1.0,
+    out: OutOpt = Path("out"),
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
     """Draw faces from seeds: one PNG per seed and a grid."""
     from engine.model.images import montage, png_bytes, to_uint8
     from engine.model.sampling import MAX_SEED, synthesize, ws_from_seeds
@@ -80,8 +98,10 @@ def generate(seed: Annotated[int, typer.Option(help="First seed")] = 1,
 
 
 @model_app.command("import")
-def model_import(src: Annotated[Path, typer.Argument(help="rosinality .pt or NVIDIA .pkl")],
-                 out: Annotated[Path, typer.Option("--out", "-o", help="Native .safetensors to write")]) -> None:
+def model_import(
+    src: Annotated[Path, typer.Argument(help="rosinality .pt or NVIDIA .pkl")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Native .safetensors to write")],
+) -> None:
     """Convert a rosinality or NVIDIA checkpoint to the native format (no code from the file runs)."""
     from engine.model.checkpoints import save_native
 
@@ -101,9 +121,11 @@ def model_info(model: Annotated[Optional[Path], typer.Argument(help="Model file;
 
 
 @model_app.command("fetch")
-def model_fetch(name: Annotated[str, typer.Argument(help="Known model name, e.g. ffhq")],
-                models_dir: Annotated[Path, typer.Option("--dir", help="Where models are kept")] = Path("models"),
-                url: Annotated[Optional[str], typer.Option(help="Mirror URL to download from instead")] = None) -> None:
+def model_fetch(
+    name: Annotated[str, typer.Argument(help="Known model name, e.g. ffhq")],
+    models_dir: Annotated[Path, typer.Option("--dir", help="Where models are kept")] = Path("models"),
+    url: Annotated[Optional[str], typer.Option(help="Mirror URL to download from instead")] = None,
+) -> None:
     """Download a published generator (resumable, SHA-256 checked) and import it."""
     from engine.model.checkpoints import save_native
     from engine.model.fetch import FetchError, fetch_known
@@ -119,9 +141,13 @@ def model_fetch(name: Annotated[str, typer.Argument(help="Known model name, e.g.
 
 
 @directions_app.command("learn")
-def directions_learn(attributes: Annotated[Optional[list[str]], typer.Argument(help="age, gender, smile, yaw (default: all)")] = None,
-                     samples: Annotated[int, typer.Option(min=100)] = 10_000, seed: int = 7,
-                     out: Annotated[Optional[Path], typer.Option("--out", "-o")] = None, model: ModelOpt = None) -> None:
+def directions_learn(
+    attributes: Annotated[Optional[list[str]], typer.Argument(help="age, gender, smile, yaw (default: all)")] = None,
+    samples: Annotated[int, typer.Option(min=100)] = 10_000,
+    seed: int = 7,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o")] = None,
+    model: ModelOpt = None,
+) -> None:
     """Learn directions InterFaceGAN-style (offline labellers), plus SeFa factors."""
     import json
 
@@ -139,8 +165,9 @@ def directions_learn(attributes: Annotated[Optional[list[str]], typer.Argument(h
     G = load_model(model, "cpu")
     path = out or directions_path_for(model)
     bar = tqdm(total=samples, desc="render+label", unit="face")
-    learned, report = learn_directions(G, samples, seed=seed, attributes=attributes,
-                                       progress=lambda k, n: bar.update(k - bar.n))
+    learned, report = learn_directions(
+        G, samples, seed=seed, attributes=attributes, progress=lambda k, n: bar.update(k - bar.n)
+    )
     bar.close()
     keep = load_directions(path, G.model_id)
     keep.update({d.name: d for d in learned})
@@ -157,19 +184,30 @@ def operator_file(source: Path, out: Path | None) -> Path:
 
     target = out or source
     if target.resolve().parent == MODELS_DIR.resolve():
-        fail(f"{target.name} ships with wspace and is not changed in place; write your own copy with "
-             "-o FILE and set engine.directions to it.")
+        fail(
+            f"{target.name} ships with wspace and is not changed in place; write your own copy with "
+            "-o FILE and set engine.directions to it."
+        )
     if target.exists() and not target.is_file():
         fail(f"{target} is not a file.")
     return target
 
 
 @directions_app.command("layers")
-def directions_layers(name: Annotated[str, typer.Argument(help="a direction of the model, e.g. smile")],
-                      layers: Annotated[str, typer.Argument(help="all, coarse, middle, fine, or a style range like 1-3")],
-                      directions: Annotated[Optional[Path], typer.Option("--directions", help="directions .npz (default: the model's)")] = None,
-                      out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write the directions here (default: where they were read, unless shipped with wspace)")] = None,
-                      model: ModelOpt = None) -> None:
+def directions_layers(
+    name: Annotated[str, typer.Argument(help="a direction of the model, e.g. smile")],
+    layers: Annotated[str, typer.Argument(help="all, coarse, middle, fine, or a style range like 1-3")],
+    directions: Annotated[
+        Optional[Path], typer.Option("--directions", help="directions .npz (default: the model's)")
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", "-o", help="write the directions here (default: where they were read, unless shipped with wspace)"
+        ),
+    ] = None,
+    model: ModelOpt = None,
+) -> None:
     """Set the styles a direction moves by default (what /edit uses); point engine.directions at the file written."""
     from engine.jobs.bundle import directions_path_for
     from engine.latent.directions import load_directions, save_directions
@@ -187,13 +225,17 @@ def directions_layers(name: Annotated[str, typer.Argument(help="a direction of t
         fail(f"{exc}.")
     keep[name].layers = layers
     save_directions(list(keep.values()), target)
-    typer.echo(f"{name} now moves styles {layers} by default ({target}; engine.directions = \"{target}\")")
+    typer.echo(f'{name} now moves styles {layers} by default ({target}; engine.directions = "{target}")')
 
 
 @directions_app.command("import")
-def directions_import(npy: Path, name: Annotated[str, typer.Option(help="name members will use")],
-                      layers: Annotated[str, typer.Option(help="all, coarse, middle or fine")] = "all",
-                      out: Annotated[Optional[Path], typer.Option("--out", "-o")] = None, model: ModelOpt = None) -> None:
+def directions_import(
+    npy: Path,
+    name: Annotated[str, typer.Option(help="name members will use")],
+    layers: Annotated[str, typer.Option(help="all, coarse, middle or fine")] = "all",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o")] = None,
+    model: ModelOpt = None,
+) -> None:
     """Import a direction saved by another tool (.npy of shape (w_dim,), (1, w_dim) or (num_ws, w_dim))."""
     import re
 
@@ -216,8 +258,10 @@ def directions_import(npy: Path, name: Annotated[str, typer.Option(help="name me
 
 
 @encoder_app.command("import")
-def encoder_import(checkpoint: Annotated[Path, typer.Argument(help="e4e_ffhq_encode.pt or psp_ffhq_encode.pt")],
-                   out: Annotated[Path, typer.Option("--out", "-o", help="the encoder file to write (.safetensors)")]) -> None:
+def encoder_import(
+    checkpoint: Annotated[Path, typer.Argument(help="e4e_ffhq_encode.pt or psp_ffhq_encode.pt")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the encoder file to write (.safetensors)")],
+) -> None:
     """Read an e4e or pSp checkpoint without running any of it, and write our encoder file."""
     from engine.model import psp
 
@@ -228,18 +272,25 @@ def encoder_import(checkpoint: Annotated[Path, typer.Argument(help="e4e_ffhq_enc
     except psp.EncoderImportError as exc:
         fail(str(exc))
     psp.save(E, out, {"imported_from": checkpoint.name, "kind": E.spec.kind})
-    paired = (f"it belongs to generator {E.generator}: load that model with it (`wspace model import "
-              f"{checkpoint.name} -o MODEL.safetensors` imports the checkpoint's decoder)"
-              if E.generator != "unknown" else "the checkpoint has no decoder to pair it with")
-    typer.echo(f"{E.spec.kind} encoder, {len(E.spec.widths)} IR{'-SE' if E.spec.se else ''} blocks, {E.spec.n_styles} styles "
-               f"-> {out}; {paired}.")
+    paired = (
+        f"it belongs to generator {E.generator}: load that model with it (`wspace model import "
+        f"{checkpoint.name} -o MODEL.safetensors` imports the checkpoint's decoder)"
+        if E.generator != "unknown"
+        else "the checkpoint has no decoder to pair it with"
+    )
+    typer.echo(
+        f"{E.spec.kind} encoder, {len(E.spec.widths)} IR{'-SE' if E.spec.se else ''} blocks, {E.spec.n_styles} styles "
+        f"-> {out}; {paired}."
+    )
 
 
 @encoder_app.command("codes")
-def encoder_codes(encoder: Annotated[Path, typer.Argument(help="an encoder from `wspace encoder import`")],
-                  inputs: Annotated[Path, typer.Option("--inputs", help="[N, 3, 256, 256] float array in [-1, 1] (.npy)")],
-                  out: Annotated[Path, typer.Option("--out", "-o", help="where the [N, styles, 512] codes go (.npy)")],
-                  device: DeviceOpt = "cpu") -> None:
+def encoder_codes(
+    encoder: Annotated[Path, typer.Argument(help="an encoder from `wspace encoder import`")],
+    inputs: Annotated[Path, typer.Option("--inputs", help="[N, 3, 256, 256] float array in [-1, 1] (.npy)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="where the [N, styles, 512] codes go (.npy)")],
+    device: DeviceOpt = "cpu",
+) -> None:
     """The W+ codes of pre-aligned inputs (to check an import, or for parity tests)."""
     import numpy as np
 

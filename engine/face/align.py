@@ -83,7 +83,9 @@ def cnn_confirms(img: np.ndarray, box: tuple[int, int, int, int]) -> bool:
         return False
     f = CNN_FACE_PX / w
     crop = Image.fromarray(np.ascontiguousarray(img[y0:y1, x0:x1]))
-    crop = np.asarray(crop.resize((max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f))), Image.Resampling.BILINEAR))
+    crop = np.asarray(
+        crop.resize((max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f))), Image.Resampling.BILINEAR)
+    )
     with DLIB_LOCK:
         found = _cnn_detector()(np.ascontiguousarray(crop), 0)
     cx, cy = (left + right) / 2, (top + bottom) / 2  # the face must be the one in the box, not a neighbour
@@ -138,7 +140,7 @@ def jpeg_scan_count(data: bytes) -> int:
         if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
             i += 2
             continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
         i += 2 + length
         if marker == 0xDA:  # a scan: skip its entropy-coded data to the next real marker
             n += 1
@@ -182,16 +184,24 @@ def decode_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
     except (ImageTooLarge, NoFaceFound):
         raise
     except Image.DecompressionBombError:
-        raise ImageTooLarge(f"That image has too many pixels; the limit is {max_pixels / 1e6:.0f} megapixels.") from None
+        raise ImageTooLarge(
+            f"That image has too many pixels; the limit is {max_pixels / 1e6:.0f} megapixels."
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise NotAnImage("That file is not an image I can read (PNG, JPEG, WebP or GIF).", reason=str(exc)) from None
     return arr
 
 
 # EXIF orientation -> the transpose that shows the photo upright (as Pillow's exif_transpose)
-ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-          8: Image.Transpose.ROTATE_90}
+ORIENT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def check_shape(w: int, h: int, max_pixels: int = MAX_PIXELS) -> None:
@@ -199,11 +209,13 @@ def check_shape(w: int, h: int, max_pixels: int = MAX_PIXELS) -> None:
     if w * h > max_pixels:
         raise ImageTooLarge(f"That image is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.")
     if min(w, h) < MIN_PHOTO_SIDE:
-        raise NoFaceFound(f"That image is {w}×{h} pixels, too small to hold a face (at least {MIN_PHOTO_SIDE} "
-                          "pixels each way).")
+        raise NoFaceFound(
+            f"That image is {w}×{h} pixels, too small to hold a face (at least {MIN_PHOTO_SIDE} pixels each way)."
+        )
     if max(w, h) > MAX_ASPECT * min(w, h):
-        raise NoFaceFound(f"That image is {w}×{h} pixels; a photo of a face is at most {MAX_ASPECT} times as "
-                          "long as it is wide.")
+        raise NoFaceFound(
+            f"That image is {w}×{h} pixels; a photo of a face is at most {MAX_ASPECT} times as long as it is wide."
+        )
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -232,14 +244,22 @@ def detect_faces(img: np.ndarray, upsample: int = 1) -> list[FoundFace]:
     detector; 68-point landmarks)."""
     dlib, detector, predictor = _dlib()
     scale = min(1.0, DETECT_MAX_SIDE / max(img.shape[:2]))
-    small = np.asarray(Image.fromarray(img).resize(
-        (round(img.shape[1] * scale), round(img.shape[0] * scale)), Image.Resampling.BILINEAR)) if scale < 1 else img
+    small = (
+        np.asarray(
+            Image.fromarray(img).resize(
+                (round(img.shape[1] * scale), round(img.shape[0] * scale)), Image.Resampling.BILINEAR
+            )
+        )
+        if scale < 1
+        else img
+    )
     faces = []
     with DLIB_LOCK:
         rects, scores, _ = detector.run(np.ascontiguousarray(small), upsample, 0.0)
     for r, score in zip(rects, scores):
-        rect = dlib.rectangle(round(r.left() / scale), round(r.top() / scale), round(r.right() / scale),
-                              round(r.bottom() / scale))
+        rect = dlib.rectangle(
+            round(r.left() / scale), round(r.top() / scale), round(r.right() / scale), round(r.bottom() / scale)
+        )
         box = (rect.left(), rect.top(), rect.right(), rect.bottom())
         if score < HOG_SURE and not cnn_confirms(img, box):
             continue  # something face-like that is not a face (a patch, a pattern)
@@ -326,22 +346,39 @@ def align_from_landmarks(img: np.ndarray, lm: np.ndarray, size: int, framing: Fr
         pil = pil.resize((round(pil.width / shrink), round(pil.height / shrink)), Image.Resampling.LANCZOS)
         quad, qsize = quad / shrink, qsize / shrink
     border = max(int(round(qsize * 0.1)), 3)
-    crop = (int(np.floor(quad[:, 0].min())), int(np.floor(quad[:, 1].min())),
-            int(np.ceil(quad[:, 0].max())), int(np.ceil(quad[:, 1].max())))
-    crop = (max(crop[0] - border, 0), max(crop[1] - border, 0),
-            min(crop[2] + border, pil.width), min(crop[3] + border, pil.height))
+    crop = (
+        int(np.floor(quad[:, 0].min())),
+        int(np.floor(quad[:, 1].min())),
+        int(np.ceil(quad[:, 0].max())),
+        int(np.ceil(quad[:, 1].max())),
+    )
+    crop = (
+        max(crop[0] - border, 0),
+        max(crop[1] - border, 0),
+        min(crop[2] + border, pil.width),
+        min(crop[3] + border, pil.height),
+    )
     if crop[2] - crop[0] < pil.width or crop[3] - crop[1] < pil.height:
         pil = pil.crop(crop)
         quad = quad - crop[0:2]
-    pad = (int(np.floor(quad[:, 0].min())), int(np.floor(quad[:, 1].min())),
-           int(np.ceil(quad[:, 0].max())), int(np.ceil(quad[:, 1].max())))
-    pad = (max(-pad[0] + border, 0), max(-pad[1] + border, 0),
-           max(pad[2] - pil.width + border, 0), max(pad[3] - pil.height + border, 0))
+    pad = (
+        int(np.floor(quad[:, 0].min())),
+        int(np.floor(quad[:, 1].min())),
+        int(np.ceil(quad[:, 0].max())),
+        int(np.ceil(quad[:, 1].max())),
+    )
+    pad = (
+        max(-pad[0] + border, 0),
+        max(-pad[1] + border, 0),
+        max(pad[2] - pil.width + border, 0),
+        max(pad[3] - pil.height + border, 0),
+    )
     if max(pad) > border - 4:
         pil, quad = _pad_reflect_blurred(pil, quad, qsize, pad)
     transform = max(size * 4, TRANSFORM_MIN)
-    pil = pil.transform((transform, transform), Image.Transform.QUAD, (quad + 0.5).flatten().tolist(),
-                        Image.Resampling.BILINEAR)
+    pil = pil.transform(
+        (transform, transform), Image.Transform.QUAD, (quad + 0.5).flatten().tolist(), Image.Resampling.BILINEAR
+    )
     return np.asarray(pil.resize((size, size), Image.Resampling.LANCZOS))
 
 
@@ -350,8 +387,10 @@ def _pad_reflect_blurred(pil: Image.Image, quad: np.ndarray, qsize: float, pad) 
     img = np.pad(np.float32(pil), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
     h, w, _ = img.shape
     y, x, _ = np.ogrid[:h, :w, :1]
-    mask = np.maximum(1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
-                      1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]))
+    mask = np.maximum(
+        1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
+        1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]),
+    )
     blur = qsize * 0.02
     img += (gaussian_filter(img, [blur, blur, 0]) - img) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
     img += (np.median(img, axis=(0, 1)) - img) * np.clip(mask, 0.0, 1.0)
@@ -383,8 +422,10 @@ def faces_in(img: np.ndarray) -> FacesInPhoto:
     for face in detect_faces(img):
         side = min(face.box[2] - face.box[0], face.box[3] - face.box[1])
         if side < MIN_FACE_SIDE:
-            skipped.append(f"a face {side} px across at ({face.box[0]}, {face.box[1]}) is too small to align "
-                           f"(at least {MIN_FACE_SIDE} px)")
+            skipped.append(
+                f"a face {side} px across at ({face.box[0]}, {face.box[1]}) is too small to align "
+                f"(at least {MIN_FACE_SIDE} px)"
+            )
         else:
             found.append(face)
     return FacesInPhoto(found, skipped)
@@ -395,11 +436,16 @@ def align_face(img: np.ndarray, size: int, framing: Framing = FFHQ_FRAMING, numb
     for the model) at ``size``×``size``."""
     found = faces_in(img)
     if not found.faces:
-        raise NoFaceFound(NO_FACE if not found.skipped else
-                          "The faces in that photo are too small to align; send one where the face is larger.")
+        raise NoFaceFound(
+            NO_FACE
+            if not found.skipped
+            else "The faces in that photo are too small to align; send one where the face is larger."
+        )
     if number is not None and not 1 <= number <= len(found.faces):
-        raise BadArgument(f"That photo has {len(found.faces)} face{'s' if len(found.faces) != 1 else ''}; "
-                          f"choose a number from 1 to {len(found.faces)}.")
+        raise BadArgument(
+            f"That photo has {len(found.faces)} face{'s' if len(found.faces) != 1 else ''}; "
+            f"choose a number from 1 to {len(found.faces)}."
+        )
     face = found.faces[(number or 1) - 1]
     return AlignedFace(align_from_landmarks(img, face.landmarks, size, framing), len(found.faces), face.box)
 
@@ -408,10 +454,15 @@ def align_all(img: np.ndarray, size: int, framing: Framing = FFHQ_FRAMING) -> tu
     """Every face large enough, aligned, largest first; and what was skipped, with reasons."""
     found = faces_in(img)
     if not found.faces:
-        raise NoFaceFound(NO_FACE if not found.skipped else
-                          "The faces in that photo are too small to align; send one where the faces are larger.")
+        raise NoFaceFound(
+            NO_FACE
+            if not found.skipped
+            else "The faces in that photo are too small to align; send one where the faces are larger."
+        )
     n = len(found.faces)
-    return [AlignedFace(align_from_landmarks(img, f.landmarks, size, framing), n, f.box) for f in found.faces], found.skipped
+    return [
+        AlignedFace(align_from_landmarks(img, f.landmarks, size, framing), n, f.box) for f in found.faces
+    ], found.skipped
 
 
 # --- likeness ------------------------------------------------------------------------------

@@ -81,7 +81,9 @@ def _jpeg(data: bytes) -> tuple[bytes, int]:
         payload = data[i + 4:end]
         if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
             orientation = exif_orientation(payload[6:])
-        elif not (0xE0 <= marker <= 0xEF or marker == 0xFE) or payload.startswith(JPEG_KEEP_APP.get(marker, b"\x00" * 99)):
+        elif not (0xE0 <= marker <= 0xEF or marker == 0xFE) or payload.startswith(
+            JPEG_KEEP_APP.get(marker, b"\x00" * 99)
+        ):
             out.append(data[i:end])
         i = end
     out.append(data[i:])
@@ -91,8 +93,8 @@ def _jpeg(data: bytes) -> tuple[bytes, int]:
 def _webp(data: bytes) -> tuple[bytes, int]:
     out, i, orientation = [], 12, 1
     while i + 8 <= len(data):
-        kind = data[i:i + 4]
-        (length,) = struct.unpack("<I", data[i + 4:i + 8])
+        kind = data[i : i + 4]
+        (length,) = struct.unpack("<I", data[i + 4 : i + 8])
         end = i + 8 + length + (length & 1)
         if i + 8 + length > len(data):
             break
@@ -103,7 +105,7 @@ def _webp(data: bytes) -> tuple[bytes, int]:
         elif kind in WEBP_KEEP:
             out.append(data[i:end])
         elif kind == b"EXIF":
-            payload = data[i + 8:i + 8 + length]
+            payload = data[i + 8 : i + 8 + length]
             orientation = exif_orientation(payload[6:] if payload.startswith(b"Exif\x00\x00") else payload)
         i = end
     body = b"".join(out)
@@ -135,7 +137,7 @@ def _gif(data: bytes) -> tuple[bytes, int]:
         elif data[i] == 0x2C and i + 10 <= len(data):  # the first image: kept, and nothing after it
             local = data[i + 9]
             start = i + 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1  # + the LZW code size
-            out.append(data[i:_after_subblocks(data, start)])
+            out.append(data[i : _after_subblocks(data, start)])
             break
         else:
             break

@@ -32,15 +32,22 @@ class Engine:
         prepare_device(device)
         bundle = load_bundle(model_path, device, directions_path, encoder_path)
         self.device = device
-        self.G, self.model_id, self.directions, self.encoder = bundle.G, bundle.model_id, bundle.directions, bundle.encoder
+        self.G, self.model_id, self.directions, self.encoder = (
+            bundle.G,
+            bundle.model_id,
+            bundle.directions,
+            bundle.encoder,
+        )
         self.w_std = w_stats(self.G)[1]
         self.framing = Framing.from_dict(bundle.provenance.get("framing"))
         layers = self.G.synthesis.noise_layers()
         self.noise_res = [layer.resolution for layer in layers]
         self.const_noise = [layer.noise_const.detach().cpu().numpy().astype(np.float32) for layer in layers]
         self.kept_noise_max_res = kept_noise_max_res
-        self.kept_layers = [i for i, r in enumerate(self.noise_res) if r <= kept_noise_max_res]  # the rest stay constant
-        self.noise_rule = "mix"  # how noise maps pass between faces (engine/latent/kept.py); bench/kept_face.py compares
+        self.kept_layers = [
+            i for i, r in enumerate(self.noise_res) if r <= kept_noise_max_res
+        ]  # the rest stay constant
+        self.noise_rule = "mix"
         self._subspace = None
         self.graphs = torch.device(device).type == "cuda"  # projection steps replayed as CUDA graphs
 
@@ -111,10 +118,12 @@ class Engine:
         out = []
         with torch.no_grad():
             for start in range(0, len(items), batch):
-                chunk = items[start:start + batch]
+                chunk = items[start : start + batch]
                 maps = [mix_noise(ask.faces, ask.weights[i], self.noise_rule) for ask, i in chunk]
-                noise = [torch.from_numpy(np.stack([m[layer] for m in maps])[:, None]).to(device)
-                         for layer in range(len(self.noise_res))]
+                noise = [
+                    torch.from_numpy(np.stack([m[layer] for m in maps])[:, None]).to(device)
+                    for layer in range(len(self.noise_res))
+                ]
                 ws = np.stack([ask.ws[i] for ask, i in chunk]).astype(np.float32, copy=False)
                 out.append(to_uint8(self.G.synthesis(torch.from_numpy(ws).to(device), noise=noise)))
         imgs = np.concatenate(out) if out else np.zeros((0, self.G.resolution, self.G.resolution, 3), np.uint8)
@@ -178,5 +187,7 @@ class Engine:
         try:
             edits.parse_layers(self.G.num_ws, layers)
         except ValueError:
-            raise BadArgument(f"layers must be a style group or a range below {self.G.num_ws} for this model.") from None
+            raise BadArgument(
+                f"layers must be a style group or a range below {self.G.num_ws} for this model."
+            ) from None
         return layers

@@ -21,9 +21,25 @@ from engine.model.encoder import encode
 from engine.jobs.engine import Engine
 from engine.latent.batch import Member
 from engine.latent.projector import Projection, psnr
-from engine.protocol import (AverageRequest, BlendRequest, EditRequest, Face, File, GridRequest, LoopRequest, MixRequest,
-                             MorphRequest, Progress, ProjectRequest, RandomRequest, RenderRequest, Request, Result,
-                             SwapRequest, as_face)
+from engine.protocol import (
+    AverageRequest,
+    BlendRequest,
+    EditRequest,
+    Face,
+    File,
+    GridRequest,
+    LoopRequest,
+    MixRequest,
+    MorphRequest,
+    Progress,
+    ProjectRequest,
+    RandomRequest,
+    RenderRequest,
+    Request,
+    Result,
+    SwapRequest,
+    as_face,
+)
 from engine.jobs.asks import Draw
 from engine.model.images import DISPLAY, gif_bytes, montage, mp4_bytes, numbered, png_bytes, resize
 from engine.model.sampling import ws_from_seeds
@@ -36,18 +52,23 @@ ProgressFn = Callable[[Progress], None]
 # A handler returns its Result, or is a generator of what it needs that returns its Result:
 # the projections it needs (see project_aligned) and the faces it draws (a Draw, sent back as
 # images), which the scheduler runs together with other jobs'.
-Handler = Callable[["Engine", Request, ProgressFn], "Result | Generator[Member | Draw, Projection | np.ndarray, Result]"]
+Handler = Callable[
+    ["Engine", Request, ProgressFn], "Result | Generator[Member | Draw, Projection | np.ndarray, Result]"
+]
 TILE = 128  # a face on a numbered montage
 HANDLERS: dict[type[Request], Handler] = {}
 
 
 def registrar(registry: dict[type[Request], Handler]):
     """A ``@handles(SomeRequest)`` decorator that registers in ``registry``."""
+
     def handles(request_type: type[Request]):
         def register(fn: Handler) -> Handler:
             registry[request_type] = fn
             return fn
+
         return register
+
     return handles
 
 
@@ -70,9 +91,17 @@ class Projected:
     figures: dict
 
 
-def project_aligned(engine: Engine, job_id: str, target: np.ndarray, steps: int, use_encoder: bool,
-                    progress: ProgressFn, label: str = "", offset: int = 0,
-                    total: int | None = None) -> Generator[Member, Projection, Projected]:
+def project_aligned(
+    engine: Engine,
+    job_id: str,
+    target: np.ndarray,
+    steps: int,
+    use_encoder: bool,
+    progress: ProgressFn,
+    label: str = "",
+    offset: int = 0,
+    total: int | None = None,
+) -> Generator[Member, Projection, Projected]:
     """Project one aligned face, reporting progress as ``label`` steps ``offset + k`` of ``total``.
 
     A generator: it yields the projection it needs (a :class:`~engine.latent.batch.Member`) and is
@@ -84,22 +113,39 @@ def project_aligned(engine: Engine, job_id: str, target: np.ndarray, steps: int,
         return montage(np.stack([resize(target, PREVIEW), resize(face, PREVIEW)]), cols=2)
 
     def on_step(k: int, n: int, loss: float, preview: np.ndarray | None) -> None:
-        progress(Progress(job_id, offset + k, total, f"{label}step {k}/{n}",
-                          png_bytes(pair(preview), fast=True) if preview is not None else None))
+        progress(
+            Progress(
+                job_id,
+                offset + k,
+                total,
+                f"{label}step {k}/{n}",
+                png_bytes(pair(preview), fast=True) if preview is not None else None,
+            )
+        )
 
     init = None
     if engine.encoder is not None and use_encoder:
         init = encode(engine.encoder, target)  # a face in milliseconds; the projector refines it
-        progress(Progress(job_id, offset, total, f"{label}first guess",
-                          png_bytes(pair(engine.render(init[None])[0]), fast=True)))
+        progress(
+            Progress(
+                job_id, offset, total, f"{label}first guess", png_bytes(pair(engine.render(init[None])[0]), fast=True)
+            )
+        )
     proj = yield Member(target, steps, init, progress=on_step, every=max(1, steps // 20))
     # The face shown is the kept face, drawn from exactly what the member keeps.
     kept_img = engine.render(proj.ws[None], proj.noise)[0]
     score = likeness(target, kept_img)
     frames = [pair(f) for f in proj.frames[:-1]] + [pair(kept_img)]
-    figures = {"likeness": round(score, 3), "same_person": score < SAME_PERSON, "psnr": round(psnr(kept_img, target), 2),
-               "steps": steps, "seconds": round(proj.seconds, 1), "loss": proj.loss_kind,
-               "start": "encoder" if init is not None else "w_avg", "schedule": proj.figures.get("schedule")}
+    figures = {
+        "likeness": round(score, 3),
+        "same_person": score < SAME_PERSON,
+        "psnr": round(psnr(kept_img, target), 2),
+        "steps": steps,
+        "seconds": round(proj.seconds, 1),
+        "loss": proj.loss_kind,
+        "start": "encoder" if init is not None else "w_avg",
+        "schedule": proj.figures.get("schedule"),
+    }
     return Projected(target, kept_img, as_face(proj.ws, engine.pack(proj.noise)), frames, score, figures)
 
 
@@ -139,7 +185,9 @@ def skipped_text(skipped: list[str]) -> str:
 def faces_result(engine: Engine, job_id: str, aligned, skipped: list[str], crops: bool) -> Result:
     """The faces of a photo, numbered from the largest: the montage (and, with ``crops``, each aligned face)."""
     n = len(aligned)
-    files = [File("faces.png", faces_montage([a.image for a in aligned]), "the faces I found, numbered from the largest")]
+    files = [
+        File("faces.png", faces_montage([a.image for a in aligned]), "the faces I found, numbered from the largest")
+    ]
     if crops:
         files += [engine.png(a.image, f"face_{i}.png") for i, a in enumerate(aligned, 1)]
     text = f"I found {n} face{'s' if n != 1 else ''}, numbered from the largest." + skipped_text(skipped)
@@ -158,17 +206,26 @@ def project_photo(engine: Engine, req: ProjectRequest, progress: ProgressFn) -> 
         aligned = align_face(photo, engine.G.resolution, engine.framing, req.face)
     p = yield from project_aligned(engine, req.id, aligned.image, req.steps, req.encoder, progress)
     side = montage(np.stack([engine.display(p.target), engine.display(p.kept_img)]), cols=2)
-    files = (File("side_by_side.png", png_bytes(side), "your photo, aligned | your kept face"),
-             File("progress.gif", gif_bytes(p.frames, fps=8, max_bytes=req.max_bytes // 2), "the projector converging"),
-             engine.png(p.target, "aligned.png"), engine.png(p.kept_img, "projected.png"))
+    files = (
+        File("side_by_side.png", png_bytes(side), "your photo, aligned | your kept face"),
+        File("progress.gif", gif_bytes(p.frames, fps=8, max_bytes=req.max_bytes // 2), "the projector converging"),
+        engine.png(p.target, "aligned.png"),
+        engine.png(p.kept_img, "projected.png"),
+    )
     number = req.face or 1
     used = "the largest" if number == 1 else f"number {number}"
     figures = {**p.figures, "faces_found": aligned.faces_found, "face_used": used, "face_number": number}
-    text = (f"how alike: **{distance_in_words(p.likeness)}** ({p.likeness:.2f}; 0 is identical, under "
-            f"{SAME_PERSON:.2f} the same person)."
-            + (f" I saw {aligned.faces_found} faces and used {used}." if aligned.faces_found > 1 else "")
-            + details(f"likeness {p.likeness:.3f} (dlib descriptor distance)", f"PSNR {figures['psnr']:.1f} dB",
-                      f"{req.steps} steps", f"{figures['loss']} loss"))
+    text = (
+        f"how alike: **{distance_in_words(p.likeness)}** ({p.likeness:.2f}; 0 is identical, under "
+        f"{SAME_PERSON:.2f} the same person)."
+        + (f" I saw {aligned.faces_found} faces and used {used}." if aligned.faces_found > 1 else "")
+        + details(
+            f"likeness {p.likeness:.3f} (dlib descriptor distance)",
+            f"PSNR {figures['psnr']:.1f} dB",
+            f"{req.steps} steps",
+            f"{figures['loss']} loss",
+        )
+    )
     return Result(req.id, files, (p.face,), figures=figures, text=text)
 
 
@@ -188,8 +245,12 @@ def blend(engine: Engine, req: BlendRequest, progress: ProgressFn) -> Result:
     weights = np.stack([[1 + 0 * t, 0 * t], [1 - t, t], [0 * t, 1 + 0 * t]])  # a, the blend, b
     imgs = yield Draw(np.stack([a, mixed, b]), faces, weights)
     which = "" if layers == "all" else f" on the {layers} styles"
-    return Result(req.id, (engine.png(imgs[1], "blend.png"), strip_of(engine, imgs, "blend_strip.png")),
-                  (engine.kept(mixed, faces, weights[1], has_noise),), text=f"A blend at {req.ratio:g}{which}.")
+    return Result(
+        req.id,
+        (engine.png(imgs[1], "blend.png"), strip_of(engine, imgs, "blend_strip.png")),
+        (engine.kept(mixed, faces, weights[1], has_noise),),
+        text=f"A blend at {req.ratio:g}{which}.",
+    )
 
 
 @handles(AverageRequest)
@@ -198,8 +259,12 @@ def average(engine: Engine, req: AverageRequest, progress: ProgressFn) -> Result
     mean = edits.average(latents)
     weights = np.full((1, len(latents)), 1 / len(latents), np.float32)
     (img,) = yield Draw(mean[None], faces, weights)
-    return Result(req.id, (engine.png(img, "average.png"),), (engine.kept(mean, faces, weights[0], has_noise),),
-                  text=f"The average of {len(latents)} faces.")
+    return Result(
+        req.id,
+        (engine.png(img, "average.png"),),
+        (engine.kept(mean, faces, weights[0], has_noise),),
+        text=f"The average of {len(latents)} faces.",
+    )
 
 
 def _mixed(engine: Engine, coarse: np.ndarray, fine: np.ndarray, split: int):
@@ -216,9 +281,12 @@ def mix(engine: Engine, req: MixRequest, progress: ProgressFn) -> Result:
     ones = np.ones(engine.G.num_ws, np.float32)
     weights = np.stack([[ones, 0 * ones], [0 * ones, ones], w])
     imgs = yield Draw(np.stack([coarse, fine, mixed]), faces, weights)
-    return Result(req.id, (engine.png(imgs[2], "mix.png"), strip_of(engine, imgs, "mix_strip.png", "coarse | fine | mixed")),
-                  (engine.kept(mixed, faces, weights[2], has_noise),),
-                  text=f"Styles 0–{split - 1} from the first face, {split}–{engine.G.num_ws - 1} from the second.")
+    return Result(
+        req.id,
+        (engine.png(imgs[2], "mix.png"), strip_of(engine, imgs, "mix_strip.png", "coarse | fine | mixed")),
+        (engine.kept(mixed, faces, weights[2], has_noise),),
+        text=f"Styles 0–{split - 1} from the first face, {split}–{engine.G.num_ws - 1} from the second.",
+    )
 
 
 @handles(SwapRequest)
@@ -228,11 +296,18 @@ def swap(engine: Engine, req: SwapRequest, progress: ProgressFn) -> Result:
     ab, w_ab = _mixed(engine, a, b, split)  # a's shape, b's finish
     ba, w_ba = _mixed(engine, b, a, split)
     w_ba = w_ba[::-1]  # weights are (a, b) for both
-    imgs = yield Draw(np.stack([a, b, ab, ba]), faces,
-                      np.stack([[np.ones_like(w_ab[0]), 0 * w_ab[0]], [0 * w_ab[0], np.ones_like(w_ab[0])], w_ab, w_ba]))
-    return Result(req.id, (strip_of(engine, imgs, "swap.png", "a | b | a's shape with b's finish | b's shape with a's"),),
-                  (engine.kept(ab, faces, w_ab, has_noise), engine.kept(ba, faces, w_ba, has_noise)),
-                  text=f"Fine styles ({split}–{engine.G.num_ws - 1}) swapped: each keeps their shape and wears the other's finish.")
+    imgs = yield Draw(
+        np.stack([a, b, ab, ba]),
+        faces,
+        np.stack([[np.ones_like(w_ab[0]), 0 * w_ab[0]], [0 * w_ab[0], np.ones_like(w_ab[0])], w_ab, w_ba]),
+    )
+    return Result(
+        req.id,
+        (strip_of(engine, imgs, "swap.png", "a | b | a's shape with b's finish | b's shape with a's"),),
+        (engine.kept(ab, faces, w_ab, has_noise), engine.kept(ba, faces, w_ba, has_noise)),
+        text=f"Fine styles ({split}–{engine.G.num_ws - 1}) swapped: "
+        "each keeps their shape and wears the other's finish.",
+    )
 
 
 @handles(EditRequest)
@@ -243,12 +318,19 @@ def edit(engine: Engine, req: EditRequest, progress: ProgressFn) -> Result:
     effect = str(d.meta.get("effect", ""))
     if req.strip:
         imgs = yield engine.plain(edits.strip(ws, d.vector, req.amount * scale, count=5, layers=d.layers), faces[0])
-        return Result(req.id, (strip_of(engine, imgs, f"{d.name}_strip.png", f"{d.name} from {-req.amount:+g} to {req.amount:+g}"),),
-                      text=effect)
+        return Result(
+            req.id,
+            (strip_of(engine, imgs, f"{d.name}_strip.png", f"{d.name} from {-req.amount:+g} to {req.amount:+g}"),),
+            text=effect,
+        )
     edited = edits.apply_direction(ws, d.vector, req.amount * scale, d.layers)
     imgs = yield engine.plain(np.stack([ws, edited]), faces[0])
-    return Result(req.id, (engine.png(imgs[1], f"{d.name}.png"), strip_of(engine, imgs, "before_after.png")),
-                  (engine.kept(edited, faces, np.ones(1), has_noise),), text=effect)
+    return Result(
+        req.id,
+        (engine.png(imgs[1], f"{d.name}.png"), strip_of(engine, imgs, "before_after.png")),
+        (engine.kept(edited, faces, np.ones(1), has_noise),),
+        text=effect,
+    )
 
 
 @handles(MorphRequest)
@@ -260,8 +342,11 @@ def morph(engine: Engine, req: MorphRequest, progress: ProgressFn) -> Result:
     progress(Progress(req.id, len(seq), len(seq), f"frame {len(seq)}/{len(seq)}, encoding the {req.format.upper()}…"))
     encode_fn = mp4_bytes if req.format == "mp4" else gif_bytes
     data = encode_fn(imgs, fps=MORPH_FPS, max_bytes=req.max_bytes)
-    return Result(req.id, (File(f"morph.{req.format}", data, f"a morph through {len(latents)} faces"),),
-                  text=f"A morph of {len(latents)} faces, {len(seq)} frames.")
+    return Result(
+        req.id,
+        (File(f"morph.{req.format}", data, f"a morph through {len(latents)} faces"),),
+        text=f"A morph of {len(latents)} faces, {len(seq)} frames.",
+    )
 
 
 @handles(LoopRequest)
@@ -271,17 +356,24 @@ def loop(engine: Engine, req: LoopRequest, progress: ProgressFn) -> Result:
     drawn = yield from draw_with_progress(engine, req, seq, faces, np.ones((req.frames, 1), np.float32), progress)
     imgs = [engine.display(i) for i in drawn]
     progress(Progress(req.id, len(seq), len(seq), f"frame {len(seq)}/{len(seq)}, encoding the GIF…"))
-    return Result(req.id, (File("loop.gif", gif_bytes(imgs, fps=LOOP_FPS, max_bytes=req.max_bytes)),),
-                  text=f"A loop that sways the {req.layers} styles.")
+    return Result(
+        req.id,
+        (File("loop.gif", gif_bytes(imgs, fps=LOOP_FPS, max_bytes=req.max_bytes)),),
+        text=f"A loop that sways the {req.layers} styles.",
+    )
 
 
 @handles(RandomRequest)
 def random_face(engine: Engine, req: RandomRequest, progress: ProgressFn) -> Result:
     ws = ws_from_seeds(engine.G, [req.seed], req.truncation)[0].cpu().numpy()
     (img,) = yield engine.plain(ws[None])
-    return Result(req.id, (engine.png(img, f"seed{req.seed}.png"),), (as_face(ws),),
-                  figures={"seed": req.seed, "truncation": req.truncation},
-                  text=f"Seed {req.seed}, truncation {req.truncation:g}: a person who does not exist.")
+    return Result(
+        req.id,
+        (engine.png(img, f"seed{req.seed}.png"),),
+        (as_face(ws),),
+        figures={"seed": req.seed, "truncation": req.truncation},
+        text=f"Seed {req.seed}, truncation {req.truncation:g}: a person who does not exist.",
+    )
 
 
 @handles(GridRequest)
@@ -291,27 +383,35 @@ def grid(engine: Engine, req: GridRequest, progress: ProgressFn) -> Result:
     weights = edits.plane_weights(n)
     imgs = yield Draw(edits.weighted(weights, latents), faces, weights)
     tile = max(96, DISPLAY * 3 // n)
-    return Result(req.id, (File("grid.png", png_bytes(montage(np.stack([resize(i, tile) for i in imgs]), cols=n))),),
-                  text=f"The plane through three faces, {n}×{n}.")
+    return Result(
+        req.id,
+        (File("grid.png", png_bytes(montage(np.stack([resize(i, tile) for i in imgs]), cols=n))),),
+        text=f"The plane through three faces, {n}×{n}.",
+    )
 
 
 FRAMES_AT_ONCE = 16  # frames asked of the scheduler at once: other members' jobs step between two asks
 
 
-def drawn_in_chunks(seq: np.ndarray, faces, weights: np.ndarray,
-                    report: Callable[[int], None] | None = None) -> Generator[Draw, np.ndarray, np.ndarray]:
+def drawn_in_chunks(
+    seq: np.ndarray, faces, weights: np.ndarray, report: Callable[[int], None] | None = None
+) -> Generator[Draw, np.ndarray, np.ndarray]:
     """Many frames, asked of the scheduler ``FRAMES_AT_ONCE`` at a time; ``report(done)`` after
     each. Use ``yield from``."""
     out = []
     for i in range(0, len(seq), FRAMES_AT_ONCE):
-        out.append((yield Draw(seq[i:i + FRAMES_AT_ONCE], faces, weights[i:i + FRAMES_AT_ONCE])))
+        out.append((yield Draw(seq[i : i + FRAMES_AT_ONCE], faces, weights[i : i + FRAMES_AT_ONCE])))
         if report is not None:
             report(min(i + FRAMES_AT_ONCE, len(seq)))
     return np.concatenate(out)
 
 
-def draw_with_progress(engine: Engine, req: Request, seq: np.ndarray, faces, weights: np.ndarray,
-                       progress: ProgressFn) -> Generator[Draw, np.ndarray, np.ndarray]:
+def draw_with_progress(
+    engine: Engine, req: Request, seq: np.ndarray, faces, weights: np.ndarray, progress: ProgressFn
+) -> Generator[Draw, np.ndarray, np.ndarray]:
     """A morph's or loop's frames in chunks, with a progress report after each. Use ``yield from``."""
-    return (yield from drawn_in_chunks(seq, faces, weights,
-                                       lambda done: progress(Progress(req.id, done, len(seq), f"frame {done}/{len(seq)}"))))
+    return (
+        yield from drawn_in_chunks(
+            seq, faces, weights, lambda done: progress(Progress(req.id, done, len(seq), f"frame {done}/{len(seq)}"))
+        )
+    )

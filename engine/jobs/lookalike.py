@@ -79,7 +79,9 @@ class Subspace:
             w = G.mapping(z)[:, 0].cpu().numpy().astype(np.float64)
         mean = w.mean(0)
         _, s, vt = np.linalg.svd(w - mean, full_matrices=False)
-        return cls(mean.astype(np.float32), vt[:k].astype(np.float32), (s[:k] / np.sqrt(samples - 1)).astype(np.float32))
+        return cls(
+            mean.astype(np.float32), vt[:k].astype(np.float32), (s[:k] / np.sqrt(samples - 1)).astype(np.float32)
+        )
 
     def coords(self, w: np.ndarray) -> np.ndarray:
         return ((w - self.mean) @ self.basis.T) / self.stds
@@ -100,14 +102,16 @@ class Search:
     curve: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best quick distance so far)
 
 
-def search_stranger(engine, target: np.ndarray, seconds: float, seed: int = 0,
-                    report: Callable[[float, float, int], None] | None = None) -> Search:
+def search_stranger(
+    engine, target: np.ndarray, seconds: float, seed: int = 0, report: Callable[[float, float, int], None] | None = None
+) -> Search:
     """:func:`stranger_search` run alone."""
     return engine.drive(stranger_search(engine, target, seconds, seed, report))
 
 
-def stranger_search(engine, target: np.ndarray, seconds: float, seed: int = 0,
-                    report: Callable[[float, float, int], None] | None = None):
+def stranger_search(
+    engine, target: np.ndarray, seconds: float, seed: int = 0, report: Callable[[float, float, int], None] | None = None
+):
     """The generated person nearest to ``target`` (a 128-d descriptor) within ``seconds`` of its
     own work (an :class:`~engine.jobs.asks.OwnClock`: the time other members' jobs run between its
     chunks does not count). A generator of the scheduler's asks: each population is one
@@ -140,7 +144,7 @@ def stranger_search(engine, target: np.ndarray, seconds: float, seed: int = 0,
                 pause = engine.pause()
                 yield pause
                 clock.back(pause)
-            d.extend(np.linalg.norm(quick_descriptor(im) - target) for im in imgs[k:k + SCORED_AT_ONCE])
+            d.extend(np.linalg.norm(quick_descriptor(im) - target) for im in imgs[k : k + SCORED_AT_ONCE])
         d = np.array(d)
         for di, w in zip(d, ws_single):
             seen.append((float(di), w))
@@ -160,8 +164,9 @@ def stranger_search(engine, target: np.ndarray, seconds: float, seed: int = 0,
     base = random_ranked[0][1]
 
     # 2. CMA-ES in the subspace around the best random person
-    es = cma.CMAEvolutionStrategy(np.zeros(len(space.stds)), 0.6,
-                                  {"popsize": POPULATION, "bounds": [-3, 3], "seed": seed + 1, "verbose": -9})
+    es = cma.CMAEvolutionStrategy(
+        np.zeros(len(space.stds)), 0.6, {"popsize": POPULATION, "bounds": [-3, 3], "seed": seed + 1, "verbose": -9}
+    )
     while clock() < seconds * 0.92 and not es.stop():  # leave time to re-score
         xs = es.ask()
         ws = np.stack([space.point(np.asarray(x, np.float32), base) for x in xs]).astype(np.float32)
@@ -172,8 +177,15 @@ def stranger_search(engine, target: np.ndarray, seconds: float, seed: int = 0,
     imgs = yield from drawn(np.stack(top))
     distances = [float(np.linalg.norm(face_descriptor(im) - target)) for im in imgs]
     best = int(np.argmin(distances[:-1]))
-    return Search(np.repeat(top[best][None], G.num_ws, axis=0), distances[best], distances[-1], random_ranked[0][0],
-                  len(seen), round(clock(), 1), curve)
+    return Search(
+        np.repeat(top[best][None], G.num_ws, axis=0),
+        distances[best],
+        distances[-1],
+        random_ranked[0][0],
+        len(seen),
+        round(clock(), 1),
+        curve,
+    )
 
 
 def details(*parts: str) -> str:

@@ -53,7 +53,9 @@ def team(engine: Engine, req: TeamRequest, progress: ProgressFn) -> Result:
         frames = req.frames or max(8, min(240, 12 * n))
         weights = edits.morph_weights(n, frames, loop=True)
         seq = edits.weighted(weights, latents)
-        progress(Progress(req.id, total, total, f"frame {frames}/{frames}, drawing and encoding the {req.format.upper()}…"))
+        progress(
+            Progress(req.id, total, total, f"frame {frames}/{frames}, drawing and encoding the {req.format.upper()}…")
+        )
         imgs = [engine.display(im) for im in (yield from drawn_in_chunks(seq, maps, weights))]
         data = (mp4_bytes if req.format == "mp4" else gif_bytes)(imgs, fps=MORPH_FPS, max_bytes=req.max_bytes)
         files.insert(0, File(f"team.{req.format}", data, f"a morph through all {n} faces"))
@@ -61,10 +63,14 @@ def team(engine: Engine, req: TeamRequest, progress: ProgressFn) -> Result:
     words = Counter(distance_in_words(x) for x in scores)
     alike = ", ".join(f"{w} for {k}" if n > 1 else w for w, k in words.most_common())
     span = f"{min(scores):.2f}" if min(scores) == max(scores) else f"{min(scores):.2f}–{max(scores):.2f}"
-    text = (f"{n} face{'s' if n != 1 else ''} projected; how alike to the photo: {alike}." + skipped_text(skipped)
-            + details(f"likeness {span} (dlib descriptor distance; under 0.60 the same person)"))
-    return Result(req.id, tuple(files), faces, figures={"faces": n, "skipped": skipped[:64], "likeness": scores[:64]},
-                  text=text)
+    text = (
+        f"{n} face{'s' if n != 1 else ''} projected; how alike to the photo: {alike}."
+        + skipped_text(skipped)
+        + details(f"likeness {span} (dlib descriptor distance; under 0.60 the same person)")
+    )
+    return Result(
+        req.id, tuple(files), faces, figures={"faces": n, "skipped": skipped[:64], "likeness": scores[:64]}, text=text
+    )
 
 
 NEAREST_FEW = 8  # distances returned: the nearest few, whatever the number of members compared
@@ -74,18 +80,23 @@ DESCRIBED_AT_ONCE = 8  # faces described between two pauses
 @handles(LookalikeRequest)
 def lookalike(engine: Engine, req: LookalikeRequest, progress: ProgressFn) -> Result:
     latents, maps, _ = engine.faces((req.face, *req.others))
-    imgs = yield Draw(np.stack(latents), maps, np.eye(len(latents), dtype=np.float32))  # each with its own maps, one batch
+    imgs = yield Draw(
+        np.stack(latents), maps, np.eye(len(latents), dtype=np.float32)
+    )  # each with its own maps, one batch
     d = []
     for k in range(0, len(imgs), DESCRIBED_AT_ONCE):  # ~0.1 s a face: other members' jobs go between chunks
         if k:
             yield engine.pause()
-        d.extend(descriptors(imgs[k:k + DESCRIBED_AT_ONCE]))
+        d.extend(descriptors(imgs[k : k + DESCRIBED_AT_ONCE]))
     distances = [round(float(np.linalg.norm(x - d[0])), 3) for x in d[1:]]
     best = int(np.argmin(distances))
     side = montage(np.stack([engine.display(imgs[0]), engine.display(imgs[1 + best])]), cols=2)
-    return Result(req.id, (File("lookalike.png", png_bytes(side), "you | your nearest look-alike"),),
-                  figures={"nearest": best + 1, "nearest_distances": sorted(distances)[:NEAREST_FEW]},
-                  text=f"{distance_in_words(distances[best])} ({distances[best]:.2f} apart).")
+    return Result(
+        req.id,
+        (File("lookalike.png", png_bytes(side), "you | your nearest look-alike"),),
+        figures={"nearest": best + 1, "nearest_distances": sorted(distances)[:NEAREST_FEW]},
+        text=f"{distance_in_words(distances[best])} ({distances[best]:.2f} apart).",
+    )
 
 
 @handles(StrangerRequest)
@@ -94,23 +105,42 @@ def stranger(engine: Engine, req: StrangerRequest, progress: ProgressFn) -> Resu
         ws, maps = engine.face(req.face)
         (target,) = yield engine.plain(ws[None], maps)
     else:
-        target = align_face(decode_image(req.image, max_bytes=req.max_image_bytes), engine.G.resolution, engine.framing).image
+        target = align_face(
+            decode_image(req.image, max_bytes=req.max_image_bytes), engine.G.resolution, engine.framing
+        ).image
     total = int(req.seconds)
 
     def report(elapsed: float, best: float, evaluations: int) -> None:
-        progress(Progress(req.id, min(int(elapsed), total), total,
-                          f"step {min(int(elapsed), total)}/{total} s searching: best distance {best:.2f} after {evaluations} faces"))
+        progress(
+            Progress(
+                req.id,
+                min(int(elapsed), total),
+                total,
+                f"step {min(int(elapsed), total)}/{total} s searching: "
+                f"best distance {best:.2f} after {evaluations} faces",
+            )
+        )
 
     found = yield from stranger_search(engine, descriptors([target])[0], req.seconds, req.seed, report)
     (face_img,) = yield engine.plain(found.ws[None])
     side = montage(np.stack([engine.display(target), engine.display(face_img)]), cols=2)
-    files = (File("stranger.png", png_bytes(side), "you | a stranger the generator drew"),
-             File("search_curve.png", png_bytes(curve_plot(found.curve, found.random_best_score)), "best distance over time"))
-    figures = {"distance": round(found.distance, 3), "random_best": round(found.random_best, 3),
-               "evaluations": found.evaluations, "seconds": found.seconds}
-    text = (f"A stranger who does not exist: {distance_in_words(found.distance)} ({found.distance:.2f} apart), "
-            f"found among {found.evaluations} faces in {found.seconds:.0f} s."
-            + details(f"the best of random people was {found.random_best:.2f} apart"))
+    files = (
+        File("stranger.png", png_bytes(side), "you | a stranger the generator drew"),
+        File(
+            "search_curve.png", png_bytes(curve_plot(found.curve, found.random_best_score)), "best distance over time"
+        ),
+    )
+    figures = {
+        "distance": round(found.distance, 3),
+        "random_best": round(found.random_best, 3),
+        "evaluations": found.evaluations,
+        "seconds": found.seconds,
+    }
+    text = (
+        f"A stranger who does not exist: {distance_in_words(found.distance)} ({found.distance:.2f} apart), "
+        f"found among {found.evaluations} faces in {found.seconds:.0f} s."
+        + details(f"the best of random people was {found.random_best:.2f} apart")
+    )
     return Result(req.id, files, (as_face(found.ws),), figures=figures, text=text)
 
 

@@ -31,9 +31,22 @@ import torch
 
 from engine.latent.kept import KEPT_NOISE_MAX_RES
 from engine.model.networks import Generator
-from engine.latent.projector import (ADAM_BETAS, DEFAULT_STEPS, ROLUX, ProgressFn, Projection, Schedule, latent_noise_scale,
-                              lr_schedule, make_loss, noise_regularizer, psnr, refine_schedule, w_plus_regularizer,
-                              w_stats)
+from engine.latent.projector import (
+    ADAM_BETAS,
+    DEFAULT_STEPS,
+    ROLUX,
+    ProgressFn,
+    Projection,
+    Schedule,
+    latent_noise_scale,
+    lr_schedule,
+    make_loss,
+    noise_regularizer,
+    psnr,
+    refine_schedule,
+    w_plus_regularizer,
+    w_stats,
+)
 from engine.model.images import from_uint8, to_uint8
 
 ADAM_EPS = 1e-8
@@ -63,21 +76,29 @@ def _stack_pad(rows: list[torch.Tensor], length: int) -> torch.Tensor:
     """Stack per-member tables ``[steps_i, ...]``, padded with zeros to ``length`` steps."""
     out = rows[0].new_zeros([len(rows), length, *rows[0].shape[1:]])
     for i, r in enumerate(rows):
-        out[i, :len(r)] = r
+        out[i, : len(r)] = r
     return out
 
 
 class ProjectionBatch:
     """The members being projected now; :meth:`step` advances all of them by one step."""
 
-    def __init__(self, G: Generator, loss_kind: str = "auto", kept_noise_max_res: int = KEPT_NOISE_MAX_RES,
-                 graphs: bool = False, autocast: torch.dtype | None = None, fused: bool | None = None) -> None:
+    def __init__(
+        self,
+        G: Generator,
+        loss_kind: str = "auto",
+        kept_noise_max_res: int = KEPT_NOISE_MAX_RES,
+        graphs: bool = False,
+        autocast: torch.dtype | None = None,
+        fused: bool | None = None,
+    ) -> None:
         self.G, self.loss_kind = G, loss_kind
         self.device = G.w_avg.device
         self.w_avg, self.w_std = w_stats(G)
         layers = G.synthesis.noise_layers()
-        self.const = [layer.noise_const.detach().float().reshape(1, 1, layer.resolution, layer.resolution)
-                      for layer in layers]
+        self.const = [
+            layer.noise_const.detach().float().reshape(1, 1, layer.resolution, layer.resolution) for layer in layers
+        ]
         self.free_layers = [i for i, layer in enumerate(layers) if layer.resolution <= kept_noise_max_res]
         self.graphs = graphs and self.device.type == "cuda"
         self.autocast = autocast  # e.g. torch.bfloat16: the forward pass under autocast (bench/gpu.py measures it)
@@ -124,11 +145,16 @@ class ProjectionBatch:
             x -= x.mean()
             x *= x.square().mean().rsqrt()
             noises.append(x)
-        self._tables.append({
-            "target": from_uint8(member.target).to(self.device), "lr": lrs.to(self.device),
-            "w_noise": w_noise.to(self.device),
-            "consts": torch.tensor([[s.noise_lr_mul, s.noise_reg_weight, s.w_plus_weight, s.w_mean_weight]],
-                                   device=self.device)})
+        self._tables.append(
+            {
+                "target": from_uint8(member.target).to(self.device),
+                "lr": lrs.to(self.device),
+                "w_noise": w_noise.to(self.device),
+                "consts": torch.tensor(
+                    [[s.noise_lr_mul, s.noise_reg_weight, s.w_plus_weight, s.w_mean_weight]], device=self.device
+                ),
+            }
+        )
         self.members.append(member)
         first = self.w is None
         self.w = w if first else torch.cat([self.w, w])
@@ -136,10 +162,16 @@ class ProjectionBatch:
         zero = torch.zeros_like(w)
         self.m_w = zero.clone() if first else torch.cat([self.m_w, zero])
         self.v_w = zero.clone() if first else torch.cat([self.v_w, zero])
-        self.m_n = [torch.zeros_like(x) for x in self.noises] if first else \
-            [torch.cat([a, torch.zeros_like(b)]) for a, b in zip(self.m_n, noises)]
-        self.v_n = [torch.zeros_like(x) for x in self.noises] if first else \
-            [torch.cat([a, torch.zeros_like(b)]) for a, b in zip(self.v_n, noises)]
+        self.m_n = (
+            [torch.zeros_like(x) for x in self.noises]
+            if first
+            else [torch.cat([a, torch.zeros_like(b)]) for a, b in zip(self.m_n, noises)]
+        )
+        self.v_n = (
+            [torch.zeros_like(x) for x in self.noises]
+            if first
+            else [torch.cat([a, torch.zeros_like(b)]) for a, b in zip(self.v_n, noises)]
+        )
         self.counter = torch.tensor([m.step for m in self.members], dtype=torch.long, device=self.device)
         self._relayout()
 
@@ -152,10 +184,12 @@ class ProjectionBatch:
             self.noises = self.m_n = self.v_n = []
         else:
             idx = torch.tensor(keep, dtype=torch.long, device=self.device)
-            self.w, self.m_w, self.v_w, self.counter = (x.index_select(0, idx)
-                                                        for x in (self.w, self.m_w, self.v_w, self.counter))
-            self.noises, self.m_n, self.v_n = ([x.index_select(0, idx) for x in xs]
-                                               for xs in (self.noises, self.m_n, self.v_n))
+            self.w, self.m_w, self.v_w, self.counter = (
+                x.index_select(0, idx) for x in (self.w, self.m_w, self.v_w, self.counter)
+            )
+            self.noises, self.m_n, self.v_n = (
+                [x.index_select(0, idx) for x in xs] for xs in (self.noises, self.m_n, self.v_n)
+            )
         self._relayout()
 
     def _relayout(self) -> None:
@@ -197,8 +231,16 @@ class ProjectionBatch:
         total = total + self.consts[:, 2] * spread + self.consts[:, 3] * centre
         return dist, total.sum(), img
 
-    def _adam(self, param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
-              lr: torch.Tensor, bc1: torch.Tensor, bc2_sqrt: torch.Tensor) -> None:
+    def _adam(
+        self,
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        m: torch.Tensor,
+        v: torch.Tensor,
+        lr: torch.Tensor,
+        bc1: torch.Tensor,
+        bc2_sqrt: torch.Tensor,
+    ) -> None:
         """torch.optim.Adam's update, each member (first axis) with its own lr and step."""
         shape = (-1,) + (1,) * (param.ndim - 1)
         b1, b2 = ADAM_BETAS
@@ -217,8 +259,8 @@ class ProjectionBatch:
             steps_done = (self.counter + 1).float()
             lr = self.lr[self.rows_idx, self.counter.clamp(max=self.lr.shape[1] - 1)]
             b1, b2 = ADAM_BETAS
-            bc1 = 1 - b1 ** steps_done
-            bc2_sqrt = (1 - b2 ** steps_done).sqrt()
+            bc1 = 1 - b1**steps_done
+            bc2_sqrt = (1 - b2**steps_done).sqrt()
             self._adam(self.w, grads[0], self.m_w, self.v_w, lr, bc1, bc2_sqrt)
             lr_n = lr * self.consts[:, 0]
             for x, g, m, v in zip(self.noises, grads[1:], self.m_n, self.v_n):
@@ -262,7 +304,7 @@ class ProjectionBatch:
             m.timeline.append(now - m.t0)
             m.step += 1
             if m.step % m.every == 0 or m.step == 1:
-                preview = to_uint8(self.img[i:i + 1])[0]
+                preview = to_uint8(self.img[i : i + 1])[0]
                 m.frames.append(preview)
                 if m.progress is not None:
                     m.progress(m.step, m.steps, float(dist[i]), preview)
@@ -279,18 +321,27 @@ class ProjectionBatch:
         with torch.no_grad():
             maps = [c.clone() for c in self.const]
             for layer, x in zip(self.free_layers, self.noises):  # as a kept face holds them (float16)
-                maps[layer] = x[i:i + 1].half().float()
-            w = self.w[i:i + 1].clone()
+                maps[layer] = x[i : i + 1].half().float()
+            w = self.w[i : i + 1].clone()
             final = to_uint8(G.synthesis(w, noise=maps))[0]
         m.frames.append(final)
         losses = torch.stack(m.losses).tolist()
         if m.progress is not None:
             m.progress(m.steps, m.steps, losses[-1], final)
-        return Projection(ws=w[0].cpu().numpy().astype(np.float32), noise=[x[0, 0].cpu().numpy() for x in maps],
-                          image=final, frames=m.frames, losses=losses, loss_kind=self.loss_fn.name, steps=m.steps,
-                          seconds=time.perf_counter() - m.t0, psnr=psnr(final, m.target),
-                          model_id=getattr(G, "model_id", "unknown"), figures={"schedule": m.schedule.name},
-                          timeline=m.timeline)
+        return Projection(
+            ws=w[0].cpu().numpy().astype(np.float32),
+            noise=[x[0, 0].cpu().numpy() for x in maps],
+            image=final,
+            frames=m.frames,
+            losses=losses,
+            loss_kind=self.loss_fn.name,
+            steps=m.steps,
+            seconds=time.perf_counter() - m.t0,
+            psnr=psnr(final, m.target),
+            model_id=getattr(G, "model_id", "unknown"),
+            figures={"schedule": m.schedule.name},
+            timeline=m.timeline,
+        )
 
     def remove(self, member: Member) -> None:
         """Take a member out (its job failed or was cancelled); the others carry on."""
@@ -304,10 +355,20 @@ class ProjectionBatch:
         return out
 
 
-def project(G: Generator, target: np.ndarray, steps: int = DEFAULT_STEPS, *, init_ws: np.ndarray | None = None,
-            loss_kind: str = "auto", progress: ProgressFn | None = None, every: int = 10,
-            seed: int = 0, schedule: Schedule | None = None,
-            kept_noise_max_res: int = KEPT_NOISE_MAX_RES, graphs: bool = False) -> Projection:
+def project(
+    G: Generator,
+    target: np.ndarray,
+    steps: int = DEFAULT_STEPS,
+    *,
+    init_ws: np.ndarray | None = None,
+    loss_kind: str = "auto",
+    progress: ProgressFn | None = None,
+    every: int = 10,
+    seed: int = 0,
+    schedule: Schedule | None = None,
+    kept_noise_max_res: int = KEPT_NOISE_MAX_RES,
+    graphs: bool = False,
+) -> Projection:
     """Project an aligned face ``[H, W, 3]`` uint8 (the model's resolution) into W+.
 
     Starts from ``init_ws`` (an encoder's guess) when given, else from ``w_avg``; the

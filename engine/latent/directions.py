@@ -50,7 +50,7 @@ def import_npy(path: str | Path, G: Generator, name: str | None = None, layers: 
     """A direction saved by another tool (InterFaceGAN, GANSpace, …) as ``.npy``."""
     try:
         v = np.load(path, allow_pickle=False)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (any failure to read a hostile file is one sentence)
         raise DirectionError(f"{Path(path).name} is not a readable .npy array ({exc})") from None
     if not np.isfinite(v).all():
         raise DirectionError(f"{Path(path).name} contains NaN or infinite values")

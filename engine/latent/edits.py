@@ -65,15 +65,18 @@ def mix(coarse: np.ndarray, fine: np.ndarray, split: int) -> np.ndarray:
     return np.concatenate([coarse[:split], fine[split:]]).astype(np.float32)
 
 
-def apply_direction(ws: np.ndarray, direction: np.ndarray, amount: float, layers: str | range | None = None) -> np.ndarray:
+def apply_direction(
+    ws: np.ndarray, direction: np.ndarray, amount: float, layers: str | range | None = None
+) -> np.ndarray:
     """Move ``amount`` along a unit direction (``[w_dim]`` or ``[num_ws, w_dim]``) on some layers."""
     _check_finite(amount, "amount")
     d = np.broadcast_to(direction, ws.shape)
     return (ws + amount * d * layer_mask(ws.shape[0], layers)).astype(np.float32)
 
 
-def strip(ws: np.ndarray, direction: np.ndarray, amount: float, count: int = 5,
-          layers: str | range | None = None) -> np.ndarray:
+def strip(
+    ws: np.ndarray, direction: np.ndarray, amount: float, count: int = 5, layers: str | range | None = None
+) -> np.ndarray:
     """``count`` latents from ``-amount`` to ``+amount`` along a direction: ``[count, num_ws, w_dim]``."""
     return np.stack([apply_direction(ws, direction, a, layers) for a in np.linspace(-amount, amount, count)])
 
@@ -112,8 +115,15 @@ def morph_sequence(latents: np.ndarray, frames: int, loop: bool = True) -> np.nd
     return weighted(morph_weights(len(latents), frames, loop), latents)
 
 
-def deform_loop(ws: np.ndarray, frames: int, layers: str | range | None = "middle", amplitude: float = 0.5,
-                w_std: float = 1.0, harmonics: int = 3, seed: int = 0) -> np.ndarray:
+def deform_loop(
+    ws: np.ndarray,
+    frames: int,
+    layers: str | range | None = "middle",
+    amplitude: float = 0.5,
+    w_std: float = 1.0,
+    harmonics: int = 3,
+    seed: int = 0,
+) -> np.ndarray:
     """A face that breathes: sine-modulated random offsets on some layers.
 
     Each harmonic k adds a random direction times ``sin(2πk·t + φ)``, t ∈ [0, 1); frame

@@ -23,17 +23,18 @@ DEFAULT_LAYERS = {"age": "all", "gender": "all", "smile": "middle", "yaw": "1-3"
 AMOUNT_SPAN = 1.5  # one unit of a member's "amount" = 1.5 σ of W's spread along the normal
 
 
-def sample_and_label(G: Generator, samples: int, seed: int, batch: int = 32,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+def sample_and_label(
+    G: Generator, samples: int, seed: int, batch: int = 32, progress: Callable[[int, int], None] | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
     """``samples`` latents in W, every attribute's score for each, and the face-detection rate."""
     z = torch.randn(samples, G.z_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        w = torch.cat([G.mapping(z[i:i + 1000])[:, 0] for i in range(0, samples, 1000)])
+        w = torch.cat([G.mapping(z[i : i + 1000])[:, 0] for i in range(0, samples, 1000)])
     scores = {a: np.full(samples, np.nan) for a in ATTRIBUTES}
     detected = 0
     for i in range(0, samples, batch):
         with torch.no_grad():
-            imgs = to_uint8(G.synthesis(w[i:i + batch, None].expand(-1, G.num_ws, -1).contiguous()))
+            imgs = to_uint8(G.synthesis(w[i : i + batch, None].expand(-1, G.num_ws, -1).contiguous()))
         for j, img in enumerate(imgs):
             labels = label_face(img)
             detected += int(labels["detected"])
@@ -44,16 +45,24 @@ def sample_and_label(G: Generator, samples: int, seed: int, batch: int = 32,
     return w.numpy(), scores, detected / samples
 
 
-def learn_directions(G: Generator, samples: int = 10_000, keep: float = 0.02, seed: int = 7,
-                     attributes: tuple[str, ...] = ATTRIBUTES, sefa_count: int = 3,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[list[Direction], dict]:
+def learn_directions(
+    G: Generator,
+    samples: int = 10_000,
+    keep: float = 0.02,
+    seed: int = 7,
+    attributes: tuple[str, ...] = ATTRIBUTES,
+    sefa_count: int = 3,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Direction], dict]:
     t0 = time.time()
     w, scores, detect_rate = sample_and_label(G, samples, seed, progress=progress)
     normals, report = {}, {"samples": samples, "face_detected_rate": round(detect_rate, 3)}
     for a in ATTRIBUTES:
         normals[a], figures = fit_boundary(w, scores[a], keep=keep, seed=seed)
-        report[a] = figures | {"score_mean": round(float(np.nanmean(scores[a])), 3),
-                               "score_std": round(float(np.nanstd(scores[a])), 3)}
+        report[a] = figures | {
+            "score_mean": round(float(np.nanmean(scores[a])), 3),
+            "score_std": round(float(np.nanstd(scores[a])), 3),
+        }
     if "age" in attributes:
         report["age"]["cos_with_gender_before_conditioning"] = round(float(normals["age"] @ normals["gender"]), 3)
         normals["age"] = condition(normals["age"], [normals["gender"]])
@@ -61,13 +70,30 @@ def learn_directions(G: Generator, samples: int = 10_000, keep: float = 0.02, se
     out = []
     for a in attributes:
         scale = AMOUNT_SPAN * float(np.std(spread @ normals[a]))
-        out.append(Direction(a, np.repeat(normals[a][None], G.num_ws, axis=0), G.model_id, DEFAULT_LAYERS[a],
-                             {"method": "interfacegan" + ("+conditioned(gender)" if a == "age" else ""),
-                              "scale": round(scale, 4), **report[a]}))
+        out.append(
+            Direction(
+                a,
+                np.repeat(normals[a][None], G.num_ws, axis=0),
+                G.model_id,
+                DEFAULT_LAYERS[a],
+                {
+                    "method": "interfacegan" + ("+conditioned(gender)" if a == "age" else ""),
+                    "scale": round(scale, 4),
+                    **report[a],
+                },
+            )
+        )
     for k, (vec, eigval) in enumerate(sefa(G, count=sefa_count)):
         scale = AMOUNT_SPAN * float(np.std(spread @ vec))
-        out.append(Direction(f"sefa{k}", np.repeat(vec[None], G.num_ws, axis=0), G.model_id, "all",
-                             {"method": "sefa", "eigenvalue": round(eigval, 3), "scale": round(scale, 4)}))
+        out.append(
+            Direction(
+                f"sefa{k}",
+                np.repeat(vec[None], G.num_ws, axis=0),
+                G.model_id,
+                "all",
+                {"method": "sefa", "eigenvalue": round(eigval, 3), "scale": round(scale, 4)},
+            )
+        )
     report["unsupervised_scales"] = match_unsupervised_scales(G, out, seed=seed)
     report["seconds"] = round(time.time() - t0, 1)
     return out, report
@@ -89,8 +115,9 @@ def image_change(G: Generator, w: torch.Tensor, d: Direction, scale: float) -> f
     return float(np.abs(out - np.concatenate([ref, ref])).mean())
 
 
-def match_unsupervised_scales(G: Generator, directions: list[Direction], faces: int = CALIBRATION_FACES,
-                              seed: int = 7) -> dict:
+def match_unsupervised_scales(
+    G: Generator, directions: list[Direction], faces: int = CALIBRATION_FACES, seed: int = 7
+) -> dict:
     """Give every unsupervised factor (SeFa) the unit the named directions have.
 
     A named direction's unit is 1.5 σ of W along its normal, which suits a boundary fitted

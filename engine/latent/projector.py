@@ -233,7 +233,7 @@ def lpips_available() -> bool:
             return False
         hub = Path(torch.hub.get_dir()) / "checkpoints"
         return any(hub.glob("vgg16-*.pth"))
-    except Exception:
+    except Exception:  # noqa: BLE001 (no hub, no weights: the answer is simply no)
         return False
 
 

@@ -73,8 +73,13 @@ def read_native(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
             meta = json.loads((f.metadata() or {}).get(FORMAT_KEY, "null"))
             if not meta:
                 raise CheckpointError(f"{name} is a safetensors file but not a wspace generator.")
-            if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict) and isinstance(meta.get("model_id"), str)
-                    and len(meta["model_id"]) <= 128 and isinstance(meta.get("provenance", {}), dict)):
+            if not (
+                isinstance(meta, dict)
+                and isinstance(meta.get("config"), dict)
+                and isinstance(meta.get("model_id"), str)
+                and len(meta["model_id"]) <= 128
+                and isinstance(meta.get("provenance", {}), dict)
+            ):
                 raise CheckpointError(f"{name} has a damaged wspace header.")
             try:
                 GeneratorConfig.from_json(meta["config"])  # checked before any tensor is read
@@ -83,13 +88,18 @@ def read_native(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except CheckpointError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (any failure to read a hostile file is one sentence)
         raise CheckpointError(f"{name} is not a readable safetensors file ({type(exc).__name__}).") from None
     return state, meta
 
 
-def build_generator(state: dict[str, torch.Tensor], config: GeneratorConfig, model_id: str,
-                    provenance: dict | None = None, device: str | torch.device = "cpu") -> Generator:
+def build_generator(
+    state: dict[str, torch.Tensor],
+    config: GeneratorConfig,
+    model_id: str,
+    provenance: dict | None = None,
+    device: str | torch.device = "cpu",
+) -> Generator:
     G = Generator(config)
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError("The checkpoint holds something other than tensors.")
@@ -109,7 +119,9 @@ def build_generator(state: dict[str, torch.Tensor], config: GeneratorConfig, mod
     except RuntimeError:
         raise CheckpointError("The checkpoint's tensors do not have the shapes its architecture needs.") from None
     if missing or unexpected:
-        raise CheckpointError(f"The checkpoint does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]}).")
+        raise CheckpointError(
+            f"The checkpoint does not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]})."
+        )
     G.model_id = model_id
     G.provenance = provenance or {}
     return G.eval().requires_grad_(False).to(device)
@@ -122,7 +134,9 @@ def load_generator(path: str | Path | None = None, device: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"no model file at {path}")
     if path.stat().st_size > MAX_MODEL_BYTES:
-        raise CheckpointError(f"{path.name} is larger than any generator this engine loads ({MAX_MODEL_BYTES // 2**30} GiB).")
+        raise CheckpointError(
+            f"{path.name} is larger than any generator this engine loads ({MAX_MODEL_BYTES // 2**30} GiB)."
+        )
     try:
         return _load(path, device)
     except CheckpointError as exc:
@@ -166,7 +180,9 @@ def check_torch_zip(path: str | Path) -> None:
         with zipfile.ZipFile(path) as z:
             members = z.infolist()
             if any(i.compress_type != zipfile.ZIP_STORED for i in members):  # torch.save never compresses
-                raise CheckpointError(f"{name} was refused: its archive holds compressed data, which torch never writes.")
+                raise CheckpointError(
+                    f"{name} was refused: its archive holds compressed data, which torch never writes."
+                )
             if sum(i.file_size for i in members) > Path(path).stat().st_size:
                 raise CheckpointError(f"{name} was refused: its archive declares more data than the file holds.")
             pickles = [i for i in members if i.filename.endswith("/data.pkl") or i.filename == "data.pkl"]
@@ -180,7 +196,9 @@ def check_torch_zip(path: str | Path) -> None:
             elif op.name in ("GLOBAL", "STACK_GLOBAL", "INST"):
                 named = tuple(arg.split(" ", 1)) if op.name != "STACK_GLOBAL" else tuple(strings[-2:])
                 if named not in TORCH_PT_GLOBALS:
-                    raise CheckpointError(f"{name} was refused: its pickle names {'.'.join(named)[:80]}, which is not a tensor.")
+                    raise CheckpointError(
+                        f"{name} was refused: its pickle names {'.'.join(named)[:80]}, which is not a tensor."
+                    )
             elif op.name == "EXT1" or op.name == "EXT2" or op.name == "EXT4" or op.name == "PERSID":
                 raise CheckpointError(f"{name} was refused: its pickle uses {op.name}.")
     except CheckpointError:
@@ -193,13 +211,18 @@ def import_rosinality(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
     check_torch_zip(path)
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{Path(path).name} is not a readable rosinality checkpoint ({type(exc).__name__}).") from None
+    except Exception as exc:  # noqa: BLE001 (torch.load raises many types for a damaged file: one sentence)
+        raise CheckpointError(
+            f"{Path(path).name} is not a readable rosinality checkpoint ({type(exc).__name__})."
+        ) from None
     name = Path(path).name
     if isinstance(ckpt, dict) and not isinstance(ckpt.get("g_ema"), dict) and isinstance(ckpt.get("state_dict"), dict):
         # an e4e or pSp checkpoint: its decoder is a rosinality generator (engine/model/psp.py)
-        sd = {k[len("decoder."):]: v for k, v in ckpt["state_dict"].items()
-              if isinstance(k, str) and k.startswith("decoder.")}
+        sd = {
+            k[len("decoder.") :]: v
+            for k, v in ckpt["state_dict"].items()
+            if isinstance(k, str) and k.startswith("decoder.")
+        }
         ckpt = {"g_ema": sd, "latent_avg": ckpt.get("latent_avg")}
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("g_ema"), dict):
         raise CheckpointError(f"{name} has no 'g_ema' generator.")
@@ -215,7 +238,9 @@ def import_rosinality(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
     return rosinality_state(ckpt["g_ema"], latent_avg, name)
 
 
-def rosinality_state(sd: dict, latent_avg: torch.Tensor | None, name: str) -> tuple[dict[str, torch.Tensor], GeneratorConfig]:
+def rosinality_state(
+    sd: dict, latent_avg: torch.Tensor | None, name: str
+) -> tuple[dict[str, torch.Tensor], GeneratorConfig]:
     """A rosinality ``g_ema`` state dict in our names, and its architecture."""
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
         raise CheckpointError(f"{name}'s generator holds something other than named tensors.")
@@ -229,14 +254,22 @@ def rosinality_state(sd: dict, latent_avg: torch.Tensor | None, name: str) -> tu
     for i in range(n_up):
         channels[8 * 2**i] = sd[f"convs.{2 * i}.conv.weight"].shape[1]
     fc0 = sd["style.1.weight"]
-    config = GeneratorConfig(resolution=resolution, z_dim=fc0.shape[1], w_dim=fc0.shape[0],
-                             mapping_layers=n_mlp, mapping_lr_mul=0.01,
-                             img_channels=sd["to_rgb1.conv.weight"].shape[1], channels=channels)
+    config = GeneratorConfig(
+        resolution=resolution,
+        z_dim=fc0.shape[1],
+        w_dim=fc0.shape[0],
+        mapping_layers=n_mlp,
+        mapping_lr_mul=0.01,
+        img_channels=sd["to_rgb1.conv.weight"].shape[1],
+        channels=channels,
+    )
     out: dict[str, torch.Tensor] = {}
     for i in range(n_mlp):
         out[f"mapping.fc{i}.weight"] = sd[f"style.{i + 1}.weight"]
         out[f"mapping.fc{i}.bias"] = sd[f"style.{i + 1}.bias"]
-    out["mapping.w_avg"] = latent_avg.reshape(-1, config.w_dim)[0] if latent_avg is not None else torch.zeros(config.w_dim)
+    out["mapping.w_avg"] = (
+        latent_avg.reshape(-1, config.w_dim)[0] if latent_avg is not None else torch.zeros(config.w_dim)
+    )
 
     def styled(dst: str, src: str, noise_idx: int) -> None:
         out[f"{dst}.weight"] = sd[f"{src}.conv.weight"][0]
@@ -283,7 +316,9 @@ def rosinality_state(sd: dict, latent_avg: torch.Tensor | None, name: str) -> tu
 # --- NVIDIA stylegan2-ada-pytorch ------------------------------------------------------------
 
 
-def _flatten_record(rec: PersistentRecord, prefix: str, out: dict[str, torch.Tensor], seen: set[int] | None = None) -> None:
+def _flatten_record(
+    rec: PersistentRecord, prefix: str, out: dict[str, torch.Tensor], seen: set[int] | None = None
+) -> None:
     """Every tensor of a module tree by its dotted name; each module is visited once (a pickle's
     memo can name one module at many places, which would make the walk exponential)."""
     seen = set() if seen is None else seen
@@ -333,19 +368,28 @@ def import_ada_pickle(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
         for res in syn.state["block_resolutions"]:
             block = _find(syn, f"b{res}")
             if block.state.get("architecture", "skip") != "skip":
-                raise CheckpointError(f"{name} uses the {block.state['architecture']!r} architecture; only 'skip' is supported")
+                raise CheckpointError(
+                    f"{name} uses the {block.state['architecture']!r} architecture; only 'skip' is supported"
+                )
             channels[int(res)] = int(flat[f"synthesis.b{res}.conv1.weight"].shape[0])
             conv_clamp = _find(block, "conv1").state.get("conv_clamp")
         fc0 = _find(mapping, "fc0")
-        config = GeneratorConfig(resolution=resolution, z_dim=int(st["z_dim"]), w_dim=int(st["w_dim"]),
-                                 mapping_layers=int(mapping.state["num_layers"]),
-                                 mapping_lr_mul=float(fc0.state["bias_gain"]),
-                                 img_channels=int(st["img_channels"]), channels=channels,
-                                 conv_clamp=float(conv_clamp) if conv_clamp is not None else None)
+        config = GeneratorConfig(
+            resolution=resolution,
+            z_dim=int(st["z_dim"]),
+            w_dim=int(st["w_dim"]),
+            mapping_layers=int(mapping.state["num_layers"]),
+            mapping_lr_mul=float(fc0.state["bias_gain"]),
+            img_channels=int(st["img_channels"]),
+            channels=channels,
+            conv_clamp=float(conv_clamp) if conv_clamp is not None else None,
+        )
     except UnsafePickle as exc:
         raise CheckpointError(f"{name} was refused: {str(exc).rstrip('.')}.") from None
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
-        raise CheckpointError(f"{name} does not have the structure of a StyleGAN2-ADA generator ({type(exc).__name__}).") from None
+        raise CheckpointError(
+            f"{name} does not have the structure of a StyleGAN2-ADA generator ({type(exc).__name__})."
+        ) from None
     state = {k: v for k, v in flat.items() if not k.endswith("resample_filter")}
     for k, f in flat.items():
         if k.endswith("resample_filter") and not _is_standard_fir(f):
@@ -356,8 +400,11 @@ def import_ada_pickle(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
 def custom_filters(G: Generator) -> dict[str, torch.Tensor]:
     """The resampling filters that are not StyleGAN2's [1,3,3,1] (saved, and hashed into the
     model id, only then: a standard model's file and id are as they always were)."""
-    return {name: buf.detach().cpu().float().contiguous() for name, buf in G.named_buffers()
-            if name.endswith(FILTER_SUFFIX) and not _is_standard_fir(buf)}
+    return {
+        name: buf.detach().cpu().float().contiguous()
+        for name, buf in G.named_buffers()
+        if name.endswith(FILTER_SUFFIX) and not _is_standard_fir(buf)
+    }
 
 
 def _is_standard_fir(f: torch.Tensor) -> bool:
@@ -365,6 +412,12 @@ def _is_standard_fir(f: torch.Tensor) -> bool:
 
 
 def describe(G: Generator) -> dict:
-    return {"model_id": G.model_id, "resolution": G.resolution, "z_dim": G.z_dim, "w_dim": G.w_dim,
-            "num_ws": G.num_ws, "parameters": sum(p.numel() for p in G.parameters()),
-            "provenance": getattr(G, "provenance", {})}
+    return {
+        "model_id": G.model_id,
+        "resolution": G.resolution,
+        "z_dim": G.z_dim,
+        "w_dim": G.w_dim,
+        "num_ws": G.num_ws,
+        "parameters": sum(p.numel() for p in G.parameters()),
+        "provenance": getattr(G, "provenance", {}),
+    }

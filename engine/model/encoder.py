@@ -123,7 +123,7 @@ def load_encoder(path: str | Path, model_id: str | None = None, device: str | to
             raise ValueError("NaN or infinite weights")
         E = Encoder(config)
         E.load_state_dict({k: v.float() for k, v in state.items()})
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (a file that is no encoder: one sentence)
         raise CheckpointError(f"{path.name} is not an encoder this engine can load ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:120] if str(exc) else 'unreadable'}).") from None
     E.model_id, E.provenance = meta["model_id"], meta.get("provenance", {})

@@ -74,7 +74,9 @@ def download(url: str, dest: Path, expected_sha256: str | None = None, timeout: 
     digest = sha256_of(part)
     if expected_sha256 and digest != expected_sha256.lower():
         part.unlink()
-        raise FetchError(f"checksum mismatch for {dest.name}: expected {expected_sha256}, got {digest}; the download was removed")
+        raise FetchError(
+            f"checksum mismatch for {dest.name}: expected {expected_sha256}, got {digest}; the download was removed"
+        )
     part.replace(dest)
     return digest
 

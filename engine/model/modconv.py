@@ -20,7 +20,9 @@ def fir_filter() -> torch.Tensor:
     return f / f.sum()
 
 
-def blur_upsample(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int], up: int = 1, gain: float = 4.0) -> torch.Tensor:
+def blur_upsample(
+    x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int], up: int = 1, gain: float = 4.0
+) -> torch.Tensor:
     """FIR filter with optional zero-insertion upsampling (upfirdn2d with down=1).
 
     ``gain`` 4 restores the energy of a 2× upsampling, whether the zeros were inserted
@@ -97,8 +99,15 @@ def transposed_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight.transpose(0, 1).contiguous()
 
 
-def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
-                   up: int, fused: bool, cache: WeightCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def modulated_conv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool,
+    up: int,
+    fused: bool,
+    cache: WeightCache | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Modulated convolution without the upsampling blur.
 
     Returns the (pre-blur) result and the demodulation coefficients still to be applied

@@ -110,7 +110,9 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
 
-def lrelu_bias(x: torch.Tensor, bias: torch.Tensor, gain: float = LRELU_GAIN, clamp: float | None = None) -> torch.Tensor:
+def lrelu_bias(
+    x: torch.Tensor, bias: torch.Tensor, gain: float = LRELU_GAIN, clamp: float | None = None
+) -> torch.Tensor:
     shape = [1, -1] + [1] * (x.ndim - 2)
     x = F.leaky_relu(x + bias.reshape(shape), LRELU_SLOPE) * gain
     if clamp is not None:
@@ -121,8 +123,14 @@ def lrelu_bias(x: torch.Tensor, bias: torch.Tensor, gain: float = LRELU_GAIN, cl
 class FullyConnected(nn.Module):
     """Dense layer with equalised learning rate (weight stored scaled by 1/lr_mul)."""
 
-    def __init__(self, in_features: int, out_features: int, activation: str = "linear",
-                 lr_mul: float = 1.0, bias_init: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: str = "linear",
+        lr_mul: float = 1.0,
+        bias_init: float = 0.0,
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
@@ -139,8 +147,9 @@ class FullyConnected(nn.Module):
 
 
 class MappingNetwork(nn.Module):
-    def __init__(self, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8,
-                 lr_mul: float = 0.01, w_avg_beta: float = 0.995) -> None:
+    def __init__(
+        self, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8, lr_mul: float = 0.01, w_avg_beta: float = 0.995
+    ) -> None:
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.num_layers = z_dim, w_dim, num_ws, num_layers
         self.w_avg_beta = w_avg_beta
@@ -164,8 +173,15 @@ class MappingNetwork(nn.Module):
 class SynthesisLayer(nn.Module):
     """Modulated 3×3 conv (optionally 2× up) + noise + bias + leaky ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 up: int = 1, conv_clamp: float | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        up: int = 1,
+        conv_clamp: float | None = None,
+    ) -> None:
         super().__init__()
         self.resolution, self.up, self.conv_clamp = resolution, up, conv_clamp
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1)
@@ -176,8 +192,14 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("resample_filter", fir_filter(), persistent=False)
         self.cache = WeightCache()
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const",
-                noise: torch.Tensor | None = None, fused: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        noise_mode: str = "const",
+        noise: torch.Tensor | None = None,
+        fused: bool = False,
+    ) -> torch.Tensor:
         styles = self.affine(w)
         x, dcoefs = modulated_conv(x, self.weight, styles, True, self.up, fused, self.cache)
         if self.up > 1:
@@ -231,8 +253,15 @@ class ToRGBLayer(nn.Module):
 
 
 class SynthesisBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 img_channels: int, conv_clamp: float | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        conv_clamp: float | None = None,
+    ) -> None:
         super().__init__()
         self.in_channels, self.resolution = in_channels, resolution
         if in_channels == 0:
@@ -263,8 +292,9 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    def __init__(self, w_dim: int, resolution: int, img_channels: int, channels: dict[int, int],
-                 conv_clamp: float | None = None) -> None:
+    def __init__(
+        self, w_dim: int, resolution: int, img_channels: int, channels: dict[int, int], conv_clamp: float | None = None
+    ) -> None:
         super().__init__()
         self.w_dim, self.resolution = w_dim, resolution
         self.block_resolutions = block_resolutions(resolution)
@@ -283,8 +313,13 @@ class SynthesisNetwork(nn.Module):
         """Every layer that takes a noise input, in the order of their ``ws`` indices."""
         return [layer for block in self.blocks() for layer in block.layers()]
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const",
-                noise: list[torch.Tensor] | None = None, fused: bool | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        ws: torch.Tensor,
+        noise_mode: str = "const",
+        noise: list[torch.Tensor] | None = None,
+        fused: bool | None = None,
+    ) -> torch.Tensor:
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, not {noise_mode!r}")
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
@@ -295,8 +330,8 @@ class SynthesisNetwork(nn.Module):
         w_idx = n_idx = 0
         for block in self.blocks():
             n = block.num_conv
-            block_noise = noise[n_idx:n_idx + n] if noise is not None else None
-            x, img = block(x, img, ws[:, w_idx:w_idx + n + 1], noise_mode, block_noise, fused)
+            block_noise = noise[n_idx : n_idx + n] if noise is not None else None
+            x, img = block(x, img, ws[:, w_idx : w_idx + n + 1], noise_mode, block_noise, fused)
             w_idx += n
             n_idx += n
         return img
@@ -308,11 +343,13 @@ class Generator(nn.Module):
         self.config = config
         self.z_dim, self.w_dim, self.resolution = config.z_dim, config.w_dim, config.resolution
         self.img_channels = config.img_channels
-        self.synthesis = SynthesisNetwork(config.w_dim, config.resolution, config.img_channels,
-                                          config.channels, config.conv_clamp)
+        self.synthesis = SynthesisNetwork(
+            config.w_dim, config.resolution, config.img_channels, config.channels, config.conv_clamp
+        )
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(config.z_dim, config.w_dim, self.num_ws,
-                                      config.mapping_layers, config.mapping_lr_mul)
+        self.mapping = MappingNetwork(
+            config.z_dim, config.w_dim, self.num_ws, config.mapping_layers, config.mapping_lr_mul
+        )
 
     @property
     def w_avg(self) -> torch.Tensor:

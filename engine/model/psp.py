@@ -63,10 +63,14 @@ class Spec:
     def check(self) -> None:
         if self.kind not in KINDS.values():
             raise EncoderImportError(f"Unknown encoder kind {self.kind!r}.")
-        if not (1 <= len(self.widths) <= MAX_BLOCKS and all(isinstance(w, int) and 1 <= w <= MAX_WIDTH for w in self.widths)
-                and 1 <= self.n_styles <= MAX_STYLES and 1 <= self.w_dim <= MAX_WIDTH
-                and len(self.head_convs) == self.n_styles and all(isinstance(c, int) and 1 <= c <= 12
-                                                                  for c in self.head_convs)):
+        if not (
+            1 <= len(self.widths) <= MAX_BLOCKS
+            and all(isinstance(w, int) and 1 <= w <= MAX_WIDTH for w in self.widths)
+            and 1 <= self.n_styles <= MAX_STYLES
+            and 1 <= self.w_dim <= MAX_WIDTH
+            and len(self.head_convs) == self.n_styles
+            and all(isinstance(c, int) and 1 <= c <= 12 for c in self.head_convs)
+        ):
             raise EncoderImportError("The encoder's architecture is out of the bounds this engine loads.")
         for width in (128, 256):
             if width not in self.widths:
@@ -102,10 +106,18 @@ class Bottleneck(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int, se: bool) -> None:
         super().__init__()
-        self.shortcut_layer = (nn.MaxPool2d(1, stride) if cin == cout else
-                               nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
-        layers = [nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.PReLU(cout),
-                  nn.Conv2d(cout, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.shortcut_layer = (
+            nn.MaxPool2d(1, stride)
+            if cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
+        layers = [
+            nn.BatchNorm2d(cin),
+            nn.Conv2d(cin, cout, 3, 1, 1, bias=False),
+            nn.PReLU(cout),
+            nn.Conv2d(cout, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.res_layer = nn.Sequential(*layers, *([SqueezeExcite(cout)] if se else []))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,8 +199,13 @@ class FFHQEncoder(nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         """An aligned face ``[N, 3, H, W]`` in [-1, 1] (any size) → W+ codes ``[N, n_styles, w_dim]``."""
         if img.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-            img = F.interpolate(img, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False,
-                                antialias=img.shape[-1] > INPUT_SIZE)
+            img = F.interpolate(
+                img,
+                size=(INPUT_SIZE, INPUT_SIZE),
+                mode="bilinear",
+                align_corners=False,
+                antialias=img.shape[-1] > INPUT_SIZE,
+            )
         codes = self.heads(img)
         return codes + self.latent_avg if self.spec.latent_avg_added else codes
 
@@ -204,14 +221,15 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, to
     if not path.is_file():
         raise EncoderImportError(f"No file at {path}.")
     if path.stat().st_size > MAX_MODEL_BYTES:
-        raise EncoderImportError(f"{path.name} is larger than any encoder this engine imports "
-                                 f"({MAX_MODEL_BYTES // 2**30} GiB).")
+        raise EncoderImportError(
+            f"{path.name} is larger than any encoder this engine imports ({MAX_MODEL_BYTES // 2**30} GiB)."
+        )
     try:
         check_torch_zip(path)
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except CheckpointError as exc:
         raise EncoderImportError(str(exc)) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (torch.load raises many types for a damaged file: one sentence)
         raise EncoderImportError(f"{path.name} is not a readable torch checkpoint ({type(exc).__name__}).") from None
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) and isinstance(ckpt.get("opts"), dict)):
         raise EncoderImportError(f"{path.name} is not an e4e or pSp checkpoint (no state_dict and opts).")
@@ -229,8 +247,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, to
 def spec_of(sd: dict[str, torch.Tensor], opts: dict) -> Spec:
     kind = KINDS.get(opts.get("encoder_type"))
     if kind is None:
-        raise EncoderImportError(f"opts['encoder_type'] is {str(opts.get('encoder_type'))[:40]!r}; this engine imports "
-                                 "Encoder4Editing (e4e) and GradualStyleEncoder (pSp).")
+        raise EncoderImportError(
+            f"opts['encoder_type'] is {str(opts.get('encoder_type'))[:40]!r}; this engine imports "
+            "Encoder4Editing (e4e) and GradualStyleEncoder (pSp)."
+        )
     size = opts.get("stylegan_size")
     if isinstance(size, bool) or not isinstance(size, int) or size < 8 or size > 4096 or size & (size - 1):
         raise EncoderImportError("opts['stylegan_size'] is not a power of two the engine knows.")
@@ -244,14 +264,23 @@ def spec_of(sd: dict[str, torch.Tensor], opts: dict) -> Spec:
     n_styles = 2 * int(math.log2(size)) - 2
     if n_styles > MAX_STYLES:
         raise EncoderImportError("The encoder has more styles than this engine loads.")
-    head_convs = [sum(1 for k in range(0, 2 * 12, 2) if f"encoder.styles.{i}.convs.{k}.weight" in sd)
-                  for i in range(n_styles)]
+    head_convs = [
+        sum(1 for k in range(0, 2 * 12, 2) if f"encoder.styles.{i}.convs.{k}.weight" in sd) for i in range(n_styles)
+    ]
     heads = sum(1 for k in sd if k.startswith("encoder.styles.") and k.endswith(".linear.weight"))
     if heads != n_styles or 0 in head_convs:
-        raise EncoderImportError(f"opts['stylegan_size'] = {size} asks for {n_styles} styles, but the file holds "
-                                 f"{heads} style heads.")
-    spec = Spec(kind, widths, "encoder.body.0.res_layer.5.fc1.weight" in sd, n_styles, head_convs,
-                int(w.shape[0]) if w is not None else 0, bool(opts.get("start_from_latent_avg", True)))
+        raise EncoderImportError(
+            f"opts['stylegan_size'] = {size} asks for {n_styles} styles, but the file holds {heads} style heads."
+        )
+    spec = Spec(
+        kind,
+        widths,
+        "encoder.body.0.res_layer.5.fc1.weight" in sd,
+        n_styles,
+        head_convs,
+        int(w.shape[0]) if w is not None else 0,
+        bool(opts.get("start_from_latent_avg", True)),
+    )
     spec.check()
     return spec
 
@@ -259,8 +288,9 @@ def spec_of(sd: dict[str, torch.Tensor], opts: dict) -> Spec:
 def build(spec: Spec, state: dict[str, torch.Tensor], latent_avg: torch.Tensor | None) -> FFHQEncoder:
     """The encoder with ``state`` (names as the checkpoint's, without ``encoder.``); shapes checked."""
     E = FFHQEncoder(spec)
-    expected = {k: v.shape for k, v in E.state_dict().items()
-                if k != "latent_avg" and not k.endswith("num_batches_tracked")}
+    expected = {
+        k: v.shape for k, v in E.state_dict().items() if k != "latent_avg" and not k.endswith("num_batches_tracked")
+    }
     n = sum(int(np.prod(s)) for s in expected.values())
     if n > MAX_ENCODER_PARAMETERS:
         raise EncoderImportError(f"The encoder would hold over {MAX_ENCODER_PARAMETERS // 10**6} million parameters.")
@@ -268,8 +298,9 @@ def build(spec: Spec, state: dict[str, torch.Tensor], latent_avg: torch.Tensor |
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected) - {"latent_avg"})
     if missing or unexpected:
-        raise EncoderImportError(f"The encoder's tensors do not match its architecture (missing {missing[:2]}, "
-                                 f"unexpected {unexpected[:2]}).")
+        raise EncoderImportError(
+            f"The encoder's tensors do not match its architecture (missing {missing[:2]}, unexpected {unexpected[:2]})."
+        )
     wrong = [k for k, s in expected.items() if tuple(state[k].shape) != tuple(s)]
     if wrong:
         raise EncoderImportError(f"The encoder's tensor {wrong[0]} has the wrong shape.")
@@ -292,7 +323,7 @@ def decoder_model_id(sd: dict[str, torch.Tensor], latent_avg: torch.Tensor | Non
     """The model id ``wspace model import`` gives the checkpoint's decoder (None: it has none)."""
     from engine.model.checkpoints import CheckpointError, model_id_for, rosinality_state
 
-    decoder = {k[len("decoder."):]: v for k, v in sd.items() if k.startswith("decoder.")}
+    decoder = {k[len("decoder.") :]: v for k, v in sd.items() if k.startswith("decoder.")}
     if not decoder:
         return None
     try:
@@ -305,7 +336,7 @@ def decoder_model_id(sd: dict[str, torch.Tensor], latent_avg: torch.Tensor | Non
 def import_checkpoint(path: str | Path) -> FFHQEncoder:
     sd, opts, latent_avg = read_checkpoint(path)
     spec = spec_of(sd, opts)
-    E = build(spec, {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}, latent_avg)
+    E = build(spec, {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}, latent_avg)
     E.generator = decoder_model_id(sd, latent_avg, Path(path).name) or "unknown"
     return E
 
@@ -314,8 +345,11 @@ def import_checkpoint(path: str | Path) -> FFHQEncoder:
 
 
 def save(E: FFHQEncoder, path: str | Path, provenance: dict | None = None) -> None:
-    state = {k: v.detach().cpu().float().contiguous() for k, v in E.state_dict().items()
-             if not k.endswith("num_batches_tracked")}
+    state = {
+        k: v.detach().cpu().float().contiguous()
+        for k, v in E.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     meta = {"spec": asdict(E.spec), "model_id": E.generator, "provenance": provenance or {}}
     save_file(state, str(path), metadata={FORMAT_KEY: json.dumps(meta)})
 
@@ -342,16 +376,22 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> FFHQEncoder:
             meta = json.loads((f.metadata() or {}).get(FORMAT_KEY) or "null")
             if not isinstance(meta, dict) or not isinstance(meta.get("spec"), dict):
                 raise EncoderImportError(f"{path.name} is not an encoder written by `wspace encoder import`.")
-            spec = Spec(**{k: meta["spec"][k] for k in ("kind", "widths", "se", "n_styles", "head_convs", "w_dim",
-                                                         "latent_avg_added")})
+            spec = Spec(
+                **{
+                    k: meta["spec"][k]
+                    for k in ("kind", "widths", "se", "n_styles", "head_convs", "w_dim", "latent_avg_added")
+                }
+            )
             if not (isinstance(spec.widths, list) and all(isinstance(w, int) for w in spec.widths)):
                 raise EncoderImportError(f"{path.name}'s architecture is damaged.")
             spec.check()
             state = {k: f.get_tensor(k) for k in f.keys()}
     except EncoderImportError:
         raise
-    except Exception as exc:
-        raise EncoderImportError(f"{path.name} is not an encoder this engine can load ({type(exc).__name__}).") from None
+    except Exception as exc:  # noqa: BLE001 (any failure to read a hostile file is one sentence)
+        raise EncoderImportError(
+            f"{path.name} is not an encoder this engine can load ({type(exc).__name__})."
+        ) from None
     E = build(spec, state, state.get("latent_avg"))
     E.generator = str(meta.get("model_id", "unknown"))[:64]
     return E.to(device)
@@ -364,6 +404,8 @@ def codes(E: FFHQEncoder, inputs: np.ndarray, batch: int = 8) -> np.ndarray:
         raise EncoderImportError("The inputs must be finite numbers shaped [N, 3, H, W].")
     device = E.latent_avg.device
     with torch.no_grad():
-        out = [E(torch.from_numpy(np.ascontiguousarray(x[i:i + batch], dtype=np.float32)).to(device)).cpu().numpy()
-               for i in range(0, len(x), batch)]
+        out = [
+            E(torch.from_numpy(np.ascontiguousarray(x[i : i + batch], dtype=np.float32)).to(device)).cpu().numpy()
+            for i in range(0, len(x), batch)
+        ]
     return np.concatenate(out) if out else np.zeros((0, E.spec.n_styles, E.spec.w_dim), np.float32)

@@ -109,7 +109,8 @@ def device_problem(device: str) -> str | None:
     kind = device.split(":")[0]
     if kind == "cuda":
         if torch.version.cuda is None:
-            return f"--device {device}: this torch ({torch.__version__}) is a CPU-only build; use cpu or install a CUDA build."
+            return (f"--device {device}: this torch ({torch.__version__}) is a CPU-only build; "
+                    "use cpu or install a CUDA build.")
         if not torch.cuda.is_available():
             return f"--device {device}: torch sees no CUDA GPU on this machine; use cpu."
         index = int(device.split(":")[1]) if ":" in device else 0

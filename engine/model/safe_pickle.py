@@ -61,21 +61,28 @@ def _load_storage_from_bytes(data):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    except Exception as exc:  # torch's own unpickler refused it
+    except Exception as exc:  # noqa: BLE001 (torch's own unpickler refused it)
         raise UnsafePickle(f"tensor storage refused: {exc}") from None
 
 
 def check_view(storage_elements: int, offset, size, stride) -> None:
     """Refuse a tensor view that reaches past its storage or reads an element twice."""
-    if not (isinstance(offset, int) and isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
-            and all(isinstance(n, int) and n >= 0 for n in (offset, *size, *stride))):
+    if not (
+        isinstance(offset, int)
+        and isinstance(size, tuple)
+        and isinstance(stride, tuple)
+        and len(size) == len(stride)
+        and all(isinstance(n, int) and n >= 0 for n in (offset, *size, *stride))
+    ):
         raise UnsafePickle("tensor with a malformed shape")
     numel = 1
     for n in size:
         numel *= n
-    if numel and (any(st == 0 for n, st in zip(size, stride) if n > 1)
-                  or offset + sum((n - 1) * st for n, st in zip(size, stride)) >= storage_elements
-                  or numel > storage_elements):
+    if numel and (
+        any(st == 0 for n, st in zip(size, stride) if n > 1)
+        or offset + sum((n - 1) * st for n, st in zip(size, stride)) >= storage_elements
+        or numel > storage_elements
+    ):
         raise UnsafePickle("tensor whose shape does not fit its storage")
 
 
@@ -92,7 +99,9 @@ def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, backw
 def check_tensor(t: torch.Tensor, where: str) -> None:
     """Refuse a loaded tensor whose view reaches past its storage or reads an element twice."""
     try:
-        check_view(t.untyped_storage().nbytes() // t.element_size(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        check_view(
+            t.untyped_storage().nbytes() // t.element_size(), t.storage_offset(), tuple(t.shape), tuple(t.stride())
+        )
     except UnsafePickle:
         raise UnsafePickle(f"{where} has a shape that does not fit its storage") from None
 
@@ -110,7 +119,18 @@ def _numpy_scalar(dtype, data=None):
 
 
 def _numpy_dtype(name, align=False, copy=False):
-    if not isinstance(name, str) or name.lstrip("<>=|") not in {"f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "b1", "?"}:
+    if not isinstance(name, str) or name.lstrip("<>=|") not in {
+        "f2",
+        "f4",
+        "f8",
+        "i1",
+        "i2",
+        "i4",
+        "i8",
+        "u1",
+        "b1",
+        "?",
+    }:
         raise UnsafePickle(f"numpy dtype {name!r} is not allowed")
     return np.dtype(name)
 
@@ -135,7 +155,9 @@ class SnapshotUnpickler(pickle._Unpickler):  # the Python unpickler: its opcode 
         state = self.stack.pop()
         inst = self.stack[-1]
         if not (isinstance(inst, np.dtype) and state == inst.__reduce__()[2]):
-            raise UnsafePickle(f"the pickle sets the state of a {type(inst).__name__}, which a network snapshot never does")
+            raise UnsafePickle(
+                f"the pickle sets the state of a {type(inst).__name__}, which a network snapshot never does"
+            )
 
     dispatch[pickle.BUILD[0]] = load_build
 
@@ -157,7 +179,7 @@ def load_snapshot(data: bytes) -> dict:
         raise
     except RecursionError:
         raise UnsafePickle("the pickle nests too deeply") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (the unpickler raises many types for a damaged file)
         raise UnsafePickle(f"not a readable network pickle ({type(exc).__name__})") from None
     if not isinstance(obj, dict):
         raise UnsafePickle("the pickle does not hold a snapshot dictionary")

@@ -1,4 +1,5 @@
-"""Typed errors a member can cause (part of the protocol: the bot reads their codes). Each carries one human sentence for Discord and the CLI.
+"""Typed errors a member can cause (part of the protocol: the bot reads their codes). Each
+carries one human sentence for Discord and the CLI.
 
 Anything that is not a :class:`UserError` is a bug: logged with its traceback, and
 the member gets an apology with the job id.

@@ -29,7 +29,10 @@ class Face:
 
     def __repr__(self) -> str:
         def shape(a) -> str:
-            return f"{getattr(a, 'dtype', type(a).__name__)}{list(getattr(a, 'shape', ()))}" if a is not None else "None"
+            return (
+                f"{getattr(a, 'dtype', type(a).__name__)}{list(getattr(a, 'shape', ()))}" if a is not None else "None"
+            )
+
         return f"Face(ws={shape(self.ws)}, noise={shape(self.noise)})"
 
     def validate(self, name: str = "face") -> None:

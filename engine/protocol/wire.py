@@ -103,7 +103,7 @@ def loads(data: bytes, expect: type | tuple[type, ...] | None = None):
                               max_ext_len=0, list_hook=budget.list, object_hook=budget.map)
     except _TooManyObjects:
         raise WireError(f"The message holds more than {MAX_OBJECTS} lists, maps and items.") from None
-    except Exception as exc:  # msgpack raises several types for malformed bytes
+    except Exception as exc:  # noqa: BLE001 (msgpack raises several types for malformed bytes)
         raise WireError(f"The message is not readable ({type(exc).__name__}).") from None
     if not isinstance(doc, dict) or set(doc) != {"type", "v", "body"} or doc["v"] != VERSION:
         raise WireError("The message is not a protocol envelope of this version.")

@@ -76,7 +76,7 @@ class RedisWorker:
         self.stream = self.k["jobs"].format(engine.model_id)
         self.heartbeat = heartbeat
         self.current: set[bytes] = set()  # the stream entries being worked on
-        self.batch = batch  # jobs at once, their projections as one batch (engine/serving/scheduler.py); 1: one at a time
+        self.batch = batch
         self.scheduler = None
         self.stops = StopList(self._stopped, every=STOP_POLL)
         self.solo: bytes | None = None  # a reclaimed entry running alone: nothing else is taken meanwhile
@@ -97,13 +97,26 @@ class RedisWorker:
 
     def describe(self) -> dict:
         G = self.engine.G
-        return {"id": self.id, "model_id": self.engine.model_id, "resolution": G.resolution, "num_ws": G.num_ws,
-                "w_dim": G.w_dim, "directions": sorted(self.engine.directions), "device": self.engine.device,
-                "pid": os.getpid(), "host": socket.gethostname(), "jobs_done": self.done,
-                "rerun_alone": self.reruns, "set_aside": self.dead, "metrics": self.metrics,
-                "busy_seconds": round(self.busy_seconds, 1), "up_seconds": round(time.time() - self.started, 1),
-                "busy": bool(self.current), "last_seen": time.time(),
-                "current": sorted(_text(e) for e in self.current)}
+        return {
+            "id": self.id,
+            "model_id": self.engine.model_id,
+            "resolution": G.resolution,
+            "num_ws": G.num_ws,
+            "w_dim": G.w_dim,
+            "directions": sorted(self.engine.directions),
+            "device": self.engine.device,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "jobs_done": self.done,
+            "rerun_alone": self.reruns,
+            "set_aside": self.dead,
+            "metrics": self.metrics,
+            "busy_seconds": round(self.busy_seconds, 1),
+            "up_seconds": round(time.time() - self.started, 1),
+            "busy": bool(self.current),
+            "last_seen": time.time(),
+            "current": sorted(_text(e) for e in self.current),
+        }
 
     def beat(self) -> None:
         ttl = max(3, int(self.heartbeat * 4))
@@ -120,7 +133,7 @@ class RedisWorker:
         while not self.stopping.is_set():
             try:
                 self.beat()
-            except Exception as exc:  # Redis away: keep trying, the work loop reports it
+            except Exception as exc:  # noqa: BLE001 (Redis away: keep trying, the work loop reports it)
                 log.debug("heartbeat failed: %s", exc)
             self.stopping.wait(self.heartbeat)
 
@@ -144,8 +157,11 @@ class RedisWorker:
                 self.last_reclaim = time.monotonic()
                 if (entry := self.reclaim()) is not None:
                     return entry
-            if (entry := self._taken(self._take(keys=[self.stream, self.k["dead"]],
-                                                args=[GROUP, self.id, MAX_JOB_ENTRY, "new", 0]))) is not None:
+            if (
+                entry := self._taken(
+                    self._take(keys=[self.stream, self.k["dead"]], args=[GROUP, self.id, MAX_JOB_ENTRY, "new", 0])
+                )
+            ) is not None:
                 return entry
             if time.monotonic() >= deadline or self.stopping.is_set():
                 return None
@@ -191,9 +207,13 @@ class RedisWorker:
                 continue
             if owner in live and idle < self.claim_idle * 1000:
                 continue
-            got = self._take(keys=[self.stream, self.k["dead"]], args=[GROUP, self.id, MAX_JOB_ENTRY, entry_id, max(1, idle)])
+            got = self._take(
+                keys=[self.stream, self.k["dead"]], args=[GROUP, self.id, MAX_JOB_ENTRY, entry_id, max(1, idle)]
+            )
             if (entry := self._taken(got)) is not None:
-                log.warning("worker %s reclaimed job entry %s from %s (delivery %d)", self.id, _text(entry_id), owner, entry[2])
+                log.warning(
+                    "worker %s reclaimed job entry %s from %s (delivery %d)", self.id, _text(entry_id), owner, entry[2]
+                )
                 return entry
         return None
 
@@ -238,8 +258,18 @@ class RedisWorker:
         log.error("job entry %s set aside: %s", entry_id, reason)
         job_id, reply = _text(fields.get(b"job_id")), _text(fields.get(b"reply"))
         pipe = self.r.pipeline()
-        pipe.xadd(self.k["dead"], {"entry": str(entry_id), "job_id": job_id[:64], "reason": reason[:500],
-                                   "worker": self.id, "time": str(time.time())}, maxlen=DEAD_MAXLEN, approximate=True)
+        pipe.xadd(
+            self.k["dead"],
+            {
+                "entry": str(entry_id),
+                "job_id": job_id[:64],
+                "reason": reason[:500],
+                "worker": self.id,
+                "time": str(time.time()),
+            },
+            maxlen=DEAD_MAXLEN,
+            approximate=True,
+        )
         pipe.xack(self.stream, GROUP, entry_id)
         pipe.xdel(self.stream, entry_id)
         pipe.execute()
@@ -314,8 +344,14 @@ class RedisWorker:
         if deliveries > 1:
             self.solo = entry_id
             self.reruns += 1
-        log.info("job %s (%s) taken from entry %s, delivery %d%s", request.id, request.kind, entry_id, deliveries,
-                 ", alone" if deliveries > 1 else "")
+        log.info(
+            "job %s (%s) taken from entry %s, delivery %d%s",
+            request.id,
+            request.kind,
+            entry_id,
+            deliveries,
+            ", alone" if deliveries > 1 else "",
+        )
 
         def answered() -> None:
             log.info("job %s answered", request.id)
@@ -400,7 +436,7 @@ class RedisWorker:
         try:
             self.r.delete(self.k["worker"].format(self.id))
             self.r.srem(self.k["workers"], self.id)
-        except Exception:
+        except Exception:  # noqa: BLE001 (leaving: Redis may be gone already)
             pass
 
 
@@ -417,10 +453,12 @@ def serve_metrics(worker: RedisWorker, address: str) -> str:
     class Collector:
         def collect(self):
             labels = {"worker": worker.id}
-            for name, doc, value in (("jobs", "Jobs this worker answered", worker.done),
-                                     ("busy_seconds", "Seconds spent working on jobs", worker.busy_seconds),
-                                     ("reruns", "Entries a dead worker left, run here alone", worker.reruns),
-                                     ("dead_letters", "Entries set aside (poison, unreadable)", worker.dead)):
+            for name, doc, value in (
+                ("jobs", "Jobs this worker answered", worker.done),
+                ("busy_seconds", "Seconds spent working on jobs", worker.busy_seconds),
+                ("reruns", "Entries a dead worker left, run here alone", worker.reruns),
+                ("dead_letters", "Entries set aside (poison, unreadable)", worker.dead),
+            ):
                 family = CounterMetricFamily(f"wspace_worker_{name}", doc, labels=list(labels))
                 family.add_metric(list(labels.values()), value)
                 yield family
@@ -437,9 +475,21 @@ def serve_metrics(worker: RedisWorker, address: str) -> str:
     return served
 
 
-def serve_redis(url: str, secret: bytes, model=None, device: str = "cpu", directions=None, threads: int | None = None,
-                worker_id: str | None = None, claim_idle: float = 30.0, inline_max: int = 256 * 1024,
-                prefix: str = "wspace", batch: int = 1, metrics: str = "", encoder=None) -> None:
+def serve_redis(
+    url: str,
+    secret: bytes,
+    model=None,
+    device: str = "cpu",
+    directions=None,
+    threads: int | None = None,
+    worker_id: str | None = None,
+    claim_idle: float = 30.0,
+    inline_max: int = 256 * 1024,
+    prefix: str = "wspace",
+    batch: int = 1,
+    metrics: str = "",
+    encoder=None,
+) -> None:
     """Process entry point of ``wspace worker``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     from engine.model.runtime import prepare_process
@@ -447,8 +497,16 @@ def serve_redis(url: str, secret: bytes, model=None, device: str = "cpu", direct
     prepare_process(threads)
     from engine.jobs.engine import Engine
 
-    worker = RedisWorker(url, Engine(model, device, directions, encoder_path=encoder), secret, worker_id, claim_idle, inline_max, prefix,
-                         batch=batch)
+    worker = RedisWorker(
+        url,
+        Engine(model, device, directions, encoder_path=encoder),
+        secret,
+        worker_id,
+        claim_idle,
+        inline_max,
+        prefix,
+        batch=batch,
+    )
     if metrics:
         worker.metrics = serve_metrics(worker, metrics)
     try:

@@ -52,7 +52,7 @@ def serve(job_queue, event_queue, model_path=None, device: str = "cpu", directio
 
     try:
         engine = Engine(model_path, device, directions_path, encoder_path=encoder_path)
-    except Exception as exc:  # the model, its directions or encoder cannot be loaded: no restart will help
+    except Exception as exc:  # noqa: BLE001 (the model, its directions or encoder cannot be loaded: no restart will help)
         message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         log.error("the engine cannot start: %s", message)
         logging.shutdown()
