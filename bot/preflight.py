@@ -29,20 +29,27 @@ _held: list = []  # the database locks of this process (kept open: closing one r
 def check_database_path(path: Path) -> None:
     """One sentence when ``path`` cannot be a SQLite database file."""
     try:
-        st = path.stat()
+        regular_file("storage.database", path, f"e.g. {path / 'wspace.sqlite3'}")
     except FileNotFoundError:
         parent = path.parent
         if parent.exists() and not parent.is_dir():
             raise ConfigError(f"storage.database: {parent} is not a folder") from None
-        return
+
+
+def regular_file(key: str, path: Path, inside: str = "") -> os.stat_result:
+    """``path``'s status when it is a regular file; one sentence when it is a folder, a device,
+    a pipe or unreadable (FileNotFoundError passes through)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise
     except OSError as exc:
-        raise ConfigError(f"storage.database: cannot look at {path} ({exc.strerror or exc})") from None
+        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror or exc})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise ConfigError(
-            f"storage.database: {path} is a folder; name a file inside it, e.g. {path / 'wspace.sqlite3'}"
-        )
+        raise ConfigError(f"{key}: {path} is a folder; name a file inside it{', ' + inside if inside else ''}")
     if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"storage.database: {path} is not a regular file (a device or a pipe); name a file")
+        raise ConfigError(f"{key}: {path} is not a regular file (a device or a pipe); name a file")
+    return st
 
 
 def lock_database(path: Path) -> None:
@@ -92,13 +99,9 @@ def check_engine_file(key: str, path: Path | None, suffixes: tuple[str, ...], op
     if path is None or optional and not path.exists():
         return
     try:
-        st = path.stat()
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ConfigError(f"{key}: {path} is a folder; name the file inside it")
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{key}: {path} is not a regular file (a device or a pipe)")
+        st = regular_file(key, path)
+    except FileNotFoundError:
+        raise ConfigError(f"{key}: cannot read {path} (No such file or directory)") from None
     if path.suffix.lower() not in suffixes:
         raise ConfigError(f"{key}: {path.name} is not a file the engine reads ({', '.join(suffixes)})")
     if st.st_size > MAX_MODEL_BYTES:

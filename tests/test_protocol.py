@@ -20,31 +20,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from engine.protocol import (
-    REQUESTS,
-    AverageRequest,
-    BlendRequest,
-    EditRequest,
-    FacesRequest,
-    File,
-    GridRequest,
-    JobFailed,
-    LookalikeRequest,
-    LoopRequest,
-    MixRequest,
-    MorphRequest,
-    Progress,
-    ProjectRequest,
-    RandomRequest,
-    RenderRequest,
-    Result,
-    StrangerRequest,
-    SwapRequest,
-    TeamRequest,
-    WorkerReady,
-    as_face,
-    wire,
-)
+from engine.protocol import (REQUESTS, AverageRequest, BlendRequest, EditRequest, FacesRequest, File, GridRequest,
+                             JobFailed, LookalikeRequest, LoopRequest, MixRequest, MorphRequest, Progress,
+                             ProjectRequest, RandomRequest, RenderRequest, Result, StrangerRequest, SwapRequest,
+                             TeamRequest, WorkerReady, as_face, wire)
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = as_face(np.arange(20, dtype=np.float32).reshape(2, 10) / 7, np.linspace(-1, 1, 33))

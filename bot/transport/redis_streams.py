@@ -38,23 +38,9 @@ from redis.exceptions import RedisError, ResponseError, TimeoutError as RedisTim
 
 from bot.transport.base import EngineUnavailable, ProgressCallback, ShuttingDown, Transport
 from engine.protocol import BadArgument, JobFailed, Progress, Request, Result, WorkerReady, wire
-from engine.protocol.redis_keys import (
-    DONE_TTL,
-    GROUP,
-    GET_BOUNDED,
-    GETDEL_BOUNDED,
-    JOBS_MAXLEN,
-    MAX_AGE,
-    MAX_EVENT_ENTRY,
-    MAX_HEARTBEAT,
-    READ_AND_TRIM,
-    STALE_RETRIES,
-    event_context,
-    job_context,
-    keys,
-    open_heartbeat,
-    stop_context,
-)
+from engine.protocol.redis_keys import (DONE_TTL, GROUP, GET_BOUNDED, GETDEL_BOUNDED, JOBS_MAXLEN, MAX_AGE,
+                                        MAX_EVENT_ENTRY, MAX_HEARTBEAT, READ_AND_TRIM, STALE_RETRIES, event_context,
+                                        job_context, keys, open_heartbeat, stop_context)
 
 log = logging.getLogger("wspace.redis")
 

@@ -16,41 +16,13 @@ from typing import Annotated, Optional
 import typer
 
 from engine.latent.kept import KeptFaceError, load_npz, save_npz
-from engine.protocol import (
-    BlendRequest,
-    EditRequest,
-    Face,
-    FacesRequest,
-    GridRequest,
-    LoopRequest,
-    MixRequest,
-    MorphRequest,
-    ProjectRequest,
-    RandomRequest,
-    RenderRequest,
-    Request,
-    Result,
-    StrangerRequest,
-    SwapRequest,
-    TeamRequest,
-    UserError,
-    as_face,
-)
+from engine.protocol import (BlendRequest, EditRequest, Face, FacesRequest, GridRequest, LoopRequest, MixRequest,
+                             MorphRequest, ProjectRequest, RandomRequest, RenderRequest, Request, Result,
+                             StrangerRequest, SwapRequest, TeamRequest, UserError, as_face)
 from engine.protocol.requests import MAX_ATTACHMENT_BYTES, MAX_PHOTO_BYTES
 
-from engine.cli.tools import (
-    THREADS,
-    DeviceOpt,
-    EncoderOpt,
-    ModelOpt,
-    OutOpt,
-    directions_app,
-    encoder_app,
-    fail,
-    generate,
-    loaded,
-    model_app,
-)
+from engine.cli.tools import (THREADS, DeviceOpt, EncoderOpt, ModelOpt, OutOpt, directions_app, encoder_app, fail,
+                              generate, loaded, model_app)
 
 CLI_MAX_BYTES = MAX_ATTACHMENT_BYTES  # files on disk: the largest the protocol carries
 MIN_SECRET = 16  # as bot/config.py asks of engine.redis_secret

@@ -21,25 +21,9 @@ from engine.model.encoder import encode
 from engine.jobs.engine import Engine
 from engine.latent.batch import Member
 from engine.latent.projector import Projection, psnr
-from engine.protocol import (
-    AverageRequest,
-    BlendRequest,
-    EditRequest,
-    Face,
-    File,
-    GridRequest,
-    LoopRequest,
-    MixRequest,
-    MorphRequest,
-    Progress,
-    ProjectRequest,
-    RandomRequest,
-    RenderRequest,
-    Request,
-    Result,
-    SwapRequest,
-    as_face,
-)
+from engine.protocol import (AverageRequest, BlendRequest, EditRequest, Face, File, GridRequest, LoopRequest,
+                             MixRequest, MorphRequest, Progress, ProjectRequest, RandomRequest, RenderRequest, Request,
+                             Result, SwapRequest, as_face)
 from engine.jobs.asks import Draw
 from engine.model.images import DISPLAY, gif_bytes, montage, mp4_bytes, numbered, png_bytes, resize
 from engine.model.sampling import ws_from_seeds

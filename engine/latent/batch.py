@@ -31,22 +31,9 @@ import torch
 
 from engine.latent.kept import KEPT_NOISE_MAX_RES
 from engine.model.networks import Generator
-from engine.latent.projector import (
-    ADAM_BETAS,
-    DEFAULT_STEPS,
-    ROLUX,
-    ProgressFn,
-    Projection,
-    Schedule,
-    latent_noise_scale,
-    lr_schedule,
-    make_loss,
-    noise_regularizer,
-    psnr,
-    refine_schedule,
-    w_plus_regularizer,
-    w_stats,
-)
+from engine.latent.projector import (ADAM_BETAS, DEFAULT_STEPS, ROLUX, ProgressFn, Projection, Schedule,
+                                     latent_noise_scale, lr_schedule, make_loss, noise_regularizer, psnr,
+                                     refine_schedule, w_plus_regularizer, w_stats)
 from engine.model.images import from_uint8, to_uint8
 
 ADAM_EPS = 1e-8
