@@ -75,6 +75,7 @@ class RedisTransport(Transport):
         self.parked_results = 0  # results that came beside the stream, being large
         self.device = "remote"
         self.redis_up = False
+        self.last_ok = 0.0  # when a Redis call last succeeded (monotonic)
         self.epoch_key = f"{self.reply_stream}:epoch"  # vanishes when Redis loses its data
         self.epoch_set = False
         self.sent: dict[str, tuple[str, bytes]] = {}  # job id -> (job stream, entry id) while pending
@@ -123,7 +124,12 @@ class RedisTransport(Transport):
 
     def _went_down(self, exc: Exception, since: float) -> None:
         """A call that began at ``since`` failed: jobs sent before then may be lost with
-        Redis; jobs sent after it (Redis already back) are not."""
+        Redis; jobs sent after it (Redis already back) are not. A failure that surfaces after a
+        later call has succeeded (a retry that outlived the outage) changes nothing: Redis is
+        back, and what it lost is found by the epoch check."""
+        if self.last_ok > since:
+            log.info("a Redis call that began before a later success failed (%s); Redis is up", exc)
+            return
         lost = [job_id for job_id, p in self.pending.items() if p.submitted < since]
         if self.redis_up or lost:
             log.error("Redis unreachable (%s): failing %d waiting jobs", exc, len(lost))
@@ -175,6 +181,7 @@ class RedisTransport(Transport):
                 if not self.redis_up:
                     log.info("Redis reachable; %d engine workers", len(alive))
                 self.redis_up = True
+                self.last_ok = max(self.last_ok, since)
                 self.workers = alive
                 self._update_info()
                 for hung in self.hung_jobs():
@@ -215,6 +222,7 @@ class RedisTransport(Transport):
             since = time.monotonic()
             try:
                 got = await self._read(keys=[self.reply_stream, self.k["dead"]], args=[MAX_EVENT_ENTRY, READ_COUNT])
+                self.last_ok = max(self.last_ok, since)
                 for entry_id, fields, size in got:
                     if not fields:
                         self.refused += 1
