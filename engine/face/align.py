@@ -335,6 +335,12 @@ def measure_framing(faces: list[np.ndarray], min_faces: int = 20) -> Framing:
     return Framing(float(np.median(scales)), float(np.median(dxs)), float(np.median(dys)))
 
 
+def outer_box(quad: np.ndarray) -> tuple[int, int, int, int]:
+    """The integer box (left, top, right, bottom) around a quad's corners, outward."""
+    return (int(np.floor(quad[:, 0].min())), int(np.floor(quad[:, 1].min())),
+            int(np.ceil(quad[:, 0].max())), int(np.ceil(quad[:, 1].max())))
+
+
 def align_from_landmarks(img: np.ndarray, lm: np.ndarray, size: int, framing: Framing = FFHQ_FRAMING) -> np.ndarray:
     quad, qsize = ffhq_quad(lm)
     if framing != FFHQ_FRAMING:
@@ -346,12 +352,7 @@ def align_from_landmarks(img: np.ndarray, lm: np.ndarray, size: int, framing: Fr
         pil = pil.resize((round(pil.width / shrink), round(pil.height / shrink)), Image.Resampling.LANCZOS)
         quad, qsize = quad / shrink, qsize / shrink
     border = max(int(round(qsize * 0.1)), 3)
-    crop = (
-        int(np.floor(quad[:, 0].min())),
-        int(np.floor(quad[:, 1].min())),
-        int(np.ceil(quad[:, 0].max())),
-        int(np.ceil(quad[:, 1].max())),
-    )
+    crop = outer_box(quad)
     crop = (
         max(crop[0] - border, 0),
         max(crop[1] - border, 0),
@@ -361,12 +362,7 @@ def align_from_landmarks(img: np.ndarray, lm: np.ndarray, size: int, framing: Fr
     if crop[2] - crop[0] < pil.width or crop[3] - crop[1] < pil.height:
         pil = pil.crop(crop)
         quad = quad - crop[0:2]
-    pad = (
-        int(np.floor(quad[:, 0].min())),
-        int(np.floor(quad[:, 1].min())),
-        int(np.ceil(quad[:, 0].max())),
-        int(np.ceil(quad[:, 1].max())),
-    )
+    pad = outer_box(quad)
     pad = (
         max(-pad[0] + border, 0),
         max(-pad[1] + border, 0),
