@@ -34,6 +34,12 @@ def snowflake() -> str:
     return str(next(_ids))
 
 
+def member_payload(user_id: int, permissions: int) -> dict:
+    """A guild member as an interaction carries it (with the member's resolved permissions)."""
+    return {"user": user_payload(user_id), "roles": [], "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False,
+            "mute": False, "flags": 0, "permissions": str(permissions)}
+
+
 def user_payload(user_id: int, name: str | None = None, bot: bool = False) -> dict:
     return {"id": str(user_id), "username": name or f"user{user_id % 100000}", "discriminator": "0",
             "global_name": name, "avatar": None, "bot": bot}
@@ -349,23 +355,8 @@ class DiscordSimulator:
             "data": data,
             "guild_id": str(guild_id),
             "channel_id": str(self.channel_id),
-            "channel": {
-                "id": str(self.channel_id),
-                "type": 0,
-                "name": "general",
-                "guild_id": str(guild_id),
-                "position": 0,
-                "permission_overwrites": [],
-            },
-            "member": {
-                "user": user_payload(user_id),
-                "roles": [],
-                "joined_at": "2024-01-01T00:00:00+00:00",
-                "deaf": False,
-                "mute": False,
-                "flags": 0,
-                "permissions": str(permissions),
-            },
+            "channel": self._channel(guild_id),
+            "member": member_payload(user_id, permissions),
             "token": token,
             "version": 1,
             "app_permissions": str((1 << 50) - 1),
@@ -447,23 +438,8 @@ class DiscordSimulator:
             "data": {"custom_id": custom_id, "component_type": 2}
             if values is None
             else {"custom_id": custom_id, "component_type": 3, "values": values},
-            "channel": {
-                "id": str(self.channel_id),
-                "type": 0,
-                "name": "general",
-                "guild_id": str(self.guild_id),
-                "position": 0,
-                "permission_overwrites": [],
-            },
-            "member": {
-                "user": user_payload(user_id),
-                "roles": [],
-                "joined_at": "2024-01-01T00:00:00+00:00",
-                "deaf": False,
-                "mute": False,
-                "flags": 0,
-                "permissions": str(permissions),
-            },
+            "channel": self._channel(self.guild_id),
+            "member": member_payload(user_id, permissions),
             "token": token,
             "version": 1,
             "app_permissions": str((1 << 50) - 1),

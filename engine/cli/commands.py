@@ -157,22 +157,14 @@ def project(
     no_encoder: Annotated[
         bool, typer.Option("--no-encoder", help="Start from the average face, not the encoder's guess")
     ] = False,
-    out: OutOpt = Path("out/project"),
-    model: ModelOpt = None,
-    device: DeviceOpt = "cpu",
-    encoder: EncoderOpt = None,
+    out: OutOpt = Path("out/project"), model: ModelOpt = None, device: DeviceOpt = "cpu", encoder: EncoderOpt = None,
 ) -> None:
     """Find the face, align it, project it into W+: aligned.png, projected.png, side_by_side.png,
     progress.gif, latent.npz."""
     engine = _engine(model, device, encoder)
-    r = _run(
-        engine,
-        ProjectRequest(
-            image=read_photo(photo), steps=steps, encoder=not no_encoder, face=face, max_image_bytes=MAX_PHOTO_BYTES
-        ),
-        out,
-        "projecting",
-    )
+    request = ProjectRequest(image=read_photo(photo), steps=steps, encoder=not no_encoder, face=face,
+                             max_image_bytes=MAX_PHOTO_BYTES)
+    r = _run(engine, request, out, "projecting")
     f = r.figures
     seen = f["faces_found"]
     typer.echo(
@@ -194,20 +186,14 @@ def team(
     ] = 150,
     frames: Annotated[Optional[int], typer.Option(min=TeamRequest.FRAMES[0], max=TeamRequest.FRAMES[1])] = None,
     fmt: Annotated[str, typer.Option("--format", help=" or ".join(TeamRequest.FORMATS))] = "gif",
-    out: OutOpt = Path("out/team"),
-    model: ModelOpt = None,
-    device: DeviceOpt = "cpu",
-    encoder: EncoderOpt = None,
+    out: OutOpt = Path("out/team"), model: ModelOpt = None, device: DeviceOpt = "cpu", encoder: EncoderOpt = None,
 ) -> None:
     """Every face of a group photo projected, and a looping morph through them all: team.gif,
     team_faces.png, latent_N.npz."""
     engine = _engine(model, device, encoder)
-    r = _run(
-        engine,
-        TeamRequest(image=read_photo(photo), steps=steps, frames=frames, format=fmt, max_image_bytes=MAX_PHOTO_BYTES),
-        out,
-        "projecting the team",
-    )
+    request = TeamRequest(image=read_photo(photo), steps=steps, frames=frames, format=fmt,
+                          max_image_bytes=MAX_PHOTO_BYTES)
+    r = _run(engine, request, out, "projecting the team")
     typer.echo(f"{terminal(r.text)} Wrote {out}/team.{fmt}, team_faces.png and a latent file per face.")
 
 
@@ -310,14 +296,8 @@ SplitOpt = Annotated[
 
 
 @commands.command()
-def mix(
-    coarse: Path,
-    fine: Path,
-    split: SplitOpt = None,
-    out: OutOpt = Path("out/mix"),
-    model: ModelOpt = None,
-    device: DeviceOpt = "cpu",
-) -> None:
+def mix(coarse: Path, fine: Path, split: SplitOpt = None, out: OutOpt = Path("out/mix"), model: ModelOpt = None,
+        device: DeviceOpt = "cpu") -> None:
     """Style mixing: pose and shape from one latent, colours and texture from another."""
     engine = _engine(model, device)
     _run(engine, MixRequest(coarse=read_latent(coarse, engine), fine=read_latent(fine, engine), split=split), out)
@@ -325,14 +305,8 @@ def mix(
 
 
 @commands.command()
-def swap(
-    a: Path,
-    b: Path,
-    split: SplitOpt = None,
-    out: OutOpt = Path("out/swap"),
-    model: ModelOpt = None,
-    device: DeviceOpt = "cpu",
-) -> None:
+def swap(a: Path, b: Path, split: SplitOpt = None, out: OutOpt = Path("out/swap"), model: ModelOpt = None,
+         device: DeviceOpt = "cpu") -> None:
     """Two latents swap their fine styles: swap.png, latent_1.npz (a's shape, b's finish), latent_2.npz."""
     engine = _engine(model, device)
     r = _run(engine, SwapRequest(a=read_latent(a, engine), b=read_latent(b, engine), split=split), out)

@@ -134,9 +134,8 @@ def load_generator(path: str | Path | None = None, device: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"no model file at {path}")
     if path.stat().st_size > MAX_MODEL_BYTES:
-        raise CheckpointError(
-            f"{path.name} is larger than any generator this engine loads ({MAX_MODEL_BYTES // 2**30} GiB)."
-        )
+        limit = MAX_MODEL_BYTES // 2**30
+        raise CheckpointError(f"{path.name} is larger than any generator this engine loads ({limit} GiB).")
     try:
         return _load(path, device)
     except CheckpointError as exc:

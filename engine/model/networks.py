@@ -173,15 +173,8 @@ class MappingNetwork(nn.Module):
 class SynthesisLayer(nn.Module):
     """Modulated 3×3 conv (optionally 2× up) + noise + bias + leaky ReLU."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        w_dim: int,
-        resolution: int,
-        up: int = 1,
-        conv_clamp: float | None = None,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1,
+                 conv_clamp: float | None = None) -> None:
         super().__init__()
         self.resolution, self.up, self.conv_clamp = resolution, up, conv_clamp
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1)
@@ -253,15 +246,8 @@ class ToRGBLayer(nn.Module):
 
 
 class SynthesisBlock(nn.Module):
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        w_dim: int,
-        resolution: int,
-        img_channels: int,
-        conv_clamp: float | None = None,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
+                 conv_clamp: float | None = None) -> None:
         super().__init__()
         self.in_channels, self.resolution = in_channels, resolution
         if in_channels == 0:
