@@ -503,6 +503,11 @@ class DiscordSimulator:
         text = await request.text()
         return (json.loads(text) if text else {}), files
 
+    def _channel(self, guild_id: int) -> dict:
+        """The one text channel, as an interaction carries it."""
+        return {"id": str(self.channel_id), "type": 0, "name": "general", "guild_id": str(guild_id), "position": 0,
+                "permission_overwrites": []}
+
     def _message(
         self, inter: SimInteraction | None, payload: dict, files: dict[str, bytes], mid: str | None = None
     ) -> dict:
