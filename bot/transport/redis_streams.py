@@ -49,6 +49,7 @@ EPOCH_TTL = 3600  # seconds; refreshed every poll while the bot runs
 NO_WORKER_FOR_MODEL = "No engine here has the model those faces were made with; project them again."
 EVENT_POLL = 0.02  # seconds between two reads of the reply stream while jobs are pending (Lua cannot block)
 IDLE_EVENT_POLL = 0.25  # … and while none is
+WORKER_GRACE = 10.0  # seconds a worker missing from the heartbeats still counts for new jobs
 READ_COUNT = 1  # entries per read: the script copies each entry inside Redis to measure it (~1 s for a 300 MB one)
 
 
@@ -76,6 +77,10 @@ class RedisTransport(Transport):
         self.device = "remote"
         self.redis_up = False
         self.last_ok = 0.0  # when a Redis call last succeeded (monotonic)
+        self.seen_workers: dict[str, dict] = {}  # the last workers seen alive, and when
+        self.seen_at = -1e9
+        self._adding = asyncio.Lock()  # this bot's job entries, added one at a time
+        self._last_entry = (0, 0)  # the id of the last one (ms, seq)
         self.epoch_key = f"{self.reply_stream}:epoch"  # vanishes when Redis loses its data
         self.epoch_set = False
         self.sent: dict[str, tuple[str, bytes]] = {}  # job id -> (job stream, entry id) while pending
@@ -183,6 +188,8 @@ class RedisTransport(Transport):
                 self.redis_up = True
                 self.last_ok = max(self.last_ok, since)
                 self.workers = alive
+                if alive:
+                    self.seen_workers, self.seen_at = alive, time.monotonic()
                 self._update_info()
                 for hung in self.hung_jobs():
                     self._fail(hung.job.id, "engine_restarted", "That took far too long and was stopped; try again.")
@@ -282,11 +289,14 @@ class RedisTransport(Transport):
     # --- jobs ---------------------------------------------------------------------------------
 
     def submit(self, job: Request, on_progress: ProgressCallback | None = None) -> asyncio.Future:
-        if not self.redis_up or not self.workers:
+        # A worker missing from one look at the heartbeats (Redis just restarted, a beat late)
+        # still takes the job from the stream: only workers unseen for WORKER_GRACE refuse it.
+        workers = self.workers or (self.seen_workers if time.monotonic() - self.seen_at < WORKER_GRACE else {})
+        if not self.redis_up or not workers:
             raise EngineUnavailable("no engine worker is connected")
         model = job.model_id or self.info.model_id
         fut = self._book(job, on_progress)
-        if not any(w["model_id"] == model for w in self.workers.values()):
+        if not any(w["model_id"] == model for w in workers.values()):
             self._fail(job.id, "model_mismatch", NO_WORKER_FOR_MODEL)
             return fut
         asyncio.ensure_future(self._send(job, model))
@@ -305,27 +315,29 @@ class RedisTransport(Transport):
 
     async def _add_sealed(self, stream: str, job_id: str, data: bytes) -> bytes:
         """Add a job entry under an id chosen here and sealed into it (so a copy added again
-        under any other id does not open); past the stream's top id when another bot is ahead."""
-        top = (0, 0)
-        for _ in range(8):
-            ms = max(int(time.time() * 1000), top[0])
-            seq = top[1] + 1 if ms == top[0] else 0
-            entry_id = f"{ms}-{seq}"
-            fields = {
-                "job_id": job_id,
-                "reply": self.reply_stream,
-                "job": wire.seal(data, self.secret, job_context(stream, entry_id, job_id, self.reply_stream)),
-            }
-            try:
-                return await self.r.xadd(stream, fields, id=entry_id, maxlen=JOBS_MAXLEN, approximate=True)
-            except ResponseError as exc:
-                if "equal or smaller" not in str(exc):
-                    raise
-                info = await self.r.xinfo_stream(stream)
-                last = info["last-generated-id"]
-                last = last.decode() if isinstance(last, bytes) else str(last)
-                top = tuple(int(x) for x in last.split("-"))
-        raise ResponseError("could not find a free entry id")
+        under any other id does not open). This bot's entries are added one at a time, each
+        past the last (so concurrent jobs never race for an id); past the stream's top id when
+        another bot is ahead."""
+        async with self._adding:
+            top = self._last_entry
+            for _ in range(8):
+                ms = max(int(time.time() * 1000), top[0])
+                seq = top[1] + 1 if ms == top[0] else 0
+                entry_id = f"{ms}-{seq}"
+                context = job_context(stream, entry_id, job_id, self.reply_stream)
+                fields = {"job_id": job_id, "reply": self.reply_stream, "job": wire.seal(data, self.secret, context)}
+                try:
+                    added = await self.r.xadd(stream, fields, id=entry_id, maxlen=JOBS_MAXLEN, approximate=True)
+                    self._last_entry = (ms, seq)
+                    return added
+                except ResponseError as exc:
+                    if "equal or smaller" not in str(exc):
+                        raise
+                    info = await self.r.xinfo_stream(stream)
+                    last = info["last-generated-id"]
+                    last = last.decode() if isinstance(last, bytes) else str(last)
+                    top = tuple(int(x) for x in last.split("-"))
+            raise ResponseError("could not find a free entry id")
 
     def _tell_stop(self, job_id: str) -> None:
         asyncio.ensure_future(self._send_stop(job_id))
