@@ -13,7 +13,7 @@ read only from that job's own result key, after its size. Events are deleted as 
 read, and a stopped job's entry is deleted if no worker has taken it. This side:
 
 - sends each job to the stream of the model its latents were made with, and refuses at
-  once when no live worker serves that model;
+  once when no worker seen in the last 10 s serves that model;
 - reads its own reply stream (one per bot process, so shards never see each other's
   events), resolves each job id once and counts a second answer as a duplicate;
 - follows the workers' heartbeats: ready while at least one is alive;
