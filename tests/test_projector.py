@@ -117,3 +117,53 @@ def test_offline_loss_with_ssim_is_reported(G):
 def test_wrong_target_size_is_refused(G):
     with pytest.raises(ValueError, match="32×32"):
         project(G, np.zeros((64, 64, 3), np.uint8), steps=1)
+
+
+def _const_maps(G):
+    out = []
+    for layer in G.synthesis.noise_layers():
+        c = layer.noise_const.detach().reshape(layer.resolution, layer.resolution).numpy()
+        out.append((c - c.mean()) / c.std())
+    return out
+
+
+def _target(G, seed=5):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return to_uint8(G(torch.randn(1, G.z_dim)))[0]
+
+
+def test_only_the_finest_noise_maps_move_when_asked(G):
+    """Coarse maps left at the model's own keep the face's features in W+: drawn with the model's
+    maps, W+ alone is the face."""
+    layers = G.synthesis.noise_layers()
+    p = project(G, _target(G), steps=15, loss_kind="pixel", schedule=Schedule(noise_octaves=1))
+    fp16 = 4e-3
+    for layer, n, c in zip(layers, p.noise, _const_maps(G)):
+        if layer.resolution < G.resolution:
+            assert np.array_equal(n, layer.noise_const.numpy().reshape(n.shape)), "the model's own map"
+        else:
+            assert not np.allclose(n, c, atol=fp16), "the finest map moved"
+
+
+def test_tied_styles_move_as_one_w_then_apart(G):
+    target = _target(G, 6)
+    tied = project(G, target, steps=12, loss_kind="pixel", schedule=Schedule(w_first=1.0, noise_octaves=1))
+    assert np.allclose(tied.ws, tied.ws[:1], atol=1e-5), "every style is the same w"
+    assert not np.allclose(tied.ws[0], G.w_avg.numpy()), "and it moved"
+    half = project(G, target, steps=12, loss_kind="pixel", schedule=Schedule(w_first=0.5, noise_octaves=1))
+    assert not np.allclose(half.ws, half.ws[:1], atol=1e-5), "after the tied half, W+"
+
+
+def test_the_realism_penalty_keeps_styles_near_w(G):
+    from engine.latent.projector import realism_regularizer, w_gaussian
+
+    mean, upper = w_gaussian(G)
+    target = (np.random.default_rng(0).random((G.resolution, G.resolution, 3)) * 255).astype(np.uint8)  # no face
+    free = project(G, target, steps=30, loss_kind="pixel", schedule=Schedule(noise_octaves=1))
+    held = project(G, target, steps=30, loss_kind="pixel", schedule=Schedule(noise_octaves=1, realism_weight=1.0))
+
+    def realism(p):
+        return float(realism_regularizer(torch.from_numpy(p.ws)[None], mean, upper).mean())
+
+    assert realism(held) < 0.5 * realism(free)

@@ -23,6 +23,7 @@ CUDA graph and replayed (``graphs=True``); on the CPU it runs eagerly.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -33,10 +34,12 @@ from engine.latent.kept import KEPT_NOISE_MAX_RES
 from engine.model.networks import Generator
 from engine.latent.projector import (ADAM_BETAS, DEFAULT_STEPS, ROLUX, ProgressFn, Projection, Schedule,
                                      latent_noise_scale, lr_schedule, make_loss, noise_regularizer, psnr,
-                                     refine_schedule, w_plus_regularizer, w_stats)
+                                     realism_regularizer, refine_schedule, w_gaussian, w_plus_regularizer,
+                                     w_stats)
 from engine.model.images import from_uint8, to_uint8
 
 ADAM_EPS = 1e-8
+COARSE_STYLES = 4  # the 4- and 8-px styles: layout and pose (engine/latent/edits.py's "coarse")
 GRAPH_WARMUP = 3  # eager steps before a CUDA graph is captured (each one a real step)
 
 
@@ -86,7 +89,10 @@ class ProjectionBatch:
         self.const = [
             layer.noise_const.detach().float().reshape(1, 1, layer.resolution, layer.resolution) for layer in layers
         ]
-        self.free_layers = [i for i, layer in enumerate(layers) if layer.resolution <= kept_noise_max_res]
+        self.noise_res = [layer.resolution for layer in layers]
+        self.kept_noise_max_res = kept_noise_max_res
+        self.free_layers: list[int] | None = None  # the maps every member moves (fixed by the first to join)
+        self.w_mean, self.w_upper = w_gaussian(G)
         self.graphs = graphs and self.device.type == "cuda"
         self.autocast = autocast  # e.g. torch.bfloat16: the forward pass under autocast (bench/gpu.py measures it)
         self.fused = fused  # the synthesis path (None: the network's own choice for the device)
@@ -120,6 +126,12 @@ class ProjectionBatch:
                 guess = to_uint8(G.synthesis(start[None].float(), noise_mode="const"))[0]
             member.schedule = refine_schedule(psnr(guess, member.target))
         s, n = member.schedule, member.steps
+        finest = G.resolution >> (s.noise_octaves - 1) if s.noise_octaves else 0
+        free = [i for i, r in enumerate(self.noise_res) if finest <= r <= self.kept_noise_max_res]
+        if self.free_layers is not None and free != self.free_layers:
+            raise ValueError("members of one batch must move the same noise maps")
+        if s.w_first > 0:  # the styles start tied, at the guess's mean w, and move together
+            start = start.mean(dim=0, keepdim=True).expand(G.num_ws, -1)
         # The member's whole schedule, laid out once: per-step learning rate and latent noise.
         lrs = torch.tensor([lr_schedule(k / n, s.initial_lr, s.rampdown) for k in range(n)], dtype=torch.float32)
         scales = torch.tensor([latent_noise_scale(k / n, self.w_std, s.noise_factor) for k in range(n)])
@@ -127,7 +139,7 @@ class ProjectionBatch:
         w_noise = torch.randn([n, G.num_ws, G.w_dim], generator=gen) * scales.reshape(-1, 1, 1).float()
         w = start.detach().float().reshape(1, G.num_ws, G.w_dim).clone()
         noises = []
-        for i in self.free_layers:  # the model's constant maps, renormalised, are where the free maps start
+        for i in free:  # the model's constant maps, renormalised, are where the free maps start
             x = self.const[i].clone()
             x -= x.mean()
             x *= x.square().mean().rsqrt()
@@ -138,11 +150,14 @@ class ProjectionBatch:
                 "lr": lrs.to(self.device),
                 "w_noise": w_noise.to(self.device),
                 "consts": torch.tensor(
-                    [[s.noise_lr_mul, s.noise_reg_weight, s.w_plus_weight, s.w_mean_weight]], device=self.device
+                    [[s.noise_lr_mul, s.noise_reg_weight, s.w_plus_weight, s.w_mean_weight,
+                      float(math.ceil(s.w_first * n))]], device=self.device
                 ),
+                "realism": self._realism_weights(s),
             }
         )
         self.members.append(member)
+        self.free_layers = free
         first = self.w is None
         self.w = w if first else torch.cat([self.w, w])
         self.noises = noises if first else [torch.cat([a, b]) for a, b in zip(self.noises, noises)]
@@ -162,12 +177,20 @@ class ProjectionBatch:
         self.counter = torch.tensor([m.step for m in self.members], dtype=torch.long, device=self.device)
         self._relayout()
 
+    def _realism_weights(self, s: Schedule) -> torch.Tensor:
+        """``[1, num_ws]``: each style's weight of the realism penalty (its mean over styles is
+        ``realism_weight`` when the coarse styles are not weighted apart)."""
+        weights = torch.full([1, self.G.num_ws], s.realism_weight / self.G.num_ws)
+        if s.realism_coarse_weight is not None:
+            weights[0, :COARSE_STYLES] = s.realism_coarse_weight / self.G.num_ws
+        return weights.to(self.device)
+
     def _drop(self, keep: list[int]) -> None:
         """Keep only the members at ``keep``, with all their state."""
         self._tables = [self._tables[i] for i in keep]
         self.members = [self.members[i] for i in keep]
         if not keep:
-            self.w = None
+            self.w, self.free_layers = None, None
             self.noises = self.m_n = self.v_n = []
         else:
             idx = torch.tensor(keep, dtype=torch.long, device=self.device)
@@ -192,6 +215,7 @@ class ProjectionBatch:
         self.lr = _stack_pad([t["lr"] for t in tables], steps)
         self.w_noise = _stack_pad([t["w_noise"] for t in tables], steps)
         self.consts = torch.cat([t["consts"] for t in tables])
+        self.realism = torch.cat([t["realism"] for t in tables])
         self.rows_idx = torch.arange(len(tables), device=self.device)
 
     # --- one step ------------------------------------------------------------------------------
@@ -216,6 +240,7 @@ class ProjectionBatch:
             total = total + self.consts[:, 1] * noise_regularizer(noises, per_sample=True)
         spread, centre = w_plus_regularizer(w, self.w_avg, self.w_std, per_sample=True)
         total = total + self.consts[:, 2] * spread + self.consts[:, 3] * centre
+        total = total + (self.realism * realism_regularizer(w, self.w_mean, self.w_upper)).sum(dim=1)
         return dist, total.sum(), img
 
     def _adam(
@@ -241,8 +266,10 @@ class ProjectionBatch:
         w = self.w.detach().requires_grad_(True)
         noises = [x.detach().requires_grad_(True) for x in self.noises]
         dist, total, img = self._losses(w, noises)
-        grads = torch.autograd.grad(total, [w, *noises])
+        grads = list(torch.autograd.grad(total, [w, *noises]))
         with torch.no_grad():
+            tied = (self.counter.float() < self.consts[:, 4]).float().reshape(-1, 1, 1)  # still in W: one w
+            grads[0] = tied * grads[0].mean(dim=1, keepdim=True) + (1 - tied) * grads[0]
             steps_done = (self.counter + 1).float()
             lr = self.lr[self.rows_idx, self.counter.clamp(max=self.lr.shape[1] - 1)]
             b1, b2 = ADAM_BETAS

@@ -61,6 +61,15 @@ class Schedule:
     w_plus_weight: float = W_PLUS_WEIGHT
     w_mean_weight: float = W_MEAN_WEIGHT
     noise_reg_weight: float = NOISE_REGULARIZE_WEIGHT  # higher: smoother maps, more of the face in W+
+    # A kept W+ that is a face (bench/survive.py): the first ``w_first`` of the steps move one w
+    # shared by every style (W, where the mapping network puts faces), the rest W+; only the noise
+    # maps of the ``noise_octaves`` finest resolutions move (texture, not features; None: every
+    # map); ``realism_weight`` pulls each style toward W's own distribution (squared Mahalanobis
+    # distance per dimension).
+    w_first: float = 0.0
+    noise_octaves: int | None = None
+    realism_weight: float = 0.0
+    realism_coarse_weight: float | None = None  # the coarse styles' (layout, pose); None: realism_weight
 
 
 ROLUX = Schedule(name="rolux")
@@ -115,6 +124,27 @@ def w_stats(G: Generator, samples: int = W_STATS_SAMPLES, seed: int = 123) -> tu
     w_std = float(((w - w_avg).square().sum() / samples) ** 0.5)
     G._w_stats = (w_avg, w_std)
     return G._w_stats
+
+
+def w_gaussian(G: Generator, samples: int = W_STATS_SAMPLES, seed: int = 123) -> tuple[torch.Tensor, torch.Tensor]:
+    """W's mean and the upper Cholesky factor ``U`` of its precision (``Uᵀ U = Σ⁻¹``), from mapped z."""
+    cache = getattr(G, "_w_gaussian", None)
+    if cache is not None:
+        return cache
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(samples, G.z_dim, generator=gen).to(G.w_avg.device)
+    with torch.no_grad():
+        w = G.mapping(z)[:, 0].double()
+    cov = torch.cov(w.T) + 1e-6 * torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
+    upper = torch.linalg.cholesky(torch.linalg.inv(cov)).T
+    G._w_gaussian = (w.mean(0).float(), upper.float().contiguous())
+    return G._w_gaussian
+
+
+def realism_regularizer(ws: torch.Tensor, mean: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """Each style's squared Mahalanobis distance from W's Gaussian, per dimension (``ws``:
+    ``[N, num_ws, w_dim]`` -> ``[N, num_ws]``; about 1 for styles the mapping network makes)."""
+    return ((ws - mean) @ upper.T).square().mean(dim=2)
 
 
 def w_plus_regularizer(ws: torch.Tensor, w_avg: torch.Tensor, w_std: float,
