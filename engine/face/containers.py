@@ -35,6 +35,8 @@ def exif_orientation(tiff: bytes) -> int:
         order = ">"
     else:
         return 1
+    if len(tiff) < 8:  # a header cut short: no IFD to read
+        return 1
     (ifd,) = struct.unpack(order + "I", tiff[4:8])
     if ifd + 2 > len(tiff):
         return 1
