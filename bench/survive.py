@@ -8,8 +8,10 @@ For every projection setting, in one run, on the real faces available offline
   how many kept faces are nearer their own photo than any other photo; ``redraw_db``: the kept
   face through a latent-file round trip against the image the projection showed;
 - ``w_alone``: the kept W+ drawn with the model's own noise maps, against the photo;
-- ``blend``: 0.5 midpoints of pairs of members (the engine's draw, its noise rule): the larger
-  judge distance to a parent over the parents' distance (a true midpoint sits ~0.5–0.6);
+- ``blend``: 0.5 midpoints of pairs of members, the straight line in W+ (the engine's draw, its
+  noise rule): the larger judge distance to a parent over the parents' distance (a true midpoint
+  sits ~0.5–0.6); ``between``: the same for what /blend gives (the projection of the parents'
+  landmark-aligned morph, engine/jobs/between.py);
 - ``realism``: each style's Mahalanobis distance from W (1 = a random w), for kept faces and
   midpoints; Fréchet distance in the judge's space (top principal components) between the
   midpoints and the model's own random faces;
@@ -17,8 +19,8 @@ For every projection setting, in one run, on the real faces available offline
   verdict flips, judge drift from the kept face at ±3 for age, gender, smile;
 - ``seconds``: projection time per face (all faces as one batch).
 
-Contact sheets (``--sheets DIR``): per setting, each pair as photo A, kept A, midpoint, kept B,
-photo B, then age −3 / kept / +3 of each member.
+Contact sheets (``--sheets DIR``): per setting, each pair as photo A, kept A, straight midpoint,
+/blend's midpoint, kept B, photo B, then age −3 / kept / +3 of each member.
 
     python -m bench.survive [--steps 300] [--settings today ...] [--sheets out/bench/survive] [--out FILE]
 """
@@ -40,29 +42,26 @@ from bench.photos import real_faces
 from bench.report import report
 from engine.face.labels import label_face
 from engine.jobs.engine import Engine
+from engine.jobs.handlers import blend as blend_handler
 from engine.latent import edits
 from engine.latent.batch import Member, ProjectionBatch
 from engine.latent.kept import load_npz, save_npz
 from engine.latent.projector import psnr, refine_schedule
 from engine.model.encoder import encode
 from engine.model.images import montage
-from engine.protocol import as_face
+from engine.protocol import BlendRequest, as_face
 
 # name: the Schedule fields each setting changes (on top of the schedule the projector picks)
 SETTINGS = {
-    "today": {},
-    "fine_noise": {"noise_octaves": 2},
-    "w_first": {"w_first": 0.5, "noise_octaves": 2},
-    "realism_0.0005": {"realism_weight": 0.0005, "noise_octaves": 2},
-    "realism_0.002": {"realism_weight": 0.002, "noise_octaves": 2},
-    "realism_0.008": {"realism_weight": 0.008, "noise_octaves": 2},
-    "realism_0.03": {"realism_weight": 0.03, "noise_octaves": 2},
-    "coarse_0.03": {"realism_weight": 0.002, "realism_coarse_weight": 0.03, "noise_octaves": 2},
-    "coarse_0.1": {"realism_weight": 0.002, "realism_coarse_weight": 0.1, "noise_octaves": 2},
-    "realism_spread": {"realism_weight": 0.008, "w_plus_weight": 0.05, "noise_octaves": 2},
-    "realism_w_first": {"realism_weight": 0.008, "w_first": 0.5, "noise_octaves": 2},
-    "w_first_realism": {"w_first": 0.5, "realism_weight": 0.002, "noise_octaves": 2},
-    "w_only": {"w_first": 1.0, "noise_octaves": 2},
+    "today": {"noise_octaves": None, "realism_weight": 0.0},  # the projector before this bench
+    "fine_noise": {"realism_weight": 0.0},
+    "w_first": {"w_first": 0.5, "realism_weight": 0.0},
+    "shipped": {},  # the projector's defaults: fine noise octaves, realism 0.002
+    "realism_0.0005": {"realism_weight": 0.0005},
+    "realism_0.008": {"realism_weight": 0.008},
+    "realism_0.03": {"realism_weight": 0.03},
+    "coarse_0.03": {"realism_coarse_weight": 0.03},
+    "realism_spread": {"realism_weight": 0.008, "w_plus_weight": 0.05},
 }
 RANDOM_FACES = 200
 
@@ -114,18 +113,25 @@ def evaluate(engine: Engine, wstats: judge.WStats, random_emb: np.ndarray, pca, 
         mid_ws.append(mid)
         mids.append(engine.draw(mid[None], [got[a][1], got[b][1]], np.full((1, 2), 0.5, np.float32))[0])
     mids = np.stack(mids)
+    # What /blend gives now: the projection of the parents' landmark-aligned morph (engine/jobs/between.py)
+    people = []
+    for a, b in pairs:
+        result = engine.drive(blend_handler(engine, BlendRequest(a=faces[a], b=faces[b]), lambda event: None))
+        ws, maps = engine.face(result.faces[0])
+        people.append(engine.render(ws[None], maps)[0])
+    people = np.stack(people)
     amounts = (-3, 3)
     edit_imgs = {d: np.stack([engine.render(np.stack([edit_ws(engine, ws, d, a) for a in amounts]), maps)
                               for ws, maps in got]) for d in ("age", "gender", "smile")}
-    emb = judge.embed(np.concatenate([np.stack(targets), kept, alone, mids]
+    emb = judge.embed(np.concatenate([np.stack(targets), kept, alone, mids, people]
                                      + [edit_imgs[d].reshape(-1, *kept.shape[1:]) for d in edit_imgs]))
-    e_t, e_k, e_a, e_m = emb[:n], emb[n:2 * n], emb[2 * n:3 * n], emb[3 * n:4 * n]
-    e_edit = emb[4 * n:].reshape(3, n, len(amounts), -1)
+    e_t, e_k, e_a, e_m, e_p = (emb[i * n:(i + 1) * n] for i in range(5))
+    e_edit = emb[5 * n:].reshape(3, n, len(amounts), -1)
     to_photos = judge.distance(e_k[:, None], e_t[None])
-    ratios = []
-    for k, (a, b) in enumerate(pairs):
-        parents = judge.distance(e_k[a], e_k[b])
-        ratios.append(float(max(judge.distance(e_m[k], e_k[a]), judge.distance(e_m[k], e_k[b])) / parents))
+    def ratios(e_mid):
+        return [float(max(judge.distance(e_mid[k], e_k[a]), judge.distance(e_mid[k], e_k[b]))
+                      / judge.distance(e_k[a], e_k[b])) for k, (a, b) in enumerate(pairs)]
+
     labels = {d: [[label_face(im) for im in imgs] for imgs in edit_imgs[d]] for d in ("age", "gender")}
     age_moves = [lab[1]["age"] - lab[0]["age"] for lab in labels["age"]]
     flips = [np.sign(lab[0]["gender"]) != np.sign(lab[1]["gender"]) for lab in labels["gender"]]
@@ -141,11 +147,14 @@ def evaluate(engine: Engine, wstats: judge.WStats, random_emb: np.ndarray, pca, 
         "redraw_db_min": round(float(min(redraw_db)), 1),
         "kept_psnr_db": round(float(np.mean([psnr(k, t) for k, t in zip(kept, targets)])), 2),
         "w_alone": round(float(judge.distance(e_a, e_t).mean()), 3),
-        "blend_ratio": round(float(np.mean(ratios)), 3),
-        "blend_ratio_max": round(float(np.max(ratios)), 3),
+        "blend_ratio": round(float(np.mean(ratios(e_m))), 3),
+        "blend_ratio_max": round(float(np.max(ratios(e_m))), 3),
+        "between_ratio": round(float(np.mean(ratios(e_p))), 3),
+        "between_ratio_max": round(float(np.max(ratios(e_p))), 3),
         "realism_kept": round(float(np.mean([wstats.realism(f.ws).mean() for f in faces])), 2),
         "realism_mid": round(float(np.mean([wstats.realism(w).mean() for w in mid_ws])), 2),
         "frechet_mid_vs_random": round(judge.frechet(pca(e_m), pca(random_emb)), 3),
+        "frechet_between_vs_random": round(judge.frechet(pca(e_p), pca(random_emb)), 3),
         "age_move_years": [round(float(x), 1) for x in age_moves],
         "age_moves_5y": int(sum(x >= 5 for x in age_moves)),
         "gender_flips": int(sum(flips)),
@@ -153,7 +162,8 @@ def evaluate(engine: Engine, wstats: judge.WStats, random_emb: np.ndarray, pca, 
         "drift_pm3_max": drift_max,
         "seconds": round(seconds, 2),
     }
-    sheet = {"pairs": [np.stack([targets[a], kept[a], mids[k], kept[b], targets[b]]) for k, (a, b) in enumerate(pairs)],
+    sheet = {"pairs": [np.stack([targets[a], kept[a], mids[k], people[k], kept[b], targets[b]])
+                       for k, (a, b) in enumerate(pairs)],
              "edits": [np.stack([edit_imgs["age"][i][0], kept[i], edit_imgs["age"][i][1]]) for i in range(n)]}
     return result, sheet, faces
 

@@ -25,6 +25,7 @@ from engine.protocol import (AverageRequest, BlendRequest, EditRequest, Face, Fi
                              MixRequest, MorphRequest, Progress, ProjectRequest, RandomRequest, RenderRequest, Request,
                              Result, SwapRequest, as_face)
 from engine.jobs.asks import Draw
+from engine.jobs.between import between, morph_keys
 from engine.model.images import DISPLAY, gif_bytes, montage, mp4_bytes, numbered, png_bytes, resize
 from engine.model.sampling import ws_from_seeds
 
@@ -228,11 +229,16 @@ def blend(engine: Engine, req: BlendRequest, progress: ProgressFn) -> Result:
     mixed = edits.blend(a, b, req.ratio, layers)
     weights = np.stack([[1 + 0 * t, 0 * t], [1 - t, t], [0 * t, 1 + 0 * t]])  # a, the blend, b
     imgs = yield Draw(np.stack([a, mixed, b]), faces, weights)
+    face = engine.kept(mixed, faces, weights[1], has_noise)
+    if layers == "all" and 0 < req.ratio < 1:  # between two faces: a person (engine/jobs/between.py)
+        got = yield from between(engine, imgs[[0, 2]], (1 - req.ratio, req.ratio), mixed)
+        if got is not None:
+            face, imgs[1] = got
     which = "" if layers == "all" else f" on the {layers} styles"
     return Result(
         req.id,
         (engine.png(imgs[1], "blend.png"), strip_of(engine, imgs, "blend_strip.png")),
-        (engine.kept(mixed, faces, weights[1], has_noise),),
+        (face,),
         text=f"A blend at {req.ratio:g}{which}.",
     )
 
@@ -241,13 +247,18 @@ def blend(engine: Engine, req: BlendRequest, progress: ProgressFn) -> Result:
 def average(engine: Engine, req: AverageRequest, progress: ProgressFn) -> Result:
     latents, faces, has_noise = engine.faces(req.faces)
     mean = edits.average(latents)
-    weights = np.full((1, len(latents)), 1 / len(latents), np.float32)
-    (img,) = yield Draw(mean[None], faces, weights)
+    n = len(latents)
+    weights = np.concatenate([np.eye(n, dtype=np.float32), np.full((1, n), 1 / n, np.float32)])  # each, the mean
+    imgs = yield Draw(np.concatenate([np.stack(latents), mean[None]]), faces, weights)
+    face, img = engine.kept(mean, faces, weights[-1], has_noise), imgs[-1]
+    got = yield from between(engine, imgs[:n], weights[-1], mean)  # a person, not a melt (engine/jobs/between.py)
+    if got is not None:
+        face, img = got
     return Result(
         req.id,
         (engine.png(img, "average.png"),),
-        (engine.kept(mean, faces, weights[0], has_noise),),
-        text=f"The average of {len(latents)} faces.",
+        (face,),
+        text=f"The average of {n} faces.",
     )
 
 
@@ -320,9 +331,10 @@ def edit(engine: Engine, req: EditRequest, progress: ProgressFn) -> Result:
 @handles(MorphRequest)
 def morph(engine: Engine, req: MorphRequest, progress: ProgressFn) -> Result:
     latents, faces, _ = engine.faces(req.faces)
-    weights = edits.morph_weights(len(latents), req.frame_count, loop=True)
-    seq = edits.weighted(weights, latents)
-    imgs = [engine.display(i) for i in (yield from draw_with_progress(engine, req, seq, faces, weights, progress))]
+    keys, key_maps = yield from morph_keys(engine, latents, faces)  # members and the people between them
+    weights = edits.morph_weights(len(keys), req.frame_count, loop=True)
+    seq = edits.weighted(weights, keys)
+    imgs = [engine.display(i) for i in (yield from draw_with_progress(engine, req, seq, key_maps, weights, progress))]
     progress(Progress(req.id, len(seq), len(seq), f"frame {len(seq)}/{len(seq)}, encoding the {req.format.upper()}…"))
     encode_fn = mp4_bytes if req.format == "mp4" else gif_bytes
     data = encode_fn(imgs, fps=MORPH_FPS, max_bytes=req.max_bytes)

@@ -15,6 +15,7 @@ from engine.jobs.lookalike import descriptors, details, distance_in_words, stran
 from engine.protocol import (FacesRequest, File, LookalikeRequest, Progress, Result, StrangerRequest, TeamRequest,
                              as_face)
 from engine.protocol.requests import MAX_FACES
+from engine.jobs.between import morph_keys
 from engine.jobs.engine import Engine
 from engine.protocol import Request
 from engine.jobs.asks import Draw
@@ -51,7 +52,8 @@ def team(engine: Engine, req: TeamRequest, progress: ProgressFn) -> Result:
     if n >= 2:
         latents, maps, _ = engine.faces(faces)
         frames = req.frames or max(8, min(240, 12 * n))
-        weights = edits.morph_weights(n, frames, loop=True)
+        latents, maps = yield from morph_keys(engine, latents, maps)  # and the people between them
+        weights = edits.morph_weights(len(latents), frames, loop=True)
         seq = edits.weighted(weights, latents)
         progress(
             Progress(req.id, total, total, f"frame {frames}/{frames}, drawing and encoding the {req.format.upper()}…")

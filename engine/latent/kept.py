@@ -1,7 +1,8 @@
 """A kept face: what the render of a member's face needs, and nothing that can run.
 
-W+ alone does not redraw a projected face: the projector also optimises the per-layer
-noise maps, and on a small model they carry much of the likeness. So a kept face is
+W+ alone does not redraw a projected face exactly: the projector also optimises the finest
+noise maps (texture; the features live in W+, which alone draws the member: bench/survive.py).
+So a kept face is
 ``ws`` (float32 ``[num_ws, w_dim]``) plus the noise maps packed into one flat float16
 array (``noise``; ``None`` means the model's own constant maps, as for a /random face
 or a row stored before noise was kept). The projector renders its final image from

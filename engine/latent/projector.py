@@ -3,7 +3,11 @@
 The schedule is the published one, spelled out as constants below: start from ``w_avg``
 on every layer, Adam with a ramped learning rate, decaying latent noise, and per-layer
 noise maps optimised under a multi-scale autocorrelation penalty and renormalised after
-every step.
+every step. Two changes keep the kept W+ a face that blends, morphs and edits can move
+(``bench/survive.py``, judged by FaceNet, which nothing here uses): only the two finest
+octaves of noise maps move (texture; coarser maps that move carry features W+ then lacks),
+and a realism penalty holds each style near W's own Gaussian (W+ codes far from it melt
+when moved).
 
 Loss: LPIPS-VGG when its weights are present locally (the ``lpips`` package and the
 torchvision VGG16 checkpoint in the torch hub cache); otherwise an offline loss of
@@ -42,6 +46,10 @@ FAR_GUESS_LR = 0.4  # a guess that fits badly (a real photo) needs bigger steps,
 CLOSE_GUESS_DB = 25.0  # a guess this close (PSNR) is refined gently
 W_PLUS_WEIGHT = 0.0  # editability penalties (see Schedule); chosen by bench/kept_face.py
 W_MEAN_WEIGHT = 0.0
+# A kept W+ that is a face, chosen by bench/survive.py (docs/benchmarks.md): only the two finest
+# octaves of noise maps move, and each style is pulled toward W's own Gaussian.
+NOISE_OCTAVES = 2
+REALISM_WEIGHT = 0.002
 # --- the offline loss --------------------------------------------------------------------
 PIXEL_LEVELS = 4  # image pyramid levels for the pixel term
 SSIM_WEIGHT = 0.5  # weight of (1 - SSIM), averaged over the same pyramid
@@ -67,8 +75,8 @@ class Schedule:
     # map); ``realism_weight`` pulls each style toward W's own distribution (squared Mahalanobis
     # distance per dimension).
     w_first: float = 0.0
-    noise_octaves: int | None = None
-    realism_weight: float = 0.0
+    noise_octaves: int | None = NOISE_OCTAVES
+    realism_weight: float = REALISM_WEIGHT
     realism_coarse_weight: float | None = None  # the coarse styles' (layout, pose); None: realism_weight
 
 
