@@ -20,7 +20,7 @@ from pathlib import Path
 import aiosqlite
 import numpy as np
 
-from engine.protocol import Face, as_face
+from engine.protocol import PROJECTOR, Face, as_face
 from engine.protocol.events import NOISE_DTYPE
 
 MAX_NOISE_BYTES = 64 * 2**20  # a 1024-px model's maps are ~5.6 MB; anything far larger is not a face
@@ -44,6 +44,13 @@ class StoredLatent:
     source: str
     created_at: float
     noise: np.ndarray | None = None  # packed float16 noise maps; None: the model's constant maps
+    projector: int | None = PROJECTOR  # which projector kept it (None: before versions were kept)
+    refresh_told: bool = False  # its member was told once that a fresh /project does better
+
+    @property
+    def outdated(self) -> bool:
+        """Kept by an older projector, whose W+ melts in blends and edits."""
+        return (self.projector or 1) < PROJECTOR
 
     @property
     def face(self) -> Face:
@@ -196,15 +203,17 @@ class Storage:
     # --- latents ------------------------------------------------------------------------
 
     async def save_latent(
-        self, guild_id: int, user_id: int, model_id: str, ws: np.ndarray, source: str, noise: np.ndarray | None = None
+        self, guild_id: int, user_id: int, model_id: str, ws: np.ndarray, source: str, noise: np.ndarray | None = None,
+        projector: int | None = PROJECTOR,
     ) -> None:
         ws = np.ascontiguousarray(ws, dtype="<f4")
         await self.ensure_member(guild_id, user_id)
         await self._write(
-            "INSERT INTO latents (guild_id, user_id, model_id, num_ws, w_dim, ws, source, created_at, noise) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, user_id, model_id) DO UPDATE SET "
+            "INSERT INTO latents (guild_id, user_id, model_id, num_ws, w_dim, ws, source, created_at, noise, projector)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, user_id, model_id) DO UPDATE SET "
             "num_ws = excluded.num_ws, w_dim = excluded.w_dim, ws = excluded.ws, source = excluded.source, "
-            "created_at = excluded.created_at, noise = excluded.noise",
+            "created_at = excluded.created_at, noise = excluded.noise, projector = excluded.projector, "
+            "refresh_told = 0",
             (
                 guild_id,
                 user_id,
@@ -215,20 +224,27 @@ class Storage:
                 source,
                 time.time(),
                 _noise_blob(noise),
+                projector,
             ),
         )
 
     async def latent(self, guild_id: int, user_id: int, model_id: str) -> StoredLatent | None:
         rows = await self._rows(
-            "SELECT num_ws, w_dim, ws, source, created_at, noise FROM latents "
+            "SELECT num_ws, w_dim, ws, source, created_at, noise, projector, refresh_told FROM latents "
             "WHERE guild_id = ? AND user_id = ? AND model_id = ?",
             (guild_id, user_id, model_id),
         )
         if not rows:
             return None
-        num_ws, w_dim, blob, source, created, noise = rows[0]
-        return StoredLatent(
-            np.frombuffer(blob, dtype="<f4").reshape(num_ws, w_dim).copy(), model_id, source, created, _noise_of(noise)
+        num_ws, w_dim, blob, source, created, noise, projector, told = rows[0]
+        ws = np.frombuffer(blob, dtype="<f4").reshape(num_ws, w_dim).copy()
+        return StoredLatent(ws, model_id, source, created, _noise_of(noise), projector, bool(told))
+
+    async def refresh_was_told(self, guild_id: int, user_id: int, model_id: str) -> None:
+        """The member has read, once, that a fresh /project gives their old face better blends and edits."""
+        await self._write(
+            "UPDATE latents SET refresh_told = 1 WHERE guild_id = ? AND user_id = ? AND model_id = ?",
+            (guild_id, user_id, model_id),
         )
 
     async def faces_of_members(self, guild_id: int, model_id: str, user_ids: list[int]) -> dict[int, Face]:
@@ -256,7 +272,8 @@ class Storage:
         for number, face in enumerate(faces, 1):
             ws = np.ascontiguousarray(face.ws, dtype="<f4")
             await self._write(
-                "INSERT INTO team_faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO team_faces (team_id, number, guild_id, channel_id, owner_id, model_id, num_ws, w_dim, ws, "
+                "noise, created_at, expires_at, projector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     team_id,
                     number,
@@ -270,6 +287,7 @@ class Storage:
                     _noise_blob(face.noise),
                     now,
                     now + lifetime,
+                    PROJECTOR,
                 ),
             )
 
@@ -297,14 +315,14 @@ class Storage:
         # other nothing ("taken"). Only then is it saved as the winner's.
         taken = await self._rows(
             "DELETE FROM team_faces WHERE team_id = ? AND number = ? AND model_id = ? "
-            "RETURNING num_ws, w_dim, ws, noise",
+            "RETURNING num_ws, w_dim, ws, noise, projector",
             (teams[0][0], number, model_id),
         )
         if not taken:
             return "taken"
-        num_ws, w_dim, blob, noise = taken[0]
+        num_ws, w_dim, blob, noise, projector = taken[0]
         ws = np.frombuffer(blob, dtype="<f4").reshape(num_ws, w_dim)
-        await self.save_latent(guild_id, user_id, model_id, ws, "team", _noise_of(noise))
+        await self.save_latent(guild_id, user_id, model_id, ws, "team", _noise_of(noise), projector)
         return "claimed"
 
     async def purge_team_faces(self, now: float | None = None) -> int:

@@ -263,6 +263,27 @@ async def test_average_mix_grid_loop_and_age_answer_with_pictures(env):
     assert "at least two" in too_few.last_content()
 
 
+async def test_a_face_kept_by_the_old_projector_is_told_once_and_left_as_it_is(env):
+    """A member whose face an older projector kept reads, once, that a fresh /project gives better
+    blends and edits; their face is drawn exactly as before, and another member using it is not told."""
+    sim, bot = env
+    svc = bot.services
+    info = svc.transport.info
+    ws = np.random.default_rng(7).standard_normal((info.num_ws, info.w_dim)).astype(np.float32)
+    await svc.storage.save_latent(sim.guild_id, CAROL, svc.model_id, ws, "project", projector=None)
+    await svc.storage.set_share(sim.guild_id, CAROL, True)
+    other = await finished(sim, await sim.invoke(ALICE, "me", [user_option("user", CAROL)],
+                                                 resolved=sim.member_resolved(CAROL)))
+    assert "face.png" in other.all_files() and "older projector" not in other.last_content()
+    first = await finished(sim, await sim.invoke(CAROL, "me"))
+    assert "older projector" in first.last_content() and "fresh /project" in first.last_content()
+    again = await finished(sim, await sim.invoke(CAROL, "age", [option("amount", 1.0, 10)]))
+    assert "older projector" not in again.last_content(), "said once"
+    assert np.array_equal(first.all_files()["face.png"], other.all_files()["face.png"])
+    stored = await svc.storage.latent(sim.guild_id, CAROL, svc.model_id)
+    assert np.array_equal(stored.ws, ws) and stored.outdated and stored.refresh_told
+
+
 async def test_admin_commands_need_manage_server(env):
     sim, _ = env
     denied = await sim.invoke(ALICE, "wspace", subcommand="stats")

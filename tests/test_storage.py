@@ -202,6 +202,44 @@ async def test_rows_written_before_noise_was_kept_survive_the_migration(tmp_path
     await s.close()
 
 
+async def test_faces_kept_by_the_old_projector_are_marked_and_unchanged(tmp_path):
+    """A database at schema 5 upgrades in place: its faces (and unclaimed team faces) read exactly
+    as they were, marked as the older projector's until the member keeps a new one; being told
+    once is recorded, and a new face starts untold."""
+    from engine.protocol import PROJECTOR, as_face
+
+    old_dir = tmp_path / "old_migrations"
+    old_dir.mkdir()
+    for version, name, sql in migrations():
+        if version <= 5:
+            (old_dir / f"{name}.sql").write_text(sql)
+    s = await Storage.open(tmp_path / "db.sqlite3", migrations_dir=old_dir)
+    ws = np.random.default_rng(3).standard_normal((10, 256)).astype(np.float32)
+    noise = np.random.default_rng(4).standard_normal(96).astype(np.float16)
+    await s.db.execute("INSERT INTO members (guild_id, user_id, created_at) VALUES (?, ?, 0)", (G, U))
+    await s.db.execute("INSERT INTO latents (guild_id, user_id, model_id, num_ws, w_dim, ws, source, created_at, noise)"
+                       " VALUES (?, ?, 'm', 10, 256, ?, 'project', 0, ?)", (G, U, ws.tobytes(), noise.tobytes()))
+    await s.db.execute("INSERT INTO team_faces VALUES ('t', 1, ?, 5, ?, 'm', 10, 256, ?, NULL, ?, ?)",
+                       (G, U, ws.tobytes(), time.time(), time.time() + 3600))
+    await s.close()
+    s = await Storage.open(tmp_path / "db.sqlite3")
+    got = await s.latent(G, U, "m")
+    assert np.array_equal(got.ws, ws) and np.array_equal(got.noise, noise), "nothing kept changes silently"
+    assert got.outdated and not got.refresh_told
+    await s.refresh_was_told(G, U, "m")
+    got = await s.latent(G, U, "m")
+    assert got.outdated and got.refresh_told and np.array_equal(got.ws, ws)
+    assert await s.claim_team_face(G, 5, V, 1, "m") == "claimed"
+    assert (await s.latent(G, V, "m")).outdated, "a team face projected before the upgrade stays marked"
+    await s.save_team("t2", G, 5, U, "m", [as_face(ws)], 3600)
+    assert await s.claim_team_face(G, 5, V, 1, "m") == "claimed"
+    assert not (await s.latent(G, V, "m")).outdated
+    await s.save_latent(G, U, "m", ws, "project", noise)
+    got = await s.latent(G, U, "m")
+    assert got.projector == PROJECTOR and not got.outdated and not got.refresh_told
+    await s.close()
+
+
 def test_processes_opening_a_fresh_database_at_once_migrate_it_once(tmp_path):
     """Three processes race to open the same new file, ten times over: none fails, and
     every migration is recorded once."""

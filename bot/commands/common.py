@@ -17,6 +17,8 @@ from bot.transport import Transport
 from engine.protocol import Face
 
 log = logging.getLogger("wspace.bot")
+REFRESH_NOTE = ("\n-# Your face was kept by an older projector, so blends, morphs and edits of it can smear; "
+                "a fresh /project with your photo gives better ones (this is said once).")
 
 class Reply(Exception):
     """Stop the command and tell the member this one sentence."""
@@ -59,6 +61,7 @@ class Services:
     config_path: object = None
     metrics: object = None  # bot.metrics.BotMetrics when metrics.address is set
     pickers: set = field(default_factory=set)  # interactions whose face menu is live (bot/commands/project.py)
+    notes: dict = field(default_factory=dict)  # interaction id -> (a line its result adds, what to record once read)
 
     @property
     def model_id(self) -> str:
@@ -86,6 +89,8 @@ async def latent_of(svc: Services, interaction: discord.Interaction, user: disco
     if me:
         if stored is None:
             raise Reply("You don't have a face yet: use /project with a selfie, or /random and then /adopt.")
+        if stored.outdated and not stored.refresh_told:  # said with this command's result, then never again
+            svc.notes[interaction.id] = (REFRESH_NOTE, (guild_id, target.id, svc.model_id))
         return stored.face
     if interaction.guild_id is None:  # consent is given per server: a DM has nobody's consent
         raise Reply("In a direct message you can use only your own face; use other members' faces in your server.")

@@ -294,6 +294,10 @@ async def deliver(
         text += await after(outcome, forgot)
     if not (show(outcome) if callable(show) else show):
         return
+    note = svc.notes.pop(interaction.id, None)
+    if note is not None:
+        text += note[0]
+        await svc.storage.refresh_was_told(*note[1])
     view = view_factory(interaction.user.id) if view_factory else None
     await msg.finish(f"{title}{text}".strip(), list(extra_files) + files_of(outcome), view)
 
@@ -404,6 +408,7 @@ async def run_job(
         await msg.finish("That took far too long and was stopped; try again with fewer steps or frames.")
     finally:
         svc.stoppable.pop(request.id, None)
+        svc.notes.pop(interaction.id, None)
         if svc.metrics is not None:
             svc.metrics.ended(request.kind, ended["outcome"], ended["submitted"], ended["result"])
         if recorded is not None:  # ended here (timeout, engine gone, shutdown): not "interrupted" at the next start

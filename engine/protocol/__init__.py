@@ -9,7 +9,7 @@
 
 from engine.protocol.errors import (BadArgument, ImageTooLarge, ModelMismatch, NoFaceFound, NotAnImage, Stopped,
                                     UnknownDirection, UserError)
-from engine.protocol.events import Event, Face, File, JobFailed, Progress, Result, WorkerReady, as_face
+from engine.protocol.events import PROJECTOR, Event, Face, File, JobFailed, Progress, Result, WorkerReady, as_face
 from engine.protocol.requests import (REQUESTS, AverageRequest, BlendRequest, EditRequest, FacesRequest, GridRequest,
                                       LookalikeRequest, LoopRequest, MixRequest, MorphRequest, ProjectRequest,
                                       RandomRequest, RenderRequest, Request, StrangerRequest, SwapRequest, TeamRequest)
@@ -17,7 +17,7 @@ from engine.protocol.requests import (REQUESTS, AverageRequest, BlendRequest, Ed
 __all__ = [
     "BadArgument", "ImageTooLarge", "ModelMismatch", "NoFaceFound", "NotAnImage", "Stopped", "UnknownDirection",
     "UserError",
-    "Event", "Face", "File", "JobFailed", "Progress", "Result", "WorkerReady", "as_face",
+    "PROJECTOR", "Event", "Face", "File", "JobFailed", "Progress", "Result", "WorkerReady", "as_face",
     "REQUESTS", "Request", "AverageRequest", "BlendRequest", "EditRequest", "FacesRequest", "GridRequest",
     "LookalikeRequest", "LoopRequest", "MixRequest", "MorphRequest", "ProjectRequest", "RandomRequest", "RenderRequest",
     "StrangerRequest", "SwapRequest", "TeamRequest",

@@ -17,6 +17,9 @@ NOISE_DTYPE = np.dtype("<f2")
 MAX_WS = 32  # a 1024-px StyleGAN2 has 18 style layers
 MAX_W_DIM = 1024
 MAX_NOISE_VALUES = 1 << 20  # a kept face's packed maps (up to 256 px: 174 776 values)
+# The projector whose faces this release keeps: 2 keeps W+ near W and leaves the noise maps
+# texture only (engine/latent/projector.py); faces kept before it (1) melt in blends and edits.
+PROJECTOR = 2
 
 
 @dataclass(frozen=True, eq=False)
