@@ -22,6 +22,8 @@ from engine.latent.between import BETWEEN_STEPS, morph
 from engine.latent.projector import Projection
 from engine.protocol import Face, as_face
 
+MAX_MIDPOINTS = 16  # a morph of more faces walks the straight lines (each pair gets few frames anyway)
+
 
 def landmarks(images: np.ndarray) -> list[np.ndarray] | None:
     """Each image's 68 landmarks in its own pixels, or None when dlib finds no face in one."""
@@ -63,9 +65,10 @@ def morph_keys(
     engine: Engine, latents: list[np.ndarray], maps: list
 ) -> Generator[Draw | list[Member], object, tuple[list[np.ndarray], list]]:
     """A looping morph's key faces: each member, then the projected midpoint between it and the
-    next (two members share one midpoint). The members alone where a face is not found. Use ``yield from``."""
+    next (two members share one midpoint). The members alone where a face is not found, or past
+    ``MAX_MIDPOINTS`` members. Use ``yield from``."""
     n = len(latents)
-    if n < 2:
+    if not 2 <= n <= MAX_MIDPOINTS:
         return latents, maps
     parents = yield Draw(np.stack(latents), maps, np.eye(n, dtype=np.float32))
     points = landmarks(parents)
