@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import Delaunay
 
-BETWEEN_STEPS = 100  # the projection from the W+ blend to the morph (bench/survive.py chose it)
+BETWEEN_STEPS = 50  # the projection from the W+ blend to the morph: judge ratio 0.816 at 50, 0.800 at 100 (9 pairs)
 
 
 def frame_points(size: int) -> np.ndarray:

@@ -119,15 +119,20 @@ def latent_noise_scale(t: float, w_std: float, factor: float = INITIAL_NOISE_FAC
     return w_std * factor * max(0.0, 1.0 - t / NOISE_RAMP_LENGTH) ** 2
 
 
+def mapped(G: Generator, samples: int = W_STATS_SAMPLES, seed: int = 123) -> torch.Tensor:
+    """``samples`` w from the mapping network, ``[samples, w_dim]``, the same ones every time."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(samples, G.z_dim, generator=gen).to(G.w_avg.device)
+    with torch.no_grad():
+        return G.mapping(z)[:, 0]
+
+
 def w_stats(G: Generator, samples: int = W_STATS_SAMPLES, seed: int = 123) -> tuple[torch.Tensor, float]:
     """``w_avg`` and the scalar spread σ_w of W (as the reference projector measures it)."""
     cache = getattr(G, "_w_stats", None)
     if cache is not None:
         return cache
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(samples, G.z_dim, generator=gen).to(G.w_avg.device)
-    with torch.no_grad():
-        w = G.mapping(z)[:, 0]
+    w = mapped(G, samples, seed)
     w_avg = G.w_avg.detach().clone()
     w_std = float(((w - w_avg).square().sum() / samples) ** 0.5)
     G._w_stats = (w_avg, w_std)
@@ -139,10 +144,7 @@ def w_gaussian(G: Generator, samples: int = W_STATS_SAMPLES, seed: int = 123) ->
     cache = getattr(G, "_w_gaussian", None)
     if cache is not None:
         return cache
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(samples, G.z_dim, generator=gen).to(G.w_avg.device)
-    with torch.no_grad():
-        w = G.mapping(z)[:, 0].double()
+    w = mapped(G, samples, seed).double()
     cov = torch.cov(w.T) + 1e-6 * torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
     upper = torch.linalg.cholesky(torch.linalg.inv(cov)).T
     G._w_gaussian = (w.mean(0).float(), upper.float().contiguous())
