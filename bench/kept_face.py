@@ -14,7 +14,9 @@ target (encoder guess + ``--steps`` refinement, the schedule the projector picks
   ``smile_sign`` / ``yaw_sign``: the labeller's measure moves with the sign;
 - ``seconds``: mean projection time.
 
-Setting ``today`` keeps W+ only (what landed before): its redraw drops the noise maps.
+Setting ``today`` keeps W+ only (what landed before): its redraw drops the noise maps. Every
+setting here moves every noise map with no realism penalty, as the projector did before
+``bench/survive.py`` chose the shipped one (compared there, judged by FaceNet).
 For the settings that keep noise, the noise rules between faces (engine/latent/kept.py) are
 compared on the same blend midpoints and on morph seams.
 
@@ -86,7 +88,7 @@ def project_one(engine: Engine, target: np.ndarray, steps: int, setting) -> tupl
     init = encode(engine.encoder, target)
     schedule = refine_schedule(psnr(engine.render(init[None])[0], target))
     schedule = dataclasses.replace(schedule, w_plus_weight=wp, w_mean_weight=wm, noise_lr_mul=noise_lr,
-                                   noise_reg_weight=noise_reg)
+                                   noise_reg_weight=noise_reg, noise_octaves=None, realism_weight=0.0)
     t0 = time.perf_counter()
     proj = project(G, target, steps, init_ws=init, schedule=schedule, every=steps, kept_noise_max_res=max_res)
     seconds = time.perf_counter() - t0
