@@ -37,8 +37,9 @@ def test_a_schedule_sets_its_ramp_down_and_the_noise_maps_lr(G):
         layer.noise_const.detach().reshape(layer.resolution, layer.resolution).numpy()
         for layer in G.synthesis.noise_layers()
     ]
-    frozen = project(G, target, steps=20, loss_kind="pixel", schedule=Schedule(noise_lr_mul=0.0))
-    moving = project(G, target, steps=20, loss_kind="pixel", schedule=Schedule())
+    every_map = {"noise_octaves": None}  # every noise map free, so the lr is seen on each
+    frozen = project(G, target, steps=20, loss_kind="pixel", schedule=Schedule(noise_lr_mul=0.0, **every_map))
+    moving = project(G, target, steps=20, loss_kind="pixel", schedule=Schedule(**every_map))
     normalised = [(c - c.mean()) / c.std() for c in const]
     fp16 = 4e-3  # the kept maps are rounded to float16 at the end (half an ulp below |4|)
     assert all(np.allclose(n, c, atol=fp16) for n, c in zip(frozen.noise, normalised))
@@ -80,7 +81,8 @@ def test_projection_redraws_an_in_domain_target(G):
     assert len(result.frames) == 6 and result.loss_kind == "pixel"
     assert [n.shape for n in result.noise] == [(r, r) for r in (4, 8, 8, 16, 16, 32, 32)]
     for n in result.noise:
-        assert abs(n.mean()) < 1e-4 and abs(n.std() - 1) < 1e-2, "noise maps are renormalised"
+        if n.shape[0] >= G.resolution // 2:  # the two finest octaves move (Schedule.noise_octaves)
+            assert abs(n.mean()) < 1e-4 and abs(n.std() - 1) < 1e-2, "noise maps are renormalised"
 
 
 def test_projection_starts_from_a_given_latent(G):
@@ -141,7 +143,8 @@ def test_only_the_finest_noise_maps_move_when_asked(G):
     fp16 = 4e-3
     for layer, n, c in zip(layers, p.noise, _const_maps(G)):
         if layer.resolution < G.resolution:
-            assert np.array_equal(n, layer.noise_const.numpy().reshape(n.shape)), "the model's own map"
+            own = layer.noise_const.half().float().numpy().reshape(n.shape)  # as a kept face holds it
+            assert np.array_equal(n, own), "the model's own map"
         else:
             assert not np.allclose(n, c, atol=fp16), "the finest map moved"
 

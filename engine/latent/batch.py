@@ -333,8 +333,11 @@ class ProjectionBatch:
         m = self.members[i]
         G = self.G
         with torch.no_grad():
-            maps = [c.clone() for c in self.const]
-            for layer, x in zip(self.free_layers, self.noises):  # as a kept face holds them (float16)
+            # Every map a kept face holds, as it holds it (float16): the ones that moved, and the
+            # model's own maps that did not (a float32 model's are not float16 numbers).
+            maps = [c.half().float() if r <= self.kept_noise_max_res else c.clone()
+                    for c, r in zip(self.const, self.noise_res)]
+            for layer, x in zip(self.free_layers, self.noises):
                 maps[layer] = x[i : i + 1].half().float()
             w = self.w[i : i + 1].clone()
             final = to_uint8(G.synthesis(w, noise=maps))[0]
