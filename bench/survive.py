@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 
 from bench import judge
+from bench.kept_face import edit_ws
 from bench.photos import real_faces
 from bench.report import report
 from engine.face.labels import label_face
@@ -64,11 +65,6 @@ SETTINGS = {
     "realism_spread": {"realism_weight": 0.008, "w_plus_weight": 0.05},
 }
 RANDOM_FACES = 200
-
-
-def edit_ws(engine: Engine, ws: np.ndarray, name: str, amount: float) -> np.ndarray:
-    d = engine.directions[name]
-    return edits.apply_direction(ws, d.vector, amount * float(d.meta.get("scale", engine.w_std / 3)), d.layers)
 
 
 def project_all(engine: Engine, targets: list[np.ndarray], steps: int, changes: dict):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from engine.latent.edits import layer_ranges
 from engine.latent.kept import KEPT_NOISE_MAX_RES
 from engine.model.networks import Generator
 from engine.latent.projector import (ADAM_BETAS, DEFAULT_STEPS, ROLUX, ProgressFn, Projection, Schedule,
@@ -39,7 +40,6 @@ from engine.latent.projector import (ADAM_BETAS, DEFAULT_STEPS, ROLUX, ProgressF
 from engine.model.images import from_uint8, to_uint8
 
 ADAM_EPS = 1e-8
-COARSE_STYLES = 4  # the 4- and 8-px styles: layout and pose (engine/latent/edits.py's "coarse")
 GRAPH_WARMUP = 3  # eager steps before a CUDA graph is captured (each one a real step)
 
 
@@ -182,7 +182,8 @@ class ProjectionBatch:
         ``realism_weight`` when the coarse styles are not weighted apart)."""
         weights = torch.full([1, self.G.num_ws], s.realism_weight / self.G.num_ws)
         if s.realism_coarse_weight is not None:
-            weights[0, :COARSE_STYLES] = s.realism_coarse_weight / self.G.num_ws
+            coarse = layer_ranges(self.G.num_ws)["coarse"]  # layout and pose
+            weights[0, coarse.start:coarse.stop] = s.realism_coarse_weight / self.G.num_ws
         return weights.to(self.device)
 
     def _drop(self, keep: list[int]) -> None:
