@@ -36,7 +36,8 @@ async def test_a_mention_typed_into_an_option_pings_nobody(env):
     plain, details = mine.split("\n-# details: ")  # plain words first; the technical figures on a small line
     assert "how alike: **" in plain and "dlib" not in plain and "PSNR" not in plain, mine
     assert "likeness" in details and "PSNR" in details, mine
-    typed = "@everyone <@&555555555555555555> @here"
+    typed = ("@everyone <@&555555555555555555> @here [free nitro](https://evil.example/x) </wspace stats:1> ||x||\n"
+             "# HEADER " + "x" * 6000)  # Discord allows 6 000 characters in an option; a fake sends it
     inter = await finished(
         sim, await sim.invoke(ALICE, "edit", [option("attribute", typed, 3), option("amount", 1.0, 10)])
     )
@@ -44,6 +45,9 @@ async def test_a_mention_typed_into_an_option_pings_nobody(env):
     for m in inter.messages:
         text = m.content or ""
         assert "@everyone" not in text and "@here" not in text and "<@&" not in text, text
+        assert len(text) <= 2000 and "x" * 200 not in text, "what a member typed is echoed bounded"
+        assert "[free nitro](" not in text.replace("\\[free nitro](", ""), "no masked link"
+        assert "\n# HEADER" not in text and "||x||" not in text and "</wspace" not in text.replace("\\</", ""), text
         mentions = allowed_mentions(m)
         assert mentions is None or (mentions.get("parse") == [] and not mentions.get("roles")), mentions
 

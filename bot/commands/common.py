@@ -5,6 +5,7 @@ and looking up a member's kept face with consent. How a job runs is ``running.py
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -70,14 +71,25 @@ class Services:
         return self.transport.info.model_id
 
 
-def plain(text: str) -> str:
-    """Text a member typed, echoed as plain words: no markdown, no mention."""
-    return discord.utils.escape_markdown(discord.utils.escape_mentions(text))
+ECHO_MAX = 100  # characters of a member's text echoed back (Discord's own limits are far above)
+_LINE_START = re.compile(r"(?m)^(\s*)(\d+)([.)])")  # "1. list" at a line's start
+
+
+def plain(text: str, limit: int = ECHO_MAX) -> str:
+    """Text a member typed, echoed as plain words on one line, at most ``limit`` characters:
+    no markdown (links, headers, lists, spoilers, code), no mention, no ``<…>`` tag (command
+    mentions, channels, timestamps, emoji)."""
+    text = " ".join(str(text).split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    text = discord.utils.escape_markdown(discord.utils.escape_mentions(text))
+    text = _LINE_START.sub(lambda m: f"{m[1]}{m[2]}\\{m[3]}", text)
+    return text.replace("<", "\\<")
 
 
 def name_of(user) -> str:
     name = getattr(user, "display_name", None) or getattr(user, "name", None) or "That member"
-    return discord.utils.escape_markdown(discord.utils.escape_mentions(name))
+    return plain(name)
 
 
 async def latent_of(svc: Services, interaction: discord.Interaction, user: discord.abc.User | None) -> Face:
@@ -193,7 +205,7 @@ async def display_name(interaction: discord.Interaction, user_id: int) -> str:
     except discord.HTTPException:
         return "a member"
     name = data.get("nick") or data["user"].get("global_name") or data["user"].get("username") or "a member"
-    return discord.utils.escape_markdown(discord.utils.escape_mentions(name))
+    return plain(name)
 
 
 async def defer(interaction: discord.Interaction) -> bool:

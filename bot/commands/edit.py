@@ -11,6 +11,7 @@ from bot.commands.views import after_project_view
 from engine.protocol import EditRequest, LoopRequest
 
 AMOUNT = app_commands.Range[float, EditRequest.AMOUNT[0], EditRequest.AMOUNT[1]]
+ATTRIBUTE = app_commands.Range[str, 1, EditRequest.DIRECTION_MAX]  # Discord refuses longer; plain() bounds a fake
 
 
 def register(tree: app_commands.CommandTree, svc: Services) -> None:
@@ -45,7 +46,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     )
     async def edit(
         interaction: discord.Interaction,
-        attribute: str,
+        attribute: ATTRIBUTE,
         amount: AMOUNT,
         user: discord.User | None = None,
         strip: bool = False,

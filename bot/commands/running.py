@@ -21,7 +21,7 @@ import time
 
 import discord
 
-from bot.commands.common import Refusal, Reply, Services, defer, refuse
+from bot.commands.common import Refusal, Reply, Services, defer, plain, refuse
 from bot.commands.stop import stop_view
 from bot.limits import RateLimited
 from bot.storage import Reach, StorageError
@@ -35,6 +35,7 @@ READY_TIMEOUT = 120.0
 KEEP = object()  # JobMessage.edit: leave the buttons under the message as they are
 QUEUE_FULL = "The queue is full right now; try again in a minute."
 QUIET_SECONDS = 8.0  # a running job's message is edited at least this often (bench/silences.py)
+ENGINE_SENTENCE_MAX = 1500  # an engine's one sentence, as shown (it may echo what a member typed)
 
 
 class JobMessage:
@@ -275,7 +276,7 @@ async def deliver(
     if isinstance(outcome, JobFailed):
         await svc.storage.job_finished(request.id, outcome.code)
         if outcome.user_error:  # it may echo what the member typed: shown, never a ping
-            raise Reply(discord.utils.escape_mentions(outcome.message))
+            raise Reply(plain(outcome.message, ENGINE_SENTENCE_MAX))
         log.error("job %s (%s) failed in the engine:\n%s", request.id, request.kind, outcome.detail)
         raise Reply(f"Sorry, something went wrong on my side (job {request.id}); it has been logged.")
     await svc.storage.job_finished(request.id)

@@ -278,13 +278,14 @@ class EditRequest(Request):
     kind: ClassVar[str] = "edit"
     cost: ClassVar[float] = 0.1
     AMOUNT: ClassVar[tuple[float, float]] = (-5.0, 5.0)
+    DIRECTION_MAX: ClassVar[int] = 64  # characters of a direction's name
     face: Face
     direction: str
     amount: float = 1.0
     strip: bool = False  # five faces from -amount to +amount instead of one
 
     def check(self) -> None:
-        if not isinstance(self.direction, str) or not 0 < len(self.direction) <= 64:
+        if not isinstance(self.direction, str) or not 0 < len(self.direction) <= self.DIRECTION_MAX:
             raise BadArgument("Name an attribute to edit.")
         number(self.amount, "amount", *self.AMOUNT)
         boolean(self.strip, "strip")
