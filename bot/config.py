@@ -190,6 +190,27 @@ class Settings(_Strict):
     limits: LimitSettings = LimitSettings()
     storage: StorageSettings = StorageSettings()
 
+    @model_validator(mode="after")
+    def _settings_agree(self):
+        """Settings that each pass alone but contradict each other: one sentence each."""
+        limits, engine = self.limits, self.engine
+        if engine.job_timeout_seconds < 2 * limits.stranger_seconds:
+            raise ValueError(
+                f"engine.job_timeout_seconds ({engine.job_timeout_seconds:g}) must be at least twice "
+                f"limits.stranger_seconds ({limits.stranger_seconds:g}), or every /lookalike would run out of time"
+            )
+        if limits.project_steps > limits.max_project_steps:
+            raise ValueError(
+                f"limits.project_steps ({limits.project_steps}) is more than limits.max_project_steps "
+                f"({limits.max_project_steps}): the default would be refused"
+            )
+        if limits.per_member_queued > limits.queue_size:
+            raise ValueError(
+                f"limits.per_member_queued ({limits.per_member_queued}) is more than limits.queue_size "
+                f"({limits.queue_size}): lower it or raise the queue"
+            )
+        return self
+
     def redis_secret(self) -> bytes:
         """The Redis transport's signing secret (config, else its environment variable)."""
         engine = self.engine

@@ -30,6 +30,9 @@ def test_example_config_is_valid_and_matches_the_defaults():
     ({"engine": {"job_timeout_seconds": float("inf")}}, "engine.job_timeout_seconds: Input should be a finite number"),
     ({"limits": {"member_period": 1e-300}}, "limits.member_period"),
     ({"discord": {"shard_count": 4}}, "discord: .*shard_count is set but sharded is false"),
+    ({"engine": {"job_timeout_seconds": 25}}, "job_timeout_seconds .* at least twice limits.stranger_seconds"),
+    ({"limits": {"project_steps": 1500}}, "project_steps .* more than limits.max_project_steps"),
+    ({"limits": {"queue_size": 1}}, "per_member_queued .* more than limits.queue_size"),
 ])
 def test_a_bad_key_is_named(data, key):
     with pytest.raises(ConfigError, match=key):
