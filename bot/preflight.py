@@ -53,7 +53,10 @@ def regular_file(key: str, path: Path, inside: str = "") -> os.stat_result:
 
 
 def lock_database(path: Path) -> None:
-    """Hold ``<database>.lock`` for the life of this process; one sentence when another bot holds it."""
+    """Hold ``<database>.lock`` for the life of this process; one sentence when another bot holds it.
+    The lock sits next to the file the path resolves to, so two configs naming one database
+    through a symlink (or ``..``) meet at the same lock."""
+    path = Path(os.path.realpath(path))
     lock_path = path.with_name(path.name + ".lock")
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,10 @@ def test_a_second_bot_on_the_same_database_refuses_to_start(tmp_path, monkeypatc
         assert first.stdout.readline().strip() == "locked"
         out = serve(tmp_path, db_config(str(db)), monkeypatch)
         assert f"another wspace bot (pid {first.pid})" in out, out
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "same.sqlite3").symlink_to(db)  # the same database by another name
+        out = serve(tmp_path, db_config(str(tmp_path / "elsewhere" / "same.sqlite3")), monkeypatch)
+        assert f"another wspace bot (pid {first.pid})" in out, out
     finally:
         first.kill()
         first.wait()
