@@ -1,7 +1,7 @@
 """Prometheus metrics of the bot, opt-in (``metrics.address`` in the config): what an
 operator watches — jobs by kind and outcome, queue depth and wait, projection steps,
 acknowledgement latency, engine restarts and reruns, dead letters, members and faces
-stored. Served by ``prometheus_client`` on its own thread; a registry per bot (tests run
+stored. Served on its own thread, bounded (``engine/serving/scrape.py``); a registry per bot (tests run
 several). Engine workers serve their own (``wspace worker --metrics``, engine/serving/redis_worker.py).
 """
 
@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from engine.serving.scrape import serve_scrapes
 
 log = logging.getLogger("wspace.metrics")
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0)  # Discord wants an answer within 3 s
@@ -81,7 +83,7 @@ class BotMetrics:
     def serve(self, address: str) -> int:
         """Start the scrape endpoint at ``host:port`` (port 0: any free one); returns the port."""
         host, _, port = address.rpartition(":")
-        server, _thread = start_http_server(int(port), host or "127.0.0.1", registry=self.registry)
+        server = serve_scrapes(self.registry, host or "127.0.0.1", int(port))
         self.port = server.server_port
         log.info("metrics at http://%s:%d/metrics", host or "127.0.0.1", self.port)
         return self.port

@@ -447,7 +447,7 @@ def _text(value) -> str:
 def serve_metrics(worker: RedisWorker, address: str) -> str:
     """Prometheus metrics of this worker at ``host:port``, read from it when scraped; returns
     the address served (the bot lists it with the worker)."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     class Collector:
@@ -469,7 +469,9 @@ def serve_metrics(worker: RedisWorker, address: str) -> str:
     registry = CollectorRegistry()
     registry.register(Collector())
     host, _, port = address.rpartition(":")
-    server, _thread = start_http_server(int(port), host or "127.0.0.1", registry=registry)
+    from engine.serving.scrape import serve_scrapes
+
+    server = serve_scrapes(registry, host or "127.0.0.1", int(port))
     served = f"{host or '127.0.0.1'}:{server.server_port}"
     log.info("worker %s: metrics at http://%s/metrics", worker.id, served)
     return served
