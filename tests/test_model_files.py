@@ -204,6 +204,49 @@ def stride_zero(Record):
     return {"G_ema": Record("Generator", {"_parameters": {"w": huge}, "_modules": {}, "c_dim": 0})}
 
 
+class HugeView:
+    """Pickles as a tensor view whose sizes are 16 integers of 2 500 digits each: multiplying
+    them out before any bound costs time that grows with their length."""
+
+    def __reduce__(self):
+        import warnings
+
+        big = 10**2500
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TypedStorage is deprecated; it is what a snapshot holds
+            storage = torch.zeros(4).storage()
+        return (torch._utils._rebuild_tensor_v2, (storage, 0, (big,) * 16, (1,) * 16))
+
+
+class DeflatedStorage:
+    """Pickles as a tensor storage saved in torch's zip format with a deflated 256 MiB member."""
+
+    def __reduce__(self):
+        import io
+        import zipfile
+
+        buf = io.BytesIO()
+        torch.save(torch.zeros(4).untyped_storage(), buf)
+        src, out = zipfile.ZipFile(io.BytesIO(buf.getvalue())), io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in src.infolist():
+                dst.writestr(info.filename, src.read(info))
+            dst.writestr(src.namelist()[0].split("/")[0] + "/data/9", bytes(256 * 2**20))
+        return (torch.storage._load_from_bytes, (out.getvalue(),))
+
+
+def minimal_ada(Record, bias_gain=0.01, weight=None):
+    """The smallest tree the ada importer walks to its numbers (a 4-px generator)."""
+    conv1 = Record("SynthesisLayer", {"_parameters": {"weight": torch.zeros(8, 8, 3, 3) if weight is None else weight},
+                                      "_modules": {}, "conv_clamp": None})
+    b4 = Record("SynthesisBlock", {"architecture": "skip", "_parameters": {}, "_modules": {"conv1": conv1}})
+    synthesis = Record("SynthesisNetwork", {"block_resolutions": [4], "_parameters": {}, "_modules": {"b4": b4}})
+    fc0 = Record("FullyConnectedLayer", {"bias_gain": bias_gain, "_parameters": {}, "_modules": {}})
+    mapping = Record("MappingNetwork", {"num_layers": 1, "_parameters": {}, "_modules": {"fc0": fc0}})
+    return {"G_ema": Record("Generator", {"c_dim": 0, "img_resolution": 4, "z_dim": 8, "w_dim": 8, "img_channels": 3,
+                                          "_parameters": {}, "_modules": {"synthesis": synthesis, "mapping": mapping}})}
+
+
 # BUILD on an allowlisted function: would set safe_pickle._rebuild_parameter.__defaults__ = ()
 BUILD_ON_A_FUNCTION = (
     b"\x80\x02}X\x05\x00\x00\x00G_emactorch._utils\n_rebuild_parameter\nN}X\x0c\x00\x00\x00__defaults__)s\x86bs."
@@ -238,6 +281,12 @@ def ada_cases(d: Path) -> dict[str, Path]:
         ),
         ("a stride-0 parameter declaring 10 GB", ada_pickle(stride_zero)),
         ("BUILD on an allowlisted function", BUILD_ON_A_FUNCTION),
+        ("a view sized by huge integers", ada_pickle(lambda Record: minimal_ada(Record, weight=HugeView()))),
+        ("a deflated storage (256 MiB in ~256 KB)",
+         ada_pickle(lambda Record: minimal_ada(Record, weight=DeflatedStorage()))),
+        ("complex weights", ada_pickle(lambda Record: minimal_ada(Record, weight=torch.zeros(8, 8, 3, 3,
+                                                                                             dtype=torch.complex64)))),
+        ("bias_gain 10**400", ada_pickle(lambda Record: minimal_ada(Record, bias_gain=10**400))),
     ):
         path = d / f"r3_{abs(hash(label)) % 10**8}.pkl"
         path.write_bytes(data)
@@ -264,7 +313,7 @@ def ada_cases(d: Path) -> dict[str, Path]:
     return out
 
 
-OWN_CASES = 51  # the hostile files written from scratch; ../shared's fixtures add their damaged copies
+OWN_CASES = 55  # the hostile files written from scratch; ../shared's fixtures add their damaged copies
 
 
 CHILD = r"""
@@ -336,6 +385,10 @@ def test_hostile_model_files_are_refused_with_one_sentence(tmp_path):
         "ada: module tree naming one child twice per level, 22 deep",
         "ada: a stride-0 parameter declaring 10 GB",
         "ada: BUILD on an allowlisted function",
+        "ada: a view sized by huge integers",
+        "ada: a deflated storage (256 MiB in ~256 KB)",
+        "ada: complex weights",
+        "ada: bias_gain 10**400",
         "rosinality: a stride-0 tensor declaring 10 GB",
         "rosinality: a deflate-bombed storage (1 GiB in ~1 MB)",
         "rosinality: deflated members",
@@ -375,6 +428,16 @@ def test_a_damaged_encoder_beside_a_model_is_one_sentence(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "e.safetensors"), metadata={"wspace-encoder": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="impossible architecture"):
         load_encoder(tmp_path / "e.safetensors", "m")
+    for config, said in (
+        ({"resolution": 1024, "num_ws": 32, "w_dim": 2048, "channels": [2048] * 10, "hidden": 8192},
+         "million parameters"),
+        ({"resolution": 64, "num_ws": 10.0, "w_dim": 256, "channels": [32, 64], "hidden": 512}, "impossible"),
+        ({"resolution": 64, "num_ws": True, "w_dim": 256, "channels": [32, 64], "hidden": 512}, "impossible"),
+    ):  # within each bound alone, 1.5 G parameters together: weighed before allocation; numbers must be whole
+        save_file({"x": torch.zeros(1)}, str(tmp_path / "big.safetensors"),
+                  metadata={"wspace-encoder": json.dumps({"config": config, "model_id": "m"})})
+        with pytest.raises(CheckpointError, match=said):
+            load_encoder(tmp_path / "big.safetensors", "m")
     (tmp_path / "t.safetensors").write_bytes(b"\x08" + bytes(20))
     with pytest.raises(CheckpointError, match="not an encoder"):
         load_encoder(tmp_path / "t.safetensors", "m")

@@ -103,6 +103,10 @@ def build_generator(
     G = Generator(config)
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError("The checkpoint holds something other than tensors.")
+    odd = next((k for k, v in state.items() if v.is_complex() or v.is_quantized), None)
+    if odd is not None:
+        raise CheckpointError(f"The checkpoint's {odd} holds {str(state[odd].dtype).removeprefix('torch.')} "
+                              "numbers; a generator's weights are real numbers.")
     state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
     bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
@@ -169,6 +173,14 @@ def _load(path: Path, device) -> Generator:
 
 
 # --- rosinality/stylegan2-pytorch -----------------------------------------------------------
+
+
+def parameters_of(make) -> int:
+    """How many numbers the module ``make()`` would hold, counted on torch's meta device: sizes a
+    file declares are weighed before anything is allocated."""
+    with torch.device("meta"):
+        module = make()
+    return sum(t.numel() for t in (*module.parameters(), *module.buffers()))
 
 
 def check_torch_zip(path: str | Path) -> None:
@@ -385,7 +397,7 @@ def import_ada_pickle(path: str | Path) -> tuple[dict[str, torch.Tensor], Genera
         )
     except UnsafePickle as exc:
         raise CheckpointError(f"{name} was refused: {str(exc).rstrip('.')}.") from None
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, OverflowError) as exc:
         raise CheckpointError(
             f"{name} does not have the structure of a StyleGAN2-ADA generator ({type(exc).__name__})."
         ) from None

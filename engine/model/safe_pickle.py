@@ -26,10 +26,15 @@ import encodings.utf_8  # noqa: F401
 import io
 import pickle
 import warnings
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+
+MAX_DIMS = 8  # a network's tensors have at most 5 dimensions
+MAX_EXTENT = 1 << 40  # elements along one dimension, or an offset or a stride
 
 
 class UnsafePickle(ValueError):
@@ -54,15 +59,34 @@ def _reconstruct_persistent_obj(meta) -> PersistentRecord:
     return PersistentRecord(meta["class_name"], meta["state"], len(src) if isinstance(src, str) else -1)
 
 
+def _check_storage_archive(data: bytes) -> None:
+    """A storage saved in torch's zip format holds its bytes stored, never compressed: a deflated
+    entry could inflate to gigabytes from a few kilobytes before anything is refused."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return  # torch's legacy format (what a snapshot holds): read as it lies
+    try:
+        entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise UnsafePickle("tensor storage in a damaged archive") from None
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > len(data):
+        raise UnsafePickle("tensor storage that is compressed (torch never writes one so)")
+
+
 def _load_storage_from_bytes(data):
     if not isinstance(data, (bytes, bytearray)):
         raise UnsafePickle("tensor storage that is not bytes")
+    _check_storage_archive(bytes(data))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+            storage = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 (torch's own unpickler refused it)
         raise UnsafePickle(f"tensor storage refused: {exc}") from None
+    dtype = getattr(storage, "dtype", None)
+    if dtype is not None and (dtype.is_complex or dtype in (torch.quint8, torch.qint8, torch.qint32)):
+        kind = str(dtype).removeprefix("torch.")
+        raise UnsafePickle(f"tensor storage of {kind} numbers, which a network never holds")
+    return storage
 
 
 def check_view(storage_elements: int, offset, size, stride) -> None:
@@ -71,9 +95,9 @@ def check_view(storage_elements: int, offset, size, stride) -> None:
         isinstance(offset, int)
         and isinstance(size, tuple)
         and isinstance(stride, tuple)
-        and len(size) == len(stride)
-        and all(isinstance(n, int) and n >= 0 for n in (offset, *size, *stride))
-    ):
+        and len(size) == len(stride) <= MAX_DIMS
+        and all(type(n) is int and 0 <= n < MAX_EXTENT for n in (offset, *size, *stride))
+    ):  # bounded before any product: a size of huge integers would cost quadratic time to multiply
         raise UnsafePickle("tensor with a malformed shape")
     numel = 1
     for n in size:
