@@ -154,8 +154,21 @@ def test_foreign_and_hostile_files_are_refused_in_one_sentence(tmp_path):
     cases["opts.pt"] = "plain settings"
     for name, words in cases.items():
         out = str(tmp_path / "o.safetensors")
+
         r = runner.invoke(full_app(), ["encoder", "import", str(tmp_path / name), "-o", out])
         text = r.output.strip()
         assert r.exit_code == 1 and "Traceback" not in text and len(text.splitlines()) <= 2, (name, text)
         assert words in text and "code ran" not in text, (name, text)
         assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_an_encoder_spec_is_checked_before_anything_is_allocated(tmp_path):
+    fine = dict(kind="e4e", widths=[64, 128, 256, 512], se=False, n_styles=10, head_convs=[4] * 10, w_dim=512)
+    psp.Spec(**fine).check()
+    for change in ({"n_styles": 10.0}, {"w_dim": 512.5}, {"widths": [64, 128, 256, True]}, {"se": 1}):
+        with pytest.raises(psp.EncoderImportError, match="whole numbers"):
+            psp.Spec(**{**fine, **change}).check()
+    huge = psp.Spec(**{**fine, "widths": [128, 256] + [psp.MAX_WIDTH] * 40})  # each width allowed, 4 G weights in all
+    huge.check()
+    with pytest.raises(psp.EncoderImportError, match="million parameters"):
+        psp.build(huge, {}, None)

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 
 FORMAT_KEY = "wspace-encoder"
+MAX_ENCODER_PARAMETERS = 50 * 10**6  # the embedded model's encoder has ~ 5e6
 
 
 @dataclass
@@ -100,7 +101,7 @@ def load_encoder(path: str | Path, model_id: str | None = None, device: str | to
     """The encoder at ``path`` if it exists and belongs to ``model_id``; otherwise ``None``
     (the projector then starts from ``w_avg`` as it always did). A damaged or hostile file
     is one sentence (:class:`~engine.model.checkpoints.CheckpointError`)."""
-    from engine.model.checkpoints import MAX_MODEL_BYTES, CheckpointError
+    from engine.model.checkpoints import MAX_MODEL_BYTES, CheckpointError, parameters_of
 
     path = Path(path)
     if not path.is_file():
@@ -115,9 +116,14 @@ def load_encoder(path: str | Path, model_id: str | None = None, device: str | to
             if model_id is not None and meta["model_id"] != model_id:
                 return None
             config = EncoderConfig(**meta["config"])
-            if not (config.resolution <= 1024 and config.num_ws <= 32 and config.w_dim <= 2048 and config.hidden <= 8192
-                    and len(config.channels) <= 10 and all(0 < c <= 2048 for c in config.channels)):
+            numbers = [config.resolution, config.num_ws, config.w_dim, config.hidden, *config.channels]
+            if not (all(type(n) is int and n > 0 for n in numbers) and config.resolution <= 1024
+                    and config.num_ws <= 32 and config.w_dim <= 2048 and config.hidden <= 8192
+                    and 2 <= len(config.channels) <= 10 and all(c <= 2048 for c in config.channels)
+                    and config.resolution >> (len(config.channels) - 1) >= 1):
                 raise ValueError("an impossible architecture")
+            if parameters_of(lambda: Encoder(config)) > MAX_ENCODER_PARAMETERS:  # weighed before allocation
+                raise ValueError(f"over {MAX_ENCODER_PARAMETERS // 10**6} million parameters")
             state = {k: f.get_tensor(k) for k in f.keys()}
         if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
             raise ValueError("NaN or infinite weights")

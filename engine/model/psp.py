@@ -63,9 +63,14 @@ class Spec:
     def check(self) -> None:
         if self.kind not in KINDS.values():
             raise EncoderImportError(f"Unknown encoder kind {self.kind!r}.")
+        whole = [self.n_styles, self.w_dim, *self.widths, *self.head_convs]
+        if not (isinstance(self.widths, list) and isinstance(self.head_convs, list)
+                and all(type(n) is int for n in whole)
+                and isinstance(self.se, bool) and isinstance(self.latent_avg_added, bool)):
+            raise EncoderImportError("The encoder's architecture is not given in whole numbers.")
         if not (
             1 <= len(self.widths) <= MAX_BLOCKS
-            and all(isinstance(w, int) and 1 <= w <= MAX_WIDTH for w in self.widths)
+            and all(1 <= w <= MAX_WIDTH for w in self.widths)
             and 1 <= self.n_styles <= MAX_STYLES
             and 1 <= self.w_dim <= MAX_WIDTH
             and len(self.head_convs) == self.n_styles
@@ -287,13 +292,14 @@ def spec_of(sd: dict[str, torch.Tensor], opts: dict) -> Spec:
 
 def build(spec: Spec, state: dict[str, torch.Tensor], latent_avg: torch.Tensor | None) -> FFHQEncoder:
     """The encoder with ``state`` (names as the checkpoint's, without ``encoder.``); shapes checked."""
+    from engine.model.checkpoints import parameters_of
+
+    if parameters_of(lambda: FFHQEncoder(spec)) > MAX_ENCODER_PARAMETERS:  # weighed before it is allocated
+        raise EncoderImportError(f"The encoder would hold over {MAX_ENCODER_PARAMETERS // 10**6} million parameters.")
     E = FFHQEncoder(spec)
     expected = {
         k: v.shape for k, v in E.state_dict().items() if k != "latent_avg" and not k.endswith("num_batches_tracked")
     }
-    n = sum(int(np.prod(s)) for s in expected.values())
-    if n > MAX_ENCODER_PARAMETERS:
-        raise EncoderImportError(f"The encoder would hold over {MAX_ENCODER_PARAMETERS // 10**6} million parameters.")
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected) - {"latent_avg"})
