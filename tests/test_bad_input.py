@@ -192,20 +192,81 @@ def test_a_progressive_jpeg_scan_bomb_is_refused_before_decoding():
 
     from PIL import Image
 
-    from engine.face.align import MAX_JPEG_SCANS, decode_image, jpeg_scan_count
+    from engine.face.align import MAX_JPEG_SCANS, decode_image
+    from engine.face.containers import jpeg_segments
     from engine.protocol.errors import NotAnImage
     from tests.photos import grace_hopper
 
     buf = io.BytesIO()
     Image.fromarray(grace_hopper()).save(buf, "JPEG", progressive=True, quality=90)
     good = buf.getvalue()
-    assert 1 < jpeg_scan_count(good) <= MAX_JPEG_SCANS, "a real progressive photo passes"
+    assert 1 < sum(m == 0xDA for m, _, _ in jpeg_segments(good)) <= MAX_JPEG_SCANS, "a real progressive photo passes"
     empty_scan = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"  # one component, no coded data
     bomb = good[:-2] + empty_scan * 100_000 + b"\xff\xd9"
     t0 = time.perf_counter()
     with pytest.raises(NotAnImage, match="scans"):
         decode_image(bomb)
     assert time.perf_counter() - t0 < 5, "refused from the markers, not after decoding"
+
+
+def progressive_photo() -> bytes:
+    from PIL import Image
+
+    from tests.photos import grace_hopper
+
+    buf = io.BytesIO()
+    Image.fromarray(grace_hopper()).resize((96, 96)).save(buf, "JPEG", progressive=True, quality=90)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("hide", [b"\xff\x00\x00\x0c", b"\xff\x00\xff\x00\x00\x0c", b"\xff\xff\xff\x00\x00\x20"])
+def test_scans_hidden_behind_stuffed_zeros_are_counted_as_libjpeg_reads_them(hide):
+    import time
+
+    from engine.face.align import decode_image
+    from engine.protocol.errors import NotAnImage
+
+    good = progressive_photo()
+    empty_scan = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
+    com = b"\xff\xfe\x00\x02"  # an empty comment ends each scan; the walk then meets FF 00, which is no segment
+    bomb = good[:-2] + (com + hide + empty_scan) * 5000 + b"\xff\xd9"
+    t0 = time.perf_counter()
+    with pytest.raises(NotAnImage, match="scans"):
+        decode_image(bomb)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_marker_floods_cost_no_python_loop_per_byte():
+    import time
+
+    from engine.face.align import decode_image
+    from engine.protocol.errors import NotAnImage
+
+    good = progressive_photo()
+    fill = good[:2] + b"\xff" * 10_000_000 + good[2:]  # fill bytes are legal: the photo reads
+    t0 = time.perf_counter()
+    assert decode_image(fill, max_bytes=32 * 2**20).shape == (96, 96, 3)
+    assert time.perf_counter() - t0 < 3, "fill bytes are skipped in one search"
+    dqt = good[:2] + b"\xff\xdb\x00\x02" * 2_000_000 + good[2:]  # two million empty segments
+    t0 = time.perf_counter()
+    with pytest.raises(NotAnImage, match="segments"):
+        decode_image(dqt, max_bytes=32 * 2**20)
+    assert time.perf_counter() - t0 < 3, "refused after the bound, not after the walk"
+
+
+def test_a_restart_marker_after_soi_hides_no_metadata():
+    from engine.face.align import decode_image
+    from engine.face.containers import strip_metadata
+
+    good = progressive_photo()
+    secret = b"SECRET-COMMENT"
+    com = b"\xff\xfe" + (len(secret) + 2).to_bytes(2, "big") + secret
+    xmp = b"http://ns.adobe.com/xap/1.0/\x00" + b"<x:xmpmeta>SECRET-XMP</x:xmpmeta>"
+    app1 = b"\xff\xe1" + (len(xmp) + 2).to_bytes(2, "big") + xmp
+    tricky = good[:2] + b"\xff\xd0" + com + b"\xff\x00" + app1 + good[2:]
+    stripped, _ = strip_metadata(tricky, "JPEG")
+    assert b"SECRET" not in stripped, "COM and XMP after a standalone marker are stripped too"
+    assert decode_image(tricky).shape == (96, 96, 3)
 
 
 BOUNDED_CHILD = r"""

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy.ndimage import gaussian_filter
 
-from engine.face.containers import strip_metadata
+from engine.face.containers import MAX_JPEG_SEGMENTS, jpeg_segments, strip_metadata
 from engine.protocol.errors import BadArgument, ImageTooLarge, NoFaceFound, NotAnImage
 
 MAX_BYTES = 10 * 1024 * 1024
@@ -123,43 +123,16 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def jpeg_scan_count(data: bytes) -> int:
-    """How many start-of-scan (SOS) markers a JPEG holds, counted by walking its segments
-    (entropy-coded data is skipped by its stuffing rules) without decoding anything."""
-    n, i, size = 0, 2, len(data)
-    while i + 4 <= size:
-        if data[i] != 0xFF:
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0xD9:  # end of image
-            break
-        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        i += 2 + length
-        if marker == 0xDA:  # a scan: skip its entropy-coded data to the next real marker
-            n += 1
-            if n > MAX_JPEG_SCANS:
-                return n
-            i = _next_marker(data, i)
-    return n
-
-
-def _next_marker(data: bytes, i: int) -> int:
-    """Index of the next marker after entropy-coded data (0xFF00 is a stuffed byte, 0xFFD0-D7
-    restart markers belong to the scan, 0xFFFF is fill)."""
-    while (j := data.find(b"\xff", i)) >= 0 and j + 1 < len(data):
-        nxt = data[j + 1]
-        if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
-            i = j + 1
-            continue
-        return j
-    return len(data)
+def check_jpeg_structure(data: bytes) -> None:
+    """Refuse, before any decoder reads it, a JPEG whose segments or scans (walked as libjpeg
+    walks them, ``engine/face/containers.py``) are far more than any photo's."""
+    segments = jpeg_segments(data)
+    if (scans := sum(marker == 0xDA for marker, _, _ in segments)) > MAX_JPEG_SCANS:
+        raise NotAnImage(f"That JPEG has {scans} scans; a photo has at most {MAX_JPEG_SCANS}, so I won't decode it.")
+    if len(segments) > MAX_JPEG_SEGMENTS:
+        raise NotAnImage(
+            f"That JPEG has over {MAX_JPEG_SEGMENTS} segments; a photo has a few dozen, so I won't decode it."
+        )
 
 
 def decode_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -170,8 +143,8 @@ def decode_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
         raise NotAnImage("That file is empty, not an image.")
     if (fmt := sniff_format(data)) is None:
         raise NotAnImage("That file is not an image I can read (PNG, JPEG, WebP or GIF).")
-    if fmt == "JPEG" and (scans := jpeg_scan_count(data)) > MAX_JPEG_SCANS:
-        raise NotAnImage(f"That JPEG has {scans} scans; a photo has at most {MAX_JPEG_SCANS}, so I won't decode it.")
+    if fmt == "JPEG":
+        check_jpeg_structure(data)
     data, orientation = strip_metadata(data, fmt)  # no decoder ever parses EXIF, XMP, ICC or text
     try:
         img = Image.open(io.BytesIO(data), formats=[fmt])  # only the decoder its magic bytes name

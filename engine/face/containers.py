@@ -17,6 +17,7 @@ decoder then refuses the truncated file as it would any other.
 
 from __future__ import annotations
 
+import re
 import struct
 
 MAX_IFD_ENTRIES = 512  # IFD0 of a camera photo holds ~10-30; nothing past this is read
@@ -69,26 +70,68 @@ def _png(data: bytes) -> tuple[bytes, int]:
     return b"".join(out), orientation
 
 
-def _jpeg(data: bytes) -> tuple[bytes, int]:
-    out, i, orientation = [data[:2]], 2, 1
-    while i + 4 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            out.append(data[i:i + 1])
-            i += 1
-            continue
-        if marker == 0xDA or marker in (0x01, *range(0xD0, 0xDA)):  # scans and standalone markers: the rest as is
+MAX_JPEG_SEGMENTS = 1024  # a camera JPEG has ~10-20 segments, a progressive one ~40; a flood has millions
+_RUN = re.compile(rb"\xff++")  # a run of 0xFF (fill bytes, or a marker's prefix)
+_MARKER = re.compile(rb"(?<!\xff)\xff++([^\x00])")  # between segments: FF 00 is no marker, stray bytes skipped
+_SCAN_END = re.compile(rb"(?<!\xff)\xff++([^\x00\xd0-\xd7])")  # in a scan: FF 00 stuffed, FF D0-D7 restarts
+_STANDALONE = frozenset((0x01, *range(0xD0, 0xD8)))  # TEM, RST0-7: no length field
+
+
+def _next_marker(data: bytes, i: int, pattern: re.Pattern, passed: frozenset) -> int | None:
+    """Where the next marker starts (its last 0xFF) at or after ``i``, found as libjpeg's
+    ``next_marker`` finds it: runs of 0xFF are fill, a 0xFF followed by a byte in ``passed`` is
+    no marker. One regular-expression search (no Python loop per byte); None at the end."""
+    if i < len(data) and data[i] == 0xFF:  # a run right here (the pattern's look-behind sees the byte before i)
+        end = _RUN.match(data, i).end()
+        if end < len(data) and data[end] not in passed:
+            return end - 1
+        i = end + 1
+    m = pattern.search(data, i)
+    return None if m is None else m.start(1) - 1
+
+
+_SCAN_PASSED = frozenset((0x00, *range(0xD0, 0xD8)))
+
+
+def jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """The JPEG's segments after SOI as libjpeg reads them, ``(marker, start, end)``: bytes that
+    are no marker between segments (stray bytes, stuffed zeros, fill) are skipped as libjpeg skips
+    them; a scan (SOS) runs to the first marker outside its entropy-coded data; the walk ends at EOI
+    or the data's end. At most ``MAX_JPEG_SEGMENTS + 1`` are listed (more: a flood, refused)."""
+    out, i = [], 2
+    while len(out) <= MAX_JPEG_SEGMENTS and (at := _next_marker(data, i, _MARKER, frozenset((0x00,)))) is not None:
+        marker = data[at + 1]
+        if marker == 0xD9:
+            out.append((marker, at, at + 2))
             break
-        end = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
-        payload = data[i + 4:end]
+        if marker in _STANDALONE:
+            end = at + 2
+        elif at + 4 > len(data):
+            break
+        else:
+            end = at + 2 + max(2, int.from_bytes(data[at + 2:at + 4], "big"))
+            if marker == 0xDA:  # the entropy-coded data belongs to the scan
+                nxt = _next_marker(data, end, _SCAN_END, _SCAN_PASSED)
+                end = len(data) if nxt is None else nxt
+        out.append((marker, at, min(end, len(data))))
+        i = end
+    return out
+
+
+def _jpeg(data: bytes) -> tuple[bytes, int]:
+    """SOI and the segments a decoder needs, in order; APPn and COM segments dropped (but JFIF
+    and Adobe), and with them whatever libjpeg would have skipped between segments."""
+    out, orientation = [data[:2]], 1
+    for marker, start, end in jpeg_segments(data):
+        payload = data[start + 4:end]
         if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
             orientation = exif_orientation(payload[6:])
+        elif marker in _STANDALONE:
+            continue
         elif not (0xE0 <= marker <= 0xEF or marker == 0xFE) or payload.startswith(
             JPEG_KEEP_APP.get(marker, b"\x00" * 99)
         ):
-            out.append(data[i:end])
-        i = end
-    out.append(data[i:])
+            out.append(data[start:end])
     return b"".join(out), orientation
 
 
