@@ -18,6 +18,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from engine.protocol.wire import weak_secret
+
 TOKEN_ENV = "WSPACE_TOKEN"
 CONFIG_ENV = "WSPACE_CONFIG"  # the config file when --config is not given (the Docker image mounts one)
 DEVICE_ENV = "WSPACE_DEVICE"  # overrides engine.device (and is wspace worker's default --device)
@@ -219,11 +221,13 @@ class Settings(_Strict):
             if engine.redis_secret
             else os.environ.get(engine.redis_secret_env, "")
         )
-        if len(secret) < MIN_SECRET:
+        if not secret:
             raise ConfigError(
-                f"the redis transport needs a shared secret of at least {MIN_SECRET} characters: "
-                f"set engine.redis_secret or {engine.redis_secret_env}"
+                f"the redis transport needs a shared secret: set engine.redis_secret or {engine.redis_secret_env} "
+                "(e.g. `openssl rand -hex 32`)"
             )
+        if why := weak_secret(secret):
+            raise ConfigError(f"the redis transport's shared secret {why}")
         return secret.encode()
 
     def token(self) -> str:
@@ -268,7 +272,6 @@ def parse_settings(data: dict, source: str = "config") -> Settings:
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
 
 
-MIN_SECRET = 16
 
 
 def environment_device() -> str | None:

@@ -42,7 +42,7 @@ class RedisServer:
         self.proc.wait(10)
 
 
-SECRET = "test-secret-0123456789"  # shared by the tests' bot and workers
+SECRET = "9f1c7e2ab4d05863e7a1c94b2df0653a8c17b5e9d2046fa3"  # the tests' bot and workers share it
 
 
 def start_worker(url: str, name: str, *extra: str) -> subprocess.Popen:

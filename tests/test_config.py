@@ -77,3 +77,21 @@ def test_broken_toml_is_a_clear_error(tmp_path):
     (tmp_path / "c.toml").write_text("[limits\nqueue_size = 3")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize("secret, said", [
+    ("", "needs a shared secret"),
+    ("short-secret-16c", "at least 24 characters"),
+    ("correcthorsebatterystaple", "looks guessable"),
+    ("0123456789abcdef0123456789abcdef", "looks guessable"),  # a pattern repeated
+    ("wspace-wspace-wspace-wspace-wspace", "looks guessable"),
+])
+def test_a_guessable_redis_secret_is_refused(secret, said, monkeypatch):
+    monkeypatch.delenv("WSPACE_REDIS_SECRET", raising=False)
+    settings = parse_settings({"engine": {"transport": "redis", "redis_secret": secret}})
+    with pytest.raises(ConfigError, match=said):
+        settings.redis_secret()
+    import secrets
+
+    strong = parse_settings({"engine": {"transport": "redis", "redis_secret": secrets.token_hex(32)}})
+    assert len(strong.redis_secret()) == 64

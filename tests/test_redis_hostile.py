@@ -272,6 +272,8 @@ async def test_a_result_ref_may_name_only_that_jobs_own_key(transport):
     assert await transport.r.get("elsewhere:result:x") == b"keep me too"
     assert not fut.done()
     own = transport.k["result"].format(request.id)
+    await transport._on_entry({b"worker": b"evil", b"job_id": request.id.encode(), b"ref": own.encode()})
+    assert not fut.done(), "a reference to a result nobody stored fails nothing: the job waits for its own answer"
     await transport.r.set(
         own, wire.seal(wire.dumps(Result(request.id)), KEY, event_context(transport.reply_stream, request.id, "w"))
     )
@@ -323,6 +325,15 @@ def test_a_replayed_job_runs_once_whoever_deletes_markers(worker, second_worker)
     drain(second_worker, worker)
     assert results_for(worker, request.id) == 1
     assert worker.r.xlen(worker.stream) == 0
+
+
+def test_a_done_marker_written_first_silences_nothing(worker):
+    """Someone without the secret marks a job done before any worker takes it: it still runs."""
+    request = RandomRequest(seed=12)
+    worker.r.set(worker.k["done"].format(request.id), b"w-test")
+    add(worker, job_entry(request, stream=worker.stream))
+    drain(worker)
+    assert results_for(worker, request.id) == 1
 
 
 def test_a_rogue_consumer_that_never_acknowledges_holds_nothing(worker):
@@ -430,6 +441,10 @@ async def test_a_forged_heartbeat_changes_nothing(transport):
         await transport.r.sadd(transport.k["workers"], "evil")
         await asyncio.sleep(transport.poll * 3)
         assert "evil" not in transport.workers and (transport.info is None or transport.info.model_id != "evil")
+    await transport.r.set(key, wire.seal(raw, KEY, beat_context(key), now=time.time() - 120))  # replayed, old
+    await transport.r.sadd(transport.k["workers"], "evil")
+    await asyncio.sleep(transport.poll * 3)
+    assert "evil" not in transport.workers, "an old heartbeat replayed keeps no dead worker alive"
     await transport.r.set(key, wire.seal(raw, KEY, beat_context(key)))  # the real thing is heard
     await asyncio.sleep(transport.poll * 3)
     assert "evil" in transport.workers
@@ -484,3 +499,21 @@ async def test_jobs_nobody_starts_cannot_hold_the_queue_for_good(transport):
     finally:
         transport.job_timeout, transport.queue_size = timeout, size
         transport.workers = {}
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_an_entry_at_the_largest_id_blocks_neither_stream(transport, worker):
+    """Someone without the secret adds an entry at the largest possible id to the job stream
+    (a worker takes it: the group has then 'delivered' everything) and to the bot's reply
+    stream: the next job is still sent, taken, run and answered."""
+    largest = "18446744073709551615-18446744073709551615"
+    await transport.r.xadd(worker.stream, {"job": b"x"}, id=largest)
+    await transport.r.xadd(transport.reply_stream, {"worker": b"evil"}, id=largest)
+    drain(worker)  # the forged entry is taken and set aside: the group's last id is the largest
+    request = RandomRequest(seed=13)
+    transport.pending.clear()
+    fut = transport._book(request, None)
+    await transport._send(request, worker.stream[len(f"{PREFIX}:jobs:"):])
+    assert not fut.done(), "sent, not failed"
+    drain(worker)
+    assert isinstance(await asyncio.wait_for(fut, 30), Result)

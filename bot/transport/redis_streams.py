@@ -39,8 +39,9 @@ from redis.exceptions import RedisError, ResponseError, TimeoutError as RedisTim
 from bot.transport.base import EngineUnavailable, ProgressCallback, ShuttingDown, Transport
 from engine.protocol import BadArgument, JobFailed, Progress, Request, Result, WorkerReady, wire
 from engine.protocol.redis_keys import (DONE_TTL, GROUP, GET_BOUNDED, GETDEL_BOUNDED, JOBS_MAXLEN, MAX_AGE,
-                                        MAX_EVENT_ENTRY, MAX_HEARTBEAT, READ_AND_TRIM, STALE_RETRIES, event_context,
-                                        job_context, keys, open_heartbeat, stop_context)
+                                        MAX_DONE, MAX_EVENT_ENTRY, MAX_HEARTBEAT, READ_AND_TRIM, STALE_RETRIES,
+                                        UNBLOCK, blocked, event_context, future_cut, is_done, job_context, keys,
+                                        open_heartbeat, stop_context)
 
 log = logging.getLogger("wspace.redis")
 
@@ -102,6 +103,7 @@ class RedisTransport(Transport):
         self._read = self.r.register_script(READ_AND_TRIM)
         self._get = self.r.register_script(GET_BOUNDED)
         self._getdel = self.r.register_script(GETDEL_BOUNDED)
+        self._unblock = self.r.register_script(UNBLOCK)
         self._tasks = [
             asyncio.create_task(self._read_events(), name="redis-events"),
             asyncio.create_task(self._watch_workers(), name="redis-workers"),
@@ -157,7 +159,8 @@ class RedisTransport(Transport):
                         continue
                     # Gone from the stream: lost with Redis, unless a worker already ran it since
                     # (it acks and deletes the entry once done, and marks the job done first).
-                    if not await self.r.exists(self.k["done"].format(job_id)):
+                    (marker,) = await self._get(keys=[self.k["done"].format(job_id)], args=[MAX_DONE])
+                    if not is_done(marker or None, self.secret, job_id):
                         lost.append(job_id)
             log.error("Redis restarted without its data: failing %d waiting jobs it lost", len(lost))
             for job_id in lost:
@@ -261,8 +264,10 @@ class RedisTransport(Transport):
                 data = await self._getdel(
                     keys=[self.k["result"].format(job_id)], args=[wire.MAX_MESSAGE_BYTES + wire.SEAL_OVERHEAD]
                 )
-                if not data:
-                    raise LookupError("the stored result has expired (or was too large)")
+                if not data:  # nothing there: a forged reference (or a result long expired) answers nothing;
+                    self.refused += 1  # the job goes on waiting for its own answer (or its timeout)
+                    log.error("no stored result for job %s from %s: ignored", job_id, worker)
+                    return
                 self.parked_results += 1
             else:
                 data = fields.get(b"event", b"")
@@ -275,10 +280,6 @@ class RedisTransport(Transport):
         except (wire.WireError, BadArgument) as exc:
             self.refused += 1
             log.error("refused an event for job %s from %s: %s", job_id, worker, exc)
-            return
-        except LookupError as exc:
-            log.error("lost event for job %s from %s: %s", job_id, worker, exc)
-            self._fail(job_id, "internal", "Sorry, the engine's answer was lost on the way; please try again.")
             return
         if isinstance(event, (Result, JobFailed)):
             self.answered_by[event.job_id] = worker
@@ -331,12 +332,16 @@ class RedisTransport(Transport):
                     self._last_entry = (ms, seq)
                     return added
                 except ResponseError as exc:
-                    if "equal or smaller" not in str(exc):
+                    if not blocked(exc):
                         raise
                     info = await self.r.xinfo_stream(stream)
                     last = info["last-generated-id"]
                     last = last.decode() if isinstance(last, bytes) else str(last)
                     top = tuple(int(x) for x in last.split("-"))
+                    if top >= tuple(int(x) for x in future_cut(time.time()).split("-")):  # nobody's id: unblock
+                        gone = await self._unblock(keys=[stream], args=[future_cut(time.time()), GROUP])
+                        log.error("job stream %s was blocked by %d entries past the clock; unblocked", stream, gone)
+                        top = self._last_entry
             raise ResponseError("could not find a free entry id")
 
     def _tell_stop(self, job_id: str) -> None:

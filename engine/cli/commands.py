@@ -19,13 +19,13 @@ from engine.latent.kept import KeptFaceError, load_npz, save_npz
 from engine.protocol import (BlendRequest, EditRequest, Face, FacesRequest, GridRequest, LoopRequest, MixRequest,
                              MorphRequest, ProjectRequest, RandomRequest, RenderRequest, Request, Result,
                              StrangerRequest, SwapRequest, TeamRequest, UserError, as_face)
+from engine.protocol import wire
 from engine.protocol.requests import MAX_ATTACHMENT_BYTES, MAX_PHOTO_BYTES
 
 from engine.cli.tools import (THREADS, DeviceOpt, EncoderOpt, ModelOpt, OutOpt, directions_app, encoder_app, fail,
                               generate, loaded, model_app)
 
 CLI_MAX_BYTES = MAX_ATTACHMENT_BYTES  # files on disk: the largest the protocol carries
-MIN_SECRET = 16  # as bot/config.py asks of engine.redis_secret
 
 HELP = "wspace: StyleGAN2 latent-space toys for a Discord community, and the same engine on local files."
 commands = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)  # joined with the bot's by engine.entry
@@ -429,8 +429,8 @@ def worker(
     from engine.serving.redis_worker import serve_redis
     from engine.model.runtime import device_problem
 
-    if len(secret) < MIN_SECRET:
-        fail(f"--secret (or WSPACE_REDIS_SECRET) must hold at least {MIN_SECRET} characters, the same as the bot's.")
+    if why := wire.weak_secret(secret):
+        fail(f"--secret (or WSPACE_REDIS_SECRET) {why}.")
     if problem := device_problem(device):
         fail(problem)
     host, sep, port = metrics.rpartition(":")

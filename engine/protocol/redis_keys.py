@@ -10,7 +10,8 @@ Keys (``prefix`` defaults to ``wspace``):
 - ``{prefix}:events:{bot}`` — one bot process's reply stream, named in each job entry.
 - ``{prefix}:result:{job_id}`` — a result too large for a stream entry (expiring); the
   reply carries only this key, and the bot reads no other key from a reply.
-- ``{prefix}:done:{job_id}`` — set when a job finished, so a redelivered job is not run twice.
+- ``{prefix}:done:{job_id}`` — set when a job finished (sealed for that job: the worker's id), so a
+  redelivered job is not run twice; a marker that does not open is no marker.
 - ``{prefix}:stop:{job_id}`` — set (sealed: the job id) by the bot when a member stopped the
   job; the worker holding it gives up before its next step, one that takes it later skips it.
 - ``{prefix}:dead`` — entries delivered more than ``MAX_DELIVERIES`` times (they were in a
@@ -48,6 +49,8 @@ MAX_AGE = DONE_TTL  # a sealed message older than this is refused (a replay outl
 MAX_EVENT_ENTRY = 1024 * 1024  # an event entry's fields (results above inline_max are parked as a key)
 MAX_JOB_ENTRY = 96 * 2**20 + 4096  # a job entry: the sealed request (wire.MAX_MESSAGE_BYTES) and its routing fields
 MAX_HEARTBEAT = 64 * 1024
+BEAT_MAX_AGE = 30.0  # a heartbeat sealed longer ago is a replay: a live worker seals a fresh one every second or so
+MAX_DONE = 1024  # a done marker: the sealed id of the worker that ran the job
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
@@ -82,10 +85,32 @@ def stop_context(job_id: str) -> bytes:
     return f"stop|{job_id}".encode()
 
 
-def open_heartbeat(value, secret: bytes, key: str) -> dict | None:
-    """A worker's heartbeat at ``key`` when its seal opens and it is a JSON object; else None."""
+def done_context(job_id: str) -> bytes:
+    return f"done|{job_id}".encode()
+
+
+def done_marker(secret: bytes, job_id: str, worker: str) -> bytes:
+    """What ``{prefix}:done:{job_id}`` holds once a worker answered the job."""
+    return wire.seal(worker.encode(), secret, done_context(job_id))
+
+
+def is_done(value, secret: bytes, job_id: str) -> bool:
+    """Whether ``value`` (a done key's, or None) is a marker a worker sealed for ``job_id``:
+    one written by someone without the secret stops nothing."""
     try:
-        beat = json.loads(wire.unseal(value if isinstance(value, bytes) else b"", secret, MAX_AGE, beat_context(key)))
+        wire.unseal(value if isinstance(value, bytes) else b"", secret, DONE_TTL + 60, done_context(job_id))
+    except wire.WireError:
+        return False
+    return True
+
+
+def open_heartbeat(value, secret: bytes, key: str) -> dict | None:
+    """A worker's heartbeat at ``key`` when its seal opens, was sealed in the last
+    ``BEAT_MAX_AGE`` seconds (an old beat replayed keeps no dead worker alive), and it is a
+    JSON object; else None."""
+    try:
+        beat = json.loads(wire.unseal(value if isinstance(value, bytes) else b"", secret, BEAT_MAX_AGE,
+                                      beat_context(key)))
     except (wire.WireError, ValueError):
         return None
     return beat if isinstance(beat, dict) else None
@@ -161,4 +186,50 @@ local n = redis.pcall('STRLEN', KEYS[1])
 if type(n) ~= 'number' or n == 0 then return false end
 if n > tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) return false end
 return redis.call('GETDEL', KEYS[1])
+"""
+
+
+FUTURE_MS = 10 * 60 * 1000  # an entry id this far past the clock is nobody's: bots and Redis use the time
+
+
+def blocked(exc: Exception) -> bool:
+    """Whether Redis refused an XADD because the stream's last id is at or past the one asked."""
+    text = str(exc)
+    return "equal or smaller" in text or "exhausted the last possible ID" in text
+
+
+def future_cut(now: float) -> str:
+    """The smallest entry id that no honest writer would use at unix time ``now``."""
+    return f"{int(now * 1000) + FUTURE_MS}-0"
+
+
+# KEYS: a stream. ARGV: the cut (an entry id), a consumer group (or ''). Entries at or past the
+# cut are deleted (at most 1000 a call), the stream's last id set back to its top entry, and the
+# group's last-delivered id too when it had passed the cut: one entry at the largest possible id
+# no longer blocks every later XADD (nor hides later entries from the group). Returns how many
+# entries were deleted.
+UNBLOCK = """
+local future = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', 1000)
+for _, e in ipairs(future) do redis.call('XDEL', KEYS[1], e[1]) end
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local id = '0-1'
+if top[1] then id = top[1][1] end
+redis.call('XSETID', KEYS[1], id)
+if ARGV[2] ~= '' then
+  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+  if type(groups) == 'table' and not groups.err then
+    for _, g in ipairs(groups) do
+      local name, last
+      for i = 1, #g, 2 do
+        if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+      end
+      if name == ARGV[2] and last then
+        local ms = tonumber(string.match(last, '^(%d+)'))
+        local cut = tonumber(string.match(ARGV[1], '^(%d+)'))
+        if ms == nil or cut == nil or ms >= cut then redis.call('XGROUP', 'SETID', KEYS[1], ARGV[2], id) end
+      end
+    end
+  end
+end
+return #future
 """

@@ -40,9 +40,10 @@ import uuid
 
 from engine.protocol import JobFailed, Request, wire
 from engine.protocol.redis_keys import (DEAD_MAXLEN, DONE_TTL, EVENTS_MAXLEN, GET_BOUNDED, GROUP, MAX_AGE,
-                                        MAX_DELIVERIES, MAX_EVENT_ENTRY, MAX_HEARTBEAT, MAX_JOB_ENTRY, RESULT_TTL,
-                                        STALE_RETRIES, TAKE, beat_context, event_context, is_reply_stream, job_context,
-                                        keys, open_heartbeat, stop_context)
+                                        MAX_DELIVERIES, MAX_DONE, MAX_EVENT_ENTRY, MAX_HEARTBEAT, MAX_JOB_ENTRY,
+                                        RESULT_TTL, STALE_RETRIES, TAKE, UNBLOCK, beat_context, blocked, done_marker,
+                                        event_context, future_cut, is_done, is_reply_stream, job_context, keys,
+                                        open_heartbeat, stop_context)
 from engine.jobs.answers import UNREADABLE
 from engine.protocol.requests import JOB_ID
 from engine.serving.stops import StopList
@@ -65,6 +66,7 @@ class RedisWorker:
         from redis.retry import Retry
 
         self.redis_errors = (redis.ConnectionError, redis.TimeoutError)
+        self.response_error = redis.ResponseError
         # Through from_url, redis-py's connections retry nothing: after a Redis restart each
         # stale pooled connection would fail one command. A few quick retries reconnect it.
         self.r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
@@ -92,6 +94,7 @@ class RedisWorker:
         self.last_reclaim = 0.0
         self._take = self.r.register_script(TAKE)
         self._get = self.r.register_script(GET_BOUNDED)
+        self._unblock = self.r.register_script(UNBLOCK)
 
     # --- liveness -------------------------------------------------------------------------
 
@@ -230,7 +233,14 @@ class RedisWorker:
             fields["ref"] = key
         else:
             fields["event"] = data
-        self.r.xadd(reply, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+        try:
+            self.r.xadd(reply, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+        except self.response_error as exc:  # an entry at the largest id blocks the stream: unblock it, once
+            if not blocked(exc):
+                raise
+            log.error("reply stream %s was blocked by an entry past the clock; unblocked", reply)
+            self._unblock(keys=[reply], args=[future_cut(time.time()), ""])
+            self.r.xadd(reply, fields, maxlen=EVENTS_MAXLEN, approximate=True)
 
     def open(self, entry_id, fields: dict) -> tuple[str, str, bytes]:
         """The job id, reply stream and request bytes of an entry whose seal opens for exactly
@@ -294,7 +304,7 @@ class RedisWorker:
             self.bury(entry_id, fields, str(exc), UNREADABLE, answer=True)
             return None
         done_key = self.k["done"].format(job_id)
-        if job_id in self.ran or self.r.exists(done_key):  # run already: once only
+        if job_id in self.ran or self.was_done(done_key, job_id):  # run already: once only
             log.warning("job %s (entry %s) was run already; dropped", job_id, _text(entry_id))
             self.r.xack(self.stream, GROUP, entry_id)
             self.r.xdel(self.stream, entry_id)
@@ -308,9 +318,14 @@ class RedisWorker:
         while self.ran and now - next(iter(self.ran.values())) > MAX_AGE + 60:
             self.ran.pop(next(iter(self.ran)))
 
-    def settle(self, entry_id, done_key: str) -> None:
+    def was_done(self, done_key: str, job_id: str) -> bool:
+        """Whether a worker sealed ``done_key`` for this job (a forged marker silences nothing)."""
+        (value,) = self._get(keys=[done_key], args=[MAX_DONE])
+        return is_done(value or None, self.secret, job_id)
+
+    def settle(self, entry_id, done_key: str, job_id: str) -> None:
         """The entry's job has answered: never run it again."""
-        self.r.set(done_key, self.id, ex=DONE_TTL)
+        self.r.set(done_key, done_marker(self.secret, job_id, self.id), ex=DONE_TTL)
         self.r.xack(self.stream, GROUP, entry_id)
         self.r.xdel(self.stream, entry_id)
         self.done += 1
@@ -358,7 +373,7 @@ class RedisWorker:
             self.current.discard(entry_id)
             if self.solo == entry_id:
                 self.solo = None
-            self.settle(entry_id, done_key)
+            self.settle(entry_id, done_key, request.id)
 
         t0 = time.monotonic()
         self.jobs().start(request, lambda event: self.emit(reply, event), answered)
