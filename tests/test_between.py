@@ -14,7 +14,7 @@ from engine.jobs.between import landmarks
 from engine.jobs.dispatch import run
 from engine.jobs.engine import Engine
 from engine.latent.batch import project
-from engine.latent.between import morph, warp
+from engine.latent.between import morph, sharpened, warp
 from engine.protocol import AverageRequest, BlendRequest, MorphRequest, as_face
 from tests.photos import astronaut, grace_hopper
 
@@ -41,6 +41,20 @@ def test_a_warp_onto_its_own_points_is_the_image():
     pts = np.array([[0, 0], [31, 0], [0, 31], [31, 31], [10, 12], [20, 9], [16, 22]], float)
     out = warp(img, pts, pts, Delaunay(pts))
     assert np.abs(out - img).max() < 1e-6
+
+
+def test_a_dissolve_gets_its_detail_back_and_one_face_stays_itself():
+    rng = np.random.default_rng(1)
+    a, b = ((rng.random((32, 32, 3)) * 255).astype(np.uint8) for _ in range(2))
+    pts = [np.array([[8.0 + 16 * (i % 2), 8.0 + 16 * (i // 2)] for i in range(4)])] * 2
+    plain, crisp = morph([a, b], pts, (0.5, 0.5)), morph([a, b], pts, (0.5, 0.5), sharpen=60)
+
+    def detail(img):  # energy of the difference between neighbours
+        return float(np.abs(np.diff(img.astype(float), axis=1)).mean())
+
+    assert detail(crisp) > 1.2 * detail(plain), "the dissolve's lost detail is restored"
+    assert np.array_equal(sharpened(a, 0), a)
+    assert np.array_equal(morph([a, b], pts, (1.0, 0.0), sharpen=60), a), "one face alone is not sharpened"
 
 
 def test_the_morph_puts_each_feature_in_one_place(engine, faces):

@@ -5,24 +5,39 @@ Each in-between face is the projection of its parents' landmark-aligned morph
 the members and, between each two, through that projected midpoint, so no frame is far from a
 face the generator drew as a person. Where dlib finds no face in a parent, the straight blend in
 W+ stands (it is what there is).
+
+``bench/between.py`` judges the ways of finding it side by side with FaceNet, which nothing here
+sees (``Rule``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import dataclass
 
 import numpy as np
 
 from engine.face.align import DESCRIPTOR_SIZE, aligned_landmarks
 from engine.jobs.asks import Draw
 from engine.jobs.engine import Engine
-from engine.latent import edits
 from engine.latent.batch import Member
-from engine.latent.between import BETWEEN_STEPS, morph
+from engine.latent.between import BETWEEN_STEPS, SHARPEN, morph
 from engine.latent.projector import Projection
 from engine.protocol import Face, as_face
 
 MAX_MIDPOINTS = 16  # a morph of more faces walks the straight lines (each pair gets few frames anyway)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How an in-between face is found: the dissolve sharpened (percent), the projection's steps.
+    ``RULE`` is what members get."""
+
+    sharpen: int = SHARPEN
+    steps: int = BETWEEN_STEPS
+
+
+RULE = Rule()
 
 
 def landmarks(images: np.ndarray) -> list[np.ndarray] | None:
@@ -36,9 +51,12 @@ def landmarks(images: np.ndarray) -> list[np.ndarray] | None:
     return out
 
 
-def asked(images: np.ndarray, points: list[np.ndarray], weights, start: np.ndarray) -> Member:
-    """The projection of the parents' morph with ``weights``, from their blend ``start`` in W+."""
-    return Member(morph(list(images), points, weights), BETWEEN_STEPS, start, every=BETWEEN_STEPS)
+def asked(images: np.ndarray, points: list[np.ndarray], weights, latents, rule: Rule = RULE) -> Member:
+    """The projection of the parents' morph for ``weights``, from the parents' W+ ``latents``
+    blended with the same weights."""
+    start = sum(np.float32(w) * np.asarray(ws, np.float32) for w, ws in zip(weights, latents))
+    target = morph(list(images), points, weights, rule.sharpen)
+    return Member(target, rule.steps, start, every=rule.steps)
 
 
 def kept(engine: Engine, projection: Projection) -> tuple[Face, np.ndarray]:
@@ -49,15 +67,15 @@ def kept(engine: Engine, projection: Projection) -> tuple[Face, np.ndarray]:
 
 
 def between(
-    engine: Engine, parents: np.ndarray, weights, start: np.ndarray
+    engine: Engine, parents: np.ndarray, weights, latents, rule: Rule = RULE
 ) -> Generator[Member, Projection, tuple[Face, np.ndarray] | None]:
-    """The face between the faces drawn in ``parents`` with ``weights`` (summing to one), from
-    their blend ``start`` in W+: a kept face and its image; None where dlib finds no face in a
-    parent. Use ``yield from``."""
+    """The face between the faces drawn in ``parents`` (their W+ ``latents``) with ``weights``
+    (summing to one): a kept face and its image; None where dlib finds no face in a parent. Use
+    ``yield from``."""
     points = landmarks(parents)
     if points is None:
         return None
-    projection = yield asked(parents, points, weights, start)
+    projection = yield asked(parents, points, weights, latents, rule)
     return kept(engine, projection)
 
 
@@ -75,8 +93,8 @@ def morph_keys(
     if points is None:
         return latents, maps
     pairs = [(0, 1)] if n == 2 else [(i, (i + 1) % n) for i in range(n)]
-    projections = yield [asked(parents[[a, b]], [points[a], points[b]], (0.5, 0.5),
-                               edits.blend(latents[a], latents[b], 0.5)) for a, b in pairs]
+    projections = yield [asked(parents[[a, b]], [points[a], points[b]], (0.5, 0.5), [latents[a], latents[b]])
+                         for a, b in pairs]
     mids = [engine.face(kept(engine, p)[0]) for p in projections]
     if n == 2:
         mids = mids * 2

@@ -231,7 +231,7 @@ def blend(engine: Engine, req: BlendRequest, progress: ProgressFn) -> Result:
     imgs = yield Draw(np.stack([a, mixed, b]), faces, weights)
     face = engine.kept(mixed, faces, weights[1], has_noise)
     if layers == "all" and 0 < req.ratio < 1:  # between two faces: a person (engine/jobs/between.py)
-        got = yield from between(engine, imgs[[0, 2]], (1 - req.ratio, req.ratio), mixed)
+        got = yield from between(engine, imgs[[0, 2]], (1 - req.ratio, req.ratio), (a, b))
         if got is not None:
             face, imgs[1] = got
     which = "" if layers == "all" else f" on the {layers} styles"
@@ -251,7 +251,7 @@ def average(engine: Engine, req: AverageRequest, progress: ProgressFn) -> Result
     weights = np.concatenate([np.eye(n, dtype=np.float32), np.full((1, n), 1 / n, np.float32)])  # each, the mean
     imgs = yield Draw(np.concatenate([np.stack(latents), mean[None]]), faces, weights)
     face, img = engine.kept(mean, faces, weights[-1], has_noise), imgs[-1]
-    got = yield from between(engine, imgs[:n], weights[-1], mean)  # a person, not a melt (engine/jobs/between.py)
+    got = yield from between(engine, imgs[:n], weights[-1], latents)  # a person, not a melt (engine/jobs/between.py)
     if got is not None:
         face, img = got
     return Result(
