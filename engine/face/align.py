@@ -25,6 +25,8 @@ from engine.protocol.errors import BadArgument, ImageTooLarge, NoFaceFound, NotA
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000
+MAX_WEBP_PIXELS = 16_000_000  # libwebp decodes into a buffer of its own, then Pillow copies it: 40 MP of
+# lossy RGBA cost 1 056 MiB above the engine, past the 1 GiB bound (tests/test_bad_input.py measures it)
 DETECT_MAX_SIDE = 1024  # faces are searched on a copy no larger than this
 MAX_ASPECT = 8  # a photo of a face is at most this many times as long as it is wide
 MIN_PHOTO_SIDE = 40  # the smallest face we align (MIN_FACE_SIDE) cannot fit in less
@@ -69,6 +71,8 @@ def _cnn_detector():
 # detection below HOG_SURE is kept only when dlib's CNN detector finds a face in the same
 # place too (about 0.23 s a check on the CPU, so only the uncertain ones are checked).
 HOG_SURE = 0.6
+MAX_CNN_CHECKS = 8  # uncertain finds checked by the CNN per photo, the likeliest first (~0.23 s each)
+MAX_DETECTIONS = 96  # finds of one photo looked at, the likeliest first (a team holds at most 32 faces)
 CNN_FACE_PX = 100  # the box is scaled to about this many pixels for the CNN (it finds faces from ~80 px)
 CNN_MIN_CONFIDENCE = 0.3
 
@@ -128,7 +132,8 @@ def check_jpeg_structure(data: bytes) -> None:
     walks them, ``engine/face/containers.py``) are far more than any photo's."""
     segments = jpeg_segments(data)
     if (scans := sum(marker == 0xDA for marker, _, _ in segments)) > MAX_JPEG_SCANS:
-        raise NotAnImage(f"That JPEG has {scans} scans; a photo has at most {MAX_JPEG_SCANS}, so I won't decode it.")
+        many = f"at least {scans}" if len(segments) > MAX_JPEG_SEGMENTS else str(scans)  # the walk stopped early
+        raise NotAnImage(f"That JPEG has {many} scans; a photo has at most {MAX_JPEG_SCANS}, so I won't decode it.")
     if len(segments) > MAX_JPEG_SEGMENTS:
         raise NotAnImage(
             f"That JPEG has over {MAX_JPEG_SEGMENTS} segments; a photo has a few dozen, so I won't decode it."
@@ -148,7 +153,9 @@ def decode_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
     data, orientation = strip_metadata(data, fmt)  # no decoder ever parses EXIF, XMP, ICC or text
     try:
         img = Image.open(io.BytesIO(data), formats=[fmt])  # only the decoder its magic bytes name
-        check_shape(*img.size, max_pixels)  # header only: nothing decoded yet
+        if fmt == "WEBP":  # header only: nothing decoded yet
+            check_shape(*img.size, min(max_pixels, MAX_WEBP_PIXELS), "WebP image")
+        check_shape(*img.size, max_pixels)
         img.seek(0)  # first frame of an animation
         img.load()
         if orientation in ORIENT:
@@ -177,10 +184,10 @@ ORIENT = {
 }
 
 
-def check_shape(w: int, h: int, max_pixels: int = MAX_PIXELS) -> None:
+def check_shape(w: int, h: int, max_pixels: int = MAX_PIXELS, what: str = "image") -> None:
     """Refuse, from the header's size, images too large or shaped so no face fits them."""
     if w * h > max_pixels:
-        raise ImageTooLarge(f"That image is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.")
+        raise ImageTooLarge(f"That {what} is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.")
     if min(w, h) < MIN_PHOTO_SIDE:
         raise NoFaceFound(
             f"That image is {w}×{h} pixels, too small to hold a face (at least {MIN_PHOTO_SIDE} pixels each way)."
@@ -214,7 +221,8 @@ class FoundFace:
 
 def detect_faces(img: np.ndarray, upsample: int = 1) -> list[FoundFace]:
     """All faces, largest first (dlib's HOG detector, its uncertain finds confirmed by dlib's CNN
-    detector; 68-point landmarks)."""
+    detector; 68-point landmarks). At most ``MAX_DETECTIONS`` finds are looked at and
+    ``MAX_CNN_CHECKS`` uncertain ones checked, the likeliest first."""
     dlib, detector, predictor = _dlib()
     scale = min(1.0, DETECT_MAX_SIDE / max(img.shape[:2]))
     small = (
@@ -226,16 +234,19 @@ def detect_faces(img: np.ndarray, upsample: int = 1) -> list[FoundFace]:
         if scale < 1
         else img
     )
-    faces = []
+    faces, checks = [], 0
     with DLIB_LOCK:
         rects, scores, _ = detector.run(np.ascontiguousarray(small), upsample, 0.0)
-    for r, score in zip(rects, scores):
+    likeliest = sorted(zip(rects, scores), key=lambda found: -found[1])[:MAX_DETECTIONS]
+    for r, score in likeliest:  # bounded: a photo tiled with hundreds of faint faces costs a few checks
         rect = dlib.rectangle(
             round(r.left() / scale), round(r.top() / scale), round(r.right() / scale), round(r.bottom() / scale)
         )
         box = (rect.left(), rect.top(), rect.right(), rect.bottom())
-        if score < HOG_SURE and not cnn_confirms(img, box):
-            continue  # something face-like that is not a face (a patch, a pattern)
+        if score < HOG_SURE:
+            checks += 1
+            if checks > MAX_CNN_CHECKS or not cnn_confirms(img, box):
+                continue  # something face-like that is not a face (a patch, a pattern), or one check too many
         with DLIB_LOCK:
             shape = predictor(img, rect)
         lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
