@@ -63,6 +63,12 @@ DRAIN_SECONDS = 3.0  # at SIGTERM/SIGINT: time for members' messages to say the 
 HEALTHY_WITHIN = 60.0  # `wspace health` fails when the heartbeat is older than this
 ENGINE_START_SECONDS = 180.0  # a reload's new engine must be ready within this, else the old one stays
 
+# The bot never joins a voice channel: discord.py's warnings about missing voice libraries (PyNaCl,
+# davey) would be the first lines an operator reads, about nothing they use.
+for _flag in ("warn_nacl", "warn_dave"):
+    if hasattr(discord.VoiceClient, _flag):
+        setattr(discord.VoiceClient, _flag, False)
+
 
 class WspaceBot(discord.Client):
     def __init__(self, settings: Settings, config_path: Path | None = None) -> None:

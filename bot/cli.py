@@ -94,7 +94,9 @@ def health(config: Annotated[Optional[Path], typer.Option("--config", "-c", help
 @app.command("init-config")
 def init_config(
     path: Annotated[Path, typer.Argument(help="where the config goes, e.g. /data/config.toml")],
-    example: Annotated[Path, typer.Option(help="the example config to start from")] = Path("config.example.toml"),
+    example: Annotated[
+        Optional[Path], typer.Option(help="the example config to start from (default: the one shipped with wspace)")
+    ] = None,
     device: Annotated[Optional[str], typer.Option(help="engine.device, e.g. cuda")] = None,
 ) -> None:
     """Write a first config at PATH (the example's keys and comments) unless one is there, and check
@@ -104,7 +106,13 @@ def init_config(
 
     from bot.config import ConfigError, check_writable, write_first_config
 
+    from importlib.resources import as_file, files
+
+    created = [p for p in reversed(path.parents) if not p.exists()]  # folders this makes: said, not silent
     try:
+        if example is None:
+            with as_file(files("bot") / "config.example.toml") as shipped:
+                example = Path(shipped)
         if not path.exists() and not example.is_file():
             fail(f"No example config at {example}; pass --example FILE.")
         wrote = write_first_config(
@@ -118,8 +126,10 @@ def init_config(
     except ConfigError as exc:
         fail(str(exc)[0].upper() + str(exc)[1:] + ".")
     if wrote:
+        made = f" (made the folder {created[0]})" if created else ""
         typer.echo(
-            f"wrote {path} from the example{f' (engine.device = {device!r})' if device else ''}; edit it and restart",
+            f"wrote {path} from the example{f' (engine.device = {device!r})' if device else ''}{made}; "
+            "edit it and restart",
             err=True,
         )
 

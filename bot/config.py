@@ -87,7 +87,7 @@ class EngineSettings(_Strict):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field("wspace", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     redis_secret: SecretStr | None = Field(
-        None, strict=False, description="shared with the workers: every job and result is signed with it (HMAC-SHA256)"
+        None, strict=False, description="shared with the workers: every job and result is sealed with it"
     )
     redis_secret_env: str = Field(
         "WSPACE_REDIS_SECRET", description="read the secret from this variable when redis_secret is empty"

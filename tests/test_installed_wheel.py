@@ -62,6 +62,9 @@ def test_wspace_help_storage_and_generate_run_from_the_wheel(venv):
     assert versions == str(source), "every migration ships in the wheel"
     run(["wspace", "generate", "--count", "2", "-o", work / "gen"], work, env)
     assert len(list((work / "gen").glob("seed*.png"))) == 2
+    made = run(["wspace", "init-config", work / "fresh" / "config.toml"], work, env)  # no checkout in reach
+    text = (work / "fresh" / "config.toml").read_text()
+    assert "[limits]" in text and "made the folder" in made.stderr, made.stderr
 
 
 def test_the_demo_runs_from_the_wheel(venv):

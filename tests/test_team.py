@@ -103,6 +103,9 @@ async def test_team_morphs_every_face_and_claim_adopts_one(env):
     again = await sim.invoke(CAROL, "claim", [option("number", 2, 4)])
     await sim.wait_for(lambda: again.messages, 10)
     assert "not one of the unclaimed faces" in again.last_content()
+    from tests.test_bot_faults import private
+
+    assert private(again), "a refused /claim is told to the member alone, as every refusal"
     assert db.execute("SELECT COUNT(*) FROM team_faces").fetchone() == (5,)
     # Two members claim face 3 at the same moment: one gets it, the other one sentence.
     dave = 800000000000000004

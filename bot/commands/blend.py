@@ -37,8 +37,8 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
                     layers: str = "all") -> None:
         fa, fb = await faces_of(svc, interaction, [a, b])
         await run_job(svc, interaction, BlendRequest(a=fa, b=fb, ratio=ratio, layers=layers),
-                      title=f"**{name_of(a)} ⟷ {name_of(b)}** at {ratio:g}"
-                            + ("" if layers == "all" else f", {layers} styles only ({LAYER_MEANING[layers]})") + " ")
+                      title=f"**{name_of(a)} ⟷ {name_of(b)}** "  # the engine's sentence says the ratio and styles
+                            + ("" if layers == "all" else f"({LAYER_MEANING[layers]}) "))
 
     @tree.command(name="average", description="The mean face of several members.")
     @app_commands.describe(users="Mention two or more members, e.g. @ana @bo @cy")
@@ -47,7 +47,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         if len(ids) < AverageRequest.FACES[0]:
             raise Reply("Mention at least two members, like @ana @bo.")
         faces = await faces_of(svc, interaction, [discord.Object(i) if i != interaction.user.id else None for i in ids])
-        await run_job(svc, interaction, AverageRequest(faces=faces), title=f"**The average of {len(ids)} faces** ")
+        await run_job(svc, interaction, AverageRequest(faces=faces), title="**/average** ")
 
     @tree.command(
         name="mix", description="Style mixing: pose and face shape from one member, colours and skin from another."

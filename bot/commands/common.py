@@ -100,7 +100,9 @@ async def latent_of(svc: Services, interaction: discord.Interaction, user: disco
     stored = await svc.storage.latent(guild_id, target.id, svc.model_id)
     if me:
         if stored is None:
-            raise Reply("You don't have a face yet: use /project with a selfie, or /random and then /adopt.")
+            where = (" in direct messages (faces here are kept apart from your servers')"
+                     if interaction.guild_id is None else "")
+            raise Reply(f"You don't have a face{where} yet: use /project with a selfie, or /random and then /adopt.")
         if stored.outdated and not stored.refresh_told:  # said with this command's result, then never again
             svc.notes[interaction.id] = (REFRESH_NOTE, (guild_id, target.id, svc.model_id))
         return stored.face

@@ -172,11 +172,24 @@ def precheck(svc: Services, interaction: discord.Interaction, kind: str) -> None
 
 
 def rate_sentence(exc: RateLimited) -> str:
+    when = wait_words(exc.seconds)
     return (
-        f"You're going a little fast; try again in {exc.seconds} s."
+        f"You're going a little fast; try again in {when}."
         if exc.scope == "member"
-        else f"This server is busy with faces; try again in {exc.seconds} s."
+        else f"This server is busy with faces; try again in {when}."
     )
+
+
+def wait_words(seconds: float) -> str:
+    """A wait as a member reads it: "40 seconds", "a minute", "30 minutes", "2 hours"."""
+    seconds = max(1, round(seconds))
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return "a minute" if minutes == 1 else f"{minutes} minutes"
+    hours = round(minutes / 60)
+    return f"{hours} hours"
 
 
 class ProgressReporter:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import (Reply, Services, defer, display_name, faces_of, members_here, name_of, read_photo,
+from bot.commands.common import (Refusal, Services, defer, display_name, faces_of, members_here, name_of, read_photo,
                                  reply_now)
 from bot.commands.running import files_of, precheck, run_job
 from engine.protocol import LookalikeRequest, StrangerRequest, TeamRequest
@@ -65,7 +65,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             interaction.guild_id or 0, interaction.channel_id or 0, interaction.user.id, number, svc.model_id
         )
         if outcome != "claimed":
-            raise Reply(CLAIMED[outcome])
+            raise Refusal(CLAIMED[outcome])  # told to the member alone, as every refusal
         await reply_now(
             interaction,
             f"Face {number} of the team photo is your face now; /me shows it, and others may "
@@ -102,6 +102,8 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             nearest = list(others)[found.figures["nearest"] - 1]
             title += f"Nearest member: {await display_name(interaction, nearest)}, {found.text}\n"
             shown = tuple(files_of(found))  # both faces have consent: the asker's (or a sharer's) and a sharer's
+        elif interaction.guild_id is None:
+            title += "In a direct message I compare you only with strangers; in a server, with members who share.\n"
         else:
             title += "No other member shares a face yet.\n"
         await run_job(
