@@ -61,12 +61,22 @@ def png_of(files: dict, name: str) -> np.ndarray:
 
 
 async def test_commands_are_registered(env):
-    sim, _ = env
+    sim, bot = env
     names = {c["name"] for c in sim.commands}
     assert {"project", "me", "blend", "average", "mix", "age", "edit", "morph", "loop", "random", "adopt",
             "grid", "swap", "privacy", "forget", "wspace"} <= names
     admin = next(c for c in sim.commands if c["name"] == "wspace")
     assert int(admin["default_member_permissions"]) & MANAGE_GUILD
+
+    def option_of(command: str, name: str) -> dict:
+        cmd = next(c for c in sim.commands if c["name"] == command)
+        return next(o for o in cmd["options"] if o["name"] == name)
+
+    # Discord itself refuses what this server's settings would refuse: the ranges it shows are the bot's.
+    limits = bot.settings.limits
+    assert option_of("project", "steps")["max_value"] == limits.max_project_steps
+    assert option_of("morph", "frames")["max_value"] == option_of("team", "frames")["max_value"] == limits.max_frames
+    assert option_of("edit", "attribute")["max_length"] == 64
 
 
 async def test_the_bot_talks_to_discord_over_a_bounded_connection_pool(env):

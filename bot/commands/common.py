@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import discord
+from discord import app_commands
 
 from bot.config import Settings
 from bot.limits import Limits
@@ -85,6 +86,14 @@ def plain(text: str, limit: int = ECHO_MAX) -> str:
     text = discord.utils.escape_markdown(discord.utils.escape_mentions(text))
     text = _LINE_START.sub(lambda m: f"{m[1]}{m[2]}\\{m[3]}", text)
     return text.replace("<", "\\<")
+
+
+def declare_max(command: app_commands.Command, param: str, most: int) -> None:
+    """Tell Discord the largest ``param`` this server's settings take (the request allows more),
+    so Discord itself refuses larger values before the bot is asked."""
+    option = command._params.get(param)  # discord.py keeps no public setter; the value goes out at sync
+    if option is not None and option.max_value is not None:
+        option.max_value = min(option.max_value, most)
 
 
 def name_of(user) -> str:

@@ -6,7 +6,7 @@ import discord
 from discord import app_commands
 
 from bot.commands.blend import mentioned
-from bot.commands.common import Reply, Services, defer, faces_of, members_here
+from bot.commands.common import Reply, Services, declare_max, defer, faces_of, members_here
 from bot.commands.running import precheck, run_job
 from engine.protocol import MorphRequest
 
@@ -49,3 +49,6 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             MorphRequest(faces=latents, frames=frames, format=format),
             title=f"**The morph of {len(latents)} faces** ",
         )
+
+    declare_max(morph, "frames", svc.settings.limits.max_frames)
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import Reply, Services, defer, faces_of, name_of, read_photo, refuse, reply_now
+from bot.commands.common import Reply, Services, declare_max, defer, faces_of, name_of, read_photo, refuse, reply_now
 from bot.commands.running import files_of, run_job
 from bot.commands.views import after_project_view
 from engine.protocol import ProjectRequest, RandomRequest, RenderRequest, Result
@@ -153,6 +153,9 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
                 ephemeral=True,
                 wait=True,
             )
+
+
+    declare_max(project, "steps", svc.settings.limits.max_project_steps)
 
     @tree.command(name="me", description="Show your face in latent space, or another member's if they share it.")
     @app_commands.describe(user="Whose face (default: yours)")

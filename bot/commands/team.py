@@ -11,8 +11,8 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import (Refusal, Services, defer, display_name, faces_of, members_here, name_of, read_photo,
-                                 reply_now)
+from bot.commands.common import (Refusal, Services, declare_max, defer, display_name, faces_of, members_here, name_of,
+                                 read_photo, reply_now)
 from bot.commands.running import files_of, precheck, run_job
 from engine.protocol import LookalikeRequest, StrangerRequest, TeamRequest
 from engine.protocol.requests import MAX_FACES
@@ -57,6 +57,9 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             frames=None if frames is None else min(frames, limits.max_frames),
         )
         await run_job(svc, interaction, request, title="**/team** ", after=keep_team)
+
+
+    declare_max(team, "frames", svc.settings.limits.max_frames)
 
     @tree.command(name="claim", description="Adopt one face of this channel's latest /team photo as your own.")
     @app_commands.describe(number="The face's number on the /team picture")
