@@ -23,7 +23,7 @@ def fail(message: str) -> None:
 
 @app.command()
 def serve(config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file")] = None,
-          verbose: bool = False) -> None:
+          verbose: Annotated[bool, typer.Option(help="log at debug level")] = False) -> None:
     """Run the Discord bot (the engine runs in its own process)."""
     from bot.config import ConfigError, load_settings
     from bot.preflight import preflight, release_locks

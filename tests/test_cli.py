@@ -60,6 +60,13 @@ def test_bad_inputs_get_one_clear_line(tmp_path):
     assert result.exit_code == 1 and "no model file" in result.output
     result = runner.invoke(app, ["generate", "--seed", "-5", "-m", str(tmp_path / "x"), "-o", str(tmp_path)])
     assert result.exit_code == 1 and "seeds must lie between" in result.output
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    missing = str(tmp_path / "missing.safetensors")
+    for command in ("project", "faces", "team", "lookalike"):  # told before any model loads (a missing model here)
+        result = runner.invoke(app, [command, str(tmp_path / "notes.jpg"), "-m", missing])
+        assert result.exit_code == 1 and "is not an image I can read" in result.output, (command, result.output)
+        result = runner.invoke(app, [command, str(tmp_path / "absent.jpg"), "-m", missing])
+        assert result.exit_code == 1 and "no file at" in result.output, (command, result.output)
 
 
 def test_model_import_and_info(tmp_path, rosinality_pt):

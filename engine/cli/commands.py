@@ -117,11 +117,17 @@ def read_latent(path: Path, engine) -> Face:
 
 
 def read_photo(photo: Path) -> bytes:
+    """The photo's bytes, checked before the model loads (a missing or non-image file is told at once)."""
+    from engine.face.align import sniff_format
+
     if not photo.is_file():
         fail(f"no file at {photo}.")
     if photo.stat().st_size > MAX_PHOTO_BYTES:
         fail(f"{photo} is larger than {MAX_PHOTO_BYTES // 2**20} MiB.")
-    return photo.read_bytes()
+    data = photo.read_bytes()
+    if sniff_format(data) is None:
+        fail(f"{photo} is not an image I can read (PNG, JPEG, WebP or GIF).")
+    return data
 
 
 @commands.command()
@@ -132,8 +138,9 @@ def faces(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Every face of a photo, numbered from the largest: faces.png (the montage) and face_N.png (aligned crops)."""
+    data = read_photo(photo)
     engine = _engine(model, device)
-    r = _run(engine, FacesRequest(image=read_photo(photo), max_image_bytes=MAX_PHOTO_BYTES), out)
+    r = _run(engine, FacesRequest(image=data, max_image_bytes=MAX_PHOTO_BYTES), out)
     typer.echo(
         f"{terminal(r.text)} Wrote {out}/faces.png and face_1.png … face_{r.figures['faces']}.png; "
         "`wspace project PHOTO --face N` projects face N."
@@ -144,7 +151,8 @@ def faces(
 def project(
     photo: Annotated[Path, typer.Argument(help="A photo with a face")],
     steps: Annotated[
-        int, typer.Option(min=ProjectRequest.STEPS[0], max=ProjectRequest.STEPS[1])
+        int, typer.Option(min=ProjectRequest.STEPS[0], max=ProjectRequest.STEPS[1],
+                          help="optimisation steps: more is closer to the photo, and slower")
     ] = ProjectRequest.DEFAULT_STEPS,
     face: Annotated[
         Optional[int],
@@ -161,8 +169,9 @@ def project(
 ) -> None:
     """Find the face, align it, project it into W+: aligned.png, projected.png, side_by_side.png,
     progress.gif, latent.npz."""
+    data = read_photo(photo)
     engine = _engine(model, device, encoder)
-    request = ProjectRequest(image=read_photo(photo), steps=steps, encoder=not no_encoder, face=face,
+    request = ProjectRequest(image=data, steps=steps, encoder=not no_encoder, face=face,
                              max_image_bytes=MAX_PHOTO_BYTES)
     r = _run(engine, request, out, "projecting")
     f = r.figures
@@ -184,14 +193,16 @@ def team(
     steps: Annotated[
         int, typer.Option(min=TeamRequest.STEPS[0], max=TeamRequest.STEPS[1], help="steps per face")
     ] = 150,
-    frames: Annotated[Optional[int], typer.Option(min=TeamRequest.FRAMES[0], max=TeamRequest.FRAMES[1])] = None,
+    frames: Annotated[Optional[int], typer.Option(min=TeamRequest.FRAMES[0], max=TeamRequest.FRAMES[1],
+                                                  help="frames in the whole loop (default: by the faces)")] = None,
     fmt: Annotated[str, typer.Option("--format", help=" or ".join(TeamRequest.FORMATS))] = "gif",
     out: OutOpt = Path("out/team"), model: ModelOpt = None, device: DeviceOpt = "cpu", encoder: EncoderOpt = None,
 ) -> None:
     """Every face of a group photo projected, and a looping morph through them all: team.gif,
     team_faces.png, latent_N.npz."""
+    data = read_photo(photo)
     engine = _engine(model, device, encoder)
-    request = TeamRequest(image=read_photo(photo), steps=steps, frames=frames, format=fmt,
+    request = TeamRequest(image=data, steps=steps, frames=frames, format=fmt,
                           max_image_bytes=MAX_PHOTO_BYTES)
     r = _run(engine, request, out, "projecting the team")
     typer.echo(f"{terminal(r.text)} Wrote {out}/team.{fmt}, team_faces.png and a latent file per face.")
@@ -211,11 +222,12 @@ def lookalike(
     encoder: EncoderOpt = None,
 ) -> None:
     """Search the generator for a stranger who looks like a face: stranger.png, search_curve.png, latent.npz."""
+    photo = None if target.suffix.lower() == ".npz" else read_photo(target)
     engine = _engine(model, device, encoder)
-    if target.suffix.lower() == ".npz":
+    if photo is None:
         request = StrangerRequest(face=read_latent(target, engine), seconds=seconds, seed=seed)
     else:
-        request = StrangerRequest(image=read_photo(target), seconds=seconds, seed=seed, max_image_bytes=MAX_PHOTO_BYTES)
+        request = StrangerRequest(image=photo, seconds=seconds, seed=seed, max_image_bytes=MAX_PHOTO_BYTES)
     r = _run(engine, request, out, "searching")
     typer.echo(f"{terminal(r.text)} Wrote {out}/stranger.png and search_curve.png.")
 
@@ -258,8 +270,9 @@ def blend(
 def edit(
     latent: Path,
     direction: Annotated[str, typer.Option(help="age, gender, smile, yaw, …")] = "age",
-    amount: Annotated[float, typer.Option(min=EditRequest.AMOUNT[0], max=EditRequest.AMOUNT[1])] = 2.0,
-    strip: bool = False,
+    amount: Annotated[float, typer.Option(min=EditRequest.AMOUNT[0], max=EditRequest.AMOUNT[1],
+                                          help="how far along the direction (- for the other way)")] = 2.0,
+    strip: Annotated[bool, typer.Option(help="five faces from -amount to +amount instead of one")] = False,
     out: OutOpt = Path("out/edit"),
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
@@ -277,7 +290,8 @@ def edit(
 @commands.command()
 def morph(
     latents: Annotated[list[Path], typer.Argument(help="Two or more latent .npz files")],
-    frames: Annotated[int, typer.Option(min=MorphRequest.FRAMES[0], max=MorphRequest.FRAMES[1])] = 48,
+    frames: Annotated[int, typer.Option(min=MorphRequest.FRAMES[0], max=MorphRequest.FRAMES[1],
+                                        help="frames in the whole loop")] = 48,
     fmt: Annotated[str, typer.Option("--format", help=" or ".join(MorphRequest.FORMATS))] = "gif",
     out: OutOpt = Path("out/morph"),
     model: ModelOpt = None,
@@ -291,7 +305,8 @@ def morph(
 
 SplitOpt = Annotated[
     Optional[int],
-    typer.Option(min=MixRequest.SPLIT[0], max=MixRequest.SPLIT[1], help="style index where the second face takes over"),
+    typer.Option(min=MixRequest.SPLIT[0], max=MixRequest.SPLIT[1],
+                 help="style index where the second face takes over (default: the model's coarse/fine boundary)"),
 ]
 
 
@@ -317,7 +332,8 @@ def swap(a: Path, b: Path, split: SplitOpt = None, out: OutOpt = Path("out/swap"
 def loop(
     latent: Path,
     layers: Annotated[str, typer.Option(help="coarse, middle, fine, all, or a style range like 1-3")] = "middle",
-    frames: Annotated[int, typer.Option(min=LoopRequest.FRAMES[0], max=LoopRequest.FRAMES[1])] = 48,
+    frames: Annotated[int, typer.Option(min=LoopRequest.FRAMES[0], max=LoopRequest.FRAMES[1],
+                                        help="frames in the loop")] = 48,
     out: OutOpt = Path("out/loop"),
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
@@ -333,7 +349,8 @@ def grid(
     a: Path,
     b: Path,
     c: Path,
-    size: Annotated[int, typer.Option(min=GridRequest.SIZE[0], max=GridRequest.SIZE[1])] = 5,
+    size: Annotated[int, typer.Option(min=GridRequest.SIZE[0], max=GridRequest.SIZE[1],
+                                      help="faces along each side of the grid")] = 5,
     out: OutOpt = Path("out/grid"),
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
@@ -351,7 +368,8 @@ def grid(
 @commands.command()
 def demo(
     out: OutOpt = Path("out/demo"),
-    steps: Annotated[int, typer.Option(min=ProjectRequest.STEPS[0], max=ProjectRequest.STEPS[1])] = 200,
+    steps: Annotated[int, typer.Option(min=ProjectRequest.STEPS[0], max=ProjectRequest.STEPS[1],
+                                       help="projection steps per photo")] = 200,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
