@@ -34,7 +34,8 @@ async def test_a_mention_typed_into_an_option_pings_nobody(env):
     sim, _ = env
     mine = (await finished(sim, await project(sim, ALICE, PHOTO, "a.jpg", "image/jpeg"))).last_content()
     plain, details = mine.split("\n-# details: ")  # plain words first; the technical figures on a small line
-    assert "how alike: **" in plain and "dlib" not in plain and "PSNR" not in plain, mine
+    assert "a short projection, so no verdict" in plain, "20 steps (the harness's) earn a number, not a word"
+    assert "dlib" not in plain and "PSNR" not in plain, mine
     assert "likeness" in details and "PSNR" in details, mine
     typed = ("@everyone <@&555555555555555555> @here [free nitro](https://evil.example/x) </wspace stats:1> ||x||\n"
              "# HEADER " + "x" * 6000)  # Discord allows 6 000 characters in an option; a fake sends it

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.latent import edits
-from engine.face.align import SAME_PERSON, align_all, align_face, decode_image, likeness
-from engine.jobs.lookalike import details, distance_in_words
+from engine.face.align import align_all, align_face, aligned_landmarks, decode_image, likeness
+from engine.jobs.lookalike import SAME_PERSON_HERE, details, distance_in_words
 from engine.latent.directions import get_direction
 from engine.model.encoder import encode
 from engine.jobs.engine import Engine
@@ -123,7 +123,7 @@ def project_aligned(
     frames = [pair(f) for f in proj.frames[:-1]] + [pair(kept_img)]
     figures = {
         "likeness": round(score, 3),
-        "same_person": score < SAME_PERSON,
+        "same_person": score < SAME_PERSON_HERE,
         "psnr": round(psnr(kept_img, target), 2),
         "steps": steps,
         "seconds": round(proj.seconds, 1),
@@ -179,6 +179,19 @@ def faces_result(engine: Engine, job_id: str, aligned, skipped: list[str], crops
     return Result(job_id, tuple(files), figures={"faces": n, "skipped": skipped[:64], "choose": not crops}, text=text)
 
 
+WORDS_FROM_STEPS = 50  # a shorter projection is a sketch: its likeness is given as a number only
+
+
+def likeness_sentence(d: float, steps: int, found: bool) -> str:
+    """How alike the kept face is to the photo: words calibrated at the model's resolution, or only
+    the number where words would flatter (a short projection, a face dlib's detector does not find)."""
+    scale = f"0 is identical, under {SAME_PERSON_HERE:.2f} the same person at this size"
+    if steps < WORDS_FROM_STEPS or not found:
+        why = "a short projection" if steps < WORDS_FROM_STEPS else "no face found in it to compare"
+        return f"likeness {d:.2f} ({scale}; {why}, so no verdict)."
+    return f"how alike: **{distance_in_words(d)}** ({d:.2f}; {scale})."
+
+
 @handles(ProjectRequest)
 def project_photo(engine: Engine, req: ProjectRequest, progress: ProgressFn) -> Result:
     photo = decode_image(req.image, max_bytes=req.max_image_bytes)
@@ -201,8 +214,7 @@ def project_photo(engine: Engine, req: ProjectRequest, progress: ProgressFn) -> 
     used = "the largest" if number == 1 else f"number {number}"
     figures = {**p.figures, "faces_found": aligned.faces_found, "face_used": used, "face_number": number}
     text = (
-        f"how alike: **{distance_in_words(p.likeness)}** ({p.likeness:.2f}; 0 is identical, under "
-        f"{SAME_PERSON:.2f} the same person)."
+        likeness_sentence(p.likeness, req.steps, aligned_landmarks(p.kept_img)[1])
         + (f" I saw {aligned.faces_found} faces and used {used}." if aligned.faces_found > 1 else "")
         + details(
             f"likeness {p.likeness:.3f} (dlib descriptor distance)",

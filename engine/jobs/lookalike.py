@@ -50,16 +50,20 @@ def quick_descriptor(aligned: np.ndarray) -> np.ndarray:
         return np.array(_face_encoder().compute_face_descriptor(big, predictor(big, rect)))
 
 
-def distance_in_words(d: float) -> str:
-    """How alike two faces are, in the words a member reads (dlib's descriptor distance ``d``)."""
-    if d < 0.45:
-        return "could be twins"
-    if d < 0.6:
-        return "the same person"
-    if d < 0.7:
-        return "a strong resemblance"
-    if d < 0.8:
-        return "a family likeness"
+# dlib's usual bands (0.6 "same person") come from sharp photos; at the model's 64 px different
+# people sit closer. Calibrated on real photos (bench/likeness_bands.py, docs/benchmarks.md): a
+# kept face is 0.27-0.43 from its own photo; different people's kept faces 0.58-0.90 apart.
+BANDS = ((0.45, "the same person"), (0.60, "a strong resemblance"), (0.70, "a family likeness"))
+SAME_PERSON_HERE = BANDS[0][0]
+
+
+def distance_in_words(d: float, same_possible: bool = True) -> str:
+    """How alike two faces are, in the words a member reads (dlib's descriptor distance ``d`` at
+    the model's resolution). ``same_possible`` is False where "the same person" cannot be true (a
+    stranger the generator drew): the closest words are then "a strong resemblance"."""
+    for edge, words in BANDS:
+        if d < edge and (same_possible or words != "the same person"):
+            return words
     return "not much alike"
 
 

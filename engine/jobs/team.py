@@ -11,7 +11,7 @@ from engine.latent import edits
 from engine.face.align import align_all, align_face, decode_image
 from engine.jobs.handlers import (MORPH_FPS, TILE, Handler, ProgressFn, drawn_in_chunks, faces_montage, faces_result,
                              project_aligned, registrar, skipped_text, together)
-from engine.jobs.lookalike import descriptors, details, distance_in_words, stranger_search
+from engine.jobs.lookalike import SAME_PERSON_HERE, descriptors, details, distance_in_words, stranger_search
 from engine.protocol import (FacesRequest, File, LookalikeRequest, Progress, Result, StrangerRequest, TeamRequest,
                              as_face)
 from engine.protocol.requests import MAX_FACES
@@ -68,7 +68,7 @@ def team(engine: Engine, req: TeamRequest, progress: ProgressFn) -> Result:
     text = (
         f"{n} face{'s' if n != 1 else ''} projected; how alike to the photo: {alike}."
         + skipped_text(skipped)
-        + details(f"likeness {span} (dlib descriptor distance; under 0.60 the same person)")
+        + details(f"likeness {span} (dlib descriptor distance; under {SAME_PERSON_HERE:.2f} the same person here)")
     )
     return Result(
         req.id, tuple(files), faces, figures={"faces": n, "skipped": skipped[:64], "likeness": scores[:64]}, text=text
@@ -139,8 +139,8 @@ def stranger(engine: Engine, req: StrangerRequest, progress: ProgressFn) -> Resu
         "seconds": found.seconds,
     }
     text = (
-        f"A stranger who does not exist: {distance_in_words(found.distance)} ({found.distance:.2f} apart), "
-        f"found among {found.evaluations} faces in {found.seconds:.0f} s."
+        f"A stranger who does not exist, the closest of {found.evaluations} faces I drew in {found.seconds:.0f} s: "
+        f"{distance_in_words(found.distance, same_possible=False)} ({found.distance:.2f} apart)."
         + details(f"the best of random people was {found.random_best:.2f} apart")
     )
     return Result(req.id, files, (as_face(found.ws),), figures=figures, text=text)
