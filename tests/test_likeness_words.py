@@ -22,3 +22,17 @@ def test_no_verdict_for_a_sketch_or_a_face_not_found():
     assert "**" not in short and "same person**" not in short and "short projection" in short
     unseen = likeness_sentence(0.30, 300, False)
     assert "**" not in unseen and "no face found" in unseen
+
+
+def test_the_stranger_search_never_scores_a_face_it_cannot_find():
+    import numpy as np
+
+    from engine.face.align import align_face, face_descriptor
+    from engine.jobs.lookalike import NOT_FOUND, search_score
+    from tests.photos import grace_hopper
+
+    face = align_face(grace_hopper(), 64).image
+    target = face_descriptor(face)
+    assert search_score(face, target) < 0.5, "a face it finds is scored"
+    flat = np.full_like(face, 90)  # no face for the detector: a guessed box would still give a descriptor
+    assert search_score(flat, target) == NOT_FOUND

@@ -37,17 +37,28 @@ def descriptors(images) -> np.ndarray:
     return np.stack([face_descriptor(im) for im in images])
 
 
-def quick_descriptor(aligned: np.ndarray) -> np.ndarray:
-    """The descriptor with the face box found at 256 px without upsampling (or the box where
-    alignment puts the face): the search's score, ~2× cheaper than the canonical one."""
+NOT_FOUND = 2.0  # the search's score of a drawn face dlib's detector does not find: worse than any real one
+
+
+def quick_descriptor(aligned: np.ndarray) -> np.ndarray | None:
+    """The descriptor with the face box found at 256 px without upsampling: the search's score,
+    ~2× cheaper than the canonical one. None when the detector finds no face (a dark, side-lit
+    head): a descriptor from a guessed box would be a number about no face, and the search would
+    chase it."""
     dlib, detector, predictor = _dlib()
     big = np.asarray(Image.fromarray(aligned).resize((DESCRIPTOR_SIZE, DESCRIPTOR_SIZE), Image.Resampling.LANCZOS))
-    m = DESCRIPTOR_SIZE
     with DLIB_LOCK:  # dlib is not safe across threads (engine/face/align.py)
         dets = detector(big, 0)
-        rect = max(dets, key=lambda r: r.area()) if dets else dlib.rectangle(int(0.2 * m), int(0.25 * m),
-                                                                             int(0.8 * m), int(0.85 * m))
+        if not dets:
+            return None
+        rect = max(dets, key=lambda r: r.area())
         return np.array(_face_encoder().compute_face_descriptor(big, predictor(big, rect)))
+
+
+def search_score(aligned: np.ndarray, target: np.ndarray) -> float:
+    """How far a drawn face is from ``target`` for the search: ``NOT_FOUND`` when no face is found."""
+    d = quick_descriptor(aligned)
+    return NOT_FOUND if d is None else float(np.linalg.norm(d - target))
 
 
 # dlib's usual bands (0.6 "same person") come from sharp photos; at the model's 64 px different
@@ -148,7 +159,7 @@ def stranger_search(
                 pause = engine.pause()
                 yield pause
                 clock.back(pause)
-            d.extend(np.linalg.norm(quick_descriptor(im) - target) for im in imgs[k : k + SCORED_AT_ONCE])
+            d.extend(search_score(im, target) for im in imgs[k : k + SCORED_AT_ONCE])
         d = np.array(d)
         for di, w in zip(d, ws_single):
             seen.append((float(di), w))
