@@ -1,7 +1,7 @@
 """Prometheus metrics of the bot, opt-in (``metrics.address`` in the config): what an
 operator watches — jobs by kind and outcome, queue depth and wait, projection steps,
 acknowledgement latency, engine restarts and reruns, dead letters, members and faces
-stored. Served on its own thread, bounded (``engine/serving/scrape.py``); a registry per bot (tests run
+stored. Served on its own thread, bounded (``engine/protocol/scrape.py``); a registry per bot (tests run
 several). Engine workers serve their own (``wspace worker --metrics``, engine/serving/redis_worker.py).
 """
 
@@ -13,7 +13,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from engine.serving.scrape import serve_scrapes
+from engine.protocol.scrape import serve_scrapes
 
 log = logging.getLogger("wspace.metrics")
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0)  # Discord wants an answer within 3 s

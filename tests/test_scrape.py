@@ -1,5 +1,5 @@
 """The metrics endpoint under idle connections: bounded threads and descriptors, and scrapes
-served again once the idlers are dropped (engine/serving/scrape.py)."""
+served again once the idlers are dropped (engine/protocol/scrape.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import urllib.request
 
 from prometheus_client import CollectorRegistry, Counter
 
-from engine.serving import scrape
+from engine.protocol import scrape
 
 
 def test_idle_connections_cannot_hold_the_endpoint(monkeypatch):

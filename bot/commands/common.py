@@ -88,11 +88,12 @@ def plain(text: str, limit: int = ECHO_MAX) -> str:
     return text.replace("<", "\\<")
 
 
-def declare_max(command: app_commands.Command, param: str, most: int) -> None:
+def declare_max(command: app_commands.Command, param: str, most: int | None) -> None:
     """Tell Discord the largest ``param`` this server's settings take (the request allows more),
-    so Discord itself refuses larger values before the bot is asked."""
+    so Discord itself refuses larger values before the bot is asked. ``most`` None: no settings
+    (the commands registered bare, as a test of the protocol's bounds does)."""
     option = command._params.get(param)  # discord.py keeps no public setter; the value goes out at sync
-    if option is not None and option.max_value is not None:
+    if most is not None and option is not None and option.max_value is not None:
         option.max_value = min(option.max_value, most)
 
 

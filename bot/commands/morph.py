@@ -50,5 +50,5 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             title=f"**The morph of {len(latents)} faces** ",
         )
 
-    declare_max(morph, "frames", svc.settings.limits.max_frames)
+    declare_max(morph, "frames", svc and svc.settings.limits.max_frames)
 

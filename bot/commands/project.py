@@ -155,7 +155,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             )
 
 
-    declare_max(project, "steps", svc.settings.limits.max_project_steps)
+    declare_max(project, "steps", svc and svc.settings.limits.max_project_steps)
 
     @tree.command(name="me", description="Show your face in latent space, or another member's if they share it.")
     @app_commands.describe(user="Whose face (default: yours)")

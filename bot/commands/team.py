@@ -59,7 +59,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         await run_job(svc, interaction, request, title="**/team** ", after=keep_team)
 
 
-    declare_max(team, "frames", svc.settings.limits.max_frames)
+    declare_max(team, "frames", svc and svc.settings.limits.max_frames)
 
     @tree.command(name="claim", description="Adopt one face of this channel's latest /team photo as your own.")
     @app_commands.describe(number="The face's number on the /team picture")

@@ -484,7 +484,7 @@ def serve_metrics(worker: RedisWorker, address: str) -> str:
     registry = CollectorRegistry()
     registry.register(Collector())
     host, _, port = address.rpartition(":")
-    from engine.serving.scrape import serve_scrapes
+    from engine.protocol.scrape import serve_scrapes
 
     server = serve_scrapes(registry, host or "127.0.0.1", int(port))
     served = f"{host or '127.0.0.1'}:{server.server_port}"

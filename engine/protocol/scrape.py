@@ -1,5 +1,8 @@
 """A Prometheus scrape endpoint that strangers cannot exhaust (the bot's and each worker's).
 
+It lives beside the wire protocol because both sides serve it: the bot may import nothing of the
+engine but ``engine.protocol`` (tests/test_protocol.py holds that line).
+
 ``prometheus_client.start_http_server`` gives every connection a thread and no timeout: 1 000
 idle connections held 1 000 threads and descriptors for good, and the process then failed to
 open files. Here at most ``MAX_CONNECTIONS`` are served at once (more are closed at once) and a
