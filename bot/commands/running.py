@@ -296,8 +296,8 @@ async def deliver(
     text = describe(request, outcome)
     if keep and outcome.face is not None:
         check_kept(info, request, outcome)
-        if forgot:
-            text += "\nYou ran /forget while this was running, so nothing was kept."
+        if forgot:  # the engine's own sentence alone: the request's frame would promise a face that is not kept
+            text = outcome.text + "\nYou ran /forget while this was running, so nothing was kept."
         elif keep == "me":
             await svc.storage.save_latent(
                 guild_id, user_id, outcome.model_id, outcome.face.ws, request.kind, outcome.face.noise
