@@ -1,5 +1,5 @@
 """What each round-four hostile upload costs, decode and face search, in CPU seconds; printed as
-JSON. The cases are ``tests/test_bad_input.py``'s ``round_four()``; the faint-faces tile is also
+JSON. The cases are ``tests/hostile_images.py``'s ``round_four()``; the faint-faces tile is also
 timed with the face search unbounded, for comparison.
 
     python -m bench.hostile_uploads [--out FILE]
@@ -15,7 +15,7 @@ from bench.report import report
 from engine.face import align
 from engine.face.align import decode_image, faces_in
 from engine.protocol.errors import UserError
-from tests.test_bad_input import round_four
+from tests.hostile_images import round_four
 
 
 def cost(data: bytes) -> dict:

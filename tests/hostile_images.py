@@ -7,6 +7,7 @@ profile or text chunk that inflates, XMP packets, and headers whose sides no fac
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -152,3 +153,30 @@ def honest_orientations() -> list[tuple[str, bytes, tuple[int, int]]]:
 
 def np_face() -> np.ndarray:
     return np.asarray(Image.fromarray(grace_hopper()).resize((128, 150)))
+
+
+def round_four() -> list[tuple[str, bytes]]:
+    """Uploads that cost CPU or memory the first bounds did not count: scans behind stuffed zeros,
+    marker floods, a photo tiled with faint faces, large lossy and animated WebP."""
+    jpeg = encode(np.asarray(Image.fromarray(grace_hopper()).resize((64, 75))), "JPEG")
+    empty_scan = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
+    tile = np.asarray(Image.fromarray(grace_hopper()[40:330, 120:390]).resize((48, 48)), np.float32)
+    faint = np.tile(128 + 0.1 * (tile - 128), (21, 21, 1)).astype(np.uint8)  # 441 faces at a tenth of their contrast
+    webps = []
+    for megapixels in (40, 16):  # the pixel limit, and WebP's own (the largest accepted)
+        side = int((megapixels * 10**6) ** 0.5) - 1
+        noise = np.random.default_rng(4).integers(0, 256, (side // 8, side // 8, 4), dtype=np.uint8)
+        big_rgba = Image.fromarray(noise, "RGBA").resize((side, side), Image.Resampling.NEAREST)
+        webp, anim = io.BytesIO(), io.BytesIO()
+        big_rgba.save(webp, "WEBP", quality=10, method=0)
+        frames = [Image.new("RGBA", (side, side), (i * 40, 0, 0, 255)) for i in range(3)]
+        frames[0].save(anim, "WEBP", save_all=True, append_images=frames[1:], quality=1, method=0)
+        webps += [(f"lossy {megapixels}-MP RGBA webp", webp.getvalue()),
+                  (f"animated {megapixels}-MP webp", anim.getvalue())]
+    return webps + [
+        ("jpeg scans behind stuffed zeros", jpeg[:-2] + (b"\xff\xfe\x00\x02\xff\x00\x00\x0c" + empty_scan) * 3000
+         + b"\xff\xd9"),
+        ("jpeg fill flood", jpeg[:2] + b"\xff" * 8_000_000 + jpeg[2:]),
+        ("jpeg empty DQT flood", jpeg[:2] + b"\xff\xdb\x00\x02" * 2_000_000 + jpeg[2:]),
+        ("faint faces tiled", encode(faint)),
+    ]

@@ -23,7 +23,7 @@ from engine.protocol import (AverageRequest, BlendRequest, EditRequest, GridRequ
 from engine.model.networks import Generator, GeneratorConfig
 from engine.jobs.engine import Engine
 from engine.jobs.answers import run_job
-from tests.hostile_images import honest_orientations, metadata_bombs, np_face
+from tests.hostile_images import honest_orientations, metadata_bombs, np_face, round_four
 from tests.photos import encode, grace_hopper
 
 rng = random.Random(7)
@@ -58,33 +58,6 @@ def corpus() -> list[tuple[str, bytes]]:
         ("too many bytes", b"\xff\xd8" + b"\x00" * (10 * 1024 * 1024 + 1)),
     ]
     return cases + metadata_bombs() + largest_accepted() + round_four()
-
-
-def round_four() -> list[tuple[str, bytes]]:
-    """Uploads that cost CPU or memory the first bounds did not count: scans behind stuffed zeros,
-    marker floods, a photo tiled with faint faces, large lossy and animated WebP."""
-    jpeg = encode(SMALL, "JPEG")
-    empty_scan = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
-    tile = np.asarray(Image.fromarray(GRACE[40:330, 120:390]).resize((48, 48)), np.float32)
-    faint = np.tile(128 + 0.1 * (tile - 128), (21, 21, 1)).astype(np.uint8)  # 441 faces at a tenth of their contrast
-    webps = []
-    for megapixels in (40, 16):  # the pixel limit, and WebP's own (the largest accepted)
-        side = int((megapixels * 10**6) ** 0.5) - 1
-        noise = np.random.default_rng(4).integers(0, 256, (side // 8, side // 8, 4), dtype=np.uint8)
-        big_rgba = Image.fromarray(noise, "RGBA").resize((side, side), Image.Resampling.NEAREST)
-        webp, anim = io.BytesIO(), io.BytesIO()
-        big_rgba.save(webp, "WEBP", quality=10, method=0)
-        frames = [Image.new("RGBA", (side, side), (i * 40, 0, 0, 255)) for i in range(3)]
-        frames[0].save(anim, "WEBP", save_all=True, append_images=frames[1:], quality=1, method=0)
-        webps += [(f"lossy {megapixels}-MP RGBA webp", webp.getvalue()),
-                  (f"animated {megapixels}-MP webp", anim.getvalue())]
-    return webps + [
-        ("jpeg scans behind stuffed zeros", jpeg[:-2] + (b"\xff\xfe\x00\x02\xff\x00\x00\x0c" + empty_scan) * 3000
-         + b"\xff\xd9"),
-        ("jpeg fill flood", jpeg[:2] + b"\xff" * 8_000_000 + jpeg[2:]),
-        ("jpeg empty DQT flood", jpeg[:2] + b"\xff\xdb\x00\x02" * 2_000_000 + jpeg[2:]),
-        ("faint faces tiled", encode(faint)),
-    ]
 
 
 def largest_accepted() -> list[tuple[str, bytes]]:

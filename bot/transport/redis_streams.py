@@ -338,8 +338,9 @@ class RedisTransport(Transport):
                     last = info["last-generated-id"]
                     last = last.decode() if isinstance(last, bytes) else str(last)
                     top = tuple(int(x) for x in last.split("-"))
-                    if top >= tuple(int(x) for x in future_cut(time.time()).split("-")):  # nobody's id: unblock
-                        gone = await self._unblock(keys=[stream], args=[future_cut(time.time()), GROUP])
+                    cut = future_cut(time.time())
+                    if top >= tuple(int(x) for x in cut.split("-")):  # nobody's id: unblock
+                        gone = await self._unblock(keys=[stream], args=[cut, GROUP])
                         log.error("job stream %s was blocked by %d entries past the clock; unblocked", stream, gone)
                         top = self._last_entry
             raise ResponseError("could not find a free entry id")

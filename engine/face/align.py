@@ -155,7 +155,8 @@ def decode_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
         img = Image.open(io.BytesIO(data), formats=[fmt])  # only the decoder its magic bytes name
         if fmt == "WEBP":  # header only: nothing decoded yet
             check_shape(*img.size, min(max_pixels, MAX_WEBP_PIXELS), "WebP image")
-        check_shape(*img.size, max_pixels)
+        else:
+            check_shape(*img.size, max_pixels)
         img.seek(0)  # first frame of an animation
         img.load()
         if orientation in ORIENT:
