@@ -15,20 +15,48 @@ from typing import Annotated, Optional
 
 import typer
 
+from engine.cli.tools import (
+    THREADS,
+    DeviceOpt,
+    EncoderOpt,
+    ModelOpt,
+    OutOpt,
+    directions_app,
+    encoder_app,
+    fail,
+    generate,
+    loaded,
+    model_app,
+)
 from engine.latent.kept import KeptFaceError, load_npz, save_npz
-from engine.protocol import (BlendRequest, EditRequest, Face, FacesRequest, GridRequest, LoopRequest, MixRequest,
-                             MorphRequest, ProjectRequest, RandomRequest, RenderRequest, Request, Result,
-                             StrangerRequest, SwapRequest, TeamRequest, UserError, as_face)
-from engine.protocol import wire
+from engine.protocol import (
+    BlendRequest,
+    EditRequest,
+    Face,
+    FacesRequest,
+    GridRequest,
+    LoopRequest,
+    MixRequest,
+    MorphRequest,
+    ProjectRequest,
+    RandomRequest,
+    RenderRequest,
+    Request,
+    Result,
+    StrangerRequest,
+    SwapRequest,
+    TeamRequest,
+    UserError,
+    as_face,
+    wire,
+)
 from engine.protocol.requests import MAX_ATTACHMENT_BYTES, MAX_PHOTO_BYTES
-
-from engine.cli.tools import (THREADS, DeviceOpt, EncoderOpt, ModelOpt, OutOpt, directions_app, encoder_app, fail,
-                              generate, loaded, model_app)
 
 CLI_MAX_BYTES = MAX_ATTACHMENT_BYTES  # files on disk: the largest the protocol carries
 
+# The engine's commands; engine.cli.entry joins them with the bot's.
 HELP = "wspace: StyleGAN2 latent-space toys for a Discord community, and the same engine on local files."
-commands = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)  # joined with the bot's by engine.entry
+commands = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
 
 
 def options(
@@ -38,8 +66,8 @@ def options(
             "--threads",
             min=1,
             max=512,
-            help="torch CPU threads for engine commands (default: the cores available; "
-            "another busy process on the same cores slows torch far more than its share)",
+            help="fix torch's CPU threads for engine commands (default: this engine's share of the "
+            "cores it may use, among the engines busy on this host)",
         ),
     ] = None,
 ) -> None:
@@ -426,7 +454,8 @@ def worker(
         Optional[Path], typer.Option("--directions", help="directions .npz (default: the model's)")
     ] = None,
     device: Annotated[str, typer.Option("--device", envvar="WSPACE_DEVICE", help="torch device")] = "cpu",
-    threads: Annotated[Optional[int], typer.Option(min=1, help="torch CPU threads")] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="fix torch's CPU threads (default: a share of the cores among this host's busy engines)")] = None,
     claim_idle: Annotated[
         float, typer.Option(min=1, help="take over a job a dead worker left after this many seconds")
     ] = 30.0,
@@ -444,8 +473,8 @@ def worker(
 ) -> None:
     """Run an engine worker that takes jobs from Redis (one per GPU; any number of hosts)."""
     from engine.model.checkpoints import CheckpointError
-    from engine.serving.redis_worker import serve_redis
     from engine.model.runtime import device_problem
+    from engine.serving.redis_worker import serve_redis
 
     if why := wire.weak_secret(secret):
         fail(f"--secret (or WSPACE_REDIS_SECRET) {why}.")

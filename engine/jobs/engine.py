@@ -15,14 +15,15 @@ import numpy as np
 import torch
 
 from engine.face.align import Framing
-from engine.jobs.bundle import load_bundle
-from engine.latent.kept import KEPT_NOISE_MAX_RES, KeptFaceError, mix_noise, pack_noise, unpack_noise
-from engine.latent.batch import Member, ProjectionBatch
-from engine.latent.projector import Projection, w_stats
-from engine.protocol import BadArgument, Face, File, ModelMismatch, as_face
-from engine.model.runtime import prepare_device
 from engine.jobs.asks import Draw
+from engine.jobs.bundle import load_bundle
+from engine.latent.batch import Member, ProjectionBatch
+from engine.latent.kept import KEPT_NOISE_MAX_RES, KeptFaceError, mix_noise, pack_noise, unpack_noise
+from engine.latent.projector import Projection, w_stats
+from engine.model import host
 from engine.model.images import DISPLAY, png_bytes, resize, to_uint8
+from engine.model.runtime import prepare_device
+from engine.protocol import BadArgument, Face, File, ModelMismatch, as_face
 
 
 class Engine:
@@ -88,7 +89,11 @@ class Engine:
         batch = self.new_batch()
         for member in members:
             batch.add(member)
-        done = {id(m): p for m, p in batch.run()}
+        finished = []
+        while batch.members:
+            host.working()  # each step at this engine's share of the host's cores
+            finished += batch.step()
+        done = {id(m): p for m, p in finished}
         projections = [done[id(m)] for m in members]
         return projections if isinstance(ask, list) else projections[0]
 
@@ -112,6 +117,7 @@ class Engine:
     def draw_all(self, asks: list[Draw], batch: int = 16) -> list[np.ndarray]:
         """Several draws (several jobs' faces) through the generator together, ``batch`` images
         per forward; each image is what it would be drawn alone (engine/model/modconv.py)."""
+        host.working()
         t0 = time.perf_counter()
         device = self.G.w_avg.device
         items = [(ask, i) for ask in asks for i in range(len(ask.ws))]

@@ -66,24 +66,23 @@ def die_with_parent(parent_pid: int) -> bool:
     return ok
 
 
-def available_cores() -> int:
-    """CPUs this process may run on (its affinity mask, which containers and taskset narrow),
-    not the machine's count that torch would otherwise assume."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def prepare_process(threads: int | None = None) -> int:
     """Call once, first thing, in a process that will run the generator; returns its torch
-    CPU threads (``threads``, default: the cores available to it — engine.threads in the config)."""
+    CPU threads now. ``threads`` fixes them (engine.threads in the config, ``--threads``);
+    by default the process takes its share of the cores it may use with the other engines
+    busy on this host, and keeps taking it as they come and go (engine/model/host.py)."""
     import torch
 
-    threads = threads or available_cores()
-    torch.set_num_threads(threads)
+    from engine.model import host
+
+    if host.SHARE is None:
+        host.SHARE = host.HostShare(threads)
+    host.SHARE.fixed = threads
+    share = host.SHARE.share() if threads is None else threads
+    torch.set_num_threads(share)
+    host.SHARE.threads = share
     tune_allocator()
-    return threads
+    return share
 
 
 # TF32 on CUDA, deliberately (docs/benchmarks.md, "GPU"): on an H100 it made 1024-px

@@ -38,13 +38,37 @@ import threading
 import time
 import uuid
 
-from engine.protocol import JobFailed, Request, wire
-from engine.protocol.redis_keys import (DEAD_MAXLEN, DONE_TTL, EVENTS_MAXLEN, GET_BOUNDED, GROUP, MAX_AGE,
-                                        MAX_DELIVERIES, MAX_DONE, MAX_EVENT_ENTRY, MAX_HEARTBEAT, MAX_JOB_ENTRY,
-                                        RESULT_TTL, STALE_RETRIES, TAKE, UNBLOCK, beat_context, blocked, done_marker,
-                                        event_context, future_cut, is_done, is_reply_stream, job_context, keys,
-                                        open_heartbeat, stop_context)
 from engine.jobs.answers import UNREADABLE
+from engine.model import host
+from engine.protocol import JobFailed, Request, wire
+from engine.protocol.redis_keys import (
+    DEAD_MAXLEN,
+    DONE_TTL,
+    EVENTS_MAXLEN,
+    GET_BOUNDED,
+    GROUP,
+    MAX_AGE,
+    MAX_DELIVERIES,
+    MAX_DONE,
+    MAX_EVENT_ENTRY,
+    MAX_HEARTBEAT,
+    MAX_JOB_ENTRY,
+    RESULT_TTL,
+    STALE_RETRIES,
+    TAKE,
+    UNBLOCK,
+    beat_context,
+    blocked,
+    done_marker,
+    event_context,
+    future_cut,
+    is_done,
+    is_reply_stream,
+    job_context,
+    keys,
+    open_heartbeat,
+    stop_context,
+)
 from engine.protocol.requests import JOB_ID
 from engine.serving.stops import StopList
 
@@ -398,6 +422,8 @@ class RedisWorker:
                     break
                 entry, self.waiting_solo = self.waiting_solo, None
             else:
+                if not jobs.busy():
+                    host.idle()  # waiting for work: other engines on this host may take our cores
                 entry = self.take(block=None if jobs.busy() else 1000)
                 if entry is None:
                     break

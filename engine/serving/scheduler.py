@@ -26,10 +26,11 @@ import queue
 import traceback
 
 from engine.jobs import dispatch
-from engine.latent.batch import Member
 from engine.jobs.answers import failure, read_request
-from engine.protocol import Progress, Request, Stopped
 from engine.jobs.asks import Draw
+from engine.latent.batch import Member
+from engine.model import host
+from engine.protocol import Progress, Request, Stopped
 from engine.serving.stops import STOPPED, StopList
 
 log = logging.getLogger("wspace.engine")
@@ -174,6 +175,7 @@ class Scheduler:
     def step(self) -> None:
         """Draw what jobs asked to be drawn, then one step of every waiting projection;
         finished ones go back to their jobs."""
+        host.working()
         self._stop_stopped()
         self._draw()
         if not len(self.batch):
@@ -206,6 +208,8 @@ class Scheduler:
         stopping = False
         while not stopping or self.busy():
             while not stopping and self.running() < self.max_jobs:
+                if not self.busy():
+                    host.idle()  # waiting for work: other engines on this host may take our cores
                 try:
                     item = job_queue.get(block=not self.busy())
                 except queue.Empty:
