@@ -17,7 +17,6 @@ import time
 import numpy as np
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -26,8 +25,8 @@ def main() -> None:
     from engine.model.runtime import prepare_process
 
     prepare_process(None)
-    from engine.latent.batch import Member
     from engine.jobs.engine import Engine
+    from engine.latent.batch import Member
 
     engine = Engine()
     G = engine.G

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.face import align
 from bench.report import report
+from engine.face import align
 from tests.photos import astronaut, grace_hopper, group_photo
 
 

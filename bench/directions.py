@@ -24,11 +24,11 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from engine.face.align import face_descriptor
-from engine.latent.edits import apply_direction, morph_sequence
 from engine.face.labels import label_face
-from engine.latent.directions import save_directions
 from engine.jobs.bundle import directions_path_for
 from engine.jobs.engine import Engine
+from engine.latent.directions import save_directions
+from engine.latent.edits import apply_direction, morph_sequence
 from engine.model.images import gif_bytes, resize
 from engine.model.sampling import ws_from_seeds
 

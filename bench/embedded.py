@@ -21,8 +21,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from engine.face.align import _dlib, face_descriptor
-from engine.model.checkpoints import load_generator
 from engine.latent.edits import layer_ranges
+from engine.model.checkpoints import load_generator
 from engine.model.images import to_uint8
 from engine.model.teacher import load_teacher
 

@@ -23,8 +23,8 @@ import numpy as np
 
 from bench.report import report
 from engine.jobs.engine import Engine
-from engine.protocol import EditRequest, JobFailed, MorphRequest, RandomRequest, Result, StrangerRequest, as_face, wire
 from engine.model.sampling import ws_from_seeds
+from engine.protocol import EditRequest, JobFailed, MorphRequest, RandomRequest, Result, StrangerRequest, as_face, wire
 from engine.serving.scheduler import Scheduler
 
 

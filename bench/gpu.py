@@ -35,13 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.latent.batch import Member, ProjectionBatch
 from engine.jobs.bundle import load_bundle
-from engine.model.encoder import encode
-from engine.model.networks import Generator, GeneratorConfig, block_resolutions
-from engine.latent.batch import project
+from engine.latent.batch import Member, ProjectionBatch, project
 from engine.latent.projector import REFINE_FAR
+from engine.model.encoder import encode
 from engine.model.images import to_uint8
+from engine.model.networks import Generator, GeneratorConfig, block_resolutions
 
 TODAY = {"gen1024_fp32_b16_tflops": 24.6, "embedded_step_ms": 34.6}  # the H100 figures, PyTorch 2.11
 

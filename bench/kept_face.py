@@ -37,17 +37,17 @@ import numpy as np
 import torch
 
 from bench.photos import real_faces
-from engine.latent import edits
 from engine.face.align import aligned_landmarks, face_descriptor
-from engine.model.encoder import encode
-from engine.protocol import as_face
-from engine.latent.kept import load_npz, save_npz
 from engine.face.labels import label_face
 from engine.jobs.engine import Engine
+from engine.latent import edits
 from engine.latent.batch import project
+from engine.latent.kept import load_npz, save_npz
 from engine.latent.projector import psnr, refine_schedule
+from engine.model.encoder import encode
 from engine.model.images import to_uint8
 from engine.model.teacher import load_teacher
+from engine.protocol import as_face
 
 HELD_OUT_SEED = 4242
 # name: (keep the noise maps, w_plus_weight, w_mean_weight, noise lr multiplier, finest kept noise map,

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.model.checkpoints import load_generator
 from engine.face.labels import ATTRIBUTES, label_face
+from engine.model.checkpoints import load_generator
 from engine.model.images import to_uint8
 from engine.model.teacher import NZ, load_teacher
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from bench.photos import real_faces
-from engine.jobs.lookalike import TRUNCATION, descriptors, search_stranger
 from engine.jobs.engine import Engine
+from engine.jobs.lookalike import TRUNCATION, descriptors, search_stranger
 
 
 def random_best(engine: Engine, target: np.ndarray, count: int, seed: int) -> float:

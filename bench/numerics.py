@@ -39,9 +39,9 @@ def measure(steps: int, members: int, photo_steps: int) -> dict:
 
     if os.environ.get("OMP_NUM_THREADS"):  # torch caps OMP_NUM_THREADS at the cores it sees; set as asked
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    from engine.jobs.engine import Engine
     from engine.latent.batch import Member, ProjectionBatch, project
     from engine.latent.kept import pack_noise, unpack_noise
-    from engine.jobs.engine import Engine
 
     engine = Engine(None, "cpu")
     G = engine.G

@@ -27,11 +27,11 @@ from PIL import Image
 
 from bench.projector import target_sets
 from engine.face.align import Framing, align_face, decode_image, likeness
-from engine.model.checkpoints import load_generator
-from engine.model.encoder import encode, load_encoder
 from engine.jobs.bundle import encoder_path_for
 from engine.latent.batch import project
 from engine.latent.projector import psnr
+from engine.model.checkpoints import load_generator
+from engine.model.encoder import encode, load_encoder
 from engine.model.images import montage, png_bytes, resize, to_uint8
 from tests.photos import astronaut, grace_hopper
 

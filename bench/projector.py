@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from engine.face.align import Framing, align_face, likeness
-from engine.model.checkpoints import load_generator
 from engine.latent.batch import project
+from engine.model.checkpoints import load_generator
 from engine.model.images import to_uint8
 from engine.model.teacher import load_teacher
 from tests.photos import astronaut, grace_hopper

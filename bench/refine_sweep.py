@@ -23,11 +23,11 @@ import torch
 
 from bench.projection_speed import reach_seconds
 from bench.projector import target_sets
-from engine.model.checkpoints import load_generator
-from engine.model.encoder import encode, load_encoder
 from engine.jobs.bundle import encoder_path_for
 from engine.latent.batch import project
 from engine.latent.projector import REFINE_FAR, Schedule
+from engine.model.checkpoints import load_generator
+from engine.model.encoder import encode, load_encoder
 
 KEYS = {"lr": "initial_lr", "noise": "noise_factor", "rampdown": "rampdown", "noise_lr": "noise_lr_mul"}
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 import bot.commands.running as running
-from tests.bot_harness import running_bot
 from bench.report import report
+from tests.bot_harness import running_bot
 from tests.photos import encode, grace_hopper, group_photo
 from tests.test_bot_e2e import ALICE, BOB, finished, option, project
 

@@ -29,8 +29,7 @@ import numpy as np
 from PIL import Image
 
 from bot.transport.local import LocalTransport
-from engine.protocol import (BlendRequest, EditRequest, MixRequest, ProjectRequest, RandomRequest,
-                             RenderRequest, Result)
+from engine.protocol import BlendRequest, EditRequest, MixRequest, ProjectRequest, RandomRequest, RenderRequest, Result
 from tests.photos import astronaut, grace_hopper
 
 

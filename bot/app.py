@@ -22,10 +22,10 @@ from bot.commands.stop import FINISHED, StopButton
 from bot.commands.views import EditButton
 from bot.config import Settings, engines_path, heartbeat_path
 from bot.http_pool import AcksFirstConnector
-from bot.transport import Transport, make_transport
-from bot.transport.pidfile import EngineRegistry
 from bot.limits import Limits
 from bot.storage import Interrupted, Storage, StorageError
+from bot.transport import Transport, make_transport
+from bot.transport.pidfile import EngineRegistry
 
 log = logging.getLogger("wspace.bot")
 

@@ -103,10 +103,9 @@ def init_config(
     that its folder is writable. WSPACE_REDIS_URL in the environment selects the Redis transport,
     WSPACE_METRICS_ADDRESS serves Prometheus metrics there."""
     import os
+    from importlib.resources import as_file, files
 
     from bot.config import ConfigError, check_writable, write_first_config
-
-    from importlib.resources import as_file, files
 
     created = [p for p in reversed(path.parents) if not p.exists()]  # folders this makes: said, not silent
     try:

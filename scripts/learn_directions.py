@@ -22,9 +22,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.model.checkpoints import DEFAULT_MODEL, load_generator
 from engine.latent.directions import load_directions, save_directions
 from engine.latent.learn import learn_directions, match_unsupervised_scales
+from engine.model.checkpoints import DEFAULT_MODEL, load_generator
 
 
 def main() -> None:

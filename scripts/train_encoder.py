@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engine.model.checkpoints import load_generator
-from engine.model.encoder import Encoder, EncoderConfig, load_encoder, save_encoder
 from engine.jobs.bundle import encoder_path_for
 from engine.latent.projector import w_stats
+from engine.model.checkpoints import load_generator
+from engine.model.encoder import Encoder, EncoderConfig, load_encoder, save_encoder
 from engine.model.teacher import NZ, load_teacher
 from scripts.training import Run, cosine, psnr, pyramid_loss
 

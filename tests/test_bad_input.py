@@ -4,10 +4,10 @@ and the engine keeps serving the next job."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 import random
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,14 +15,28 @@ import torch
 from PIL import Image
 
 from engine.face.align import decode_image
-from engine.model.checkpoints import save_native
-from engine.protocol.errors import UserError
-from engine.protocol import (AverageRequest, BlendRequest, EditRequest, GridRequest, JobFailed, LoopRequest, MixRequest,
-                             MorphRequest, ProjectRequest, RandomRequest, RenderRequest, Request, Result, SwapRequest,
-                             as_face)
-from engine.model.networks import Generator, GeneratorConfig
-from engine.jobs.engine import Engine
 from engine.jobs.answers import run_job
+from engine.jobs.engine import Engine
+from engine.model.checkpoints import save_native
+from engine.model.networks import Generator, GeneratorConfig
+from engine.protocol import (
+    AverageRequest,
+    BlendRequest,
+    EditRequest,
+    GridRequest,
+    JobFailed,
+    LoopRequest,
+    MixRequest,
+    MorphRequest,
+    ProjectRequest,
+    RandomRequest,
+    RenderRequest,
+    Request,
+    Result,
+    SwapRequest,
+    as_face,
+)
+from engine.protocol.errors import UserError
 from tests.hostile_images import honest_orientations, metadata_bombs, np_face, round_four
 from tests.photos import encode, grace_hopper
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.latent.batch import Member, ProjectionBatch, project
 from engine.jobs.bundle import load_bundle
-from engine.model.encoder import encode
+from engine.latent.batch import Member, ProjectionBatch, project
 from engine.latent.projector import REFINE_FAR
+from engine.model.encoder import encode
 from engine.model.images import to_uint8
 from tests.closeness import IMAGE_LEVELS, close_arrays
 

@@ -4,8 +4,8 @@ Discord simulator, a real engine process, a real SQLite file."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest

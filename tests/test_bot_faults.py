@@ -11,8 +11,8 @@ import pytest_asyncio
 
 from tests.bot_harness import running_bot
 from tests.photos import encode, grace_hopper
-from tests.test_storage import fill_to_the_brim
 from tests.test_bot_e2e import ALICE, BOB, CAROL, finished, option, project
+from tests.test_storage import fill_to_the_brim
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 DAVE, EVE, FRANK = (

@@ -237,8 +237,8 @@ def test_serve_with_a_refused_token_is_one_sentence_and_a_nonzero_exit(tmp_path,
 def test_directions_layers_sets_what_edit_moves(tmp_path):
     import shutil
 
-    from engine.model.checkpoints import DEFAULT_MODEL
     from engine.latent.directions import load_directions
+    from engine.model.checkpoints import DEFAULT_MODEL
 
     src = DEFAULT_MODEL.with_name(DEFAULT_MODEL.stem + ".directions.npz")
     path = tmp_path / "d.npz"

@@ -7,10 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from engine.latent.directions import (DirectionError, condition, fit_boundary, get_direction, import_npy,
-                               load_directions, save_directions, sefa, Direction)
-from engine.protocol.errors import UnknownDirection
+from engine.latent.directions import (
+    Direction,
+    DirectionError,
+    condition,
+    fit_boundary,
+    get_direction,
+    import_npy,
+    load_directions,
+    save_directions,
+    sefa,
+)
 from engine.model.networks import Generator, GeneratorConfig
+from engine.protocol.errors import UnknownDirection
 
 
 @pytest.fixture(scope="module")

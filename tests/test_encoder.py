@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from engine.model.checkpoints import DEFAULT_MODEL, load_generator
-from engine.model.encoder import Encoder, EncoderConfig, encode, load_encoder, save_encoder
+from engine.jobs.answers import run_job
 from engine.jobs.bundle import encoder_path_for
-from engine.protocol import Progress, ProjectRequest, Result
 from engine.jobs.engine import Engine
 from engine.latent.projector import psnr
+from engine.model.checkpoints import DEFAULT_MODEL, load_generator
+from engine.model.encoder import Encoder, EncoderConfig, encode, load_encoder, save_encoder
 from engine.model.images import to_uint8
-from engine.jobs.answers import run_job
-from tests.photos import encode as encode_photo, grace_hopper
+from engine.protocol import Progress, ProjectRequest, Result
+from tests.photos import encode as encode_photo
+from tests.photos import grace_hopper
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,21 @@ import pytest
 
 from bot.transport import RERUN, QueueFull
 from bot.transport.local import LocalTransport
-from engine.jobs.engine import Engine
-from engine.protocol import (BlendRequest, EditRequest, JobFailed, MorphRequest, Progress, ProjectRequest,
-                             RandomRequest, RenderRequest, Result, as_face, wire)
 from engine.jobs.answers import run_job
+from engine.jobs.engine import Engine
+from engine.protocol import (
+    BlendRequest,
+    EditRequest,
+    JobFailed,
+    MorphRequest,
+    Progress,
+    ProjectRequest,
+    RandomRequest,
+    RenderRequest,
+    Result,
+    as_face,
+    wire,
+)
 from tests.photos import encode, grace_hopper
 
 WS = as_face(np.zeros((2, 3)))  # a face of no model here

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from engine.jobs.dispatch import run
-from engine.protocol import BlendRequest, EditRequest, RenderRequest, as_face
-from engine.latent.kept import KeptFaceError, load_npz, mix_noise, noise_size, pack_noise, save_npz, unpack_noise
 from engine.jobs.engine import Engine
 from engine.latent.batch import project
+from engine.latent.kept import KeptFaceError, load_npz, mix_noise, noise_size, pack_noise, save_npz, unpack_noise
 from engine.latent.projector import psnr
 from engine.model.images import to_uint8
+from engine.protocol import BlendRequest, EditRequest, RenderRequest, as_face
 
 RES = [4, 8, 8, 16, 16]
 
@@ -81,8 +81,8 @@ def projected(engine):
     """A teacher-like target the model cannot draw exactly, projected briefly."""
     import torch
 
-    from engine.model.teacher import load_teacher
     from engine.model.images import resize
+    from engine.model.teacher import load_teacher
 
     with torch.no_grad():
         img = to_uint8(load_teacher()(torch.randn(1, 100, generator=torch.Generator().manual_seed(5))))[0]

@@ -119,8 +119,8 @@ def test_an_empty_config_file_is_refused(tmp_path, monkeypatch):
 
 
 def test_directions_layers_never_changes_the_shipped_file(tmp_path):
-    from engine.model.checkpoints import DEFAULT_MODEL
     from engine.latent.directions import load_directions
+    from engine.model.checkpoints import DEFAULT_MODEL
 
     shipped = DEFAULT_MODEL.with_name(DEFAULT_MODEL.stem + ".directions.npz")
     before = hashlib.sha256(shipped.read_bytes()).hexdigest()

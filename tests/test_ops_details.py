@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from engine.jobs.dispatch import run
-from engine.protocol.errors import BadArgument
-from engine.protocol import MorphRequest, RandomRequest, as_face
 from engine.jobs.engine import Engine
+from engine.protocol import MorphRequest, RandomRequest, as_face
+from engine.protocol.errors import BadArgument
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from engine.model.checkpoints import load_generator
 from engine.latent.batch import project
-from engine.latent.projector import (INITIAL_LR, LR_RAMPUP, Schedule, latent_noise_scale, lr_schedule,
-                                     noise_regularizer, psnr, ssim)
+from engine.latent.projector import (
+    INITIAL_LR,
+    LR_RAMPUP,
+    Schedule,
+    latent_noise_scale,
+    lr_schedule,
+    noise_regularizer,
+    psnr,
+    ssim,
+)
+from engine.model.checkpoints import load_generator
 from engine.model.images import to_uint8
 
 

@@ -20,10 +20,31 @@ import msgpack
 import numpy as np
 import pytest
 
-from engine.protocol import (REQUESTS, AverageRequest, BlendRequest, EditRequest, FacesRequest, File, GridRequest,
-                             JobFailed, LookalikeRequest, LoopRequest, MixRequest, MorphRequest, Progress,
-                             ProjectRequest, RandomRequest, RenderRequest, Result, StrangerRequest, SwapRequest,
-                             TeamRequest, WorkerReady, as_face, wire)
+from engine.protocol import (
+    REQUESTS,
+    AverageRequest,
+    BlendRequest,
+    EditRequest,
+    FacesRequest,
+    File,
+    GridRequest,
+    JobFailed,
+    LookalikeRequest,
+    LoopRequest,
+    MixRequest,
+    MorphRequest,
+    Progress,
+    ProjectRequest,
+    RandomRequest,
+    RenderRequest,
+    Result,
+    StrangerRequest,
+    SwapRequest,
+    TeamRequest,
+    WorkerReady,
+    as_face,
+    wire,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = as_face(np.arange(20, dtype=np.float32).reshape(2, 10) / 7, np.linspace(-1, 1, 33))
@@ -373,7 +394,7 @@ def test_no_modules_import_each_other_in_a_cycle():
 
 def test_the_bot_reaches_the_engine_only_through_the_protocol_and_its_entry_point():
     """Counting imports inside functions too: bot/ names no engine module but engine.protocol
-    (the contract) and engine.entry (the declared entry point)."""
+    (the contract) and engine.cli.entry (the declared entry point)."""
     graph = import_graph()
     crossing = {
         (m, d)

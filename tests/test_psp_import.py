@@ -79,8 +79,8 @@ def test_its_decoder_imports_as_the_model_and_draws_the_reference_images(importe
 
 
 def test_the_engine_starts_projections_from_it_and_refuses_it_with_another_model(imported, tmp_path):
-    from engine.model.checkpoints import CheckpointError
     from engine.jobs.engine import Engine
+    from engine.model.checkpoints import CheckpointError
     from engine.protocol import Progress, ProjectRequest
     from tests.photos import encode, grace_hopper
 

@@ -17,6 +17,7 @@ from tests.closeness import same_kept_face
 from tests.photos import astronaut, encode, grace_hopper
 from tests.redis_helpers import SECRET, start_worker
 
+
 async def connected(url: str):
     """The bot's Redis transport, once a worker has announced itself."""
     from bot.transport.redis_streams import RedisTransport

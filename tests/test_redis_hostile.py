@@ -9,9 +9,9 @@ in Redis (or a dump of it) is readable without the secret."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest

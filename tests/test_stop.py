@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import queue
 
-
 from bot.transport.local import LocalTransport
 from engine.jobs.dispatch import run
 from engine.protocol import JobFailed, MorphRequest, Progress, ProjectRequest, RandomRequest, Result, Stopped, wire

@@ -11,8 +11,18 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.commands.common import (Refusal, Services, declare_max, defer, display_name, faces_of, members_here, name_of,
-                                 read_photo, reply_now)
+from bot.commands.common import (
+    Refusal,
+    Services,
+    declare_max,
+    defer,
+    display_name,
+    faces_of,
+    members_here,
+    name_of,
+    read_photo,
+    reply_now,
+)
 from bot.commands.running import files_of, precheck, run_job
 from engine.protocol import LookalikeRequest, StrangerRequest, TeamRequest
 from engine.protocol.requests import MAX_FACES

@@ -132,12 +132,6 @@ class Transport(ABC):
     def _tell_stop(self, job_id: str) -> None:
         """Tell the engine(s) that ``job_id`` was stopped (best effort: its answer is dropped anyway)."""
 
-    def hung_job(self) -> _Pending | None:
-        running = next((p for p in self.pending.values() if p.started is not None), None)
-        if running is not None and time.monotonic() - running.started > self.job_timeout:
-            return running
-        return None
-
     def hung_jobs(self) -> list[_Pending]:
         """Jobs past their time: running for longer than ``job_timeout``, or never started after
         twice that (an engine that took them and went silent), so none holds the queue for good."""

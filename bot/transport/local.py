@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import multiprocessing as mp
+import os
 import queue
 import threading
+import time
 from collections import deque
 
 from bot.transport.base import RERUN, EngineUnavailable, ProgressCallback, ShuttingDown, Transport
@@ -156,10 +157,19 @@ class LocalTransport(Transport):
         if isinstance(event, (Result, JobFailed)):
             self._pump()
 
+    def _running_too_long(self):
+        """The job the engine is on, when it has run past ``job_timeout`` (one engine process: a
+        restart ends every job in it; the Redis transport's ``hung_jobs`` also counts jobs never
+        taken, since there a job waits for any of several workers)."""
+        running = next((p for p in self.pending.values() if p.started is not None), None)
+        if running is not None and time.monotonic() - running.started > self.job_timeout:
+            return running
+        return None
+
     async def _watch(self) -> None:
         while not self._closing:
             await asyncio.sleep(0.2)
-            hung = self.hung_job()
+            hung = self._running_too_long()
             if self.process.is_alive() and not hung:
                 continue
             if hung:

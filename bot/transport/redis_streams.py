@@ -34,14 +34,33 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError, TimeoutError as RedisTimeout
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from bot.transport.base import EngineUnavailable, ProgressCallback, ShuttingDown, Transport
 from engine.protocol import BadArgument, JobFailed, Progress, Request, Result, WorkerReady, wire
-from engine.protocol.redis_keys import (DONE_TTL, GROUP, GET_BOUNDED, GETDEL_BOUNDED, JOBS_MAXLEN, MAX_AGE,
-                                        MAX_DONE, MAX_EVENT_ENTRY, MAX_HEARTBEAT, READ_AND_TRIM, STALE_RETRIES,
-                                        UNBLOCK, blocked, event_context, future_cut, is_done, job_context, keys,
-                                        open_heartbeat, stop_context)
+from engine.protocol.redis_keys import (
+    DONE_TTL,
+    GET_BOUNDED,
+    GETDEL_BOUNDED,
+    GROUP,
+    JOBS_MAXLEN,
+    MAX_AGE,
+    MAX_DONE,
+    MAX_EVENT_ENTRY,
+    MAX_HEARTBEAT,
+    READ_AND_TRIM,
+    STALE_RETRIES,
+    UNBLOCK,
+    blocked,
+    event_context,
+    future_cut,
+    is_done,
+    job_context,
+    keys,
+    open_heartbeat,
+    stop_context,
+)
 
 log = logging.getLogger("wspace.redis")
 

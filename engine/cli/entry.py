@@ -6,7 +6,7 @@ never loads torch:
   options with the apps it is given (the bot's, from bot/cli.py), neither app changed;
 - :func:`serve_local`: the body of the local engine process the bot's local transport
   spawns, started from an :class:`~engine.protocol.spec.EngineSpec`;
-- ``python -m engine.entry device-problem DEVICE``: one sentence when ``DEVICE`` cannot run
+- ``python -m engine.cli.entry device-problem DEVICE``: one sentence when ``DEVICE`` cannot run
   here (asked in a child process, for the same reason), nothing when it can.
 """
 
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
 
         print(device_problem(argv[1]) or "")
         return 0
-    print("usage: python -m engine.entry device-problem DEVICE", file=sys.stderr)
+    print("usage: python -m engine.cli.entry device-problem DEVICE", file=sys.stderr)
     return 2
 
 

@@ -153,9 +153,9 @@ def directions_learn(
 
     from tqdm import tqdm
 
+    from engine.face.labels import ATTRIBUTES
     from engine.jobs.bundle import directions_path_for
     from engine.latent.directions import load_directions, save_directions
-    from engine.face.labels import ATTRIBUTES
     from engine.latent.learn import learn_directions
 
     attributes = tuple(attributes or ATTRIBUTES)
@@ -294,8 +294,8 @@ def encoder_codes(
     """The W+ codes of pre-aligned inputs (to check an import, or for parity tests)."""
     import numpy as np
 
-    from engine.model import psp
     from engine.latent.kept import MAX_NPZ_MEMBER_BYTES
+    from engine.model import psp
 
     if not inputs.is_file():
         fail(f"no file at {inputs}.")

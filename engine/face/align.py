@@ -10,9 +10,9 @@ Lanczos-resize to the model's resolution.
 from __future__ import annotations
 
 import functools
-import threading
 import importlib.util
 import io
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.model.checkpoints import DEFAULT_MODEL, CheckpointError, load_generator
 from engine.latent.directions import Direction, load_directions
+from engine.model.checkpoints import DEFAULT_MODEL, CheckpointError, load_generator
 from engine.model.encoder import Encoder, load_encoder
 
 
@@ -31,7 +31,7 @@ def encoder_path_for(model_path: str | Path | None) -> Path:
 
 @dataclass
 class Bundle:
-    G: object  # engine.networks.Generator
+    G: object  # engine.model.networks.Generator
     model_id: str
     provenance: dict
     directions: dict[str, Direction] = field(default_factory=dict)

@@ -13,11 +13,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from engine.jobs import handlers
-
-from engine.jobs import team
-from engine.jobs.handlers import ProgressFn
+from engine.jobs import handlers, team
 from engine.jobs.engine import Engine
+from engine.jobs.handlers import ProgressFn
 from engine.protocol import BadArgument, ModelMismatch, Request, Result
 
 HANDLERS = {**handlers.HANDLERS, **team.HANDLERS}

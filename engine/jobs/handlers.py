@@ -11,23 +11,40 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+
 import numpy as np
 
-from engine.latent import edits
 from engine.face.align import align_all, align_face, aligned_landmarks, decode_image, likeness
-from engine.jobs.lookalike import SAME_PERSON_HERE, details, distance_in_words
-from engine.latent.directions import get_direction
-from engine.model.encoder import encode
-from engine.jobs.engine import Engine
-from engine.latent.batch import Member
-from engine.latent.projector import Projection, psnr
-from engine.protocol import (AverageRequest, BlendRequest, EditRequest, Face, File, GridRequest, LoopRequest,
-                             MixRequest, MorphRequest, Progress, ProjectRequest, RandomRequest, RenderRequest, Request,
-                             Result, SwapRequest, as_face)
 from engine.jobs.asks import Draw
 from engine.jobs.between import between, morph_keys
+from engine.jobs.engine import Engine
+from engine.jobs.lookalike import SAME_PERSON_HERE, details, distance_in_words
+from engine.latent import edits
+from engine.latent.batch import Member
+from engine.latent.directions import get_direction
+from engine.latent.projector import Projection, psnr
+from engine.model.encoder import encode
 from engine.model.images import DISPLAY, gif_bytes, montage, mp4_bytes, numbered, png_bytes, resize
 from engine.model.sampling import ws_from_seeds
+from engine.protocol import (
+    AverageRequest,
+    BlendRequest,
+    EditRequest,
+    Face,
+    File,
+    GridRequest,
+    LoopRequest,
+    MixRequest,
+    MorphRequest,
+    Progress,
+    ProjectRequest,
+    RandomRequest,
+    RenderRequest,
+    Request,
+    Result,
+    SwapRequest,
+    as_face,
+)
 
 PREVIEW = 128
 MORPH_FPS = 20  # GIF and MP4 alike, so a morph lasts as long in either (a GIF frame lasts whole 10 ms: 50 ms here)

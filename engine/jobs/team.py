@@ -7,19 +7,38 @@ from collections import Counter
 
 import numpy as np
 
-from engine.latent import edits
 from engine.face.align import align_all, align_face, decode_image
-from engine.jobs.handlers import (MORPH_FPS, TILE, Handler, ProgressFn, drawn_in_chunks, faces_montage, faces_result,
-                             project_aligned, registrar, skipped_text, together)
-from engine.jobs.lookalike import SAME_PERSON_HERE, descriptors, details, distance_in_words, stranger_search
-from engine.protocol import (FacesRequest, File, LookalikeRequest, Progress, Result, StrangerRequest, TeamRequest,
-                             as_face)
-from engine.protocol.requests import MAX_FACES
+from engine.jobs.asks import Draw
 from engine.jobs.between import morph_keys
 from engine.jobs.engine import Engine
-from engine.protocol import Request
-from engine.jobs.asks import Draw
+from engine.jobs.handlers import (
+    MORPH_FPS,
+    TILE,
+    Handler,
+    ProgressFn,
+    drawn_in_chunks,
+    faces_montage,
+    faces_result,
+    project_aligned,
+    registrar,
+    skipped_text,
+    together,
+)
+from engine.jobs.lookalike import SAME_PERSON_HERE, descriptors, details, distance_in_words, stranger_search
+from engine.latent import edits
 from engine.model.images import gif_bytes, montage, mp4_bytes, png_bytes, resize
+from engine.protocol import (
+    FacesRequest,
+    File,
+    LookalikeRequest,
+    Progress,
+    Request,
+    Result,
+    StrangerRequest,
+    TeamRequest,
+    as_face,
+)
+from engine.protocol.requests import MAX_FACES
 
 HANDLERS: dict[type[Request], Handler] = {}
 handles = registrar(HANDLERS)

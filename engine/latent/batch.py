@@ -32,12 +32,26 @@ import torch
 
 from engine.latent.edits import layer_ranges
 from engine.latent.kept import KEPT_NOISE_MAX_RES
-from engine.model.networks import Generator
-from engine.latent.projector import (ADAM_BETAS, DEFAULT_STEPS, ROLUX, ProgressFn, Projection, Schedule,
-                                     latent_noise_scale, lr_schedule, make_loss, noise_regularizer, psnr,
-                                     realism_regularizer, refine_schedule, w_gaussian, w_plus_regularizer,
-                                     w_stats)
+from engine.latent.projector import (
+    ADAM_BETAS,
+    DEFAULT_STEPS,
+    ROLUX,
+    ProgressFn,
+    Projection,
+    Schedule,
+    latent_noise_scale,
+    lr_schedule,
+    make_loss,
+    noise_regularizer,
+    psnr,
+    realism_regularizer,
+    refine_schedule,
+    w_gaussian,
+    w_plus_regularizer,
+    w_stats,
+)
 from engine.model.images import from_uint8, to_uint8
+from engine.model.networks import Generator
 
 ADAM_EPS = 1e-8
 GRAPH_WARMUP = 3  # eager steps before a CUDA graph is captured (each one a real step)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.protocol.errors import ModelMismatch, UnknownDirection
 from engine.model.networks import Generator
+from engine.protocol.errors import ModelMismatch, UnknownDirection
 
 
 @dataclass

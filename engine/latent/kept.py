@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.protocol.events import NOISE_DTYPE, WS_DTYPE  # noqa: E402  (the protocol's Face holds these)
+from engine.protocol.events import NOISE_DTYPE, WS_DTYPE  # the protocol's Face holds these
 
 NOISE_RULES = ("mix", "nearest", "const")
 # Noise maps above this resolution are not kept: the projector leaves them at the model's

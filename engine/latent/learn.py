@@ -10,11 +10,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from engine.face.labels import ATTRIBUTES, label_face
 from engine.latent.directions import Direction, condition, fit_boundary, sefa
 from engine.latent.edits import apply_direction
-from engine.face.labels import ATTRIBUTES, label_face
-from engine.model.networks import Generator
 from engine.model.images import to_uint8
+from engine.model.networks import Generator
 
 # Where each attribute lives in the styles, from a layer scan on kept real faces
 # (docs/benchmarks.md, "Kept face"): expression in the middle styles, head turn in styles

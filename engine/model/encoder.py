@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-
 FORMAT_KEY = "wspace-encoder"
 MAX_ENCODER_PARAMETERS = 50 * 10**6  # the embedded model's encoder has ~ 5e6
 

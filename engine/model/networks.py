@@ -24,8 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.model.modconv import (WeightCache, blur_upsample, fir_filter, inference_only, modulated_conv, rows_times,
-                            to_rgb_nhwc)
+from engine.model.modconv import (
+    WeightCache,
+    blur_upsample,
+    fir_filter,
+    inference_only,
+    modulated_conv,
+    rows_times,
+    to_rgb_nhwc,
+)
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)

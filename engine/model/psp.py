@@ -360,14 +360,6 @@ def save(E: FFHQEncoder, path: str | Path, provenance: dict | None = None) -> No
     save_file(state, str(path), metadata={FORMAT_KEY: json.dumps(meta)})
 
 
-def is_ffhq_encoder(path: str | Path) -> bool:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return FORMAT_KEY in (f.metadata() or {})
-    except Exception:  # noqa: BLE001 (not a safetensors file at all)
-        return False
-
-
 def load(path: str | Path, device: str | torch.device = "cpu") -> FFHQEncoder:
     """Our imported-encoder file; anything wrong is one sentence (:class:`EncoderImportError`)."""
     from engine.model.checkpoints import MAX_MODEL_BYTES

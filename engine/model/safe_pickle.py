@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
 MAX_DIMS = 8  # a network's tensors have at most 5 dimensions
 MAX_EXTENT = 1 << 40  # elements along one dimension, or an offset or a stride
 

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from engine.model.networks import Generator
-
 from engine.protocol.requests import MAX_SEED  # one definition: the protocol's
 
 

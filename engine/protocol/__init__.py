@@ -7,12 +7,36 @@
 - ``redis_keys``: the Redis transport's key layout and limits.
 """
 
-from engine.protocol.errors import (BadArgument, ImageTooLarge, ModelMismatch, NoFaceFound, NotAnImage, Stopped,
-                                    UnknownDirection, UserError)
+from engine.protocol.errors import (
+                                    BadArgument,
+                                    ImageTooLarge,
+                                    ModelMismatch,
+                                    NoFaceFound,
+                                    NotAnImage,
+                                    Stopped,
+                                    UnknownDirection,
+                                    UserError,
+)
 from engine.protocol.events import PROJECTOR, Event, Face, File, JobFailed, Progress, Result, WorkerReady, as_face
-from engine.protocol.requests import (REQUESTS, AverageRequest, BlendRequest, EditRequest, FacesRequest, GridRequest,
-                                      LookalikeRequest, LoopRequest, MixRequest, MorphRequest, ProjectRequest,
-                                      RandomRequest, RenderRequest, Request, StrangerRequest, SwapRequest, TeamRequest)
+from engine.protocol.requests import (
+                                    REQUESTS,
+                                    AverageRequest,
+                                    BlendRequest,
+                                    EditRequest,
+                                    FacesRequest,
+                                    GridRequest,
+                                    LookalikeRequest,
+                                    LoopRequest,
+                                    MixRequest,
+                                    MorphRequest,
+                                    ProjectRequest,
+                                    RandomRequest,
+                                    RenderRequest,
+                                    Request,
+                                    StrangerRequest,
+                                    SwapRequest,
+                                    TeamRequest,
+)
 
 __all__ = [
     "BadArgument", "ImageTooLarge", "ModelMismatch", "NoFaceFound", "NotAnImage", "Stopped", "UnknownDirection",
