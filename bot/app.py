@@ -15,7 +15,7 @@ import discord
 import yarl
 from discord import app_commands
 
-from bot.commands import admin, blend, edit, morph, privacy, project, team
+from bot.commands import admin, blend, edit, menus, morph, privacy, project, team
 from bot.commands.common import Refusal, Reply, Services, answer, refuse, reply_now
 from bot.commands.project import EXPIRED, PickExpired
 from bot.commands.stop import FINISHED, StopButton
@@ -29,7 +29,7 @@ from bot.transport.pidfile import EngineRegistry
 
 log = logging.getLogger("wspace.bot")
 
-COMMAND_MODULES = (project, edit, blend, morph, team, privacy, admin)
+COMMAND_MODULES = (project, edit, blend, morph, team, privacy, admin, menus)  # menus last: they call the others
 
 
 
@@ -45,6 +45,12 @@ class GatedTree(app_commands.CommandTree):
         interaction.extras["received"] = time.monotonic()  # acknowledgement latency is counted from here
         if self.client.draining:
             await reply_now(interaction, "The bot is restarting; try again in a minute.")
+            return False
+        if interaction.guild_id and interaction.is_user_integration() and not interaction.is_guild_integration():
+            # installed by the member, used in a server that has not added the bot: there is
+            # nobody's consent to read there, and no server of ours to keep a face in
+            await reply_now(interaction, "I'm not a member of this server: use me in our DM or a group DM, "
+                            "or ask an admin to add me here.")
             return False
         d = self.client.settings.discord
         if d.allowed_guilds and interaction.guild_id not in d.allowed_guilds:
@@ -81,7 +87,13 @@ class WspaceBot(discord.Client):
         # text such as an /edit attribute of "@everyone" pings nobody).
         super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none(), **kwargs)
         self.settings, self.config_path = settings, config_path
-        self.tree = GatedTree(self)
+        # Installable by a server and by a member (a user install: their own face in DMs and
+        # group DMs where the bot is not a member); the admin group stays server-only.
+        self.tree = GatedTree(
+            self,
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
+            allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True),
+        )
         self.tree.on_error = self.on_command_error
         self.services: Services | None = None
         self.registry: EngineRegistry | None = None

@@ -326,11 +326,17 @@ class DiscordSimulator:
         resolved: dict | None = None,
         permissions: int = 0,
         guild_id: int | None = None,
-        dm: bool = False,
+        dm: bool | str = False,
         autocomplete: bool = False,
+        target: int | None = None,
+        user_install: bool = False,
     ) -> SimInteraction:
         """A member runs a slash command: INTERACTION_CREATE goes out on the gateway (``dm``: in a
-        direct message with the bot, with no server)."""
+        direct message with the bot, with no server). With ``target`` it is a right-click command
+        (a context menu) opened on that user or message; ``resolved`` then carries it
+        (:meth:`member_resolved`, :meth:`message_resolved`). ``dm="group"``: a group DM the bot is
+        not in. ``user_install``: the member's own install of the app authorised it (in a server,
+        one that has not added the bot)."""
         await asyncio.wait_for(self.identified.wait(), 30)
         guild_id = guild_id or self.guild_id
         iid, token = snowflake(), f"tok{snowflake()}"
@@ -348,6 +354,9 @@ class DiscordSimulator:
             "options": opts,
             "resolved": resolved or {},
         }
+        if target is not None:  # a context menu: USER (2) or MESSAGE (3), as the command was registered
+            data.update(type=cmd.get("type", 2) if cmd else 2, target_id=str(target))
+            data.pop("options")
         payload = {
             "id": iid,
             "application_id": str(APP_ID),
@@ -369,15 +378,18 @@ class DiscordSimulator:
         }
         if autocomplete:  # the member is typing an option marked "focused": the bot answers with choices
             payload["type"] = 4
+        if user_install:
+            payload["authorizing_integration_owners"] = {"1": str(user_id)}
         if dm:  # what Discord sends from a DM: a user, no member, no guild, a DM channel
-            dm_channel = str(700000000000000000 + user_id % 10**15)
+            group = dm == "group"
+            dm_channel = str((710000000000000000 if group else 700000000000000000) + user_id % 10**15)
             for key in ("guild_id", "member", "guild_locale"):
                 payload.pop(key)
             payload.update(
                 user=user_payload(user_id),
                 channel_id=dm_channel,
-                context=1,
-                channel={"id": dm_channel, "type": 1, "recipients": [user_payload(user_id)]},
+                context=2 if group else 1,
+                channel={"id": dm_channel, "type": 3 if group else 1, "recipients": [user_payload(user_id)]},
                 authorizing_integration_owners={"1": str(user_id)},
             )
             inter.guild_id = 0
@@ -474,6 +486,14 @@ class DiscordSimulator:
             },
         }
 
+    def message_resolved(self, message_id: int, author_id: int, attachments: list[dict]) -> dict:
+        """A message in this channel, as a message context menu resolves it."""
+        return {"messages": {str(message_id): {
+            "id": str(message_id), "channel_id": str(self.channel_id), "author": user_payload(author_id),
+            "content": "", "timestamp": "2024-01-01T00:00:00+00:00", "edited_timestamp": None, "tts": False,
+            "mention_everyone": False, "mentions": [], "mention_roles": [], "attachments": attachments,
+            "embeds": [], "pinned": False, "type": 0}}}
+
     async def put_commands(self, request):
         body = await request.json()
         self.commands = [
@@ -484,6 +504,7 @@ class DiscordSimulator:
                 "version": snowflake(),
                 "default_member_permissions": c.get("default_member_permissions"),
                 "type": c.get("type", 1),
+                "description": c.get("description", ""),  # Discord answers "" for a context menu's
             }
             for c in body
         ]

@@ -23,7 +23,11 @@ def restart_toll(e: dict) -> str:
 
 def register(tree: app_commands.CommandTree, svc: Services) -> None:
     group = app_commands.Group(name="wspace", description="wspace administration",
-                               default_permissions=discord.Permissions(manage_guild=True), guild_only=True)
+                               default_permissions=discord.Permissions(manage_guild=True),
+                               # server-only, explicitly: guild_only alone loses to the tree's own defaults
+                               allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=False,
+                                                                               private_channel=False),
+                               allowed_installs=app_commands.AppInstallationType(guild=True, user=False))
 
     @group.command(name="stats", description="Queue, throughput, model and storage figures.")
     @app_commands.checks.has_permissions(manage_guild=True)
