@@ -13,9 +13,8 @@ import os
 import signal
 import time
 
-from bot.transport import RERUN
 from bot.transport.local import DIED_TWICE, LocalTransport
-from engine.protocol import JobFailed, Progress, ProjectRequest, RandomRequest, Result
+from engine.protocol import JobFailed, Progress, ProjectRequest, RandomRequest, Rerun, Result
 from tests.photos import astronaut, encode, grace_hopper
 
 
@@ -27,7 +26,7 @@ async def until(predicate, seconds: float = 120) -> None:
 
 
 def running(heard: list[Progress]) -> bool:
-    return any(p.step > 0 for p in heard)
+    return any(isinstance(p, Progress) and p.step > 0 for p in heard)
 
 
 async def test_two_members_in_one_batch_both_complete_after_the_engine_is_killed_mid_step(tiny_model):
@@ -42,7 +41,7 @@ async def test_two_members_in_one_batch_both_complete_after_the_engine_is_killed
         outcomes = await asyncio.wait_for(asyncio.gather(a, b), 300)
         assert all(isinstance(o, Result) for o in outcomes), outcomes
         for name in heard:
-            assert RERUN in [p.message for p in heard[name]], f"{name} heard that the job runs again"
+            assert any(isinstance(p, Rerun) for p in heard[name]), f"{name} heard that the job runs again"
         stats = engine.stats()
         assert stats["restarts"] == 1 and stats["rerun_after_restart"] == 2 and stats["failed_after_restart"] == 0
     finally:
@@ -57,7 +56,7 @@ async def test_a_job_that_kills_the_engine_every_time_fails_alone_and_the_others
     kills = []
 
     def poison_heard(p: Progress) -> None:
-        if p.step > 0 and engine.process.is_alive() and engine.process.pid not in kills:
+        if isinstance(p, Progress) and p.step > 0 and engine.process.is_alive() and engine.process.pid not in kills:
             kills.append(engine.process.pid)
             os.kill(engine.process.pid, signal.SIGKILL)
 
@@ -72,7 +71,7 @@ async def test_a_job_that_kills_the_engine_every_time_fails_alone_and_the_others
         assert outcomes[0].code == "engine_restarted" and "\n" not in outcomes[0].message
         assert isinstance(outcomes[1], Result) and isinstance(outcomes[2], Result), outcomes
         assert len(kills) == 2, "the poison killed the engine twice, the second time alone"
-        assert RERUN in [p.message for p in innocent_heard]
+        assert any(isinstance(p, Rerun) for p in innocent_heard)
         stats = engine.stats()
         assert stats["restarts"] == 2 and stats["failed_after_restart"] == 1 and stats["rerun_after_restart"] == 2
     finally:

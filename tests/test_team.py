@@ -179,11 +179,11 @@ def test_the_engine_numbers_faces_and_projects_the_one_asked(tiny_model):
     assert next(f for f in third.files if f.name == "aligned.png").data == crop, "face 3 is the montage's face 3"
     assert third.figures["face_used"] == "number 3" and "used number 3" in third.text
     ask = run(engine, ProjectRequest(image=GROUP, steps=2, ask_if_several=True))
-    assert ask.figures["choose"] and ask.figures["faces"] == 6 and not ask.faces, (
+    assert ask.choose == ask.figures["faces"] == 6 and not ask.faces, (
         "several faces: the member chooses first"
     )
     one = run(engine, ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=2, ask_if_several=True))
-    assert len(one.faces) == 1 and not one.figures.get("choose"), "one face: projected in the same job"
+    assert len(one.faces) == 1 and not one.choose, "one face: projected in the same job"
     with pytest.raises(BadArgument, match="choose a number from 1 to 6"):
         run(engine, ProjectRequest(image=GROUP, steps=2, face=7))
     team = run(engine, TeamRequest(image=GROUP, steps=2, frames=8))

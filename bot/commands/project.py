@@ -20,7 +20,7 @@ PICK_SECONDS = 120
 async def project_face(svc: Services, interaction: discord.Interaction, data: bytes, steps: int,
                        number: int | None) -> Result | None:
     """Project face ``number`` of the photo; with none given and several found, the result is
-    the numbered faces (``figures["choose"]``), left for the caller to show."""
+    the numbered faces (``Result.choose``), left for the caller to show."""
     title = "**/project** " if number is None else f"**/project** face {number}: "
     return await run_job(
         svc,
@@ -35,7 +35,7 @@ async def project_face(svc: Services, interaction: discord.Interaction, data: by
         title=title,
         keep="me",
         view_factory=after_project_view,
-        show=lambda result: not result.figures.get("choose"),
+        show=lambda result: not result.choose,
     )
 
 
@@ -137,11 +137,11 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
         # One job: a photo of one face is projected at once; with several, the engine answers with
         # the numbered faces instead, and the member picks theirs (the choice is a second job).
         found = await project_face(svc, interaction, data, steps, None)
-        if found is not None and found.figures.get("choose"):
+        if found is not None and found.choose:
             svc.limits.refund(interaction.guild_id or 0, interaction.user.id, "project")  # nothing was projected yet
-            picker = FacePicker(svc, interaction, data, steps, found.figures["faces"])
+            picker = FacePicker(svc, interaction, data, steps, found.choose)
             await interaction.edit_original_response(
-                content=f"**/project** {found.figures['faces']} faces in that photo: I sent you a private menu to pick "
+                content=f"**/project** {found.choose} faces in that photo: I sent you a private menu to pick "
                 "yours; only its projection will show here.",
                 attachments=[],
                 view=None,

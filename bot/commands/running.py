@@ -26,7 +26,7 @@ from bot.commands.stop import stop_view
 from bot.limits import RateLimited
 from bot.storage import Reach, StorageError
 from bot.transport import RERUN, EngineUnavailable, QueueFull, ShuttingDown, Transport
-from engine.protocol import JobFailed, Progress, Request, Result, UserError, WorkerReady
+from engine.protocol import JobFailed, Progress, Request, Rerun, Result, Started, UserError, WorkerReady
 from engine.protocol.requests import MAX_ATTACHMENT_BYTES
 
 log = logging.getLogger("wspace.bot")
@@ -146,22 +146,6 @@ class Slot:
         return False
 
 
-# Jobs the engine refused for their input (or lost to an engine death) cost the member nothing:
-# a member whose photos were refused can try a good one at once.
-REFUNDED = frozenset(
-    {
-        "not_an_image",
-        "image_too_large",
-        "no_face",
-        "bad_argument",
-        "unknown_direction",
-        "model_mismatch",
-        "user_error",
-        "engine_restarted",
-    }
-)
-
-
 def precheck(svc: Services, interaction: discord.Interaction, kind: str) -> None:
     """The caps and budgets a job of ``kind`` would meet, checked before a command spends
     anything on it (Discord lookups of members): a :class:`Refusal`, answered privately."""
@@ -201,12 +185,12 @@ class ProgressReporter:
         self.submitted: float | None = None  # when the job went to the engine (the wait is counted from it)
         self.started: float | None = None  # when the engine said it started the job
 
-    async def __call__(self, p: Progress) -> None:
-        if p.step == 0 and p.total == 0 and p.message == RERUN:  # the engine died; this job runs again alone
+    async def __call__(self, p: Progress | Started | Rerun) -> None:
+        if isinstance(p, Rerun):  # the engine died; this job runs again alone
             self.rerun = True
             await self.msg.edit(f"{self.title}{RERUN[0].lower()}{RERUN[1:-1]} — working on it…", force=True)
             return
-        if p.step == 0 and p.preview_png is None:
+        if isinstance(p, Started):
             self.started = self.started or time.monotonic()
             if self.svc.metrics is not None and self.submitted is not None:
                 self.svc.metrics.wait.observe(time.monotonic() - self.submitted)
@@ -379,7 +363,7 @@ async def run_job(
             outcome = await asyncio.wait_for(future, svc.settings.engine.job_timeout_seconds + 60)
             ended["outcome"] = "ok" if isinstance(outcome, Result) else outcome.code
             ended["result"] = outcome if isinstance(outcome, Result) else None
-            if isinstance(outcome, JobFailed) and outcome.code in REFUNDED:  # the input was refused: free
+            if isinstance(outcome, JobFailed) and outcome.refunded:  # the input was refused, or the engine lost it
                 svc.limits.refund(guild_id, user_id, request.kind)
             log.info("job %s (%s) answered: %s", request.id, request.kind, ended["outcome"])
             slot.release()

@@ -15,9 +15,9 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from engine.protocol import Event, JobFailed, Progress, Request, Result, Stopped, WorkerReady
+from engine.protocol import Event, JobFailed, Progress, Request, Rerun, Result, Started, Stopped, WorkerReady
 
-ProgressCallback = Callable[[Progress], Awaitable[None] | None]
+ProgressCallback = Callable[[Progress | Started | Rerun], Awaitable[None] | None]  # a job's signals before its answer
 RERUN = "The engine restarted; running your job again."  # what a member hears when their job is rerun
 STOPPED_KEPT = 4096  # ids of stopped jobs remembered, so their late answers are not duplicates
 
@@ -91,8 +91,8 @@ class Transport(ABC):
             elif isinstance(event, (Result, JobFailed)):
                 self.duplicates += 1
             return
-        if isinstance(event, Progress):
-            if event.step == 0 and p.started is None:
+        if isinstance(event, (Started, Progress)):
+            if isinstance(event, Started) and p.started is None:
                 p.started = time.monotonic()
             self._notify(p, event)
         elif isinstance(event, (Result, JobFailed)):
@@ -102,7 +102,7 @@ class Transport(ABC):
                 p.future.set_result(event)
 
     @staticmethod
-    def _notify(p: _Pending, event: Progress) -> None:
+    def _notify(p: _Pending, event: Progress | Started | Rerun) -> None:
         """Hand a progress event to the job's callback (a coroutine runs as a task)."""
         if p.on_progress is not None:
             outcome = p.on_progress(event)

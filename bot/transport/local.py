@@ -23,9 +23,9 @@ import threading
 import time
 from collections import deque
 
-from bot.transport.base import RERUN, EngineUnavailable, ProgressCallback, ShuttingDown, Transport
+from bot.transport.base import EngineUnavailable, ProgressCallback, ShuttingDown, Transport
 from bot.transport.pidfile import EngineRegistry
-from engine.protocol import JobFailed, Progress, Request, Result, WorkerReady, wire
+from engine.protocol import EngineRestarted, JobFailed, Progress, Request, Rerun, Result, Started, WorkerReady, wire
 from engine.protocol.errors import ENGINE_CANNOT_START
 from engine.protocol.spec import EngineSpec
 
@@ -134,7 +134,7 @@ class LocalTransport(Transport):
             except (EOFError, OSError, ValueError):
                 return
             try:
-                expect = (Progress, Result, JobFailed, WorkerReady)
+                expect = (Started, Progress, Result, JobFailed, WorkerReady)
                 event = wire.loads(event, expect=expect) if isinstance(event, bytes) else None
             except wire.WireError as exc:
                 log.error("unreadable event from the engine: %s", exc)
@@ -175,7 +175,7 @@ class LocalTransport(Transport):
             if hung:
                 log.error("job %s ran past %.0f s; restarting the engine", hung.job.id, self.job_timeout)
                 self.process.kill()
-                self._fail(hung.job.id, "engine_restarted", TOO_LONG)
+                self._fail(hung.job.id, EngineRestarted.code, TOO_LONG)
                 self.failed_after_restart += 1
             await asyncio.to_thread(self.process.join, 2)
             if self.registry is not None:
@@ -219,12 +219,12 @@ class LocalTransport(Transport):
                 self._solo.remove(job_id)
             if p.crashes_seen >= 2:
                 log.error("job %s was in the engine at two deaths; it fails", job_id)
-                self._fail(job_id, "engine_restarted", DIED_TWICE)
+                self._fail(job_id, EngineRestarted.code, DIED_TWICE)
                 self.failed_after_restart += 1
                 continue
             rerun.append(job_id)
             self.rerun_after_restart += 1
-            self._notify(p, Progress(job_id, 0, 0, RERUN))
+            self._notify(p, Rerun(job_id))
         self._solo.extend(rerun)
         self._held = deque(j for j in self._held if j not in rerun)
 

@@ -38,7 +38,17 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from bot.transport.base import EngineUnavailable, ProgressCallback, ShuttingDown, Transport
-from engine.protocol import BadArgument, JobFailed, Progress, Request, Result, WorkerReady, wire
+from engine.protocol import (
+    BadArgument,
+    EngineRestarted,
+    JobFailed,
+    Progress,
+    Request,
+    Result,
+    Started,
+    WorkerReady,
+    wire,
+)
 from engine.protocol.redis_keys import (
     DONE_TTL,
     GET_BOUNDED,
@@ -163,7 +173,7 @@ class RedisTransport(Transport):
         self.workers = {}
         self._ready.clear()
         for job_id in lost:
-            self._fail(job_id, "engine_restarted", INTERRUPTED)
+            self._fail(job_id, EngineRestarted.code, INTERRUPTED)
 
     async def _check_epoch(self) -> None:
         """A restarted Redis that lost its data is not a connection error (redis-py simply
@@ -183,7 +193,7 @@ class RedisTransport(Transport):
                         lost.append(job_id)
             log.error("Redis restarted without its data: failing %d waiting jobs it lost", len(lost))
             for job_id in lost:
-                self._fail(job_id, "engine_restarted", INTERRUPTED)
+                self._fail(job_id, EngineRestarted.code, INTERRUPTED)
         await self.r.set(self.epoch_key, str(time.time()), ex=EPOCH_TTL)
         self.epoch_set = True
         for job_id in [j for j in self.sent if j not in self.pending]:
@@ -214,7 +224,7 @@ class RedisTransport(Transport):
                     self.seen_workers, self.seen_at = alive, time.monotonic()
                 self._update_info()
                 for hung in self.hung_jobs():
-                    self._fail(hung.job.id, "engine_restarted", "That took far too long and was stopped; try again.")
+                    self._fail(hung.job.id, EngineRestarted.code, "That took far too long and was stopped; try again.")
                     self._tell_stop(hung.job.id)
             except (RedisConnectionError, RedisTimeout, OSError) as exc:
                 self._went_down(exc, since)
@@ -291,7 +301,8 @@ class RedisTransport(Transport):
             else:
                 data = fields.get(b"event", b"")
             context = event_context(self.reply_stream, job_id, fields.get(b"worker", b"").decode(errors="replace"))
-            event = wire.loads(wire.unseal(data, self.secret, MAX_AGE, context), expect=(Progress, Result, JobFailed))
+            event = wire.loads(wire.unseal(data, self.secret, MAX_AGE, context),
+                               expect=(Started, Progress, Result, JobFailed))
             if event.job_id != job_id:
                 raise wire.WireError("the event's job id is not the entry's")
             for face in event.faces if isinstance(event, Result) else ():
@@ -331,7 +342,7 @@ class RedisTransport(Transport):
                 self.sent[job.id] = (stream, entry)
         except (RedisError, OSError) as exc:
             log.error("could not send job %s: %s", job.id, exc)
-            self._fail(job.id, "engine_restarted", INTERRUPTED)
+            self._fail(job.id, EngineRestarted.code, INTERRUPTED)
 
     async def _add_sealed(self, stream: str, job_id: str, data: bytes) -> bytes:
         """Add a job entry under an id chosen here and sealed into it (so a copy added again

@@ -10,7 +10,7 @@ import logging
 import traceback
 
 from engine.jobs import dispatch
-from engine.protocol import JobFailed, Progress, Request, UserError, wire
+from engine.protocol import JobFailed, Request, Started, UserError, wire
 
 log = logging.getLogger("wspace.engine")
 UNREADABLE = "That request could not be read."
@@ -29,7 +29,7 @@ def failure(request: Request, exc: Exception) -> JobFailed:
 def run_job(engine, request: Request, emit) -> None:
     """Run one request, emitting its events; any failure becomes a :class:`JobFailed`."""
     try:
-        emit(Progress(request.id, 0, 0, "started"))
+        emit(Started(request.id))
         emit(dispatch.run(engine, request, emit))
     except Exception as exc:  # noqa: BLE001
         emit(failure(request, exc))

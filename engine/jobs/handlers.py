@@ -193,7 +193,8 @@ def faces_result(engine: Engine, job_id: str, aligned, skipped: list[str], crops
     if crops:
         files += [engine.png(a.image, f"face_{i}.png") for i, a in enumerate(aligned, 1)]
     text = f"I found {n} face{'s' if n != 1 else ''}, numbered from the largest." + skipped_text(skipped)
-    return Result(job_id, tuple(files), figures={"faces": n, "skipped": skipped[:64], "choose": not crops}, text=text)
+    return Result(job_id, tuple(files), figures={"faces": n, "skipped": skipped[:64]}, text=text,
+                  choose=0 if crops else n)
 
 
 WORDS_FROM_STEPS = 50  # a shorter projection is a sketch: its likeness is given as a number only

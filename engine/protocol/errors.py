@@ -9,9 +9,12 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """Base class; ``str(err)`` is the sentence shown to the member."""
+    """Base class; ``str(err)`` is the sentence shown to the member. ``refunded``: the job costs
+    the member nothing (the input was refused before any work, or the engine lost it), so a
+    member whose photo was refused can try a good one at once."""
 
     code = "user_error"
+    refunded = True
 
     def __init__(self, message: str, **details) -> None:
         super().__init__(message)
@@ -46,6 +49,24 @@ class Stopped(UserError):
     """The member (or a moderator) stopped the job (engine/serving/stops.py)."""
 
     code = "cancelled"
+    refunded = False  # the member chose to stop work the engine had already done
+
+
+class EngineRestarted(UserError):
+    """The engine died with the job in hand, or the job ran past its time (said by the bot's
+    transports, never raised by the engine)."""
+
+    code = "engine_restarted"
+
+
+CODES = {cls.code: cls for cls in (UserError, NotAnImage, ImageTooLarge, NoFaceFound, BadArgument, UnknownDirection,
+                                   ModelMismatch, Stopped, EngineRestarted)}
+
+
+def refunded(code: str) -> bool:
+    """Whether a failure with ``code`` costs the member nothing (not "internal": a bug is charged)."""
+    cls = CODES.get(code)
+    return cls is not None and cls.refunded
 
 
 ENGINE_CANNOT_START = 78  # exit status of an engine process that cannot load its model (sysexits' EX_CONFIG)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.protocol.errors import BadArgument
+from engine.protocol.errors import BadArgument, refunded
 
 WS_DTYPE = np.dtype("<f4")
 NOISE_DTYPE = np.dtype("<f2")
@@ -77,6 +77,21 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Started:
+    """The engine has begun the job: its wait in the queue ends here."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """The engine died with this job in hand and runs it again, alone (the bot's transport says
+    so; it never crosses the wire)."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
 class Result:
     job_id: str
     files: tuple[File, ...] = ()
@@ -84,6 +99,7 @@ class Result:
     model_id: str = ""
     figures: dict = field(default_factory=dict)  # numbers and short strings, for the reply's text
     text: str = ""  # one or two sentences the member reads with the files
+    choose: int = 0  # several faces found and none projected: the member picks one of these (0: a plain result)
 
     @property
     def face(self) -> Face | None:
@@ -101,6 +117,11 @@ class JobFailed:
     def user_error(self) -> bool:
         return self.code != "internal"
 
+    @property
+    def refunded(self) -> bool:
+        """Whether the job costs the member nothing (its error class says so)."""
+        return refunded(self.code)
+
 
 @dataclass(frozen=True)
 class WorkerReady:
@@ -114,4 +135,4 @@ class WorkerReady:
     pid: int
 
 
-Event = Progress | Result | JobFailed | WorkerReady
+Event = Progress | Started | Rerun | Result | JobFailed | WorkerReady

@@ -50,7 +50,7 @@ _SEAL_HEAD = struct.Struct(">4sd12s")  # magic, unix time of sealing, nonce; the
 SEAL_OVERHEAD = _SEAL_HEAD.size + 16
 
 MESSAGES: dict[str, type] = {cls.__name__: cls for cls in (
-    *requests.REQUESTS.values(), events.Progress, events.Result, events.JobFailed, events.WorkerReady)}
+    *requests.REQUESTS.values(), events.Progress, events.Started, events.Result, events.JobFailed, events.WorkerReady)}
 _NESTED: dict[type, str] = {events.Face: "Face", events.File: "File"}
 
 

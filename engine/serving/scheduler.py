@@ -30,7 +30,7 @@ from engine.jobs.answers import failure, read_request
 from engine.jobs.asks import Draw
 from engine.latent.batch import Member
 from engine.model import host
-from engine.protocol import Progress, Request, Stopped
+from engine.protocol import Request, Started, Stopped
 from engine.serving.stops import STOPPED, StopList
 
 log = logging.getLogger("wspace.engine")
@@ -72,7 +72,7 @@ class Scheduler:
         try:
             if self.stops is not None:
                 self.stops.check(request.id, fresh=True)
-            emit(Progress(request.id, 0, 0, "started"))
+            emit(Started(request.id))
             out = dispatch.start(self.engine, request, self._reporter(request.id, emit))
         except Exception as exc:  # noqa: BLE001 (its answer, not our crash)
             self._answer(job, failure(request, exc))
