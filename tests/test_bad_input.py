@@ -218,9 +218,15 @@ def test_a_progressive_jpeg_scan_bomb_is_refused_before_decoding():
     empty_scan = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"  # one component, no coded data
     bomb = good[:-2] + empty_scan * 100_000 + b"\xff\xd9"
     t0 = time.perf_counter()
-    with pytest.raises(NotAnImage, match="scans"):
+    with pytest.raises(NotAnImage, match="scans") as refused:
         decode_image(bomb)
     assert time.perf_counter() - t0 < 5, "refused from the markers, not after decoding"
+    # a crafted file costs its sender the job (repeating it is not free); an honest mistake does not
+    from engine.protocol import CraftedUpload, JobFailed
+    assert isinstance(refused.value, CraftedUpload)
+    assert not JobFailed("j", refused.value.code, str(refused.value)).refunded
+    assert JobFailed("j", NotAnImage.code, "That file is not an image.").refunded
+    assert not JobFailed("j", "internal", "Sorry.").refunded and not JobFailed("j", "no_such_code", "?").refunded
 
 
 def progressive_photo() -> bytes:

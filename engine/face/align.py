@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from scipy.ndimage import gaussian_filter
 
 from engine.face.containers import MAX_JPEG_SEGMENTS, jpeg_segments, strip_metadata
-from engine.protocol.errors import BadArgument, ImageTooLarge, NoFaceFound, NotAnImage
+from engine.protocol.errors import BadArgument, CraftedUpload, ImageTooLarge, NoFaceFound, NotAnImage
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -133,9 +133,9 @@ def check_jpeg_structure(data: bytes) -> None:
     segments = jpeg_segments(data)
     if (scans := sum(marker == 0xDA for marker, _, _ in segments)) > MAX_JPEG_SCANS:
         many = f"at least {scans}" if len(segments) > MAX_JPEG_SEGMENTS else str(scans)  # the walk stopped early
-        raise NotAnImage(f"That JPEG has {many} scans; a photo has at most {MAX_JPEG_SCANS}, so I won't decode it.")
+        raise CraftedUpload(f"That JPEG has {many} scans; a photo has at most {MAX_JPEG_SCANS}, so I won't decode it.")
     if len(segments) > MAX_JPEG_SEGMENTS:
-        raise NotAnImage(
+        raise CraftedUpload(
             f"That JPEG has over {MAX_JPEG_SEGMENTS} segments; a photo has a few dozen, so I won't decode it."
         )
 

@@ -9,6 +9,7 @@
 
 from engine.protocol.errors import (
     BadArgument,
+    CraftedUpload,
     EngineRestarted,
     ImageTooLarge,
     ModelMismatch,
@@ -52,8 +53,8 @@ from engine.protocol.requests import (
 )
 
 __all__ = [
-    "BadArgument", "EngineRestarted", "ImageTooLarge", "ModelMismatch", "NoFaceFound", "NotAnImage", "Stopped",
-    "UnknownDirection", "UserError",
+    "BadArgument", "CraftedUpload", "EngineRestarted", "ImageTooLarge", "ModelMismatch", "NoFaceFound", "NotAnImage",
+    "Stopped", "UnknownDirection", "UserError",
     "PROJECTOR", "Event", "Face", "File", "JobFailed", "Progress", "Rerun", "Result", "Started", "WorkerReady",
     "as_face",
     "REQUESTS", "Request", "AverageRequest", "BlendRequest", "EditRequest", "FacesRequest", "GridRequest",

@@ -25,6 +25,14 @@ class NotAnImage(UserError):
     code = "not_an_image"
 
 
+class CraftedUpload(NotAnImage):
+    """A file built to cost the engine, not a photo (a JPEG with thousands of scans or segments):
+    refused before decoding and, unlike an honest mistake, not refunded, so repeating it is not free."""
+
+    code = "crafted_upload"
+    refunded = False
+
+
 class ImageTooLarge(UserError):
     code = "image_too_large"
 
@@ -59,8 +67,8 @@ class EngineRestarted(UserError):
     code = "engine_restarted"
 
 
-CODES = {cls.code: cls for cls in (UserError, NotAnImage, ImageTooLarge, NoFaceFound, BadArgument, UnknownDirection,
-                                   ModelMismatch, Stopped, EngineRestarted)}
+CODES = {cls.code: cls for cls in (UserError, NotAnImage, CraftedUpload, ImageTooLarge, NoFaceFound, BadArgument,
+                                   UnknownDirection, ModelMismatch, Stopped, EngineRestarted)}
 
 
 def refunded(code: str) -> bool:
