@@ -18,6 +18,7 @@ from discord import app_commands
 from bot.commands import admin, blend, edit, menus, morph, privacy, project, team
 from bot.commands.common import Refusal, Reply, Services, answer, refuse, reply_now
 from bot.commands.project import EXPIRED, PickExpired
+from bot.commands.running import release_hold
 from bot.commands.stop import FINISHED, StopButton
 from bot.commands.views import EditButton
 from bot.config import Settings, engines_path, heartbeat_path
@@ -267,7 +268,13 @@ class WspaceBot(discord.Client):
             self.retiring.discard(old)
             await old.close()
 
+    async def on_app_command_completion(self, interaction: discord.Interaction, command) -> None:
+        if self.services is not None:
+            release_hold(self.services, interaction)
+
     async def on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        if self.services is not None:
+            release_hold(self.services, interaction)
         original = getattr(error, "original", None)  # what the command raised (CommandInvokeError)
         if isinstance(original, Refusal):
             await refuse(interaction, str(original))

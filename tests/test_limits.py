@@ -92,3 +92,33 @@ async def test_a_normal_session_through_the_real_bot_is_never_refused(tmp_path):
         assert not refused, refused
         assert all(a.all_files() for a in answers), [a.last_content() for a in answers if not a.all_files()]
         assert "likeness" in other.last_content()
+
+
+def test_concurrent_commands_hold_their_places_while_they_look_members_up():
+    """Six /morph at once all passed the pre-check before any had a job (276 member lookups): a
+    command that passes holds one of the member's places until its job takes it or it ends."""
+    from types import SimpleNamespace
+
+    from bot.app import make_limits
+    from bot.commands.common import Refusal, Services
+    from bot.commands.running import precheck, release_hold
+    from bot.config import parse_settings
+    from bot.transport.local import LocalTransport
+
+    settings = parse_settings({"discord": {"token": "t"}, "limits": {"per_member_queued": 2}})
+    svc = Services(settings, None, LocalTransport(), make_limits(settings))
+
+    def interaction():
+        return SimpleNamespace(guild_id=1, user=SimpleNamespace(id=7), extras={})
+
+    first, second, third = interaction(), interaction(), interaction()
+    precheck(svc, first, "morph")
+    precheck(svc, second, "morph")
+    with pytest.raises(Refusal, match="2 jobs waiting"):
+        precheck(svc, third, "morph")
+    precheck(svc, SimpleNamespace(guild_id=1, user=SimpleNamespace(id=8), extras={}), "morph")  # others are not held up
+    release_hold(svc, first)  # the first command ended (answered, or its job took the place over)
+    precheck(svc, third, "morph")
+    for done in (second, third, third):  # a second release gives back nothing more
+        release_hold(svc, done)
+    assert svc.queued[(1, 7)] == 0

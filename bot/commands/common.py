@@ -57,7 +57,7 @@ class Services:
     storage: Storage
     transport: Transport  # the engine, local or over Redis
     limits: Limits
-    queued: Counter = field(default_factory=Counter)  # (guild, user) -> jobs waiting or running
+    queued: Counter = field(default_factory=Counter)  # (guild, user) -> jobs waiting or running, or prechecked
     forget_epoch: Counter = field(default_factory=Counter)  # bumped by /forget
     stoppable: dict = field(default_factory=dict)  # job id -> (member who started it, its transport) while it runs
     config_path: object = None

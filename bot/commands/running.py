@@ -148,11 +148,28 @@ class Slot:
 
 def precheck(svc: Services, interaction: discord.Interaction, kind: str) -> None:
     """The caps and budgets a job of ``kind`` would meet, checked before a command spends
-    anything on it (Discord lookups of members): a :class:`Refusal`, answered privately."""
+    anything on it (Discord lookups of members): a :class:`Refusal`, answered privately. A
+    command that passes holds one of the member's places while it looks members up, so
+    concurrent commands cannot all pass together (six /morph at once did, 276 lookups); its
+    job takes the place over (:func:`run_job`), or the command's end gives it back
+    (:func:`release_hold`, from the bot's completion and error handlers)."""
+    key = (interaction.guild_id or 0, interaction.user.id)
     try:
-        Slot(svc, interaction.guild_id or 0, interaction.user.id, kind).check()
+        Slot(svc, *key, kind).check()
     except RateLimited as exc:
         raise Refusal(rate_sentence(exc)) from None
+    release_hold(svc, interaction)  # a command prechecks once; a second call holds nothing more
+    svc.queued[key] += 1
+    interaction.extras["held"] = key
+
+
+def release_hold(svc: Services, interaction: discord.Interaction) -> None:
+    """Give back the place :func:`precheck` held for this interaction (if any)."""
+    key = interaction.extras.pop("held", None)
+    if key is not None:
+        svc.queued[key] -= 1
+        if svc.queued[key] <= 0:
+            del svc.queued[key]
 
 
 def rate_sentence(exc: RateLimited) -> str:
@@ -327,6 +344,7 @@ async def run_job(
         # A command refused by a cap, a rate limit or a full queue is answered before anything is
         # shown: its one private message is the acknowledgement (a burst's refusals cost Discord
         # one request each, not three). Taking the slot checks again after the await.
+        release_hold(svc, interaction)  # the job takes over the place its precheck held (no await between)
         slot.check()
         await defer(interaction)
         async with slot:
