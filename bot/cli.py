@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="The wspace Discord bot.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(rich_markup_mode=None, help="The wspace Discord bot.", no_args_is_help=True, add_completion=False)
 
 
 def fail(message: str) -> None:

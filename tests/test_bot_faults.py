@@ -135,7 +135,7 @@ async def test_forget_while_a_projection_is_queued_keeps_nothing(env):
     )
     assert await svc.storage.latent(sim.guild_id, DAVE, svc.model_id) is None
     said = [m.content for m in (*inter.messages, *sim.channel_messages) if "nothing was kept" in (m.content or "")]
-    assert said and not any("now yours" in t for t in said), "no face is promised that was not kept"
+    assert said and not any("yours now" in t for t in said), "no face is promised that was not kept"
 
 
 async def test_a_full_database_gets_one_sentence_and_the_bot_recovers(env):

@@ -33,3 +33,10 @@ def test_a_long_text_is_cut_to_one_bounded_line():
     assert "\n" not in shown and shown.endswith("…")
     assert len(shown) <= ECHO_MAX + 10  # escapes may add a few backslashes
     assert plain("age_young") == "age\\_young", "an underscore stays an underscore on screen"
+
+
+def test_the_models_unlabelled_directions_are_named_for_members():
+    from bot.commands.edit import shown
+
+    assert shown("sefa0") == "surprise 1" and shown("sefa2") == "surprise 3"
+    assert shown("age") == "age" and shown("sefa") == "sefa" and shown("sefa0x") == "sefa0x"

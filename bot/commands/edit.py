@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import discord
 from discord import app_commands
 
@@ -12,6 +14,13 @@ from engine.protocol import EditRequest, LoopRequest
 
 AMOUNT = app_commands.Range[float, EditRequest.AMOUNT[0], EditRequest.AMOUNT[1]]
 ATTRIBUTE = app_commands.Range[str, 1, EditRequest.DIRECTION_MAX]  # Discord refuses longer; plain() bounds a fake
+UNNAMED = re.compile(r"sefa(\d{1,3})")  # directions the model's own weights give (SeFa), with no human label
+
+
+def shown(direction: str) -> str:
+    """A direction as members read it: "surprise 1" for the model's unlabelled ones."""
+    match = UNNAMED.fullmatch(direction)
+    return f"surprise {int(match[1]) + 1}" if match else direction
 
 
 def register(tree: app_commands.CommandTree, svc: Services) -> None:
@@ -22,7 +31,7 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
             svc,
             interaction,
             EditRequest(face=face, direction=attribute, amount=amount, strip=strip),
-            title=f"**{whose}{plain(attribute)} {amount:+g}** ",
+            title=f"**{whose}{plain(shown(attribute))} {amount:+g}** ",
             view_factory=None if strip else after_project_view,
         )
 
@@ -56,7 +65,13 @@ def register(tree: app_commands.CommandTree, svc: Services) -> None:
     @edit.autocomplete("attribute")
     async def attribute_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         names = svc.transport.info.directions if svc.transport.info else []
-        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:25]
+        typed = current.lower()
+        return [
+            app_commands.Choice(name=n if shown(n) == n else f"{shown(n)}: a direction the model found, unnamed",
+                                value=n)
+            for n in names
+            if typed in n.lower() or typed in shown(n)
+        ][:25]
 
     @tree.command(name="loop", description="A face that breathes: a seamless looping GIF.")
     @app_commands.describe(user="Whose face (default: yours)", layers="Which styles move")

@@ -56,7 +56,7 @@ CLI_MAX_BYTES = MAX_ATTACHMENT_BYTES  # files on disk: the largest the protocol 
 
 # The engine's commands; engine.cli.entry joins them with the bot's.
 HELP = "wspace: StyleGAN2 latent-space toys for a Discord community, and the same engine on local files."
-commands = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
+commands = typer.Typer(rich_markup_mode=None, help=HELP, no_args_is_help=True, add_completion=False)
 
 
 def options(
@@ -503,7 +503,8 @@ def worker(
         fail(str(exc))
 
 
-app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)  # the engine's commands alone
+# the engine's commands alone
+app = typer.Typer(rich_markup_mode=None, help=HELP, no_args_is_help=True, add_completion=False)
 app.callback()(options)
 app.add_typer(commands)
 

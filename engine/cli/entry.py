@@ -24,7 +24,7 @@ def compose(*others):
 
     from engine.cli.commands import HELP, commands, options
 
-    root = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
+    root = typer.Typer(rich_markup_mode=None, help=HELP, no_args_is_help=True, add_completion=False)
     root.callback()(options)
     for sub in (commands, *others):
         root.add_typer(sub)

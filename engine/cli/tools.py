@@ -9,11 +9,13 @@ from typing import Annotated, Optional
 
 import typer
 
-model_app = typer.Typer(help="Import, fetch and inspect generator checkpoints.", no_args_is_help=True)
-directions_app = typer.Typer(help="Learn or import attribute directions for a model.", no_args_is_help=True)
-encoder_app = typer.Typer(
-    help="Import e4e and pSp encoders (FFHQ) as the projector's first guess.", no_args_is_help=True
-)
+# Plain help (rich_markup_mode=None): typer's rich panels print "<bool>" after every flag, --help included.
+model_app = typer.Typer(rich_markup_mode=None, help="Import, fetch and inspect generator checkpoints.",
+                        no_args_is_help=True)
+directions_app = typer.Typer(rich_markup_mode=None, help="Learn or import attribute directions for a model.",
+                             no_args_is_help=True)
+encoder_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
+                          help="Import e4e and pSp encoders (FFHQ) as the projector's first guess.")
 
 ModelOpt = Annotated[
     Optional[Path],

@@ -138,7 +138,7 @@ def stranger(engine: Engine, req: StrangerRequest, progress: ProgressFn) -> Resu
                 min(int(elapsed), total),
                 total,
                 f"step {min(int(elapsed), total)}/{total} s searching: "
-                f"best distance {best:.2f} after {evaluations} faces",
+                f"{evaluations} faces tried, the closest {best:.2f} away",
             )
         )
 

@@ -104,7 +104,7 @@ def photo(image, max_image_bytes) -> None:
 class ProjectRequest(Request):
     kind: ClassVar[str] = "project"
     stoppable: ClassVar[bool] = True
-    reply: ClassVar[str] = "Here you are in latent space: {text}\nThis face is now yours for /blend, /age, /morph…"
+    reply: ClassVar[str] = "Your face, as the generator draws it: {text}\nIt is yours now for /blend, /age, /morph…"
     STEPS: ClassVar[tuple[int, int]] = (1, 2000)
     DEFAULT_STEPS: ClassVar[int] = 300
     FACE: ClassVar[tuple[int, int]] = (1, MAX_FACES)
