@@ -18,6 +18,7 @@ import time
 
 from bot.transport.local import LocalTransport
 from engine.protocol import JobFailed, ProjectRequest, RandomRequest, Result
+from engine.protocol.spec import EngineSpec
 from tests.photos import encode, grace_hopper
 
 
@@ -41,7 +42,7 @@ async def once(client: LocalTransport) -> dict:
 
 
 async def main(repeats: int) -> dict:
-    client = LocalTransport(None, threads=1, queue_size=4)
+    client = LocalTransport(EngineSpec(threads=1), queue_size=4)
     await client.start(timeout=120)
     try:
         runs = [await once(client) for _ in range(repeats)]

@@ -25,6 +25,7 @@ from pathlib import Path
 from bot.transport.local import LocalTransport
 from bot.transport.redis_streams import RedisTransport
 from engine.protocol import RandomRequest, Result
+from engine.protocol.spec import EngineSpec
 from tests.redis_helpers import SECRET, RedisServer, start_worker
 
 
@@ -49,7 +50,7 @@ async def latency_ms(client, n: int) -> float:
 
 
 async def main(jobs: int, serial: int, worker_counts: list[int]) -> dict:
-    local = LocalTransport(None, threads=1, queue_size=jobs + 8)
+    local = LocalTransport(EngineSpec(threads=1), queue_size=jobs + 8)
     await local.start()
     try:
         await throughput(local, 8, 0)  # warm

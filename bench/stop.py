@@ -24,6 +24,7 @@ import numpy as np
 from bench.throughput import jpeg, note
 from bot.transport.local import LocalTransport
 from engine.protocol import ProjectRequest
+from engine.protocol.spec import EngineSpec
 from tests.photos import astronaut, grace_hopper
 
 
@@ -68,7 +69,7 @@ async def one_round(engine: LocalTransport, images: list[bytes], busy: int, step
 
 async def main_async(args) -> dict:
     images = [jpeg(astronaut()), jpeg(grace_hopper())]
-    engine = LocalTransport(threads=args.threads, batch=args.batch)
+    engine = LocalTransport(EngineSpec(threads=args.threads, batch=args.batch))
     await engine.start(timeout=300)
     rounds, rng = [], random.Random(0)
     try:

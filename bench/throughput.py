@@ -30,6 +30,7 @@ from PIL import Image
 
 from bot.transport.local import LocalTransport
 from engine.protocol import BlendRequest, EditRequest, MixRequest, ProjectRequest, RandomRequest, RenderRequest, Result
+from engine.protocol.spec import EngineSpec
 from tests.photos import astronaut, grace_hopper
 
 
@@ -89,8 +90,8 @@ def largest_difference(a: list[Result], b: list[Result]) -> float:
 
 async def main_async(args) -> dict:
     sources = photos()
-    engines = {"off": LocalTransport(threads=args.threads, batch=1, queue_size=64),
-               "on": LocalTransport(threads=args.threads, batch=args.batch, queue_size=64)}
+    engines = {"off": LocalTransport(EngineSpec(threads=args.threads, batch=1), queue_size=64),
+               "on": LocalTransport(EngineSpec(threads=args.threads, batch=args.batch), queue_size=64)}
     for e in engines.values():
         await e.start(timeout=300)
     out = {"steps": args.steps, "batch": args.batch, "threads": args.threads, "photos": len(sources), "runs": []}

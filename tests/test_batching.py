@@ -16,6 +16,7 @@ import numpy as np
 from bot.transport.local import LocalTransport
 from engine.jobs.dispatch import run
 from engine.protocol import JobFailed, Progress, ProjectRequest, RenderRequest, Result, wire
+from engine.protocol.spec import EngineSpec
 from engine.serving.scheduler import Scheduler
 from tests.closeness import WS_TOL, same_fit, same_kept_face
 from tests.photos import astronaut, encode, grace_hopper
@@ -50,7 +51,7 @@ async def run_all(engine: LocalTransport, jobs) -> tuple[list, dict[str, list[fl
 
 def test_concurrent_projections_are_batched_and_each_member_gets_their_solo_fit():
     async def main():
-        solo, busy = LocalTransport(threads=2, batch=1), LocalTransport(threads=2, batch=4)
+        solo, busy = LocalTransport(EngineSpec(threads=2, batch=1)), LocalTransport(EngineSpec(threads=2, batch=4))
         await solo.start(timeout=300)
         await busy.start(timeout=300)
         try:
@@ -78,7 +79,7 @@ def test_concurrent_projections_are_batched_and_each_member_gets_their_solo_fit(
 
 def test_a_bad_job_in_a_busy_engine_fails_alone():
     async def main():
-        engine = LocalTransport(threads=2, batch=4)
+        engine = LocalTransport(EngineSpec(threads=2, batch=4))
         await engine.start(timeout=300)
         try:
             a, _ = photos()

@@ -15,6 +15,7 @@ import time
 
 from bot.transport.local import DIED_TWICE, LocalTransport
 from engine.protocol import JobFailed, Progress, ProjectRequest, RandomRequest, Rerun, Result
+from engine.protocol.spec import EngineSpec
 from tests.photos import astronaut, encode, grace_hopper
 
 
@@ -30,7 +31,7 @@ def running(heard: list[Progress]) -> bool:
 
 
 async def test_two_members_in_one_batch_both_complete_after_the_engine_is_killed_mid_step(tiny_model):
-    engine = LocalTransport(str(tiny_model), threads=1, batch=4)
+    engine = LocalTransport(EngineSpec(str(tiny_model), threads=1, batch=4))
     await engine.start(timeout=120)
     try:
         heard = {"a": [], "b": []}
@@ -51,7 +52,7 @@ async def test_two_members_in_one_batch_both_complete_after_the_engine_is_killed
 async def test_a_job_that_kills_the_engine_every_time_fails_alone_and_the_others_complete(tiny_model):
     """The poison here is a job whose running kills the engine: whenever it reports a step, the
     test SIGKILLs the engine process (a test-only poison, from outside the code under test)."""
-    engine = LocalTransport(str(tiny_model), threads=1, batch=4)
+    engine = LocalTransport(EngineSpec(str(tiny_model), threads=1, batch=4))
     await engine.start(timeout=120)
     kills = []
 

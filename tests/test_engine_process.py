@@ -29,6 +29,7 @@ from engine.protocol import (
     as_face,
     wire,
 )
+from engine.protocol.spec import EngineSpec
 from tests.photos import encode, grace_hopper
 
 WS = as_face(np.zeros((2, 3)))  # a face of no model here
@@ -84,7 +85,7 @@ def test_latents_of_another_model_are_refused(engine):
 
 
 async def test_engine_killed_mid_projection_is_restarted_and_the_job_runs_again(tiny_model):
-    client = LocalTransport(str(tiny_model), threads=1, queue_size=4)
+    client = LocalTransport(EngineSpec(str(tiny_model), threads=1), queue_size=4)
     await client.start(timeout=120)
     try:
         heard = []
@@ -112,7 +113,7 @@ async def test_engine_killed_mid_projection_is_restarted_and_the_job_runs_again(
 
 
 async def test_the_queue_is_bounded(tiny_model):
-    client = LocalTransport(str(tiny_model), threads=1, queue_size=2)
+    client = LocalTransport(EngineSpec(str(tiny_model), threads=1), queue_size=2)
     await client.start(timeout=120)
     try:
         futs = [client.submit(RandomRequest(seed=i)) for i in range(2)]

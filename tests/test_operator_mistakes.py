@@ -121,12 +121,13 @@ def test_an_engine_that_cannot_load_its_model_is_not_restarted_in_a_loop(tmp_pat
     from bot.transport import EngineUnavailable
     from bot.transport.local import LocalTransport
     from engine.protocol import RandomRequest
+    from engine.protocol.spec import EngineSpec
 
     garbage = tmp_path / "broken.safetensors"
     garbage.write_bytes(os.urandom(4096))
 
     async def attempt():
-        t = LocalTransport(model=garbage)
+        t = LocalTransport(EngineSpec(model=garbage))
         t0 = time.monotonic()
         with pytest.raises(EngineUnavailable, match="cannot start"):
             await t.start(wait=True, timeout=120)

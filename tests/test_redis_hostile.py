@@ -30,9 +30,9 @@ PREFIX = "hostile"
 @pytest.fixture(scope="module")
 def worker(redis_server, tiny_model):
     from engine.jobs.engine import Engine
-    from engine.serving.redis_worker import RedisWorker
+    from engine.serving.redis_worker import RedisLink, RedisWorker
 
-    w = RedisWorker(redis_server.url, Engine(tiny_model), KEY, worker_id="w-test", claim_idle=0.001, prefix=PREFIX)
+    w = RedisWorker(RedisLink(redis_server.url, KEY, PREFIX, claim_idle=0.001), Engine(tiny_model), "w-test")
     w.ensure_group()
     yield w
     w.stop()
@@ -300,9 +300,9 @@ def results_for(worker, job_id: str) -> int:
 
 @pytest.fixture()
 def second_worker(redis_server, tiny_model, worker):
-    from engine.serving.redis_worker import RedisWorker
+    from engine.serving.redis_worker import RedisLink, RedisWorker
 
-    w = RedisWorker(redis_server.url, worker.engine, KEY, worker_id="w-two", claim_idle=0.001, prefix=PREFIX, batch=4)
+    w = RedisWorker(RedisLink(redis_server.url, KEY, PREFIX, claim_idle=0.001), worker.engine, "w-two", batch=4)
     worker.batch = 4
     yield w
     worker.batch = 1

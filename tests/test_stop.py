@@ -9,6 +9,7 @@ import queue
 from bot.transport.local import LocalTransport
 from engine.jobs.dispatch import run
 from engine.protocol import JobFailed, MorphRequest, Progress, ProjectRequest, RandomRequest, Result, Stopped, wire
+from engine.protocol.spec import EngineSpec
 from engine.serving.scheduler import Scheduler
 from engine.serving.stops import StopList, drain
 from tests.closeness import same_kept_face
@@ -75,7 +76,7 @@ def test_the_local_transport_answers_at_once_and_the_engine_gives_up():
     """A serial engine: the long projection must stop for the next job to run, and the job
     stopped while it waited never runs; both are confirmed by the engine itself."""
     async def main():
-        engine = LocalTransport(threads=2, batch=1)
+        engine = LocalTransport(EngineSpec(threads=2, batch=1))
         await engine.start(timeout=300)
         try:
             started = asyncio.Event()

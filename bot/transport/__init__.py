@@ -23,7 +23,15 @@ def make_transport(settings, registry=None) -> Transport:
                               engine.job_timeout_seconds, engine.redis_prefix)
     from bot.transport.local import LocalTransport
 
-    return LocalTransport(str(engine.model) if engine.model else None, engine.device,
-                          str(engine.directions) if engine.directions else None, engine.threads,
-                          limits.queue_size, engine.job_timeout_seconds, registry, engine.batch,
-                          str(engine.encoder) if engine.encoder else None)
+    return LocalTransport(engine_spec(engine), limits.queue_size, engine.job_timeout_seconds, registry)
+
+
+def engine_spec(engine):
+    """The :class:`~engine.protocol.spec.EngineSpec` the ``[engine]`` settings describe."""
+    from engine.protocol.spec import EngineSpec
+
+    def text(path) -> str | None:
+        return None if path is None else str(path)
+
+    return EngineSpec(model=text(engine.model), device=engine.device, directions=text(engine.directions),
+                      encoder=text(engine.encoder), threads=engine.threads, batch=engine.batch)

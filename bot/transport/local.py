@@ -15,6 +15,7 @@ every module of the bot, imports no engine code but the protocol.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -49,14 +50,11 @@ class LocalTransport(Transport):
 
     transport = "local"
 
-    def __init__(self, model=None, device: str = "cpu", directions=None, threads: int | None = None,
-                 queue_size: int = 32, job_timeout: float = 900.0, registry: EngineRegistry | None = None,
-                 batch: int = 1, encoder=None) -> None:
+    def __init__(self, spec: EngineSpec | None = None, queue_size: int = 32, job_timeout: float = 900.0,
+                 registry: EngineRegistry | None = None) -> None:
         super().__init__(queue_size, job_timeout)
         self.registry = registry  # records each engine process, so a later bot can end what we leave
-        self.model, self.device, self.directions, self.threads = model, device, directions, threads
-        self.batch = batch  # jobs the engine works on at once (engine/serving/scheduler.py)
-        self.encoder = encoder  # an imported e4e/pSp encoder file (engine/model/psp.py), or None
+        self.spec = spec or EngineSpec()  # the engine each spawned process runs (its pid added at the spawn)
         self.ctx = mp.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task | None = None
@@ -94,8 +92,7 @@ class LocalTransport(Transport):
         self._generation += 1
         self._ready.clear()
         self.job_q, self.event_q, self.stop_q = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Queue()
-        spec = EngineSpec(model=_text(self.model), device=self.device, directions=_text(self.directions),
-                          encoder=_text(self.encoder), threads=self.threads, batch=self.batch, parent_pid=os.getpid())
+        spec = dataclasses.replace(self.spec, parent_pid=os.getpid())
         self.process = self.ctx.Process(target=_engine_main, name="wspace-engine", daemon=True,
                                         args=(spec, self.job_q, self.event_q, self.stop_q))
         self.process.start()
@@ -272,11 +269,8 @@ class LocalTransport(Transport):
             **self._stats(),
             "alive": bool(self.process and self.process.is_alive()),
             "pid": self.process.pid if self.process else None,
-            "device": self.device,
+            "device": self.spec.device,
             "workers": [],
             "problem": self.broken,
         }
 
-
-def _text(path) -> str | None:
-    return None if path is None else str(path)

@@ -474,7 +474,8 @@ def worker(
     """Run an engine worker that takes jobs from Redis (one per GPU; any number of hosts)."""
     from engine.model.checkpoints import CheckpointError
     from engine.model.runtime import device_problem
-    from engine.serving.redis_worker import serve_redis
+    from engine.protocol.spec import EngineSpec
+    from engine.serving.redis_worker import RedisLink, serve_redis
 
     if why := wire.weak_secret(secret):
         fail(f"--secret (or WSPACE_REDIS_SECRET) {why}.")
@@ -483,22 +484,11 @@ def worker(
     host, sep, port = metrics.rpartition(":")
     if metrics and (not sep or not port.isdigit() or int(port) > 65535):
         fail('--metrics must be host:port, e.g. "0.0.0.0:9109".')
+    spec = EngineSpec(model=_text(model), device=device, directions=_text(directions), encoder=_text(encoder),
+                      threads=threads, batch=batch, worker_id=worker_id)
+    link = RedisLink(redis, secret.encode(), prefix, claim_idle, inline_max, metrics)
     try:
-        serve_redis(
-            redis,
-            secret.encode(),
-            str(model) if model else None,
-            device,
-            str(directions) if directions else None,
-            threads,
-            worker_id,
-            claim_idle,
-            inline_max,
-            prefix,
-            batch,
-            metrics,
-            str(encoder) if encoder else None,
-        )
+        serve_redis(spec, link)
     except CheckpointError as exc:
         fail(str(exc))
 
@@ -515,3 +505,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _text(path) -> str | None:
+    return None if path is None else str(path)

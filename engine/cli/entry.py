@@ -34,8 +34,7 @@ def compose(*others):
 def serve_local(spec: EngineSpec, job_queue, event_queue, stop_queue) -> None:
     from engine.serving.worker import serve
 
-    serve(job_queue, event_queue, spec.model, spec.device, spec.directions, spec.threads, spec.worker_id,
-          spec.parent_pid, spec.batch, stop_queue, spec.encoder)
+    serve(spec, job_queue, event_queue, stop_queue)
 
 
 def main(argv: list[str]) -> int:

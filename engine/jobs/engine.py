@@ -52,6 +52,11 @@ class Engine:
         self._subspace = None
         self.graphs = torch.device(device).type == "cuda"  # projection steps replayed as CUDA graphs
 
+    @classmethod
+    def of(cls, spec) -> Engine:
+        """The engine an :class:`~engine.protocol.spec.EngineSpec` describes."""
+        return cls(spec.model, spec.device, spec.directions, encoder_path=spec.encoder)
+
     def subspace(self):
         """The principal directions of W the look-alike search moves in (computed once)."""
         if self._subspace is None:

@@ -1,5 +1,6 @@
-"""What the bot tells a local engine process when it starts one: one typed record instead of
-a row of positional arguments (``engine.cli.entry.serve_local`` reads it)."""
+"""What an engine is: one typed record that travels from the config (or ``wspace worker``'s
+options) to the transport, the engine process and :class:`~engine.jobs.engine.Engine`,
+instead of a row of positional arguments restated at every hop."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ class EngineSpec:
     device: str = "cpu"
     directions: str | None = None  # None: the model's own directions file
     encoder: str | None = None  # an imported e4e/pSp encoder; None: the model's own, if any
-    threads: int | None = None  # torch CPU threads; None: the cores available
+    threads: int | None = None  # torch CPU threads; None: this engine's share of the host's cores
     batch: int = 1  # jobs worked on at once, their projections as one batch
     worker_id: str | None = None
     parent_pid: int | None = None  # the process dies with this one (the bot), whatever kills it

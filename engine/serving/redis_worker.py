@@ -37,6 +37,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 from engine.jobs.answers import UNREADABLE
 from engine.model import host
@@ -70,6 +71,7 @@ from engine.protocol.redis_keys import (
     stop_context,
 )
 from engine.protocol.requests import JOB_ID
+from engine.protocol.spec import EngineSpec
 from engine.serving.stops import StopList
 
 log = logging.getLogger("wspace.engine")
@@ -80,9 +82,23 @@ PENDING_LOOK = 64  # pending entries looked at each time
 POISON = "That request stopped the face engine several times, so it was set aside; please try something else."
 
 
+@dataclass(frozen=True)
+class RedisLink:
+    """How a worker reaches the bot through Redis (``wspace worker``'s options besides the engine)."""
+
+    url: str
+    secret: bytes  # shared with the bot (engine.redis_secret)
+    prefix: str = "wspace"  # the keys' prefix, the bot's engine.redis_prefix
+    claim_idle: float = 30.0  # take over a job a dead worker left after this many seconds
+    inline_max: int = 256 * 1024  # results larger than this go beside the stream
+    metrics: str = ""  # host:port for Prometheus metrics; empty: off
+
+
 class RedisWorker:
-    def __init__(self, url: str, engine, secret: bytes, worker_id: str | None = None, claim_idle: float = 30.0,
-                 inline_max: int = 256 * 1024, prefix: str = "wspace", heartbeat: float = 1.0, batch: int = 1) -> None:
+    def __init__(self, link: RedisLink, engine, worker_id: str | None = None, batch: int = 1,
+                 heartbeat: float = 1.0) -> None:
+        url, secret, prefix = link.url, link.secret, link.prefix
+        claim_idle, inline_max = link.claim_idle, link.inline_max
         if not secret:
             raise ValueError("a Redis worker needs the shared secret")
         import redis
@@ -518,40 +534,17 @@ def serve_metrics(worker: RedisWorker, address: str) -> str:
     return served
 
 
-def serve_redis(
-    url: str,
-    secret: bytes,
-    model=None,
-    device: str = "cpu",
-    directions=None,
-    threads: int | None = None,
-    worker_id: str | None = None,
-    claim_idle: float = 30.0,
-    inline_max: int = 256 * 1024,
-    prefix: str = "wspace",
-    batch: int = 1,
-    metrics: str = "",
-    encoder=None,
-) -> None:
+def serve_redis(spec: EngineSpec, link: RedisLink) -> None:
     """Process entry point of ``wspace worker``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     from engine.model.runtime import prepare_process
 
-    prepare_process(threads)
+    prepare_process(spec.threads)
     from engine.jobs.engine import Engine
 
-    worker = RedisWorker(
-        url,
-        Engine(model, device, directions, encoder_path=encoder),
-        secret,
-        worker_id,
-        claim_idle,
-        inline_max,
-        prefix,
-        batch=batch,
-    )
-    if metrics:
-        worker.metrics = serve_metrics(worker, metrics)
+    worker = RedisWorker(link, Engine.of(spec), spec.worker_id, batch=spec.batch)
+    if link.metrics:
+        worker.metrics = serve_metrics(worker, link.metrics)
     try:
         worker.serve()
     except KeyboardInterrupt:
