@@ -3,7 +3,7 @@
 defer at once -> :class:`Slot` (the member's queue cap and budget, given back once; a
 job that never starts costs nothing) -> submit -> "position N", kept true as the line
 moves -> :class:`ProgressReporter` (at most one edit per ``progress_interval``, with a
-preview; a long job's first edit brings its Stop button, ``stop.py``) -> :func:`deliver`
+preview; a long job's first edit brings its Stop button, ``stop.py``) -> :meth:`Job._deliver`
 (keep the new face if asked, then the pictures). Anything a member caused gets one
 sentence; anything else an apology with the job id, the traceback in the log. If the
 interaction expired (15 min) or its message was deleted, the result goes to the channel
@@ -18,6 +18,7 @@ import dataclasses
 import io
 import logging
 import time
+from collections.abc import Callable
 
 import discord
 
@@ -267,167 +268,172 @@ def check_kept(info: WorkerReady | None, request: Request, result: Result) -> No
         raise Reply(f"Sorry, something went wrong on my side (job {request.id}); it has been logged.")
 
 
-async def deliver(
-    svc: Services,
-    interaction: discord.Interaction,
-    msg: JobMessage,
-    request: Request,
-    outcome: Result | JobFailed,
-    *,
-    title: str,
-    keep: str | None,
-    forgot: bool,
-    view_factory,
-    info: WorkerReady | None = None,
-    show=True,
-    after=None,
-    extra_files=(),
-) -> None:
-    """Close the job's row, keep the new face if asked (and not forgotten meanwhile), run
-    ``after(result, forgot)`` (its sentence joins the text), show the pictures (unless ``show`` is off:
-    the command goes on in the same message)."""
-    guild_id, user_id = interaction.guild_id or 0, interaction.user.id
-    if isinstance(outcome, JobFailed):
-        await svc.storage.job_finished(request.id, outcome.code)
-        if outcome.user_error:  # it may echo what the member typed: shown, never a ping
-            raise Reply(plain(outcome.message, ENGINE_SENTENCE_MAX))
-        log.error("job %s (%s) failed in the engine:\n%s", request.id, request.kind, outcome.detail)
-        raise Reply(f"Sorry, something went wrong on my side (job {request.id}); it has been logged.")
-    await svc.storage.job_finished(request.id)
-    text = describe(request, outcome)
-    if keep and outcome.face is not None:
-        check_kept(info, request, outcome)
-        if forgot:  # the engine's own sentence alone: the request's frame would promise a face that is not kept
-            text = outcome.text + "\nYou ran /forget while this was running, so nothing was kept."
-        elif keep == "me":
-            await svc.storage.save_latent(
-                guild_id, user_id, outcome.model_id, outcome.face.ws, request.kind, outcome.face.noise
-            )
-        elif keep == "pending":
-            await svc.storage.save_pending(guild_id, user_id, outcome.model_id, outcome.face.ws, outcome.face.noise)
-    if after is not None:
-        text += await after(outcome, forgot)
-    if not (show(outcome) if callable(show) else show):
-        return
-    note = svc.notes.pop(interaction.id, None)
-    if note is not None:
-        text += note[0]
-        await svc.storage.refresh_was_told(*note[1])
-    view = view_factory(interaction.user.id) if view_factory else None
-    await msg.finish(f"{title}{text}".strip(), list(extra_files) + files_of(outcome), view)
-
-
-async def run_job(
-    svc: Services,
-    interaction: discord.Interaction,
-    request: Request,
-    *,
-    title: str = "",
-    view_factory=None,
-    keep: str | None = None,
-    show=True,
-    after=None,
-    extra_files: tuple[discord.File, ...] = (),
-) -> Result | None:
-    """Run one engine request for a slash command; returns the Result (or None on failure,
-    which the member has been told). ``keep``: "me" keeps the new face as the member's,
-    "pending" for /adopt; ``show=False`` (or a predicate of the result that is false) leaves the
-    message to the command (it goes on);
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """How a job's answer reaches the member: its ``title``; ``keep`` "me" keeps the new face as
+    the member's, "pending" for /adopt; ``view_factory(user_id)`` the buttons under it; ``show``
+    (or a predicate of the result) false leaves the message to the command, which goes on;
     ``after(result, forgot)`` stores what else the command keeps and returns a sentence to add;
     ``extra_files`` go before the result's own (an earlier job's picture the same message shows)."""
-    msg = JobMessage(interaction, svc.settings.limits.progress_interval)
-    guild_id, user_id = interaction.guild_id or 0, interaction.user.id
-    recorded = None  # the id of a job row this command must still close
-    slot = Slot(svc, guild_id, user_id, request.kind)
-    ended = {"outcome": "refused", "submitted": None, "result": None}  # for the metrics
-    try:
-        # A command refused by a cap, a rate limit or a full queue is answered before anything is
-        # shown: its one private message is the acknowledgement (a burst's refusals cost Discord
-        # one request each, not three). Taking the slot checks again after the await.
-        release_hold(svc, interaction)  # the job takes over the place its precheck held (no await between)
-        slot.check()
-        await defer(interaction)
-        async with slot:
-            engine = svc.transport  # the job stays with this engine, even if a reload switches engines meanwhile
-            if engine.info is None:
-                await engine.wait_ready(READY_TIMEOUT)
-            cap = min(interaction.filesize_limit, svc.settings.limits.max_gif_bytes, MAX_ATTACHMENT_BYTES)
-            request = dataclasses.replace(request, model_id=engine.info.model_id, max_bytes=cap)
-            epoch = svc.forget_epoch[slot.key]
-            reporter = ProgressReporter(svc, engine, msg, title, request.id)
-            reach = Reach(interaction.application_id, interaction.token, interaction.channel_id)
-            await svc.storage.job_queued(request.id, guild_id, user_id, request.kind, reach)  # before any work starts
-            recorded = request.id
-            try:
-                ended["submitted"] = reporter.submitted = time.monotonic()
-                future = engine.submit(request, reporter)
-                log.info(
-                    "job %s (%s) submitted for member %s in server %s", request.id, request.kind, user_id, guild_id
-                )
-            except QueueFull:
-                await svc.storage.job_finished(request.id, "queue_full")
-                recorded = None
-                raise Refusal(QUEUE_FULL) from None
-            slot.started = True
-            if request.stoppable:
-                svc.stoppable[request.id] = (user_id, engine)
-                msg.stop = stop_view(request.id)
-            position = engine.position(request.id)
-            if position and position > 1:  # shown from the first tick on: a burst's acks go first
-                watcher = asyncio.create_task(reporter.follow_position(None))
-                future.add_done_callback(lambda _: watcher.cancel())
-            alive = asyncio.create_task(reporter.keep_alive())
-            future.add_done_callback(lambda _: alive.cancel())
-            outcome = await asyncio.wait_for(future, svc.settings.engine.job_timeout_seconds + 60)
-            ended["outcome"] = "ok" if isinstance(outcome, Result) else outcome.code
-            ended["result"] = outcome if isinstance(outcome, Result) else None
-            if isinstance(outcome, JobFailed) and outcome.refunded:  # the input was refused, or the engine lost it
-                svc.limits.refund(guild_id, user_id, request.kind)
-            log.info("job %s (%s) answered: %s", request.id, request.kind, ended["outcome"])
-            slot.release()
-            recorded = None
-            await deliver(
-                svc,
-                interaction,
-                msg,
-                request,
-                outcome,
-                title=title,
-                keep=keep,
-                forgot=svc.forget_epoch[slot.key] != epoch,
-                view_factory=view_factory,
-                info=engine.info,
-                show=show,
-                after=after,
-                extra_files=extra_files,
-            )
-            return outcome if isinstance(outcome, Result) else None
-    except Refusal as exc:
-        await refuse(interaction, str(exc))
-    except Reply as exc:
-        await msg.finish(str(exc))
-    except RateLimited as exc:
-        ended["outcome"] = "rate_limited"
-        await refuse(interaction, rate_sentence(exc))
-    except ShuttingDown:
-        ended["outcome"] = "shutting_down"
-        await msg.finish("The bot is restarting, so this stopped; run the command again in a minute.")
-    except EngineUnavailable:
-        ended["outcome"] = "engine_unavailable"
-        await msg.finish("The face engine is not available right now; try again in a minute.")
-    except StorageError as exc:
-        ended["outcome"] = "storage_error"
-        log.error("storage error: %s", exc)
-        await msg.finish("My database is having trouble right now; try again in a minute.")
-    except asyncio.TimeoutError:
-        ended["outcome"] = "timeout"
-        await msg.finish("That took far too long and was stopped; try again with fewer steps or frames.")
-    finally:
+
+    title: str = ""
+    keep: str | None = None
+    view_factory: Callable | None = None
+    show: bool | Callable = True
+    after: Callable | None = None
+    extra_files: tuple = ()
+
+
+class Job:
+    """One engine request for one interaction, and its life: refused, or queued (its row
+    recorded, the member charged) -> running (rerun after an engine death) -> answered or failed
+    (refunded when its error class says so) -> delivered. The storage rows it owns are opened
+    and closed here, whatever ends it."""
+
+    def __init__(self, svc: Services, interaction: discord.Interaction, request: Request, delivery: Delivery) -> None:
+        self.svc, self.interaction, self.request, self.delivery = svc, interaction, request, delivery
+        self.key = (interaction.guild_id or 0, interaction.user.id)
+        self.msg = JobMessage(interaction, svc.settings.limits.progress_interval)
+        self.slot = Slot(svc, *self.key, request.kind)
+        self.recorded: str | None = None  # the id of a job row this job must still close
+        self.outcome = "refused"  # for the metrics: "ok", an error code, or how it ended
+        self.submitted: float | None = None
+        self.result: Result | None = None
+
+    async def run(self) -> Result | None:
+        """Returns the Result, or None on failure (which the member has been told)."""
+        try:
+            # A command refused by a cap, a rate limit or a full queue is answered before anything is
+            # shown: its one private message is the acknowledgement (a burst's refusals cost Discord
+            # one request each, not three). Taking the slot checks again after the await.
+            release_hold(self.svc, self.interaction)  # the job takes over its precheck's place (no await between)
+            self.slot.check()
+            await defer(self.interaction)
+            async with self.slot:
+                return await self._through(self.svc.transport)  # this engine, even if a reload switches meanwhile
+        except Refusal as exc:
+            await refuse(self.interaction, str(exc))
+        except Reply as exc:
+            await self.msg.finish(str(exc))
+        except RateLimited as exc:
+            self.outcome = "rate_limited"
+            await refuse(self.interaction, rate_sentence(exc))
+        except (ShuttingDown, EngineUnavailable, StorageError, asyncio.TimeoutError) as exc:
+            self.outcome, sentence = next(end for kind, end in ENDINGS.items() if isinstance(exc, kind))
+            if isinstance(exc, StorageError):
+                log.error("storage error: %s", exc)
+            await self.msg.finish(sentence)
+        finally:
+            await self._ended()
+        return None
+
+    async def _through(self, engine: Transport) -> Result | None:
+        """Queued, running, answered: the slot is held until the answer, then the answer is delivered."""
+        if engine.info is None:
+            await engine.wait_ready(READY_TIMEOUT)
+        interaction, svc = self.interaction, self.svc
+        cap = min(interaction.filesize_limit, svc.settings.limits.max_gif_bytes, MAX_ATTACHMENT_BYTES)
+        self.request = request = dataclasses.replace(self.request, model_id=engine.info.model_id, max_bytes=cap)
+        epoch = svc.forget_epoch[self.key]
+        future = await self._submit(engine)
+        outcome = await asyncio.wait_for(future, svc.settings.engine.job_timeout_seconds + 60)
+        self.outcome = "ok" if isinstance(outcome, Result) else outcome.code
+        self.result = outcome if isinstance(outcome, Result) else None
+        if isinstance(outcome, JobFailed) and outcome.refunded:  # the input was refused, or the engine lost it
+            svc.limits.refund(*self.key, request.kind)
+        log.info("job %s (%s) answered: %s", request.id, request.kind, self.outcome)
+        self.slot.release()
+        self.recorded = None
+        await self._deliver(outcome, forgot=svc.forget_epoch[self.key] != epoch, info=engine.info)
+        return self.result
+
+    async def _submit(self, engine: Transport) -> asyncio.Future:
+        """Record the job, hand it to the engine, and follow it (position, progress, keep-alive)."""
+        interaction, request, svc = self.interaction, self.request, self.svc
+        reporter = ProgressReporter(svc, engine, self.msg, self.delivery.title, request.id)
+        reach = Reach(interaction.application_id, interaction.token, interaction.channel_id)
+        await svc.storage.job_queued(request.id, *self.key, request.kind, reach)  # before any work starts
+        self.recorded = request.id
+        try:
+            self.submitted = reporter.submitted = time.monotonic()
+            future = engine.submit(request, reporter)
+            log.info("job %s (%s) submitted for member %s in server %s", request.id, request.kind, *self.key[::-1])
+        except QueueFull:
+            await svc.storage.job_finished(request.id, "queue_full")
+            self.recorded = None
+            raise Refusal(QUEUE_FULL) from None
+        self.slot.started = True
+        if request.stoppable:
+            svc.stoppable[request.id] = (self.key[1], engine)
+            self.msg.stop = stop_view(request.id)
+        position = engine.position(request.id)
+        if position and position > 1:  # shown from the first tick on: a burst's acks go first
+            watcher = asyncio.create_task(reporter.follow_position(None))
+            future.add_done_callback(lambda _: watcher.cancel())
+        alive = asyncio.create_task(reporter.keep_alive())
+        future.add_done_callback(lambda _: alive.cancel())
+        return future
+
+    async def _deliver(self, outcome: Result | JobFailed, forgot: bool, info: WorkerReady | None) -> None:
+        """Close the job's row, keep the new face if asked (and not forgotten meanwhile), run
+        ``after``, show the pictures (unless the delivery says the command goes on)."""
+        svc, request, d = self.svc, self.request, self.delivery
+        if isinstance(outcome, JobFailed):
+            await svc.storage.job_finished(request.id, outcome.code)
+            if outcome.user_error:  # it may echo what the member typed: shown, never a ping
+                raise Reply(plain(outcome.message, ENGINE_SENTENCE_MAX))
+            log.error("job %s (%s) failed in the engine:\n%s", request.id, request.kind, outcome.detail)
+            raise Reply(f"Sorry, something went wrong on my side (job {request.id}); it has been logged.")
+        await svc.storage.job_finished(request.id)
+        text = await self._keep(outcome, forgot, info)
+        if d.after is not None:
+            text += await d.after(outcome, forgot)
+        if not (d.show(outcome) if callable(d.show) else d.show):
+            return
+        note = svc.notes.pop(self.interaction.id, None)
+        if note is not None:
+            text += note[0]
+            await svc.storage.refresh_was_told(*note[1])
+        view = d.view_factory(self.interaction.user.id) if d.view_factory else None
+        await self.msg.finish(f"{d.title}{text}".strip(), list(d.extra_files) + files_of(outcome), view)
+
+    async def _keep(self, outcome: Result, forgot: bool, info: WorkerReady | None) -> str:
+        """Keep the new face as the delivery asks; the reply's text."""
+        svc, request, keep = self.svc, self.request, self.delivery.keep
+        text = describe(request, outcome)
+        if not keep or outcome.face is None:
+            return text
+        check_kept(info, request, outcome)
+        face = outcome.face
+        if forgot:  # the engine's own sentence alone: the request's frame would promise a face that is not kept
+            return outcome.text + "\nYou ran /forget while this was running, so nothing was kept."
+        if keep == "me":
+            await svc.storage.save_latent(*self.key, outcome.model_id, face.ws, request.kind, face.noise)
+        elif keep == "pending":
+            await svc.storage.save_pending(*self.key, outcome.model_id, face.ws, face.noise)
+        return text
+
+    async def _ended(self) -> None:
+        svc, request = self.svc, self.request
         svc.stoppable.pop(request.id, None)
-        svc.notes.pop(interaction.id, None)
+        svc.notes.pop(self.interaction.id, None)
         if svc.metrics is not None:
-            svc.metrics.ended(request.kind, ended["outcome"], ended["submitted"], ended["result"])
-        if recorded is not None:  # ended here (timeout, engine gone, shutdown): not "interrupted" at the next start
+            svc.metrics.ended(request.kind, self.outcome, self.submitted, self.result)
+        if self.recorded is not None:  # ended here (timeout, engine gone, shutdown): not "interrupted" next start
             with contextlib.suppress(StorageError, ValueError):
-                await svc.storage.job_finished(recorded, "stopped")
-    return None
+                await svc.storage.job_finished(self.recorded, "stopped")
+
+
+# How a job ends when something outside it gives out: (its metrics outcome, what the member reads).
+ENDINGS = {
+    ShuttingDown: ("shutting_down", "The bot is restarting, so this stopped; run the command again in a minute."),
+    EngineUnavailable: ("engine_unavailable", "The face engine is not available right now; try again in a minute."),
+    StorageError: ("storage_error", "My database is having trouble right now; try again in a minute."),
+    asyncio.TimeoutError: ("timeout", "That took far too long and was stopped; try again with fewer steps or frames."),
+}
+
+
+async def run_job(svc: Services, interaction: discord.Interaction, request: Request, **delivery) -> Result | None:
+    """Run one engine request for a command (``delivery``: the fields of :class:`Delivery`);
+    returns the Result, or None on failure (which the member has been told)."""
+    return await Job(svc, interaction, request, Delivery(**delivery)).run()
