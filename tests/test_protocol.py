@@ -38,6 +38,7 @@ from engine.protocol import (
     RandomRequest,
     RenderRequest,
     Result,
+    Started,
     StrangerRequest,
     SwapRequest,
     TeamRequest,
@@ -73,6 +74,8 @@ def every_message():
         Result(
             "abcdefabcdef", (File("a.png", b"123", "x"),), (f, as_face(f.ws)), "m1", {"psnr": 30.5, "l": [1, 2.5]}, "hi"
         ),
+        Result("abcdefabcdef", (File("faces.png", b"png", "numbered"),), figures={"faces": 3}, text="3", choose=3),
+        Started("abcdefabcdef"),
         JobFailed("abcdefabcdef", "bad_argument", "No.", "trace"),
         WorkerReady("w1", "m1", 64, 10, 256, ("age", "smile"), "cpu", 42),
     ]
@@ -96,6 +99,10 @@ def test_every_message_round_trips_the_wire_exactly(message):
     assert same(wire.loads(data), message)
     if hasattr(message, "validate"):
         message.validate()
+
+
+def test_every_wire_message_has_a_sample():
+    assert {type(m) for m in every_message()} == set(wire.MESSAGES.values())
 
 
 def test_every_request_kind_is_on_the_wire_and_has_a_cost():
