@@ -147,14 +147,14 @@ def invite(
 
     if application_id is None:
         try:
-            application_id = application_id_from_token(load_settings(config).token())
+            token = load_settings(config).token()
         except ConfigError:
-            application_id = None
+            token = None
+        application_id = application_id_from_token(token) if token else None
         if application_id is None:
-            fail(
-                "No application id: pass --application-id (Developer Portal, your application, General Information) "
-                "or set the bot token."
-            )
+            portal = "pass --application-id (Developer Portal, your application, General Information)"
+            fail(f"No application id: {portal} or set the bot token." if not token else
+                 f"The bot token that is set holds no application id (is it the whole token?); {portal}.")
     granted = sorted({name for needs in ROUTES.values() for name in needs})
     typer.echo(invite_url(application_id))
     typer.echo(f"scopes: bot, applications.commands; permissions: {', '.join(granted)}", err=True)

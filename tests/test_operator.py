@@ -38,6 +38,9 @@ def test_invite_prints_the_link_for_the_tokens_application_with_the_bots_permiss
     assert "not-a-real-secret" not in r.output, "the token is never printed"
     r = runner.invoke(full_app(), ["invite", "--application-id", "42"])
     assert r.exit_code == 0 and "client_id=42" in r.stdout
+    monkeypatch.setenv("WSPACE_TOKEN", "not-a-token")  # set, but no application id in it: not "set the bot token"
+    r = runner.invoke(full_app(), ["invite"])
+    assert r.exit_code == 1 and "token that is set" in r.output and one_sentence(r.output)
     monkeypatch.delenv("WSPACE_TOKEN")
     r = runner.invoke(full_app(), ["invite"])
     assert r.exit_code == 1 and "--application-id" in r.output and one_sentence(r.output)
