@@ -25,8 +25,9 @@ from bot.config import Settings, engines_path, heartbeat_path
 from bot.http_pool import AcksFirstConnector
 from bot.limits import Limits
 from bot.storage import Interrupted, Storage, StorageError
-from bot.transport import Transport, make_transport
+from bot.transport import EngineUnavailable, Transport, make_transport
 from bot.transport.pidfile import EngineRegistry
+from engine.protocol import MixRequest
 
 log = logging.getLogger("wspace.bot")
 
@@ -140,11 +141,34 @@ class WspaceBot(discord.Client):
             synced = await self.tree.sync()
             log.info("synced %d application commands", len(synced))
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+        self._ranges = asyncio.create_task(self.declare_model_ranges(), name="model-ranges")
         # What startup built (modules, commands, settings) lives as long as the process. A full
         # collection walked all of it and stopped the event loop for ~170 ms in the middle of a
         # burst (bench/bot_load.py, the ack split); frozen, later collections skip it.
         gc.collect()
         gc.freeze()
+
+    async def declare_model_ranges(self) -> None:
+        """Once the engine says which model it runs, declare the ranges that depend on it (/mix
+        and /swap's split: 1 to its styles − 1, not the protocol's widest 31) and sync again if
+        they changed, so Discord itself refuses a split the model cannot take."""
+        try:
+            info = await self.services.transport.wait_ready(ENGINE_START_SECONDS)
+        except EngineUnavailable:
+            return
+        most = min(MixRequest.SPLIT[1], info.num_ws - 1)
+        changed = False
+        for name in ("mix", "swap"):
+            command = self.tree.get_command(name)
+            option = command._params.get("split") if command else None  # no public setter; it goes out at sync
+            if option is not None and option.max_value != most:
+                option.max_value, changed = most, True
+        if changed and self.settings.discord.sync_commands and not self.draining:
+            try:
+                await self.tree.sync()
+                log.info("/mix and /swap now take a split of 1 to %d (model %s)", most, info.model_id)
+            except discord.HTTPException as exc:
+                log.warning("could not declare the model's split range to Discord: %s", exc)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """A button or menu nobody answered (its job ended and the component went, or the bot
@@ -259,6 +283,7 @@ class WspaceBot(discord.Client):
                 raise
             old, self.services.transport, self.engine_settings = self.services.transport, new, wanted
             log.info("engine switched; the old one finishes its %d jobs", len(old.pending))
+            self._ranges = asyncio.create_task(self.declare_model_ranges(), name="model-ranges")
             self.retiring.add(old)
         try:
             deadline = time.monotonic() + self.settings.engine.job_timeout_seconds + 60
@@ -304,8 +329,9 @@ class WspaceBot(discord.Client):
         if self.draining:
             return await super().close()
         self.draining = True
-        if getattr(self, "_heartbeat", None):
-            self._heartbeat.cancel()
+        for task in (getattr(self, "_heartbeat", None), getattr(self, "_ranges", None)):
+            if task is not None:
+                task.cancel()
         if self.services is not None:
             for engine in [self.services.transport, *self.retiring]:
                 await engine.close()

@@ -108,3 +108,15 @@ async def test_a_user_install_works_in_dms_and_is_refused_in_a_server_without_th
     assert "projected.png" in inter.all_files(), inter.last_content()
     mine = await finished(sim, await sim.invoke(CAROL, "me", dm=True))
     assert "face.png" in mine.all_files(), "a group DM's face is the member's DM face"
+
+
+async def test_discord_is_told_the_split_range_the_loaded_model_takes(env):
+    sim, bot = env
+    most = bot.services.transport.info.num_ws - 1
+
+    def split_max(name: str):
+        command = next((c for c in sim.commands if c["name"] == name), None)
+        option = next((o for o in (command or {}).get("options", []) if o["name"] == "split"), None)
+        return option and option.get("max_value")
+
+    await sim.wait_for(lambda: split_max("mix") == split_max("swap") == most, 30)
