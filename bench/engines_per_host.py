@@ -17,7 +17,6 @@ as a member's job or an operator's command runs). Two settings side by side:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.numerics import cpu_name
+from bench.report import report
 from engine.model.host import available_cores
 from tests.photos import astronaut, grace_hopper
 
@@ -84,21 +85,7 @@ def main() -> None:
                             "shared_vs_in_turn": round(shared / in_turn, 3),
                             "every_core_vs_in_turn": round(every_core / in_turn, 3)}
             print(n, rows[str(n)], flush=True, file=sys.stderr)
-    out = {"cores": cores, "cpu": _cpu(), "steps": args.steps, "engines": rows}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+    report({"cores": cores, "cpu": cpu_name(), "steps": args.steps, "engines": rows}, args.out)
 
 
 if __name__ == "__main__":

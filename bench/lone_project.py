@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.report import report
 from engine.face.align import Framing, align_face
 from engine.jobs.engine import Engine
 from engine.latent.batch import Member
@@ -115,10 +116,7 @@ def main() -> None:
             project = {name: round(statistics.median(v), 2) for name, v in wall.items()}
             out.update(project_s=project, project_now_over_before=round(project["now"] / project["before"], 3),
                        project_ws_max_diff=float(np.abs(latent["now"]["ws"] - latent["before"]["ws"]).max()))
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(out, args.out)
 
 
 if __name__ == "__main__":
