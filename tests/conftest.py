@@ -15,6 +15,26 @@ def pytest_configure(config) -> None:
         import torch
 
         torch.set_num_threads(int(os.environ[THREADS_ENV]))
+
+
+@pytest.fixture(autouse=True)
+def engine_settings_stay_in_their_test():
+    """A test that prepares this process as an engine (a CLI command run in-process) leaves no
+    host share behind: later tests would otherwise have their torch threads refitted as other
+    engines on the machine come and go (engine/model/host.py), and keep the thread count they had."""
+    import torch
+
+    from engine.model import host
+
+    threads = torch.get_num_threads()
+    yield
+    if host.SHARE is not None:
+        host.SHARE.close()
+        host.SHARE = None
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 FIXTURES = REPO.parent / "shared" / "fixtures" / "stylegan2"
 
 
