@@ -17,14 +17,15 @@ import signal
 import time
 
 from bot.transport.local import LocalTransport
-from engine.protocol import JobFailed, ProjectRequest, RandomRequest, Result
+from engine.protocol import JobFailed, Progress, ProjectRequest, RandomRequest, Result
 from engine.protocol.spec import EngineSpec
 from tests.photos import encode, grace_hopper
 
 
 async def once(client: LocalTransport) -> dict:
     seen = []
-    fut = client.submit(ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=2000), lambda p: seen.append(p.step))
+    fut = client.submit(ProjectRequest(image=encode(grace_hopper(), "JPEG"), steps=2000),
+                        lambda p: isinstance(p, Progress) and seen.append(p.step))
     while not any(s > 0 for s in seen):
         await asyncio.sleep(0.02)
     os.kill(client.process.pid, signal.SIGKILL)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from engine.jobs.dispatch import run
-from engine.protocol import JobFailed, ProjectRequest, RandomRequest, Result
+from engine.protocol import JobFailed, Progress, ProjectRequest, RandomRequest, Result
 from tests.closeness import same_kept_face
 from tests.photos import astronaut, encode, grace_hopper
 from tests.redis_helpers import SECRET, start_worker
@@ -85,7 +85,8 @@ def test_a_batching_worker_survives_redis_restarting_mid_batch(redis_server):
         client = await connected(redis_server.url)
         try:
             started = asyncio.Event()
-            futures = [client.submit(ProjectRequest(image=photo, steps=400), lambda p: p.step > 0 and started.set())
+            futures = [client.submit(ProjectRequest(image=photo, steps=400),
+                                     lambda p: isinstance(p, Progress) and p.step > 0 and started.set())
                        for _ in range(3)]
             await asyncio.wait_for(started.wait(), 60)  # the batch is stepping
             redis_server.kill()
